@@ -1,0 +1,182 @@
+"""Seq2seq on Multi30k (test_2016_flickr): GRU + Bahdanau attention and the Transformer preset, side by side.
+
+For each (preset, direction) it trains with ``lmlab.translation.train_seq2seq`` for at most ``--budget-min``
+minutes (``train.max_time_s``; the weights with the best validation loss are kept), translates the 1,000
+test sentences with beam search and reports sacreBLEU (with its signature), lowercased BLEU, chrF, wall times
+and tokens/s. Results go to ``benchmarks/results/seq2seq.json``.
+
+Examples::
+
+    python benchmarks/seq2seq.py --runs gru-bahdanau:de-en --budget-min 40 --threads 1
+    python benchmarks/seq2seq.py --runs gru-bahdanau:de-en,transformer:de-en,transformer:en-fr --budget-min 60
+
+Targets on 2 CPU cores (issue 5): GRU + Bahdanau >= 30 BLEU within 60 min; Transformer >= 35 within 90 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+def machine_info(device: str) -> dict:
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus_visible": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    try:
+        info["load_average_at_start"] = list(os.getloadavg())
+    except OSError:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_one(preset: str, direction: str, args, epochs: int | None = None) -> dict:
+    from lmlab.data.parallel import load_pairs, read_lines
+    from lmlab.translation import Translator, resolve_run_config, train_seq2seq
+
+    src_lang, tgt_lang = direction.split("-")
+    data = Path(args.data)
+    overrides = [
+        f"train.max_time_s={args.budget_min * 60:g}",
+        f"train.epochs={epochs or args.epochs}",
+        f"train.device={args.device}",
+        f"train.num_threads={args.threads}",
+        "train.progress=false",
+        "train.tensorboard=false",
+        *args.override,
+    ]
+    run = resolve_run_config(preset, overrides)
+    train_pairs = load_pairs(data / f"train.{src_lang}.gz", data / f"train.{tgt_lang}.gz")
+    if args.train_limit:
+        train_pairs = train_pairs[: args.train_limit]
+    val_pairs = load_pairs(data / f"val.{src_lang}.gz", data / f"val.{tgt_lang}.gz")
+    out = Path(args.runs_dir) / f"{preset}-{direction}"
+    print(f"== {preset} {direction}: {len(train_pairs)} training pairs, budget {args.budget_min:g} min", flush=True)
+    started = time.perf_counter()
+    result = train_seq2seq(
+        run, train_pairs, out, val_pairs=val_pairs, overwrite=True, log=lambda s: print(s, flush=True),
+        data_description=f"Multi30k train {src_lang}->{tgt_lang}",
+    )
+    train_wall = time.perf_counter() - started
+    sources = read_lines(data / f"test_2016_flickr.{src_lang}.gz")
+    refs = read_lines(data / f"test_2016_flickr.{tgt_lang}.gz")
+    if args.eval_limit:
+        sources, refs = sources[: args.eval_limit], refs[: args.eval_limit]
+    pipe = Translator.from_run_dir(out, device=args.device if args.device != "auto" else "cpu")
+    report = pipe.evaluate(sources, refs, beam_size=args.beam, batch_size=args.decode_batch)
+    hyps = report.pop("hypotheses")
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    val_losses = [m["val_loss"] for m in metrics if "val_loss" in m]
+    row = {
+        "preset": preset,
+        "direction": direction,
+        "train_pairs": result["train_pairs"],
+        "parameters": result["num_parameters"],
+        "steps": result["step"],
+        "epochs_completed": result["epoch"],
+        "train_time_s": round(result["train_time_s"], 1),
+        "train_wall_s": round(train_wall, 1),
+        "train_tokens_per_s": round(result["tokens_per_s"] or 0.0, 1),
+        "best_val_loss": result["best"],
+        "val_losses": val_losses,
+        "test_sentences": report["n"],
+        "bleu": round(report["bleu"], 2),
+        "bleu_signature": report["bleu_signature"],
+        "bleu_lc": round(report["bleu_lc"], 2),
+        "bleu_lc_signature": report["bleu_lc_signature"],
+        "chrf": round(report["chrf"], 2),
+        "chrf_signature": report["chrf_signature"],
+        "beam_size": args.beam,
+        "decode_s": round(report["seconds"], 1),
+        "decode_tokens_per_s": round(report["tokens_per_s"], 1),
+        "budget_min": args.budget_min,
+        "overrides": overrides,
+        "samples": [{"src": s, "hyp": h, "ref": r} for s, h, r in list(zip(sources, hyps, refs, strict=True))[:5]],
+    }
+    print(json.dumps({k: v for k, v in row.items() if k != "samples"}, ensure_ascii=False), flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="gru-bahdanau:de-en,transformer:de-en,transformer:en-fr",
+                   help="comma-separated PRESET:SRC-TGT[:EPOCHS] (languages of Multi30k: en de fr cs); EPOCHS sets "
+                        "the cosine schedule's horizon (choose what fits the budget)")
+    p.add_argument("--budget-min", type=float, default=60.0, help="training time budget per run, in minutes")
+    p.add_argument("--epochs", type=int, default=12, help="epochs for runs that do not give their own (the time budget may stop first)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 is faster on a busy machine)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--decode-batch", type=int, default=100)
+    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training pairs (smoke tests)")
+    p.add_argument("--eval-limit", type=int, default=0, help="score only the first N test sentences (smoke tests)")
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "multi30k" / "raw"))
+    p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-seq2seq"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "seq2seq.json"))
+    p.add_argument("--override", action="append", default=[], help="extra KEY=VALUE config override (repeatable)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    info = machine_info(args.device)
+    rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(final: bool) -> None:
+        result = {
+            "benchmark": "seq2seq",
+            "dataset": "Multi30k task 1, test_2016_flickr (1,000 sentences); train 29,000 pairs; val 1,014",
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "complete": final,
+            "machine": info,
+            "total_wall_s": round(time.perf_counter() - started, 1),
+            "targets": {"gru-bahdanau:de-en": ">= 30 BLEU in <= 60 min on 2 CPU cores",
+                        "transformer:de-en": ">= 35 BLEU in <= 90 min on 2 CPU cores"},
+            "runs": rows,
+        }
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    for spec in args.runs.split(","):
+        parts = spec.strip().split(":")
+        rows.append(run_one(parts[0], parts[1], args, int(parts[2]) if len(parts) > 2 else None))
+        write(final=False)
+    print()
+    header = f"{'preset':<14} {'dir':<6} {'min':>5} {'steps':>6} {'tok/s':>7} {'BLEU':>6} {'BLEU-lc':>7} {'chrF':>6} {'decode s':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['preset']:<14} {r['direction']:<6} {r['train_time_s'] / 60:>5.1f} {r['steps']:>6} "
+              f"{r['train_tokens_per_s']:>7.0f} {r['bleu']:>6.2f} {r['bleu_lc']:>7.2f} {r['chrf']:>6.2f} {r['decode_s']:>8.1f}")
+    if rows:
+        print(f"sacreBLEU signature: {rows[0]['bleu_signature']}")
+    write(final=True)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""SeqGAN vs MLE: the synthetic-oracle table of Yu et al. (2017) and a quality/diversity temperature sweep on real
+captions (Caccia et al. 2020), side by side in one run.
+
+Oracle part (per seed, all seeds in parallel worker processes): one MLE run of P + E epochs whose generator is
+snapshotted after P epochs (the SeqGAN pre-training); SeqGAN = that snapshot + D pre-training + adversarial
+rounds; MLE = the same run continued E more epochs ("equal total epochs": an adversarial round counts as one
+epoch, as on the paper's Figure 2, so E defaults to the number of rounds). NLL-oracle on 10,000 samples each.
+
+Real part (Multi30k English): the same protocol with held-out NLL, BLEU-2..5 against the 1,000 test captions and
+Self-BLEU-2..5 of 1,000 samples at each temperature, for the GAN and for the MLE models.
+
+    python benchmarks/textgan.py                      # everything, paper-sized oracle (use a GPU)
+    python benchmarks/textgan.py --smoke              # minutes on a CPU: tiny oracle, tiny real run
+    python benchmarks/textgan.py --part cpu-timing    # per-step wall times on this machine, extrapolated
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lmlab.callbacks import Callback  # noqa: E402
+from lmlab.config import load_preset, merge  # noqa: E402
+from lmlab.models import textgan as tg  # noqa: E402
+
+PAPER = {"random": 10.310, "mle": 9.038, "seqgan": 8.736}
+DATA = ROOT.parent / "shared" / "data" / "multi30k" / "tok"  # --data-dir overrides
+
+
+class Snapshot(Callback):
+    """Copy the generator's weights (and the clock) once the global step reaches ``at_step``."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+        self.state = None
+        self.t0 = time.monotonic()
+        self.seconds = None
+
+    def on_step_end(self, trainer, logs) -> None:
+        if trainer.state.step == self.at_step and self.state is None:
+            self.state = copy.deepcopy(trainer.model.generator.state_dict())
+            self.seconds = time.monotonic() - self.t0
+
+
+def _log(tag):
+    return lambda msg: print(f"[{tag}] {msg}", flush=True)
+
+
+def oracle_settings(args) -> dict:
+    over = {
+        "train": {"seed": args.seed, "device": args.device, "progress": False, "tensorboard": False, "num_threads": args.threads},
+        "gan": {"rollout_num": args.rollout_num, "eval_every_epochs": args.eval_every_epochs, "eval_every_rounds": 10},
+    }
+    if args.smoke:
+        over["oracle"] = {"vocab_size": 200, "seq_len": 10, "num_samples": 1000, "eval_samples": 1000}
+        over["model"] = {"d_filter_sizes": [2, 3, 4, 6], "d_num_filters": [16, 16, 16, 16], "d_embed_dim": 16}
+    return over
+
+
+def run_oracle(args) -> dict:
+    torch.set_num_threads(args.threads)
+    base = merge(load_preset("seqgan-oracle", "gan"), oracle_settings(args))
+    P, E, R = args.pretrain_epochs, args.mle_extra_epochs, args.adversarial_rounds
+    mle_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": P + E, "d_pretrain_steps": 0, "adversarial_rounds": 0}, "train": {"max_time_s": args.max_time_s}}))
+    log = _log(f"oracle seed {args.seed}")
+    t = time.monotonic()
+    prepared = tg.prepare_data(mle_cfg, log)
+    data_s = time.monotonic() - t
+    spe = len(prepared.train) // mle_cfg.train.batch_size
+    snap = Snapshot(P * spe)
+    t = time.monotonic()
+    _, mle_mon = tg.train(mle_cfg, None, log=log, prepared=prepared, callbacks=[snap])
+    mle_s = time.monotonic() - t
+    if snap.state is None:
+        raise SystemExit("MLE pre-training stopped before the snapshot (raise --max-time-s)")
+    gan_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": 0, "d_pretrain_steps": args.d_pretrain_steps, "adversarial_rounds": R, "d_steps_per_round": args.d_steps_per_round}, "train": {"max_time_s": args.max_time_s}}))
+    gan_cfg.model = copy.deepcopy(mle_cfg.model)
+    t = time.monotonic()
+    _, gan_mon = tg.train(gan_cfg, None, log=log, prepared=prepared, init_generator=snap.state)
+    gan_s = time.monotonic() - t
+    hist = mle_mon.history
+    return {
+        "seed": args.seed,
+        "random": hist[0]["val_nll_oracle"],
+        "mle_pretrained": gan_mon.history[0]["val_nll_oracle"],  # the snapshot SeqGAN starts from
+        "mle": hist[-1]["val_nll_oracle"],
+        "mle_epochs": hist[-1]["pretrain_epochs_done"],
+        "seqgan": gan_mon.history[-1]["val_nll_oracle"],
+        "seqgan_rounds": gan_mon.history[-1]["rounds_done"],
+        "oracle_data_nll": prepared.oracle.nll(prepared.train),
+        "mle_curve": [(h["pretrain_epochs_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in hist],
+        "seqgan_curve": [(P + h["rounds_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in gan_mon.history],
+        "wall_s": {"oracle_data": data_s, "mle_pretrain": snap.seconds, "mle_total": mle_s, "seqgan_adversarial": gan_s},
+        "config": {"mle": tg.config_to_dict(mle_cfg), "seqgan": tg.config_to_dict(gan_cfg)},
+    }
+
+
+def run_real(args) -> dict:
+    torch.set_num_threads(args.threads)
+    over = {
+        "train": {"seed": args.seed, "device": args.device, "progress": False, "tensorboard": False, "num_threads": args.threads, "max_time_s": args.max_time_s},
+        "data": {"path": str(args.data_dir / "train.lc.norm.tok.en.gz"), "test_path": str(args.data_dir / "test_2016_flickr.lc.norm.tok.en")},
+        "gan": {"rollout_num": args.rollout_num},
+    }
+    if args.smoke:
+        over["data"]["max_lines"] = 2000
+        over["model"] = {"embed_dim": 16, "hidden_dim": 32, "d_filter_sizes": [2, 3, 4], "d_num_filters": [16, 16, 16], "d_embed_dim": 16}
+    base = merge(load_preset("seqgan-multi30k", "gan"), over)
+    P, E, R = args.real_pretrain_epochs, args.real_mle_extra_epochs, args.real_adversarial_rounds
+    log = _log("real")
+    mle_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": P + E, "d_pretrain_steps": 0, "adversarial_rounds": 0}}))
+    prepared = tg.prepare_data(mle_cfg, log)
+    spe = len(prepared.train) // mle_cfg.train.batch_size
+    snap = Snapshot(P * spe)
+    t = time.monotonic()
+    mle_model, mle_mon = tg.train(mle_cfg, None, log=log, prepared=prepared, callbacks=[snap])
+    mle_s = time.monotonic() - t
+    gan_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": 0, "d_pretrain_steps": args.real_d_pretrain_steps, "adversarial_rounds": R, "d_steps_per_round": args.d_steps_per_round}}))
+    gan_cfg.model = copy.deepcopy(mle_cfg.model)
+    t = time.monotonic()
+    gan_model, gan_mon = tg.train(gan_cfg, None, log=log, prepared=prepared, init_generator=snap.state)
+    gan_s = time.monotonic() - t
+    pre = tg.Generator(mle_cfg.model).to(mle_model.generator.head.weight.device)
+    pre.load_state_dict(snap.state)
+    temps = args.temperatures
+    t = time.monotonic()
+    sweeps = {}
+    for name, gen in (("mle_pretrained", pre), ("mle", mle_model.generator), ("seqgan", gan_model.generator)):
+        rows = tg.quality_diversity(gen, prepared.vocab, prepared.references, temps, args.real_samples, seed=args.seed)
+        sweeps[name] = {"nll_test": tg.generator_nll(gen, prepared.heldout), "sweep": rows}
+        log(f"{name}: nll_test {sweeps[name]['nll_test']:.4f}; " + "; ".join(f"T={r['temperature']}: BLEU-4 {r['bleu4']:.3f} SelfBLEU-4 {r['self_bleu4']:.3f}" for r in rows))
+    samples = {
+        name: [tg.decode(s, prepared.vocab, mle_cfg.model.eos_id) for s in tg._sample_many(gen, 8, 1.0, 0).tolist()]
+        for name, gen in (("mle", mle_model.generator), ("seqgan", gan_model.generator))
+    }
+    return {
+        "train_sentences": len(prepared.train),
+        "truncated": prepared.truncated,
+        "vocab_size": len(prepared.vocab),
+        "pretrain_epochs": P,
+        "mle_epochs": P + E,
+        "seqgan_rounds": gan_mon.history[-1]["rounds_done"],
+        "models": sweeps,
+        "samples_T1": samples,
+        "mle_curve": mle_mon.history,
+        "seqgan_curve": gan_mon.history,
+        "wall_s": {"mle_pretrain": snap.seconds, "mle_total": mle_s, "seqgan_adversarial": gan_s, "eval": time.monotonic() - t},
+        "config": {"mle": tg.config_to_dict(mle_cfg), "seqgan": tg.config_to_dict(gan_cfg)},
+    }
+
+
+def cpu_timing(args) -> dict:
+    """Wall time per step of each phase at the paper's oracle size, on this machine, and the extrapolated totals."""
+    torch.set_num_threads(args.threads)
+    cfg = tg.build_run_config(load_preset("seqgan-oracle", "gan"))
+    m = cfg.model
+    m.vocab_size, m.max_len = 5000, 20
+    model = tg.SeqGAN(m, cfg.gan)
+    opts = model.configure_optimizers(cfg.train)
+    real = torch.randint(0, 5000, (64, 20))
+
+    def clock(fn, k):
+        fn()
+        t = time.monotonic()
+        for _ in range(k):
+            fn()
+        return (time.monotonic() - t) / k
+
+    def mle():
+        loss, _ = model.mle_loss(real)
+        opts[0].zero_grad()
+        loss.backward()
+        opts[0].step()
+
+    def dstep():
+        fake = model.generator.sample(64)
+        loss, _ = model.discriminator_loss(real, fake)
+        opts[2].zero_grad()
+        loss.backward()
+        opts[2].step()
+
+    def pg():
+        seqs = model.generator.sample(64)
+        r = model.rewards(seqs, cfg.gan.rollout_num)
+        loss = model.policy_gradient_loss(seqs, r)
+        opts[1].zero_grad()
+        loss.backward()
+        opts[1].step()
+
+    per = {"mle_step": clock(mle, args.timing_steps), "d_step": clock(dstep, args.timing_steps), "pg_step": clock(pg, max(1, args.timing_steps // 5))}
+    spe = 10_000 // 64
+    steps = {"mle_step": 120 * spe, "d_step": args.d_pretrain_steps + 200 * args.d_steps_per_round, "pg_step": 200}
+    return {
+        "threads": args.threads,
+        "seconds_per_step": per,
+        "steps_in_schedule": steps,
+        "extrapolated_hours": {k: per[k] * steps[k] / 3600 for k in per},
+        "load_average": os.getloadavg(),
+    }
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def summarize(parts: dict, args) -> dict:
+    out = {"benchmark": "textgan", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv), "machine": machine(), "paper": PAPER}
+    seeds = parts.get("oracle", [])
+    if seeds:
+        table = {}
+        for key in ("random", "mle_pretrained", "mle", "seqgan"):
+            vals = [s[key] for s in seeds if s.get(key) is not None]
+            if vals:
+                table[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "values": vals}
+        out["oracle"] = {"table": table, "seeds": seeds, "oracle_data_nll": seeds[0]["oracle_data_nll"]}
+        if "mle" in table and "seqgan" in table:
+            mle, gan = table["mle"]["median"], table["seqgan"]["median"]
+            out["oracle"]["targets"] = {
+                "mle_within_0.1_of_9.038": abs(mle - PAPER["mle"]) <= 0.1,
+                "seqgan_le_8.74": gan <= 8.74,
+                "seqgan_below_own_mle": gan < mle,
+                "seqgan_below_mle_in_every_seed": all(s["seqgan"] < s["mle"] for s in seeds),
+            }
+    for key in ("real", "cpu_timing"):
+        if key in parts:
+            out[key] = parts[key]
+    return out
+
+
+def print_table(res: dict) -> None:
+    if "oracle" in res:
+        t = res["oracle"]["table"]
+        print("\nNLL-oracle (lower is better), median [min, max] over seeds")
+        print(f"{'model':<22}{'paper':>8}  {'ours':>24}")
+        names = {"random": "random generator", "mle_pretrained": "MLE (pre-training only)", "mle": "MLE (equal epochs)", "seqgan": "SeqGAN"}
+        for key, name in names.items():
+            if key in t:
+                paper = f"{PAPER[key]:.3f}" if key in PAPER else "-"
+                v = t[key]
+                print(f"{name:<22}{paper:>8}  {v['median']:>8.3f} [{v['min']:.3f}, {v['max']:.3f}]")
+        print(f"oracle's own samples: {res['oracle']['oracle_data_nll']:.3f}; targets: {res['oracle'].get('targets')}")
+    if "real" in res:
+        print("\nMulti30k: held-out NLL and the temperature sweep (BLEU-4 quality / Self-BLEU-4 diversity)")
+        for name, m in res["real"]["models"].items():
+            print(f"{name:<16} nll_test {m['nll_test']:.3f}  " + "  ".join(f"T{r['temperature']}:{r['bleu4']:.3f}/{r['self_bleu4']:.3f}" for r in m["sweep"]))
+    if "cpu_timing" in res:
+        print("\nCPU seconds per step:", res["cpu_timing"]["seconds_per_step"], "extrapolated hours:", res["cpu_timing"]["extrapolated_hours"])
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [k for k in ("oracle", "real") if k in res]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels) + (1 if "real" in res else 0), figsize=(5.2 * (len(panels) + 1), 4))
+    axes = list(axes) if hasattr(axes, "__len__") else [axes]
+    i = 0
+    if "oracle" in res:
+        ax = axes[i]
+        i += 1
+        for s in res["oracle"]["seeds"]:
+            x, y = zip(*[(a, b) for a, b, _ in s["mle_curve"]], strict=True)
+            ax.plot(x, y, color="tab:blue", alpha=0.6, label="MLE" if s is res["oracle"]["seeds"][0] else None)
+            x, y = zip(*[(a, b) for a, b, _ in s["seqgan_curve"]], strict=True)
+            ax.plot(x, y, color="tab:red", alpha=0.6, label="SeqGAN" if s is res["oracle"]["seeds"][0] else None)
+        ax.axhline(PAPER["seqgan"], color="tab:red", ls=":", lw=1, label="paper SeqGAN 8.736")
+        ax.axhline(PAPER["mle"], color="tab:blue", ls=":", lw=1, label="paper MLE 9.038")
+        ax.set_xlabel("epochs (pre-training epochs + adversarial rounds)")
+        ax.set_ylabel("NLL-oracle (10,000 samples)")
+        ax.set_title("Synthetic oracle, every seed")
+        ax.legend(fontsize=8)
+    if "real" in res:
+        colors = {"mle_pretrained": "tab:green", "mle": "tab:blue", "seqgan": "tab:red"}
+        for j, n in enumerate((4, 5)):
+            ax = axes[i + j]
+            for name, m in res["real"]["models"].items():
+                xs = [r[f"self_bleu{n}"] for r in m["sweep"]]
+                ys = [r[f"bleu{n}"] for r in m["sweep"]]
+                ax.plot(xs, ys, "o-", color=colors.get(name), label=f"{name} (NLL {m['nll_test']:.2f})")
+                for r in m["sweep"]:
+                    ax.annotate(f"{r['temperature']:g}", (r[f"self_bleu{n}"], r[f"bleu{n}"]), fontsize=7)
+            ax.set_xlabel(f"Self-BLEU-{n} (lower = more diverse)")
+            ax.set_ylabel(f"BLEU-{n} vs test captions (higher = better quality)")
+            ax.set_title(f"Multi30k temperature sweep, {n}-grams")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["all", "oracle", "real", "cpu-timing", "merge"], default="all")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seed", type=int, default=0, help="(worker) the seed of this worker")
+    ap.add_argument("--pretrain-epochs", type=int, default=120)
+    ap.add_argument("--mle-extra-epochs", type=int, default=None, help="default: --adversarial-rounds")
+    ap.add_argument("--adversarial-rounds", type=int, default=200)
+    ap.add_argument("--d-pretrain-steps", type=int, default=3000)
+    ap.add_argument("--d-steps-per-round", type=int, default=30)
+    ap.add_argument("--rollout-num", type=int, default=16)
+    ap.add_argument("--eval-every-epochs", type=int, default=10)
+    ap.add_argument("--real-pretrain-epochs", type=int, default=20)
+    ap.add_argument("--real-mle-extra-epochs", type=int, default=5)
+    ap.add_argument("--real-adversarial-rounds", type=int, default=200)
+    ap.add_argument("--real-d-pretrain-steps", type=int, default=2000)
+    ap.add_argument("--real-samples", type=int, default=1000)
+    ap.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5])
+    ap.add_argument("--timing-steps", type=int, default=5)
+    ap.add_argument("--max-time-s", type=float, default=0.0, help="stop each training run after this long (0: no limit)")
+    ap.add_argument("--data-dir", type=Path, default=DATA, help="folder with Multi30k's tokenised English files")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the whole pipeline in minutes on a CPU")
+    ap.add_argument("--parts-dir", type=Path, default=ROOT / "benchmarks" / "results" / "textgan_parts")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "textgan.json")
+    ap.add_argument("--extra-parts-dir", type=Path, default=None, help="(merge) take missing parts from here")
+    ap.add_argument("--with-cpu-timing", action="store_true", help="also run the cpu-timing part (on the CPU)")
+    ap.add_argument("--worker", action="store_true")
+    args = ap.parse_args()
+    if args.mle_extra_epochs is None:
+        args.mle_extra_epochs = args.adversarial_rounds
+    args.parts_dir.mkdir(parents=True, exist_ok=True)
+    if args.worker:
+        fn = {"oracle": run_oracle, "real": run_real, "cpu-timing": cpu_timing}[args.part]
+        res = fn(args)
+        name = f"oracle_seed{args.seed}.json" if args.part == "oracle" else f"{args.part}.json"
+        (args.parts_dir / name).write_text(json.dumps(res, indent=1))
+        return
+    if args.part != "merge":
+        jobs = []
+        todo = ["oracle", "real"] if args.part == "all" else [args.part]
+        if args.with_cpu_timing and "cpu-timing" not in todo:
+            todo.append("cpu-timing")
+        skip = False
+        clean = []
+        for a in sys.argv[1:]:  # drop "--part X" and "--seeds ..." from the worker command lines
+            if skip and not a.startswith("--"):
+                continue
+            skip = a in ("--seeds", "--part")
+            if a == "--with-cpu-timing":
+                continue
+            if not skip:
+                clean.append(a)
+        for part in todo:
+            for seed in (args.seeds if part == "oracle" else [args.seeds[0]]):
+                cmd = [sys.executable, __file__, "--worker", "--part", part, "--seed", str(seed), *clean]
+                log = open(args.parts_dir / f"{part}_{seed}.log", "w")
+                jobs.append((part, seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        for part, seed, proc, log in jobs:
+            rc = proc.wait()
+            log.close()
+            print(f"worker {part} seed {seed}: exit {rc}", flush=True)
+    parts: dict = {}
+    for f in sorted(args.parts_dir.glob("oracle_seed*.json")):
+        parts.setdefault("oracle", []).append(json.loads(f.read_text()))
+    for key in ("real", "cpu-timing"):
+        f = args.parts_dir / f"{key}.json"
+        if not f.is_file() and args.extra_parts_dir is not None:
+            f = args.extra_parts_dir / f"{key}.json"
+        if f.is_file():
+            parts[key.replace("-", "_")] = json.loads(f.read_text())
+    res = summarize(parts, args)
+    args.out.write_text(json.dumps(res, indent=1))
+    plot(res, args.out.with_suffix(".png"))
+    print_table(res)
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

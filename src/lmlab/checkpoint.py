@@ -1,0 +1,222 @@
+"""Run directories: the only format lmlab persists.
+
+A run directory holds::
+
+    config.json          format_version, model_type, lmlab_version and the config sections
+    model.safetensors    the weights to use (the best by the early-stopping metric, or the last)
+    vocab.json / tokenizer.json / ...   whatever the family needs to turn text into ids and back
+    metrics.jsonl        one JSON object per logged event
+    checkpoints/last/    resume state: model.safetensors, optimizer.pt (tensors only, loaded with
+                         weights_only=True) and trainer_state.json, written last as the commit marker
+
+Nothing is pickled. Every file is written to a temporary name in the same folder and renamed into place, so a
+process killed mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmlab.errors import CheckpointError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+
+
+def _lmlab_version() -> str:
+    from lmlab import __version__
+
+    return __version__
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Read a JSON file, turning a missing or truncated file into a CheckpointError that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: {what} is truncated or not valid JSON ({err}); re-create the run") from None
+
+
+def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create ``path`` for a new run; refuse to reuse a non-empty folder unless asked to overwrite or resume."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path} exists and is not a folder; choose another --out")
+    if path.is_dir() and any(path.iterdir()):
+        if resume:
+            return path
+        if not overwrite:
+            raise CheckpointError(
+                f"{path} already exists and is not empty; pass --overwrite to replace it, "
+                "--resume to continue it, or choose another --out"
+            )
+        for child in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if child.is_dir() and not child.is_symlink():
+                child.rmdir()
+            else:
+                child.unlink()
+    elif resume:
+        raise CheckpointError(f"cannot resume: {path} does not exist or is empty; drop --resume to start a new run")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_config(run_dir: str | Path, model_type: str, sections: Mapping[str, Any]) -> dict:
+    """Write ``config.json`` with the format version, the model type and the given config sections."""
+    data = {"format_version": FORMAT_VERSION, "model_type": model_type, "lmlab_version": _lmlab_version()}
+    data.update(sections)
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, data)
+    return data
+
+
+def load_config(run_dir: str | Path, expected_type: str | tuple[str, ...] | None = None) -> dict:
+    """Read ``config.json`` of a run directory, checking its format version and model type."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a run directory (it does not exist); check the path")
+    data = read_json(run_dir / CONFIG_FILE, "config.json")
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: no 'model_type' key; this is not an lmlab run directory")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE}: format_version {version!r} is not supported by this lmlab "
+            f"(expects {FORMAT_VERSION}); use the lmlab version that wrote it"
+        )
+    if expected_type is not None:
+        expected = (expected_type,) if isinstance(expected_type, str) else expected_type
+        if data["model_type"] not in expected:
+            raise CheckpointError(
+                f"{run_dir} holds a {data['model_type']!r} model, not {' or '.join(map(repr, expected))}; "
+                "use the matching lmlab command"
+            )
+    return data
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors as safetensors, atomically. Shared storage (tied weights) is stored once per name."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(flat, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, naming it when it is missing or truncated."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: weights file is truncated or corrupt ({err}); re-train or restore it") from None
+
+
+def save_weights(path: str | Path, model: torch.nn.Module) -> None:
+    save_tensors(path, model.state_dict())
+
+
+def load_weights(path: str | Path, model: torch.nn.Module) -> None:
+    """Load safetensors weights into ``model``, checking names and shapes and naming every mismatch."""
+    tensors = load_tensors(path)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    wrong = [
+        f"{k} {tuple(tensors[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}")
+        if wrong:
+            parts.append(f"shape mismatch {', '.join(wrong[:4])}")
+        raise CheckpointError(f"{path}: weights do not match the model in config.json ({'; '.join(parts)})")
+    model.load_state_dict(tensors)
+
+
+def torch_load_state(path: str | Path) -> Any:
+    """Load optimizer/RNG state saved with ``torch.save`` of tensors and plain containers only."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: resume state is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt files
+        raise CheckpointError(f"{path}: resume state is truncated or corrupt ({type(err).__name__})") from None
+
+
+def torch_save_state(path: str | Path, obj: Any) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def append_metrics(run_dir: str | Path, record: Mapping[str, Any]) -> None:
+    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(dict(record)) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Read metrics.jsonl; a line cut off by a crash at the end is ignored."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no metrics recorded in this run directory")
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

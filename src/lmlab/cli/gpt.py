@@ -1,0 +1,120 @@
+"""``lmlab gpt train | eval | generate``: the GPT-style Transformer language model.
+
+Data-parallel training is the same command under torchrun::
+
+    torchrun --nproc_per_node=2 -m lmlab gpt train --data input.txt --preset char --out runs/gpt
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lmlab.cli.common import echo_json, overrides_argument, run_dir_options
+
+
+@click.group("gpt")
+def gpt() -> None:
+    """Train, evaluate and sample from a GPT-style Transformer language model."""
+
+
+@gpt.command("train")
+@click.option("--data", default=None, type=click.Path(), help="Training text: a file (.txt/.gz/.bz2/.xz/.jsonl) or a folder.")
+@click.option("--val", default=None, type=click.Path(), help="Validation text (default: the last data.val_fraction of --data).")
+@click.option("--preset", default="char", show_default=True, help="nanogpt-cpu, char, bpe, or a YAML/JSON file.")
+@run_dir_options
+@overrides_argument
+def train(data, val, preset, out, overwrite, resume, overrides) -> None:
+    """Tokenize --data once into a memory-mapped file and train a GPT on random blocks of it.
+
+    Overrides such as max_steps=500 or model.embed_dim=256 follow the options."""
+    from lmlab import distributed
+    from lmlab.models.gpt import resolve_run_config, train_gpt
+
+    run = resolve_run_config(preset, overrides)
+    result = train_gpt(run, data, out, val=val, overwrite=overwrite, resume=resume, log=_main_echo)
+    if distributed.is_main():
+        best = result.get("best")
+        shown = ""
+        if best is not None and best == best:
+            shown = f", best val_loss {best:.4f} (perplexity {_exp(best):.2f})"
+        click.echo(f"trained {result['step']} steps{shown}; run directory: {out}")
+
+
+def _main_echo(message: str) -> None:
+    from lmlab import distributed
+
+    if distributed.is_main():
+        click.echo(message)
+
+
+def _exp(x: float) -> float:
+    import math
+
+    return math.exp(min(x, 700.0))
+
+
+@gpt.command("eval")
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Text to evaluate on (file or folder).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run_dir, data, device, as_json) -> None:
+    """Loss (nats/token), perplexity and bits per token of RUN_DIR's model on --data."""
+    from lmlab.models.gpt import evaluate_gpt
+
+    result = evaluate_gpt(run_dir, data, device=device)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"tokens          {result['tokens']:,}")
+    click.echo(f"loss            {result['loss']:.4f}")
+    click.echo(f"perplexity      {result['perplexity']:.3f}")
+    click.echo(f"bits per token  {result['bits_per_token']:.4f}")
+
+
+@gpt.command("generate")
+@click.argument("run_dir", type=click.Path())
+@click.option("--prompt", "-p", default="", help="Text to continue ('-' reads it from stdin; empty: a new line).")
+@click.option("--max-new-tokens", "-n", default=200, show_default=True, type=int)
+@click.option("--temperature", "-t", default=0.8, show_default=True, type=float, help="0 = greedy.")
+@click.option("--top-k", default=0, show_default=True, type=int, help="Keep the k most likely tokens (0: all).")
+@click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus sampling mass (1: off).")
+@click.option("--repetition-penalty", default=1.0, show_default=True, type=float)
+@click.option("--stop", multiple=True, help="Stop at this string (repeatable); it is not printed.")
+@click.option("--seed", default=None, type=int, help="Seed for reproducible samples.")
+@click.option("--no-cache", is_flag=True, help="Recompute the whole context for every token (slow; for comparison).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+def generate(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed, no_cache, device) -> None:
+    """Continue --prompt with RUN_DIR's model, printing the text as it is sampled."""
+    from lmlab.models.gpt import GPTGenerator
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    pipe = GPTGenerator.from_run_dir(run_dir, device=device)
+    pipe.use_cache = not no_cache
+    click.echo(prompt, nl=False)
+    final: dict = {}
+    for event in pipe.stream(
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        stop=list(stop),
+        seed=seed,
+    ):
+        if "text" in event:
+            click.echo(event["text"], nl=False)
+            sys.stdout.flush()
+        else:
+            final = event
+    click.echo()
+    if final.get("prompt_truncated"):
+        click.echo(
+            f"note: the prompt was longer than the context of {pipe.model.config.block_size} tokens; "
+            f"its first {final['prompt_truncated']} tokens were dropped",
+            err=True,
+        )

@@ -1,0 +1,112 @@
+"""``lmlab lm train | eval | generate``: recurrent language models."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lmlab.cli.common import echo_json, overrides_argument, run_dir_options
+
+
+@click.group("lm")
+def lm() -> None:
+    """Train, evaluate and sample from RNN/LSTM/GRU language models (word, character or BPE level)."""
+
+
+@lm.command("train")
+@click.option("--data", required=True, type=click.Path(), help="Training text (.txt/.gz/.jsonl; PTB/WikiText files work as they are).")
+@click.option("--val", default=None, type=click.Path(), help="Validation text (default: hold out data.val_fraction of --data).")
+@click.option("--preset", default="ptb-recommended", show_default=True, help="A preset in configs/lm (ptb-small, ptb-recommended, char-shakespeare, ...) or a YAML/JSON file.")
+@run_dir_options
+@overrides_argument
+def train(data, val, preset, out, overwrite, resume, overrides) -> None:
+    """Train a language model; overrides like epochs=2 or model.hidden_dim=256 follow the options."""
+    from lmlab import distributed
+    from lmlab.models.rnn_lm import resolve_run_config, train_lm
+
+    run = resolve_run_config(preset, overrides)
+    result = train_lm(run, data, out, val=val, overwrite=overwrite, resume=resume, log=click.echo)
+    if distributed.is_main():
+        best = result["best"]
+        shown = f", best {run.train.early_stopping_metric} {best:.4f}" if best == best else ""
+        click.echo(f"trained {result['step']} steps in {result['train_time_s']:.0f} s{shown}; run directory: {out}")
+
+
+@lm.command("eval")
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Text to score (e.g. ptb.test.txt).")
+@click.option("--batch-size", type=int, default=None, help="Rows read in parallel (default data.eval_batch_size).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run_dir, data, batch_size, device, as_json) -> None:
+    """Loss (nats/token), perplexity and, for character/BPE models, bits per character of RUN_DIR on --data."""
+    import warnings
+
+    from lmlab.models.rnn_lm import evaluate_lm
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_lm(run_dir, data, batch_size=batch_size, device=device)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"tokens scored   {int(result['tokens'])}")
+    click.echo(f"loss (nats/tok) {result['loss']:.4f}")
+    click.echo(f"perplexity      {result['ppl']:.2f}")
+    if "bpc" in result:
+        click.echo(f"nats/char       {result['nats_per_char']:.4f}")
+        click.echo(f"bits/char       {result['bpc']:.4f}")
+
+
+@lm.command("generate")
+@click.argument("run_dir", type=click.Path())
+@click.option("--prompt", default="", help="Text to continue ('-' reads standard input; empty starts a new line).")
+@click.option("--max-new-tokens", type=int, default=200, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="0 = greedy.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k most likely tokens (0: off).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass in (0, 1] (1: off).")
+@click.option("--repetition-penalty", type=float, default=1.0, show_default=True, help="> 1 discourages repeats.")
+@click.option("--stop", multiple=True, help="Stop before this string (repeatable).")
+@click.option("--seed", type=int, default=None, help="Make sampling reproducible.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely token.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--no-prompt-echo", is_flag=True, help="Print only the continuation, not the prompt before it.")
+def generate(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed, greedy,
+             device, no_prompt_echo) -> None:
+    """Continue --prompt with text sampled from RUN_DIR, streamed as it is produced."""
+    import warnings
+
+    from lmlab.generation import SamplingConfig
+    from lmlab.pipelines import Generator
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    cfg = SamplingConfig(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        stop=list(stop),
+        seed=seed,
+        greedy=greedy,
+    )
+    pipe = Generator.from_run_dir(run_dir, device=device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pieces = pipe.stream(prompt, cfg)
+        first = next(pieces, "")
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    if not no_prompt_echo:
+        click.echo(prompt, nl=False)
+    click.echo(first, nl=False)
+    for piece in pieces:
+        click.echo(piece, nl=False)
+    click.echo()
+
+
+__all__ = ["lm"]

@@ -1,0 +1,66 @@
+"""``lmlab serve RUN_DIR...``: the HTTP API and playground (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import click
+
+from lmlab.serve import ServeLimits
+
+_D = ServeLimits()
+
+
+@click.command("serve")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@click.option("--device", default="cpu", show_default=True, help="Device the models run on (cpu, cuda, cuda:1).")
+@click.option("--max-body-bytes", default=_D.max_body_bytes, show_default=True, type=click.IntRange(1),
+              help="Larger request bodies get 413.")
+@click.option("--max-input-chars", default=_D.max_input_chars, show_default=True, type=click.IntRange(1),
+              help="Longest prompt, text or word accepted (422 beyond).")
+@click.option("--max-batch", default=_D.max_batch, show_default=True, type=click.IntRange(1),
+              help="Most texts in one classify/translate request.")
+@click.option("--max-tokens", default=_D.max_tokens, show_default=True, type=click.IntRange(1),
+              help="Cap on a completion's max_tokens and a translation's max_len.")
+@click.option("--max-beam-size", default=_D.max_beam_size, show_default=True, type=click.IntRange(1),
+              help="Cap on /v1/translate beam_size.")
+@click.option("--max-topn", default=_D.max_topn, show_default=True, type=click.IntRange(1),
+              help="Cap on topn of the embeddings endpoints.")
+@click.option("--max-concurrent-generations", default=_D.max_concurrent_generations, show_default=True,
+              type=click.IntRange(1), help="Completions running at once; more wait in a queue.")
+@click.option("--max-concurrent-inference", default=_D.max_concurrent_inference, show_default=True,
+              type=click.IntRange(1), help="Classify/translate/embeddings requests running at once; more wait.")
+@click.option("--queue-timeout", default=_D.queue_timeout_s, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a request waits for a free slot before it gets 429.")
+@click.option("--request-timeout", default=_D.request_timeout_s, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Seconds a request may run before it is stopped (504).")
+@click.option("--torch-threads", default=0, show_default=True, type=click.IntRange(0),
+              help="torch intra-op threads per inference call (0: torch's default).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level.")
+def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_batch, max_tokens, max_beam_size, max_topn,
+          max_concurrent_generations, max_concurrent_inference, queue_timeout, request_timeout, torch_threads,
+          log_level) -> None:
+    """Serve trained run directories over HTTP: OpenAI-style /v1/completions, /v1/classify, /v1/translate,
+    /v1/embeddings/{similar,analogy}, and a playground page at /. Model names are the run directories' base names."""
+    import uvicorn
+
+    from lmlab.serve import create_app
+
+    limits = ServeLimits(
+        max_body_bytes=max_body_bytes, max_input_chars=max_input_chars, max_batch=max_batch, max_tokens=max_tokens,
+        max_beam_size=max_beam_size, max_topn=max_topn, max_concurrent_generations=max_concurrent_generations,
+        max_concurrent_inference=max_concurrent_inference, queue_timeout_s=queue_timeout,
+        request_timeout_s=request_timeout,
+    )
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    app = create_app(run_dirs, limits=limits, device=device)
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    for model in app.state.models.values():
+        click.echo(f"  {model.name:24s} {model.kind:10s} {model.model_type:12s} {model.run_dir}")
+    click.echo(f"lmlab serving {len(app.state.models)} model(s): playground http://{shown}:{port}/ , "
+               f"API docs http://{shown}:{port}/docs")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,332 @@
+"""Typed configs: dataclasses of JSON-friendly fields, strict loading, dotted overrides and presets.
+
+Every config in lmlab is a dataclass. ``config_from_dict`` builds one from a plain dict and rejects unknown keys
+(suggesting the nearest valid one) and wrong value types, reporting every problem at once before any heavy work
+starts. ``parse_overrides`` turns ``train.lr=1e-3`` style command-line arguments into a nested dict, and
+``load_preset`` reads a shipped preset (``configs/<family>/<name>.yaml``) or a user's YAML/JSON file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from lmlab.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loader that also reads ``1e-3`` (no dot) as a float, as YAML 1.2 and JSON do."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+#: Where the shipped presets live (repo root ``configs/``; the package is installed in editable/src layout).
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of :class:`lmlab.trainer.Trainer`; nothing here knows about a model family."""
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    #: apply weight decay only to parameters with >= 2 dimensions (matrices), never to biases/norms/gains
+    decay_matrices_only: bool = True
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.0
+    schedule: Literal["constant", "cosine", "linear", "step"] = "constant"
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    #: for schedule="step": full lr for the first decay_start_epoch epochs, then times lr_decay every epoch:
+    #: lr = lr * lr_decay ** max(0, epoch + 1 - decay_start_epoch)  (epoch counted from 0)
+    lr_decay: float = 1.0
+    decay_start_epoch: int = 0
+    epochs: int = 1
+    #: stop after this many optimizer steps (0: no limit); for cosine/linear schedules it is the horizon
+    max_steps: int = 0
+    #: stop after this many seconds of training (0: no limit); the state is checkpointed when it stops
+    max_time_s: float = 0.0
+    batch_size: int = 32
+    grad_clip: float = 0.0
+    grad_accum_steps: int = 1
+    #: evaluate every N optimizer steps (0: only at the end of each epoch)
+    eval_every: int = 0
+    #: save a resumable checkpoint every N optimizer steps (0: only at the end of each epoch)
+    save_every: int = 0
+    log_every: int = 10
+    early_stopping_metric: str = "val_loss"
+    early_stopping_mode: Literal["min", "max"] = "min"
+    #: stop after this many evaluations without improvement (0: never stop early)
+    patience: int = 0
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    num_threads: int = 0
+    progress: bool = True
+    tensorboard: bool = True
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        args = get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """Coerce ``value`` to ``tp`` (int -> float allowed) or record a problem."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            sub: list[str] = []
+            out = _check_value(value, arg, where, sub)
+            if not sub:
+                return out
+        problems.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            problems.append(f"{where}: {value!r} is not one of {', '.join(repr(c) for c in choices)}{hint}")
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            return value
+        (item_tp,) = get_args(tp) or (Any,)
+        return [_check_value(v, item_tp, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            return value
+        return _build(tp, value, where, problems)
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            problems.append(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{where}: expected a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type[T], data: dict, where: str, problems: list[str]) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(fields)}"
+            problems.append(f"{where}.{key}: unknown key{hint}")
+            continue
+        kwargs[key] = _check_value(value, hints[key], f"{where}.{key}", problems)
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    for name in missing:
+        problems.append(f"{where}.{name}: required key is missing")
+    if problems:
+        return None  # type: ignore[return-value]
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError as err:
+            problems.append(f"{where}: {err}")
+    return obj
+
+
+def config_from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
+    """Build the dataclass ``cls`` from ``data``; raise one ConfigError listing every problem."""
+    problems: list[str] = []
+    obj = _build(cls, dict(data or {}), where, problems)
+    if problems:
+        head = problems[:8]
+        more = f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else ""
+        raise ConfigError("invalid config:\n  " + "\n  ".join(head) + more)
+    return obj
+
+
+def config_to_dict(obj: Any) -> Any:
+    """A JSON-friendly copy of a (nested) config dataclass."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [config_to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: config_to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
+    """``["train.lr=1e-3", "model.hidden_dim=256"]`` -> nested dict; values are parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE; write e.g. train.lr=1e-3 or epochs=2")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key; write e.g. train.lr=1e-3")
+        try:
+            value = yaml_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Recursively merge ``overrides`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_short_overrides(overrides: dict, sections: dict[str, type]) -> dict:
+    """Let ``epochs=2`` mean ``train.epochs=2`` when exactly one section has that field.
+
+    ``sections`` maps a top-level section name to its dataclass. Keys that are already sections pass through.
+    """
+    out: dict = {}
+    for key, value in overrides.items():
+        if key in sections:
+            out = merge(out, {key: value})
+            continue
+        owners = [name for name, cls in sections.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        if len(owners) == 1:
+            out = merge(out, {owners[0]: {key: value}})
+        elif len(owners) > 1:
+            raise ConfigError(
+                f"override {key!r} is ambiguous: it is a key of {', '.join(owners)}; "
+                f"write e.g. {owners[0]}.{key}=..."
+            )
+        else:
+            every = sorted({f"{s}.{f.name}" for s, c in sections.items() for f in dataclasses.fields(c)})
+            near = difflib.get_close_matches(key, [e.split(".", 1)[1] for e in every] + list(sections), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"override {key!r}: unknown key{hint}")
+    return out
+
+
+def list_presets(family: str) -> list[str]:
+    folder = CONFIGS_DIR / family
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def read_config_file(path: Path) -> dict:
+    """Read a YAML or JSON config file into a dict, naming the file and line on a syntax error."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml_load(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name_or_path: str, family: str) -> dict:
+    """Read a shipped preset by name (``configs/<family>/<name>.yaml``) or a YAML/JSON file by path."""
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml", ".json"} or path.exists():
+        return read_config_file(path)
+    candidate = CONFIGS_DIR / family / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return read_config_file(candidate)
+    names = list_presets(family)
+    near = difflib.get_close_matches(name_or_path, names, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise ConfigError(
+        f"unknown {family} preset {name_or_path!r}{hint} (presets: {', '.join(names) or 'none'}; "
+        "or pass a path to a .yaml/.json file)"
+    )

@@ -1,0 +1,180 @@
+"""Labelled text -> tensors for classification: text encoders, datasets and the collate function.
+
+Two encoders, both saved as JSON in the run directory (``tokenizer.json``) so the vocabulary travels with the model:
+
+- ``keras``: the classic Keras pipeline, exactly: ``Tokenizer(num_words, oov_token)`` then
+  ``pad_sequences(maxlen, padding, truncating)`` (fixed-length rows, 0 = padding).
+- ``word``: lmlab's Unicode word tokenizer + a :class:`~lmlab.data.vocab.Vocab` (min_freq, max_size), rows of
+  their true length (up to ``max_len``) so recurrent layers can pack them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from lmlab.data.readers import Example
+from lmlab.data.tokenizers import KerasTokenizer, WordTokenizer, pad_sequences
+from lmlab.data.vocab import Vocab, build_vocab
+from lmlab.errors import CheckpointError, ConfigError, DataError
+
+
+@dataclass
+class ClassifyDataConfig:
+    """How texts become ids. ``tokenizer="keras"`` reproduces Keras' Tokenizer + pad_sequences."""
+
+    tokenizer: Literal["keras", "word"] = "word"
+    #: keras: keep ids < num_words (index 0 padding, 1 OOV); word: maximum vocabulary size incl. specials (0: no cap)
+    num_words: int = 10000
+    oov_token: str = "<OOV>"
+    lowercase: bool = True
+    strip_html: bool = True
+    min_freq: int = 1
+    max_len: int = 100
+    padding: Literal["pre", "post"] = "post"
+    truncating: Literal["pre", "post"] = "post"
+    #: fraction of the training data held out for validation when no --val file is given (0: none)
+    val_split: float = 0.1
+
+    def validate(self) -> None:
+        if self.max_len < 1:
+            raise ConfigError(f"data.max_len must be >= 1, got {self.max_len}")
+        if not 0 <= self.val_split < 1:
+            raise ConfigError(f"data.val_split must be in [0, 1), got {self.val_split}")
+        if self.num_words < 0 or (self.tokenizer == "keras" and self.num_words < 3):
+            raise ConfigError(f"data.num_words must be >= 3 for the keras tokenizer, got {self.num_words}")
+
+
+class TextEncoder:
+    """Turns texts into id lists; ``fit`` on training texts, JSON round-trip via ``to_dict``/``from_dict``."""
+
+    def __init__(self, cfg: ClassifyDataConfig) -> None:
+        self.cfg = cfg
+        self.keras: KerasTokenizer | None = None
+        self.words: WordTokenizer | None = None
+        self.vocab: Vocab | None = None
+
+    def fit(self, texts: Sequence[str]) -> TextEncoder:
+        cfg = self.cfg
+        if cfg.tokenizer == "keras":
+            self.keras = KerasTokenizer(num_words=cfg.num_words, oov_token=cfg.oov_token, lower=cfg.lowercase)
+            self.keras.fit_on_texts(texts)
+        else:
+            self.words = WordTokenizer(lowercase=cfg.lowercase, strip_html=cfg.strip_html)
+            self.vocab = build_vocab(
+                (self.words.tokenize(t) for t in texts), min_freq=cfg.min_freq, max_size=cfg.num_words or None
+            )
+        return self
+
+    @property
+    def vocab_size(self) -> int:
+        if self.keras is not None:
+            return self.cfg.num_words
+        if self.vocab is not None:
+            return len(self.vocab)
+        raise DataError("the text encoder has not been fitted")
+
+    def tokens(self, text: str) -> list[str]:
+        if self.keras is not None:
+            return self.keras.tokenize(text)
+        return self.words.tokenize(text)  # type: ignore[union-attr]
+
+    def itos(self) -> list[str]:
+        """id -> token for every id below vocab_size (for pretrained-vector initialisation)."""
+        if self.keras is not None:
+            out = ["<pad>"] * self.cfg.num_words
+            for word, idx in self.keras.word_index.items():
+                if idx < self.cfg.num_words:
+                    out[idx] = word
+            return out
+        return list(self.vocab.itos)  # type: ignore[union-attr]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Id lists; keras: padded/truncated to max_len exactly as Keras; word: truncated, unpadded."""
+        cfg = self.cfg
+        if self.keras is not None:
+            seqs = self.keras.texts_to_sequences(list(texts))
+            return [list(map(int, row)) for row in pad_sequences(seqs, maxlen=cfg.max_len, padding=cfg.padding, truncating=cfg.truncating)]
+        out = []
+        for text in texts:
+            ids = self.vocab.encode(self.words.tokenize(text))  # type: ignore[union-attr]
+            if len(ids) > cfg.max_len:
+                ids = ids[: cfg.max_len] if cfg.truncating == "post" else ids[-cfg.max_len :]
+            out.append(ids or [self.vocab.stoi["<unk>"]])  # type: ignore[union-attr]
+        return out
+
+    def to_dict(self) -> dict:
+        if self.keras is not None:
+            return {"type": "classify-encoder", "mode": "keras", "tokenizer": self.keras.to_dict()}
+        return {
+            "type": "classify-encoder",
+            "mode": "word",
+            "tokenizer": self.words.to_dict(),  # type: ignore[union-attr]
+            "vocab": self.vocab.to_dict(),  # type: ignore[union-attr]
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, cfg: ClassifyDataConfig) -> TextEncoder:
+        enc = cls(cfg)
+        try:
+            if d.get("type") != "classify-encoder":
+                raise KeyError("type")
+            if d["mode"] == "keras":
+                enc.keras = KerasTokenizer.from_dict(d["tokenizer"])
+            else:
+                enc.words = WordTokenizer.from_dict(d["tokenizer"])
+                enc.vocab = Vocab.from_dict(d["vocab"])
+        except (KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"tokenizer.json is not a classifier text encoder (missing {err})") from None
+        return enc
+
+
+@dataclass
+class ClassifyBatch:
+    """ids (B, T) padded with 0, lengths (B,), labels (B,)."""
+
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device) -> ClassifyBatch:
+        return ClassifyBatch(self.ids.to(device), self.lengths, self.labels.to(device))
+
+
+class ClassifyDataset:
+    """Encoded examples: ``(ids, label_index)`` pairs."""
+
+    def __init__(self, ids: list[list[int]], labels: list[int]) -> None:
+        self.ids = ids
+        self.labels = labels
+
+    @classmethod
+    def build(cls, examples: Sequence[Example], encoder: TextEncoder, labels: Sequence[str], source: str = "data") -> ClassifyDataset:
+        index = {lab: i for i, lab in enumerate(labels)}
+        unseen = sorted({ex.label for ex in examples} - set(index))
+        if unseen:
+            first = next(ex for ex in examples if ex.label not in index)
+            raise DataError(
+                f"{first.where}: label {first.label!r} was never seen in training (unseen: "
+                f"{', '.join(map(repr, unseen[:5]))}; the model knows {', '.join(map(repr, labels))})"
+            )
+        return cls(encoder.encode([ex.text for ex in examples]), [index[ex.label] for ex in examples])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[list[int], int]:
+        return self.ids[i], self.labels[i]
+
+
+def collate(items: list[tuple[list[int], int]]) -> ClassifyBatch:
+    """Pad to the longest row of the batch (rows of the keras encoder are already equal length)."""
+    lengths = [len(ids) for ids, _ in items]
+    width = max(len(ids) for ids, _ in items)
+    ids = torch.zeros(len(items), width, dtype=torch.long)
+    for r, (row, _) in enumerate(items):
+        ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return ClassifyBatch(ids, torch.tensor(lengths), torch.tensor([lab for _, lab in items]))

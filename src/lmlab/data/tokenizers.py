@@ -1,0 +1,612 @@
+"""Tokenizers: words, characters, the Keras ``Tokenizer`` (exactly), and byte-pair encoding.
+
+Every tokenizer serialises to a JSON-friendly dict with a ``"type"`` key (``to_dict`` / ``from_dict``) and to
+one JSON file (``save`` / ``load``), so it travels with the model in the run directory.
+:func:`tokenizer_from_dict` and :func:`load_tokenizer` rebuild whichever kind was saved.
+
+* :class:`WordTokenizer` - Unicode-aware regex: runs of word characters (keeping contractions such as
+  ``don't`` whole), each punctuation mark a token, CJK characters one per token; optional lowercasing and HTML
+  tag (``<br />``) stripping.
+* :class:`CharTokenizer` - one token per character.
+* :class:`KerasTokenizer` - reproduces ``keras.preprocessing.text.Tokenizer`` (word index by descending count,
+  ties in first-seen order; OOV token at index 1; ``num_words`` cut-off) plus :func:`pad_sequences`.
+* :class:`BPETokenizer` - a thin wrapper over Hugging Face ``tokenizers`` (byte-level or whitespace BPE).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmlab.data.vocab import DEFAULT_SPECIALS, atomic_write_text
+from lmlab.errors import CheckpointError, ConfigError, DataError
+
+__all__ = [
+    "BPETokenizer",
+    "CharTokenizer",
+    "KERAS_FILTERS",
+    "KerasTokenizer",
+    "WordTokenizer",
+    "load_tokenizer",
+    "pad_sequences",
+    "tokenizer_from_dict",
+]
+
+# Han ideographs (with extensions and compatibility forms), hiragana and katakana: scripts written without
+# spaces between words, so each character is a token. Hangul is written with spaces and stays in words.
+_CJK_CLASS = (
+    "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+    "\U00020000-\U0003134f"  # supplementary ideographic planes (CJK extensions B-H, compatibility supplement)
+)
+_CJK_RE = re.compile(f"([{_CJK_CLASS}])")
+# A word: word characters, optionally joined by apostrophes (don't, o'clock, rock'n'roll); else one
+# non-space, non-word character (punctuation, symbols, emoji).
+_WORD_RE = re.compile(r"\w++(?:['\u2019]\w++)*+|[^\w\s]")  # possessive: no backtracking, faster
+# HTML tags such as <br />, <br>, <i>, </p>, <a href="...">.
+_HTML_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
+
+
+def _check_type(d: dict, expected: str) -> None:
+    if not isinstance(d, dict) or d.get("type") != expected:
+        got = d.get("type") if isinstance(d, dict) else type(d).__name__
+        raise CheckpointError(f"expected a {expected!r} tokenizer description, got {got!r}")
+
+
+class _JSONFileMixin:
+    """``save(path)`` / ``load(path)`` through ``to_dict`` / ``from_dict``."""
+
+    def to_dict(self) -> dict:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer to one JSON file (atomically)."""
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read a tokenizer written by :meth:`save`.
+
+        Raises:
+            CheckpointError: the file is missing, truncated, not JSON or of another tokenizer type.
+        """
+        tok = load_tokenizer(path)
+        if not isinstance(tok, cls):
+            raise CheckpointError(f"{path}: holds a {type(tok).__name__}, expected a {cls.__name__}")
+        return tok
+
+
+class WordTokenizer(_JSONFileMixin):
+    """Split text into words and punctuation with a Unicode-aware regex.
+
+    Args:
+        lowercase: Lowercase the text first (Unicode-aware ``str.lower``).
+        strip_html: Replace HTML tags such as ``<br />`` (common in IMDb reviews) with a space and decode
+            entities (``&amp;`` -> ``&``).
+        split_cjk: Make every Chinese/Japanese character its own token.
+
+    Example:
+        >>> WordTokenizer().tokenize("I didn't like it.<br /><br />Not at all!")
+        ['i', "didn't", 'like', 'it', '.', 'not', 'at', 'all', '!']
+    """
+
+    def __init__(self, lowercase: bool = True, strip_html: bool = True, split_cjk: bool = True):
+        self.lowercase = lowercase
+        self.strip_html = strip_html
+        self.split_cjk = split_cjk
+
+    def tokenize(self, text: str) -> list[str]:
+        """Return the tokens of ``text``."""
+        if self.strip_html:
+            if "&" in text:
+                text = html.unescape(text)  # &amp; -> &, &#39; -> '
+            if "<" in text:
+                text = _HTML_TAG_RE.sub(" ", text)
+        if self.lowercase:
+            text = text.lower()
+        if self.split_cjk and not text.isascii() and _CJK_RE.search(text):
+            text = _CJK_RE.sub(r" \1 ", text)
+        return _WORD_RE.findall(text)
+
+    __call__ = tokenize
+
+    def to_dict(self) -> dict:
+        """JSON-friendly description (``{"type": "word", ...}``)."""
+        return {"type": "word", "lowercase": self.lowercase, "strip_html": self.strip_html, "split_cjk": self.split_cjk}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordTokenizer:
+        """Rebuild from :meth:`to_dict` output."""
+        _check_type(d, "word")
+        return cls(lowercase=d["lowercase"], strip_html=d["strip_html"], split_cjk=d["split_cjk"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WordTokenizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(lowercase={self.lowercase}, strip_html={self.strip_html}, split_cjk={self.split_cjk})"
+
+
+class CharTokenizer(_JSONFileMixin):
+    """One token per character (Unicode code point).
+
+    Args:
+        lowercase: Lowercase the text first.
+    """
+
+    def __init__(self, lowercase: bool = False):
+        self.lowercase = lowercase
+
+    def tokenize(self, text: str) -> list[str]:
+        """Return the characters of ``text`` as a list."""
+        return list(text.lower() if self.lowercase else text)
+
+    __call__ = tokenize
+
+    def to_dict(self) -> dict:
+        """JSON-friendly description (``{"type": "char", ...}``)."""
+        return {"type": "char", "lowercase": self.lowercase}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CharTokenizer:
+        """Rebuild from :meth:`to_dict` output."""
+        _check_type(d, "char")
+        return cls(lowercase=d["lowercase"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharTokenizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(lowercase={self.lowercase})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keras
+# ---------------------------------------------------------------------------------------------------------
+
+#: Keras' default ``filters``: every ASCII punctuation mark except the apostrophe, plus tab and newline.
+KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+
+
+def _translation_table(filters: str, split: str) -> str | dict[int, str]:
+    """A ``str.translate`` table replacing every character of ``filters`` by ``split``.
+
+    For a one-character ``split`` it is a string indexed by code point (about 3x faster than a dict; code
+    points past its end raise IndexError inside ``translate`` and are kept unchanged).
+    """
+    if len(split) == 1 and max(map(ord, filters)) < 0x10000:
+        chars = set(filters)
+        return "".join(split if chr(i) in chars else chr(i) for i in range(max(map(ord, filters)) + 1))
+    return str.maketrans({c: split for c in filters})
+
+
+class KerasTokenizer(_JSONFileMixin):
+    """A faithful re-implementation of ``keras.preprocessing.text.Tokenizer`` (word level).
+
+    * Text -> words: lowercase (``lower``), replace every character of ``filters`` by ``split``, split on
+      ``split``, drop empty strings. The apostrophe is not a filter, so ``don't`` stays one word.
+    * :meth:`fit_on_texts` counts words; ``word_index`` ranks them by count, descending, ties in first-seen
+      order. Index 0 is reserved (padding); with an ``oov_token`` it gets index 1 and the words start at 2.
+    * :meth:`texts_to_sequences` keeps words whose index is ``< num_words`` and maps every other word (rare or
+      unseen) to the OOV index (or drops it when ``oov_token`` is None). ``word_index`` itself holds *all*
+      words, as in Keras.
+
+    Args:
+        num_words: Keep the ``num_words - 1`` most frequent indices (None keeps all).
+        oov_token: Token for out-of-vocabulary words, or None to drop them.
+        lower: Lowercase texts.
+        filters: Characters replaced by ``split`` before splitting.
+        split: The word separator.
+        char_level: Treat every character as a token (Keras' ``char_level``).
+    """
+
+    def __init__(
+        self,
+        num_words: int | None = 10000,
+        oov_token: str | None = "<OOV>",
+        lower: bool = True,
+        filters: str = KERAS_FILTERS,
+        split: str = " ",
+        char_level: bool = False,
+    ):
+        if num_words is not None and (not isinstance(num_words, int) or num_words < 1):
+            raise ConfigError(f"num_words must be a positive integer or None, got {num_words!r}")
+        self.num_words = num_words
+        self.oov_token = oov_token
+        self.lower = lower
+        self.filters = filters
+        self.split = split
+        self.char_level = char_level
+        self._table: str | dict[int, str] = {}
+        self._table_key: tuple[str, str] | None = None
+        self.document_count = 0
+        self.word_counts: OrderedDict[str, int] = OrderedDict()
+        self.word_docs: defaultdict[str, int] = defaultdict(int)
+        self.word_index: dict[str, int] = {}
+        self.index_word: dict[int, str] = {}
+        self.index_docs: defaultdict[int, int] = defaultdict(int)
+
+    def text_to_word_sequence(self, text: str) -> list[str]:
+        """Keras' ``text_to_word_sequence`` with this tokenizer's ``filters``, ``lower`` and ``split``."""
+        if self.lower:
+            text = text.lower()
+        if self.filters:
+            key = (self.filters, self.split)
+            if self._table_key != key:  # the table is cached; rebuilt if filters/split were reassigned
+                self._table = _translation_table(self.filters, self.split)
+                self._table_key = key
+            text = text.translate(self._table)
+        return [w for w in text.split(self.split) if w]
+
+    def _sequence(self, text: str | Sequence[str]) -> list[str]:
+        if isinstance(text, str):
+            if self.char_level:
+                return list(text.lower() if self.lower else text)
+            return self.text_to_word_sequence(text)
+        return list(text)
+
+    tokenize = _sequence
+
+    def fit_on_texts(self, texts: Iterable[str | Sequence[str]]) -> KerasTokenizer:
+        """Count words in ``texts`` (strings, or already split lists) and rebuild ``word_index``."""
+        if isinstance(texts, str):
+            raise DataError("fit_on_texts expects a list of texts, got one string; wrap it in a list")
+        word_counts, word_docs = Counter(self.word_counts), Counter(self.word_docs)  # C-speed counting
+        for text in texts:
+            self.document_count += 1
+            seq = self._sequence(text)
+            word_counts.update(seq)  # keeps first-seen order for new words, like Keras' OrderedDict
+            word_docs.update(set(seq))
+        self.word_counts = OrderedDict(word_counts)
+        self.word_docs = defaultdict(int, word_docs)
+        wcounts = sorted(self.word_counts.items(), key=lambda x: x[1], reverse=True)  # stable: ties keep order
+        sorted_voc = [] if self.oov_token is None else [self.oov_token]
+        sorted_voc.extend(w for w, _ in wcounts)
+        # Keras builds the dict from (word, rank) pairs: if the OOV token also occurs as a word, its later
+        # rank wins. Index 0 is never assigned.
+        self.word_index = dict(zip(sorted_voc, range(1, len(sorted_voc) + 1), strict=True))
+        self.index_word = {i: w for w, i in self.word_index.items()}
+        self.index_docs = defaultdict(int)
+        for w, c in self.word_docs.items():
+            self.index_docs[self.word_index[w]] = c
+        return self
+
+    def texts_to_sequences(self, texts: Iterable[str | Sequence[str]]) -> list[list[int]]:
+        """Map texts to lists of indices (see the class docs for the ``num_words`` / OOV rule)."""
+        if isinstance(texts, str):
+            raise DataError("texts_to_sequences expects a list of texts, got one string; wrap it in a list")
+        num_words = self.num_words
+        oov_index = self.word_index.get(self.oov_token) if self.oov_token is not None else None
+        # One lookup per word: index if < num_words, else the OOV index (None = drop the word).
+        lookup = {w: (i if not num_words or i < num_words else oov_index) for w, i in self.word_index.items()}
+        out = []
+        for text in texts:
+            ids = [lookup.get(w, oov_index) for w in self._sequence(text)]
+            out.append(ids if oov_index is not None else [i for i in ids if i is not None])
+        return out
+
+    def sequences_to_texts(self, sequences: Iterable[Sequence[int]]) -> list[str]:
+        """Inverse mapping as in Keras: indices >= ``num_words``, 0 and unknown ids become the OOV token (or are dropped without one)."""
+        num_words = self.num_words
+        oov_word = self.index_word.get(self.word_index.get(self.oov_token, -1)) if self.oov_token else None
+        out = []
+        for seq in sequences:
+            words = []
+            for i in seq:
+                i = int(i)
+                word = self.index_word.get(i)
+                if word is not None:
+                    if num_words and i >= num_words:
+                        if oov_word is not None:
+                            words.append(oov_word)
+                    else:
+                        words.append(word)
+                elif oov_word is not None:
+                    words.append(oov_word)
+            out.append(" ".join(words))
+        return out
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows an embedding layer needs: ``num_words``, or ``len(word_index) + 1`` when that is smaller/None."""
+        full = len(self.word_index) + 1
+        return full if self.num_words is None else min(self.num_words, full)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly description including the fitted counts (mirrors Keras' ``to_json`` config)."""
+        return {
+            "type": "keras",
+            "num_words": self.num_words,
+            "oov_token": self.oov_token,
+            "lower": self.lower,
+            "filters": self.filters,
+            "split": self.split,
+            "char_level": self.char_level,
+            "document_count": self.document_count,
+            "word_counts": list(self.word_counts.items()),
+            "word_docs": list(self.word_docs.items()),
+            "word_index": list(self.word_index.items()),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> KerasTokenizer:
+        """Rebuild (including the fitted state) from :meth:`to_dict` output."""
+        _check_type(d, "keras")
+        tok = cls(
+            num_words=d["num_words"],
+            oov_token=d["oov_token"],
+            lower=d["lower"],
+            filters=d["filters"],
+            split=d["split"],
+            char_level=d.get("char_level", False),
+        )
+        tok.document_count = int(d["document_count"])
+        tok.word_counts = OrderedDict((str(w), int(c)) for w, c in d["word_counts"])
+        tok.word_docs = defaultdict(int, ((str(w), int(c)) for w, c in d["word_docs"]))
+        tok.word_index = {str(w): int(i) for w, i in d["word_index"]}
+        tok.index_word = {i: w for w, i in tok.word_index.items()}
+        tok.index_docs = defaultdict(int)
+        for w, c in tok.word_docs.items():
+            if w in tok.word_index:
+                tok.index_docs[tok.word_index[w]] = c
+        return tok
+
+    def __repr__(self) -> str:
+        return f"KerasTokenizer(num_words={self.num_words}, oov_token={self.oov_token!r}, words={len(self.word_counts)})"
+
+
+def pad_sequences(
+    sequences: Iterable[Sequence[int]],
+    maxlen: int | None = None,
+    padding: str = "post",
+    truncating: str = "post",
+    value: int = 0,
+    dtype: Any = np.int64,
+) -> np.ndarray:
+    """Pad/truncate sequences to one length, as ``keras.utils.pad_sequences`` does.
+
+    Note the defaults: ``"post"`` for both, as lmlab's classic model uses (Keras' own defaults are ``"pre"``).
+
+    Args:
+        sequences: Lists of integers.
+        maxlen: Output length; None uses the longest sequence.
+        padding: ``"pre"`` or ``"post"``: where to add ``value``.
+        truncating: ``"pre"`` (drop the start) or ``"post"`` (drop the end) for longer sequences.
+        value: Padding value.
+        dtype: NumPy dtype of the result.
+
+    Returns:
+        Array of shape ``(len(sequences), maxlen)``; an empty sequence becomes a row of ``value``.
+    """
+    for name, choice in (("padding", padding), ("truncating", truncating)):
+        if choice not in ("pre", "post"):
+            raise ConfigError(f"{name} must be 'pre' or 'post', got {choice!r}")
+    seqs = [list(s) for s in sequences]
+    if maxlen is None:
+        maxlen = max((len(s) for s in seqs), default=0)
+    elif maxlen < 1:
+        raise ConfigError(f"maxlen must be >= 1, got {maxlen}")
+    out = np.full((len(seqs), maxlen), value, dtype=dtype)  # (N, maxlen)
+    for row, s in enumerate(seqs):
+        if not s or maxlen == 0:
+            continue
+        trunc = s[-maxlen:] if truncating == "pre" else s[:maxlen]
+        if padding == "post":
+            out[row, : len(trunc)] = trunc
+        else:
+            out[row, maxlen - len(trunc) :] = trunc
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# BPE (Hugging Face tokenizers)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class BPETokenizer(_JSONFileMixin):
+    """Byte-pair encoding via Hugging Face ``tokenizers``; specials ``<pad> <unk> <bos> <eos>`` get ids 0..3.
+
+    Build with :meth:`train`; ``pre_tokenizer="byte_level"`` (GPT-2 style: every byte representable, no
+    unknowns, spaces round-trip exactly) or ``"whitespace"`` (words and punctuation; words end with ``</w>``
+    and decoding joins tokens with single spaces).
+
+    Example:
+        >>> tok = BPETokenizer.train(TextCorpus("input.txt.gz"), vocab_size=2000)
+        >>> tok.decode(tok.encode("to be or not to be"))
+        'to be or not to be'
+    """
+
+    PRE_TOKENIZERS = ("byte_level", "whitespace")
+
+    def __init__(self, tokenizer: Any):
+        """Wrap a trained ``tokenizers.Tokenizer`` (use :meth:`train` or :meth:`load` to make one)."""
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        pre_tokenizer: str = "byte_level",
+        min_frequency: int = 2,
+        specials: Sequence[str] = DEFAULT_SPECIALS,
+        lowercase: bool = False,
+    ) -> BPETokenizer:
+        """Train a BPE tokenizer on ``texts`` (any iterable of strings, read once).
+
+        Raises:
+            ConfigError: bad ``pre_tokenizer`` or ``vocab_size``.
+            DataError: ``texts`` is empty, or ``vocab_size`` is larger than this corpus allows (the message
+                gives the largest reachable size).
+        """
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+        if pre_tokenizer not in cls.PRE_TOKENIZERS:
+            raise ConfigError(f"pre_tokenizer must be one of {', '.join(cls.PRE_TOKENIZERS)}, got {pre_tokenizer!r}")
+        specials = list(specials)
+        if not isinstance(vocab_size, int) or vocab_size <= len(specials):
+            raise ConfigError(f"vocab_size must be an integer > {len(specials)} (the special tokens), got {vocab_size!r}")
+        if isinstance(texts, str):
+            raise DataError("BPETokenizer.train expects an iterable of texts, got one string; wrap it in a list")
+        unk = "<unk>" if "<unk>" in specials else None
+        if pre_tokenizer == "byte_level":
+            tok = Tokenizer(models.BPE(unk_token=None))
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tok.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=specials,
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=False,
+            )
+        else:
+            tok = Tokenizer(models.BPE(unk_token=unk, end_of_word_suffix="</w>"))
+            tok.pre_tokenizer = pre_tokenizers.Whitespace()
+            tok.decoder = decoders.BPEDecoder(suffix="</w>")
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=specials,
+                end_of_word_suffix="</w>",
+                show_progress=False,
+            )
+        if lowercase:
+            tok.normalizer = normalizers.Lowercase()
+        seen = 0
+
+        def counting(items: Iterable[str]):
+            nonlocal seen
+            for item in items:
+                if item:
+                    seen += 1
+                yield item
+
+        tok.train_from_iterator(counting(texts), trainer=trainer)
+        if seen == 0:
+            raise DataError("BPETokenizer.train got no text (the corpus is empty)")
+        for i, special in enumerate(specials):
+            if tok.token_to_id(special) != i:
+                raise DataError(f"special token {special!r} did not get id {i}; is it also a normal word?")
+        reached = tok.get_vocab_size()
+        if reached < vocab_size:
+            raise DataError(
+                f"vocab_size={vocab_size} is larger than this corpus allows with min_frequency={min_frequency}: "
+                f"training ran out of merges at {reached} tokens; use vocab_size <= {reached} "
+                "(or more text / a lower min_frequency)"
+            )
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids, specials included."""
+        return self.tokenizer.get_vocab_size()
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of ``token`` (e.g. ``"<eos>"``), or None."""
+        return self.tokenizer.token_to_id(token)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The BPE pieces of ``text`` as strings."""
+        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        """Token ids of ``text``, optionally framed with ``<bos>`` / ``<eos>``."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if add_bos:
+            ids = [self._special_id("<bos>"), *ids]
+        if add_eos:
+            ids = [*ids, self._special_id("<eos>")]
+        return ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of several texts (parallel in Rust)."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        """Text of ``ids``; special tokens are dropped unless ``skip_special=False``."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+
+    def _special_id(self, token: str) -> int:
+        i = self.tokenizer.token_to_id(token)
+        if i is None:
+            raise ConfigError(f"this tokenizer has no {token} token")
+        return i
+
+    def to_dict(self) -> dict:
+        """``{"type": "bpe", "tokenizer": <the Hugging Face tokenizer JSON>}``."""
+        return {"type": "bpe", "tokenizer": json.loads(self.tokenizer.to_str())}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BPETokenizer:
+        """Rebuild from :meth:`to_dict` output (or a bare Hugging Face tokenizer JSON object)."""
+        from tokenizers import Tokenizer
+
+        if isinstance(d, dict) and "model" in d and "type" not in d:
+            d = {"type": "bpe", "tokenizer": d}
+        _check_type(d, "bpe")
+        try:
+            return cls(Tokenizer.from_str(json.dumps(d["tokenizer"])))
+        except Exception as exc:  # the Rust side raises plain Exceptions
+            raise CheckpointError(f"invalid BPE tokenizer description ({exc})") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BPETokenizer) and self.tokenizer.to_str() == other.tokenizer.to_str()
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size})"
+
+
+_TOKENIZER_TYPES: dict[str, type] = {
+    "word": WordTokenizer,
+    "char": CharTokenizer,
+    "keras": KerasTokenizer,
+    "bpe": BPETokenizer,
+}
+
+
+def tokenizer_from_dict(d: dict):
+    """Rebuild any lmlab tokenizer from its ``to_dict`` output (dispatching on ``d["type"]``).
+
+    Raises:
+        CheckpointError: unknown or missing ``type``, or missing keys.
+    """
+    kind = d.get("type") if isinstance(d, dict) else None
+    if kind not in _TOKENIZER_TYPES:
+        raise CheckpointError(
+            f"unknown tokenizer type {kind!r}; expected one of {', '.join(_TOKENIZER_TYPES)}"
+        )
+    try:
+        return _TOKENIZER_TYPES[kind].from_dict(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"the {kind!r} tokenizer description is incomplete or malformed ({exc!r})") from None
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """Load any tokenizer saved with ``save(path)``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated/not JSON, or not a tokenizer description.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{p}: tokenizer file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{p}: cannot read the tokenizer file ({exc})") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno}); the file is truncated or corrupt") from None
+    try:
+        return tokenizer_from_dict(d)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{p}: {exc}") from None

@@ -1,0 +1,361 @@
+"""Text classification: Embedding + LSTM models, from the classic Keras tutorial to a stronger BiLSTM.
+
+Two architectures share one module:
+
+``stacked-lstm`` (preset ``seed-lstm``) is the Keras tutorial model exactly::
+
+    Embedding(10000, 256) -> LSTM(64, return_sequences=True) -> LSTM(32) -> Dense(64, relu) -> Dense(1, sigmoid)
+
+with Keras' initialisers (uniform(-0.05, 0.05) embeddings, Glorot-uniform kernels, orthogonal recurrent
+kernels, zero biases with the forget-gate bias at 1) and Keras' single bias per gate: PyTorch's LSTM keeps two
+(b_ih and b_hh); here b_hh is fixed at zero and not trained, so the trainable parameters equal Keras' 2,656,769.
+Like Keras without ``mask_zero``, the LSTMs read the padding too (that is what "post" padding means there).
+
+``bilstm`` (preset ``bilstm``, the one we recommend): embedding dropout -> bidirectional LSTM over packed
+sequences (padding is never read) -> concatenated max- and mean-pooling over time -> dropout -> linear.
+
+Both end in one sigmoid unit with binary cross-entropy for two classes (``binary_sigmoid``) or a softmax with
+cross-entropy for any number of classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from lmlab.config import TrainConfig
+from lmlab.data.classification import ClassifyBatch, ClassifyDataConfig
+from lmlab.errors import ConfigError
+
+
+@dataclass
+class ClassifierConfig:
+    arch: Literal["stacked-lstm", "bilstm"] = "bilstm"
+    #: filled in from the fitted tokenizer when 0
+    vocab_size: int = 0
+    #: filled in from the training labels when 0
+    num_classes: int = 0
+    embed_dim: int = 128
+    #: stacked-lstm: hidden size of each LSTM layer (all but the last return every step)
+    lstm_dims: list[int] = field(default_factory=lambda: [64, 32])
+    #: stacked-lstm: width of the ReLU dense layer before the output (0: none)
+    dense_dim: int = 64
+    #: bilstm: hidden size per direction
+    hidden_dim: int = 128
+    num_layers: int = 1
+    pooling: Literal["max", "mean", "maxmean", "last"] = "maxmean"
+    dropout: float = 0.0
+    embed_dropout: float = 0.0
+    #: Keras initialisers and Keras' single bias per LSTM gate
+    keras_style: bool = False
+    #: two classes -> one sigmoid unit with binary cross-entropy (as Keras' Dense(1, sigmoid))
+    binary_sigmoid: bool = True
+    freeze_embeddings: bool = False
+
+    def validate(self) -> None:
+        for name in ("embed_dim", "hidden_dim", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.arch == "stacked-lstm" and (not self.lstm_dims or min(self.lstm_dims) < 1):
+            raise ConfigError(f"model.lstm_dims must list positive sizes, got {self.lstm_dims}")
+        for name in ("dropout", "embed_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+def _keras_init_lstm(lstm: nn.LSTM) -> None:
+    """Keras LSTM defaults: glorot_uniform kernel, orthogonal recurrent kernel, unit forget bias, one bias."""
+    hidden = lstm.hidden_size
+    for name, p in lstm.named_parameters():
+        if name.startswith("weight_ih"):
+            # Keras' kernel is (input, 4*hidden) initialised as one matrix: use the same fan-in/fan-out
+            bound = math.sqrt(6.0 / (p.shape[1] + 4 * hidden))
+            nn.init.uniform_(p, -bound, bound)
+        elif name.startswith("weight_hh"):
+            # Keras: one orthogonal (hidden, 4*hidden) matrix; PyTorch stores its transpose (4*hidden, hidden)
+            nn.init.orthogonal_(p)
+        elif name.startswith("bias_ih"):
+            nn.init.zeros_(p)
+            p.data[hidden : 2 * hidden] = 1.0  # PyTorch gate order i, f, g, o: the forget gate is second
+        elif name.startswith("bias_hh"):
+            nn.init.zeros_(p)
+            p.requires_grad_(False)  # Keras has one bias per gate
+
+
+class TextClassifier(nn.Module):
+    """Embedding + LSTM text classifier (see the module docstring for both architectures)."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        if config.vocab_size < 2 or config.num_classes < 2:
+            raise ConfigError(
+                f"model.vocab_size ({config.vocab_size}) and model.num_classes ({config.num_classes}) must be >= 2"
+            )
+        self.config = config
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=None if c.keras_style else 0)
+        self.embed_drop = nn.Dropout(c.embed_dropout)
+        self.sigmoid_out = c.binary_sigmoid and c.num_classes == 2
+        out_dim = 1 if self.sigmoid_out else c.num_classes
+        if c.arch == "stacked-lstm":
+            dims = [c.embed_dim, *c.lstm_dims]
+            self.lstms = nn.ModuleList(nn.LSTM(dims[i], dims[i + 1], batch_first=True) for i in range(len(c.lstm_dims)))
+            feat = c.lstm_dims[-1]
+            self.dense = nn.Linear(feat, c.dense_dim) if c.dense_dim else None
+            feat = c.dense_dim or feat
+        else:
+            self.lstm = nn.LSTM(
+                c.embed_dim,
+                c.hidden_dim,
+                num_layers=c.num_layers,
+                batch_first=True,
+                bidirectional=True,
+                dropout=c.dropout if c.num_layers > 1 else 0.0,
+            )
+            feat = 2 * c.hidden_dim * (2 if c.pooling == "maxmean" else 1)
+            self.dense = None
+        self.drop = nn.Dropout(c.dropout)
+        self.out = nn.Linear(feat, out_dim)
+        if c.keras_style:
+            self._keras_init()
+        if c.freeze_embeddings:
+            self.embedding.weight.requires_grad_(False)
+
+    def _keras_init(self) -> None:
+        nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
+        for module in self.modules():
+            if isinstance(module, nn.LSTM):
+                _keras_init_lstm(module)
+            elif isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def load_pretrained(self, vectors: torch.Tensor, found: torch.Tensor) -> None:
+        """Copy ``vectors[i]`` into embedding row i where ``found[i]`` (other rows keep their initialisation)."""
+        if vectors.shape != self.embedding.weight.shape:
+            raise ConfigError(
+                f"pretrained vectors have dimension {vectors.shape[1]}, the model's embed_dim is "
+                f"{self.embedding.weight.shape[1]}; set model.embed_dim={vectors.shape[1]}"
+            )
+        with torch.no_grad():
+            self.embedding.weight[found] = vectors[found].to(self.embedding.weight.dtype)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits: (B,) for the sigmoid output, (B, C) for softmax."""
+        x = self.embed_drop(self.embedding(ids))  # (B, T, E)
+        if self.config.arch == "stacked-lstm":
+            for lstm in self.lstms:
+                x, _ = lstm(x)  # (B, T, H_i)
+            h = x[:, -1]  # Keras' return_sequences=False: the state after the last (possibly padding) step
+            if self.dense is not None:
+                h = F.relu(self.dense(h))  # (B, dense_dim)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+            out, (h_n, _) = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True)  # (B, T', 2H)
+            mask = (torch.arange(out.shape[1], device=out.device)[None, :] < lengths.to(out.device)[:, None]).unsqueeze(-1)
+            pool = self.config.pooling
+            if pool == "last":
+                h = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # (B, 2H) final forward and backward states
+            else:
+                mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1)
+                mx = out.masked_fill(~mask, float("-inf")).max(1).values
+                h = {"max": mx, "mean": mean}.get(pool, torch.cat([mx, mean], dim=-1) if pool == "maxmean" else mean)
+        logits = self.out(self.drop(h))
+        return logits.squeeze(-1) if self.sigmoid_out else logits
+
+    def probabilities(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, C) class probabilities."""
+        logits = self.forward(ids, lengths)
+        if self.sigmoid_out:
+            p = torch.sigmoid(logits)
+            return torch.stack([1 - p, p], dim=-1)
+        return torch.softmax(logits, dim=-1)
+
+    def loss(self, batch: ClassifyBatch) -> dict:
+        logits = self.forward(batch.ids, batch.lengths)
+        if self.sigmoid_out:
+            loss = F.binary_cross_entropy_with_logits(logits, batch.labels.float())
+            pred = (logits > 0).long()
+        else:
+            loss = F.cross_entropy(logits, batch.labels)
+            pred = logits.argmax(-1)
+        acc = (pred == batch.labels).float().mean()
+        return {"loss": loss, "accuracy": acc, "n": int(batch.labels.numel())}
+
+
+def keras_parameter_count(config: ClassifierConfig) -> int:
+    """Trainable parameters of the equivalent Keras model (one bias per LSTM gate)."""
+    c = config
+    total = c.vocab_size * c.embed_dim
+    dims = [c.embed_dim, *c.lstm_dims]
+    for i in range(len(c.lstm_dims)):
+        total += 4 * (dims[i] * dims[i + 1] + dims[i + 1] * dims[i + 1] + dims[i + 1])
+    feat = c.lstm_dims[-1]
+    if c.dense_dim:
+        total += feat * c.dense_dim + c.dense_dim
+        feat = c.dense_dim
+    out = 1 if (c.binary_sigmoid and c.num_classes == 2) else c.num_classes
+    return total + feat * out + out
+
+
+# ------------------------------------------------------------------------------------------- the run config
+@dataclass
+class ClassifyRunConfig:
+    """The whole config of a classification run: ``model``, ``data`` and ``train`` sections."""
+
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+#: train-config keys that may change when a run is resumed (they decide when to stop or what to print)
+RESUMABLE_KEYS = {"epochs", "max_steps", "max_time_s", "progress", "patience", "log_every", "device", "num_threads", "tensorboard"}
+
+
+def resolve_run_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> ClassifyRunConfig:
+    """Preset (name or file) + ``key=value`` overrides -> a validated run config (before any heavy work)."""
+    from lmlab.config import config_from_dict, load_preset, merge, parse_overrides, resolve_short_overrides
+
+    base = load_preset(preset, "classify")
+    sections = {"model": ClassifierConfig, "data": ClassifyDataConfig, "train": TrainConfig}
+    merged = merge(base, resolve_short_overrides(parse_overrides(list(overrides)), sections))
+    return config_from_dict(ClassifyRunConfig, merged, where="config")
+
+
+def _compare_for_resume(old: dict, new: dict, run_dir) -> None:
+    from lmlab.errors import CheckpointError
+
+    diffs = []
+    for section in ("model", "data", "train"):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if section == "train" and key in RESUMABLE_KEYS:
+                continue
+            if section == "model" and key in {"vocab_size", "num_classes"}:
+                continue
+            if a.get(key) != b.get(key):
+                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    if diffs:
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the config differs from the saved one ({'; '.join(diffs[:4])}); "
+            "resume with the same preset and overrides, or start a new run with --out"
+        )
+
+
+def train_classifier(
+    run: ClassifyRunConfig,
+    data: str,
+    out: str,
+    *,
+    val: str | None = None,
+    reader_options: dict | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    pretrained_vectors: str | None = None,
+    log=print,
+) -> dict:
+    """Read labelled text, fit the tokenizer, build the model and train it with :class:`lmlab.trainer.Trainer`.
+
+    Writes the run directory ``out`` (config.json, tokenizer.json, model.safetensors, metrics.jsonl,
+    checkpoints/) and returns the final validation metrics.
+    """
+    import random as _random
+    from pathlib import Path
+
+    from lmlab import checkpoint, distributed
+    from lmlab.config import config_to_dict
+    from lmlab.data.classification import ClassifyDataset, TextEncoder, collate
+    from lmlab.data.loader import EpochLoader
+    from lmlab.data.readers import load_examples
+    from lmlab.trainer import Trainer, seed_everything
+
+    reader_options = dict(reader_options or {})
+    distributed.init()
+    run_dir = Path(out)
+    saved = None
+    if resume:
+        saved = checkpoint.load_config(run_dir, "classifier")
+        _compare_for_resume(saved, config_to_dict(run), run_dir)
+    elif distributed.is_main():
+        checkpoint.prepare_run_dir(run_dir, overwrite=overwrite)
+    distributed.barrier()
+
+    train_examples = load_examples(data, **reader_options)
+    if val:
+        val_examples = load_examples(val, min_classes=1, **reader_options)
+    elif run.data.val_split > 0:
+        order = list(range(len(train_examples)))
+        _random.Random(run.train.seed).shuffle(order)
+        n_val = max(1, int(round(len(order) * run.data.val_split)))
+        val_examples = [train_examples[i] for i in order[:n_val]]
+        train_examples = [train_examples[i] for i in order[n_val:]]
+    else:
+        val_examples = []
+
+    if saved is not None:
+        labels = saved["labels"]
+        encoder = TextEncoder.from_dict(checkpoint.read_json(run_dir / "tokenizer.json", "tokenizer.json"), run.data)
+    else:
+        labels = sorted({ex.label for ex in train_examples})
+        encoder = TextEncoder(run.data).fit([ex.text for ex in train_examples])
+    run.model.vocab_size = encoder.vocab_size
+    run.model.num_classes = len(labels)
+    seed_everything(run.train.seed)  # the initial weights depend on the seed only
+    model = TextClassifier(run.model)
+    found_msg = None
+    if pretrained_vectors and saved is None:
+        from lmlab.vectors import load_vectors
+
+        kv = load_vectors(pretrained_vectors)
+        itos = encoder.itos()
+        table = torch.zeros(run.model.vocab_size, run.model.embed_dim)
+        found = torch.zeros(run.model.vocab_size, dtype=torch.bool)
+        if kv.vector_size != run.model.embed_dim:
+            raise ConfigError(
+                f"{pretrained_vectors}: vectors have dimension {kv.vector_size} but model.embed_dim is "
+                f"{run.model.embed_dim}; add the override model.embed_dim={kv.vector_size}"
+            )
+        for i, word in enumerate(itos):
+            if word in kv:
+                table[i] = torch.as_tensor(kv[word])
+                found[i] = True
+        model.load_pretrained(table, found)
+        words = sum(1 for w in itos if not w.startswith("<"))
+        found_msg = f"pretrained vectors: {int(found.sum())} of {words} vocabulary words found in {pretrained_vectors}"
+        log(found_msg)
+
+    if distributed.is_main() and saved is None:
+        checkpoint.save_config(
+            run_dir,
+            "classifier",
+            {**config_to_dict(run), "labels": labels, "pretrained_vectors": pretrained_vectors},
+        )
+        checkpoint.atomic_write_json(run_dir / "tokenizer.json", encoder.to_dict())
+
+    train_ds = ClassifyDataset.build(train_examples, encoder, labels, source=str(data))
+    val_ds = ClassifyDataset.build(val_examples, encoder, labels, source=str(val or data)) if val_examples else None
+    by_len = (lambda item: len(item[0])) if run.model.arch == "bilstm" else None
+    train_loader = EpochLoader(train_ds, run.train.batch_size, shuffle=True, seed=run.train.seed, collate_fn=collate, sort_key=by_len)
+    val_loader = (
+        EpochLoader(val_ds, max(run.train.batch_size, 64), shuffle=False, collate_fn=collate, sort_key=by_len)
+        if val_ds
+        else None
+    )
+    log(
+        f"classify: {len(train_ds)} train / {len(val_ds) if val_ds else 0} val examples, "
+        f"{len(labels)} classes, vocab {encoder.vocab_size}, "
+        f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters"
+    )
+    trainer = Trainer(run.train, model, train_loader, val_loader, run_dir=run_dir)
+    trainer.fit(resume=resume)
+    result = {"step": trainer.state.step, "best": trainer.state.best_metric}
+    if found_msg:
+        result["pretrained"] = found_msg
+    return result

@@ -1,0 +1,705 @@
+r"""A GPT-style decoder-only Transformer language model.
+
+Token embeddings plus learned absolute position embeddings (or rotary position embeddings, RoPE), a stack of
+pre-LayerNorm blocks
+
+$$h \leftarrow h + \mathrm{Attn}(\mathrm{LN}_1(h)), \qquad h \leftarrow h + \mathrm{MLP}(\mathrm{LN}_2(h))$$
+
+with causal multi-head self-attention through ``torch.nn.functional.scaled_dot_product_attention`` and a GELU
+MLP, a final LayerNorm and an output projection tied to the token embedding. Initialisation follows GPT-2:
+$\mathcal N(0, 0.02)$ for every matrix and embedding, zero biases, and the two projections that write into the
+residual stream scaled by $1/\sqrt{2L}$.
+
+Generation goes through :mod:`lmlab.generation` with a key/value cache (:class:`KVCache`) as the step state:
+the prompt is run once, then each new token attends to the cached keys and values of every earlier position.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmlab import checkpoint, distributed
+from lmlab.config import TrainConfig, config_to_dict
+from lmlab.data.tokens import (
+    RandomBlocks,
+    SequentialBlocks,
+    TokenCodec,
+    TokenDataConfig,
+    check_block_size,
+    iter_text,
+    open_token_file,
+    write_token_file,
+)
+from lmlab.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class GPTConfig:
+    """Architecture of a :class:`GPT`. ``vocab_size`` 0 means "take it from the tokenizer" (the CLI fills it)."""
+
+    vocab_size: int = 0
+    #: the context length: the most positions a forward pass (and the KV cache) can hold
+    block_size: int = 64
+    embed_dim: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    #: width of the MLP's hidden layer as a multiple of embed_dim
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    #: biases in the linear layers and LayerNorms (GPT-2 has them)
+    bias: bool = True
+    #: "learned" absolute position embeddings (GPT-2) or "rope" (rotary embeddings on queries and keys)
+    position: Literal["learned", "rope"] = "learned"
+    rope_base: float = 10000.0
+    tie_embeddings: bool = True
+
+    def validate(self) -> None:
+        problems = []
+        if self.vocab_size < 0:
+            problems.append(f"model.vocab_size must be >= 1 (or 0: from the tokenizer), got {self.vocab_size}")
+        for key in ("block_size", "embed_dim", "num_layers", "num_heads", "mlp_ratio"):
+            if getattr(self, key) < 1:
+                problems.append(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.embed_dim >= 1 and self.num_heads >= 1 and self.embed_dim % self.num_heads:
+            ok = [h for h in range(1, min(self.embed_dim, 64) + 1) if self.embed_dim % h == 0]
+            problems.append(
+                f"model.embed_dim={self.embed_dim} is not divisible by model.num_heads={self.num_heads}; "
+                f"use num_heads in {ok} or an embed_dim that is a multiple of {self.num_heads}"
+            )
+        elif self.position == "rope" and self.num_heads >= 1 and (self.embed_dim // self.num_heads) % 2:
+            problems.append(
+                f"model.position=rope needs an even head size, but embed_dim/num_heads = "
+                f"{self.embed_dim}/{self.num_heads} = {self.embed_dim // self.num_heads}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.rope_base <= 1.0:
+            problems.append(f"model.rope_base must be > 1, got {self.rope_base}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+
+def num_parameters_formula(cfg: GPTConfig) -> int:
+    r"""Closed-form parameter count: with $V$ vocab, $T$ block size, $C$ width, $L$ layers, $r$ MLP ratio and
+    biases, $VC + TC + L\,(4C^2 + 2rC^2 + (9 + r)C) + 2C$ (+ $VC$ when the output layer is not tied; no $TC$
+    with RoPE). Each block: two LayerNorms ($4C$), qkv ($3C^2 + 3C$), output projection ($C^2 + C$), MLP
+    ($2rC^2 + rC + C$)."""
+    V, T, C, L, r = cfg.vocab_size, cfg.block_size, cfg.embed_dim, cfg.num_layers, cfg.mlp_ratio
+    b = 1 if cfg.bias else 0
+    per_block = 4 * C * C + 2 * r * C * C + (2 + 2 * b) * C + b * (3 * C + C + r * C + C)
+    total = V * C + L * per_block + (1 + b) * C
+    if cfg.position == "learned":
+        total += T * C
+    if not cfg.tie_embeddings:
+        total += V * C
+    return total
+
+
+# --------------------------------------------------------------------------------------------- building blocks
+def rope_tables(head_dim: int, length: int, base: float) -> tuple[Tensor, Tensor]:
+    r"""cos/sin tables (length, head_dim/2) of rotary embeddings: angle $p\,\theta_i$, $\theta_i = b^{-2i/d}$."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))  # (D/2,)
+    angles = torch.outer(torch.arange(length, dtype=torch.float64), inv_freq)  # (T, D/2)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    r"""Rotate each pair $(x_{2i}, x_{2i+1})$ of ``x`` (B, H, T, D) by the angles in cos/sin (T, D/2)."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, D/2)
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, H, T, D/2, 2)
+    return out.flatten(-2).type_as(x)  # (B, H, T, D)
+
+
+class CausalSelfAttention(nn.Module):
+    r"""Multi-head causal self-attention, $\mathrm{softmax}(QK^\top/\sqrt{d} + M)V$ with $M_{ij} = -\infty$ for
+    $j > i$, through ``F.scaled_dot_product_attention``; optional key/value cache for incremental decoding."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim, bias=cfg.bias)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        rope: tuple[Tensor, Tensor] | None = None,
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``x`` (B, T, C) -> (output (B, T, C), (keys, values) (B, H, T_past + T, D) for the cache)."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        past_len = 0
+        if past is not None:
+            past_len = past[0].shape[2]
+            k = torch.cat([past[0], k], dim=2)  # (B, H, T_past + T, D)
+            v = torch.cat([past[1], v], dim=2)
+        drop = self.dropout if self.training else 0.0
+        if past_len == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)  # (B, H, T, D)
+        elif T == 1:  # one new query may attend to every cached position
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:  # several new queries after a cache: causal mask aligned to the bottom-right
+            mask = torch.ones(T, past_len + T, dtype=torch.bool, device=x.device).tril(diagonal=past_len)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_drop(self.proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: Linear(C, rC) -> GELU -> Linear(rC, C) -> dropout."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.embed_dim, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.embed_dim, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope=None, past=None):
+        a, kv = self.attn(self.ln1(x), rope, past)
+        x = x + a
+        x = x + self.mlp(self.ln2(x))
+        return x, kv
+
+
+@dataclass
+class KVCache:
+    """The step state of cached generation: per-layer keys/values (B, H, T, D) and the ids they cover.
+
+    ``ids`` (B, T) are kept so that, once the context is full, the window of the last ``block_size`` tokens can
+    be recomputed (absolute position embeddings cannot slide)."""
+
+    layers: list[tuple[Tensor, Tensor]]
+    ids: Tensor
+
+    @property
+    def length(self) -> int:
+        return self.ids.shape[1]
+
+
+# -------------------------------------------------------------------------------------------------- the model
+class GPT(nn.Module):
+    """Decoder-only Transformer LM; ``GPT(config)``; ``loss(batch)`` for the trainer; cached generation."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        config.validate()
+        if config.vocab_size < 1:
+            raise ConfigError("model.vocab_size is 0: build the tokenizer first and set it from the vocabulary")
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.wpe = nn.Embedding(config.block_size, config.embed_dim) if config.position == "learned" else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(config.embed_dim, bias=config.bias)
+        self.lm_head = nn.Linear(config.embed_dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        if config.position == "rope":
+            cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation; residual output projections get std 0.02 / sqrt(2 * num_layers)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        scaled = 0.02 / math.sqrt(2 * self.config.num_layers)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=scaled)
+            nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=scaled)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters, counting a tied embedding once."""
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------------------------------- forward
+    def _check_length(self, total: int) -> None:
+        if total > self.config.block_size:
+            raise ConfigError(
+                f"a sequence of {total} tokens does not fit the context of model.block_size="
+                f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens"
+            )
+
+    def forward(self, ids: Tensor, past: list[tuple[Tensor, Tensor]] | None = None):
+        """Logits (B, T, V) for ``ids`` (B, T); with ``past`` (a cache of earlier positions) also the new cache.
+
+        Without ``past`` the return value is just the logits; with ``past`` (possibly an empty list) it is
+        ``(logits, layers)``."""
+        B, T = ids.shape
+        offset = past[0][0].shape[2] if past else 0
+        self._check_length(offset + T)
+        x = self.wte(ids)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            pos = torch.arange(offset, offset + T, device=ids.device)
+            x = x + self.wpe(pos)  # (B, T, C)
+        else:
+            rope = (self.rope_cos[offset : offset + T], self.rope_sin[offset : offset + T])
+        x = self.drop(x)
+        layers = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, rope, past[i] if past else None)
+            layers.append(kv)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        return logits if past is None else (logits, layers)
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Any]:
+        """Mean next-token cross-entropy of ``batch = {"input_ids": (B, T), "targets": (B, T)}``."""
+        ids, targets = batch["input_ids"], batch["targets"]
+        logits = self(ids)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        n = targets.numel()
+        return {"loss": loss, "num_tokens": n, "n": n}
+
+    # --------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self, cfg) -> list[torch.optim.Optimizer]:
+        """AdamW with weight decay on matrices (linear weights, embeddings) and none on biases/LayerNorms."""
+        if cfg.optimizer != "adamw":
+            from lmlab.trainer import build_optimizer
+
+            return [build_optimizer(self.named_parameters(), cfg)]
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        fused = next(self.parameters()).device.type == "cuda"
+        return [torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)]
+
+    # ----------------------------------------------------------------------------------------- generation
+    def crop_prompt(self, ids: Sequence[int]) -> tuple[list[int], int]:
+        """The last ``block_size`` ids of a prompt and how many were dropped from its start."""
+        ids = list(ids)
+        drop = max(0, len(ids) - self.config.block_size)
+        return ids[drop:], drop
+
+    @torch.no_grad()
+    def step_cached(self, input_ids: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
+        """``lmlab.generation`` step function with a KV cache: logits (B, V) of the last position.
+
+        While the context has room, only the new tokens are run; once it is full, the window of the last
+        ``block_size`` tokens is recomputed, exactly as the uncached path does."""
+        block = self.config.block_size
+        ids = input_ids if state is None else torch.cat([state.ids, input_ids], dim=1)  # (B, T)
+        if state is None or ids.shape[1] > block:
+            window = ids[:, -block:]
+            logits, layers = self(window, past=[])
+            return logits[:, -1], KVCache(layers, window)
+        logits, layers = self(input_ids, past=state.layers)
+        return logits[:, -1], KVCache(layers, ids)
+
+    def step(self, input_ids: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        """The step function the generation pipeline calls (the cached one)."""
+        return self.step_cached(input_ids, state)
+
+    @classmethod
+    def load_for_generation(cls, run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, TokenCodec]:
+        """(model in eval mode with its best weights, codec) of a trained run directory."""
+        model, codec, _ = load_gpt(run_dir, device)
+        return model, codec
+
+    @torch.no_grad()
+    def step_uncached(self, input_ids: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``lmlab.generation`` step function without a cache: re-run the last ``block_size`` tokens each time."""
+        ids = input_ids if state is None else torch.cat([state, input_ids], dim=1)  # (B, T)
+        ids = ids[:, -self.config.block_size :]
+        return self(ids)[:, -1], ids  # (B, V)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids, sampling, use_cache: bool = True, eos_id: int | None = None, on_token=None):
+        """Sample continuations of ``prompt_ids`` ((T,) or (B, T)) with a :class:`~lmlab.generation.SamplingConfig`;
+        returns the new ids of each row. The prompt must fit the context (see :meth:`crop_prompt`)."""
+        from lmlab.generation import generate
+
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            ids = prompt_ids if isinstance(prompt_ids, Tensor) else torch.tensor(list(prompt_ids))
+            ids = ids.to(device).long()
+            self._check_length(ids.shape[-1])
+            step = self.step_cached if use_cache else self.step_uncached
+            return generate(step, ids, sampling, on_token=on_token, eos_id=eos_id)
+        finally:
+            self.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------- runs: train / load
+MODEL_TYPE = "gpt"
+
+
+def _default_train_config():
+    from lmlab.config import TrainConfig
+
+    return TrainConfig(optimizer="adamw", weight_decay=0.1, betas=[0.9, 0.99], schedule="cosine", grad_clip=1.0)
+
+
+@dataclass
+class GPTRunConfig:
+    """The whole config of a GPT run: ``model``, ``data`` and ``train`` sections (``configs/gpt/*.yaml``)."""
+
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: TokenDataConfig = field(default_factory=TokenDataConfig)
+    train: TrainConfig = field(default_factory=_default_train_config)
+
+
+#: train-config keys that may change when a run is resumed
+RESUMABLE_KEYS = {
+    "epochs", "max_steps", "max_time_s", "progress", "log_every", "device", "num_threads", "tensorboard",
+    "patience", "eval_every", "save_every", "compile", "precision",
+}
+
+
+def resolve_run_config(preset: str, overrides: Sequence[str] = ()) -> GPTRunConfig:
+    """Preset (a name in ``configs/gpt`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
+    from lmlab.config import config_from_dict, load_preset, merge, parse_overrides, resolve_short_overrides
+
+    base = load_preset(preset, "gpt")
+    sections = {"model": GPTConfig, "data": TokenDataConfig, "train": TrainConfig}
+    merged = merge(base, resolve_short_overrides(parse_overrides(list(overrides)), sections))
+    return config_from_dict(GPTRunConfig, merged, where="config")
+
+
+def _compare_for_resume(old: dict, new: dict, run_dir: Path) -> None:
+    diffs = []
+    for section in ("model", "data", "train"):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if (section == "train" and key in RESUMABLE_KEYS) or (section == "model" and key == "vocab_size"):
+                continue
+            if section == "data" and key in {"eval_batch_size", "max_eval_tokens"}:
+                continue
+            if a.get(key) != b.get(key):
+                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    if diffs:
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the config differs from the saved one ({'; '.join(diffs[:4])}); "
+            "resume with the same preset and overrides, or start a new run with --out"
+        )
+
+
+def prepare_tokens(
+    run: GPTRunConfig,
+    data: str | os.PathLike,
+    folder: Path,
+    val: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[TokenCodec, np.ndarray, np.ndarray | None]:
+    """Fit the codec on ``data`` and write ``folder/train.bin`` (+ ``val.bin`` for a separate ``val`` file).
+
+    Without ``val``, the last ``data.val_fraction`` of the tokens is the validation split (a view of the same
+    memory map). Returns (codec, train tokens, validation tokens or None)."""
+    started = time.monotonic()
+    codec = TokenCodec.fit(iter_text(data, run.data.encoding), run.data)
+    codec.save(folder)
+    tokens = write_token_file(iter_text(data, run.data.encoding), codec, folder / "data" / "train.bin")
+    val_tokens = None
+    if val is not None:
+        val_tokens = write_token_file(iter_text(val, run.data.encoding), codec, folder / "data" / "val.bin")
+    log(
+        f"gpt: tokenized {data} once into {folder / 'data'} ({len(tokens):,} {codec.kind} tokens, "
+        f"vocab {codec.vocab_size:,}, {tokens.dtype}) in {time.monotonic() - started:.1f} s"
+    )
+    return codec, tokens, val_tokens
+
+
+def _open_tokens(folder: Path, run: GPTRunConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    tokens = open_token_file(folder / "data" / "train.bin")
+    val_path = folder / "data" / "val.bin"
+    return tokens, (open_token_file(val_path) if val_path.is_file() else None)
+
+
+def split_tokens(tokens: np.ndarray, val_tokens: np.ndarray | None, fraction: float):
+    """(train, validation): the separate validation stream, or the last ``fraction`` of ``tokens``."""
+    if val_tokens is not None or fraction <= 0:
+        return tokens, val_tokens
+    cut = int(len(tokens) * (1 - fraction))
+    return tokens[:cut], tokens[cut:]
+
+
+def train_gpt(
+    run: GPTRunConfig,
+    data: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    val: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Tokenize ``data`` once into ``out/data/*.bin``, build a :class:`GPT` and train it with the Trainer.
+
+    Under ``torchrun`` rank 0 prepares the run directory and the token files while the other ranks wait, then
+    every rank maps the same files and reads its own rows of each global batch. With ``resume=True`` the saved
+    tokenizer and token files are reused (``data`` may then be None)."""
+    from lmlab.trainer import Trainer
+
+    distributed.init()
+    run_dir = Path(out)
+    saved = None
+    if resume:
+        saved = checkpoint.load_config(run_dir, MODEL_TYPE)
+        _compare_for_resume(saved, config_to_dict(run), run_dir)
+    elif data is None:
+        raise ConfigError("--data is required to start a new run (it may be left out only with --resume)")
+    else:
+        if distributed.is_main():
+            checkpoint.prepare_run_dir(run_dir, overwrite=overwrite)
+            prepare_tokens(run, data, run_dir, val, log)
+        distributed.barrier()
+    codec = TokenCodec.load(run_dir)
+    tokens, val_tokens = _open_tokens(run_dir, run)
+    train_tokens, val_tokens = split_tokens(tokens, val_tokens, run.data.val_fraction)
+    run.model.vocab_size = codec.vocab_size
+    torch.manual_seed(run.train.seed)
+    model = GPT(run.model)
+    train_data = RandomBlocks(train_tokens, run.model.block_size, run.train.batch_size, seed=run.train.seed)
+    val_data = None
+    if val_tokens is not None and len(val_tokens):
+        val_data = SequentialBlocks(
+            val_tokens, run.model.block_size, run.data.eval_batch_size, run.data.max_eval_tokens
+        )
+    if distributed.is_main():
+        if saved is None:
+            checkpoint.save_config(
+                run_dir,
+                MODEL_TYPE,
+                {
+                    **config_to_dict(run),
+                    "corpus": {
+                        "train": str(data),
+                        "val": str(val) if val is not None else f"last {run.data.val_fraction:g} of train",
+                        "train_tokens": int(len(train_tokens)),
+                        "val_tokens": int(len(val_tokens)) if val_tokens is not None else 0,
+                    },
+                },
+            )
+        log(
+            f"gpt: {len(train_tokens):,} train / {len(val_tokens) if val_tokens is not None else 0:,} val tokens, "
+            f"{run.model.num_layers} layers x {run.model.embed_dim} wide, {run.model.num_heads} heads, context "
+            f"{run.model.block_size}, {model.num_parameters():,} parameters; global batch {run.train.batch_size} "
+            f"x {run.model.block_size} tokens on {distributed.world_size()} process(es)"
+        )
+    trainer = Trainer(run.train, model, train_data, val_data, callbacks=callbacks, run_dir=run_dir)
+    last = trainer.fit(resume=resume)
+    return {
+        "step": trainer.state.step,
+        "best": trainer.state.best_metric,
+        "train_time_s": trainer.state.train_time_s,
+        "last": last,
+        "model": model,
+        "codec": codec,
+    }
+
+
+def load_gpt(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, TokenCodec, GPTRunConfig]:
+    """The trained model (best weights, eval mode), its codec and its run config."""
+    from lmlab.config import config_from_dict
+    from lmlab.trainer import resolve_device
+
+    saved = checkpoint.load_config(run_dir, MODEL_TYPE)
+    run = config_from_dict(
+        GPTRunConfig, {k: saved[k] for k in ("model", "data", "train") if k in saved}, where=f"{run_dir}/config.json"
+    )
+    codec = TokenCodec.load(run_dir)
+    if codec.vocab_size != run.model.vocab_size:
+        raise CheckpointError(
+            f"{run_dir}: the tokenizer has {codec.vocab_size} tokens but the model was built for "
+            f"{run.model.vocab_size}; the tokenizer files do not belong to this model"
+        )
+    model = GPT(run.model)
+    checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
+    model.to(resolve_device(device)).eval()
+    return model, codec, run
+
+
+@torch.no_grad()
+def evaluate_tokens(model: GPT, tokens: np.ndarray, batch_size: int = 32, max_tokens: int = 0) -> dict[str, float]:
+    """Mean next-token loss over every non-overlapping block of ``tokens``, its perplexity and bits/token."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in SequentialBlocks(tokens, model.config.block_size, batch_size, max_tokens):
+            logits = model(batch["input_ids"].to(device))  # (B, T, V)
+            targets = batch["targets"].to(device)
+            total += F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), reduction="sum").item()
+            count += targets.numel()
+    finally:
+        model.train(was_training)
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2), "tokens": count}
+
+
+def evaluate_gpt(run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu") -> dict[str, float]:
+    """Loss (nats/token), perplexity and bits/token of a trained run on a text file (tokenized to a temp file)."""
+    import tempfile
+
+    model, codec, run = load_gpt(run_dir, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokens = write_token_file(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin")
+        check_block_size(tokens, run.model.block_size, f"evaluation text {data}")
+        result = evaluate_tokens(model, tokens, run.data.eval_batch_size)
+        del tokens
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- pipeline
+class GPTGenerator:
+    """Text in, text out for a trained GPT run: ``stream`` / ``generate`` as every lmlab Generator does.
+
+    A prompt longer than the context keeps its last ``block_size`` tokens; the final event then says how many
+    were dropped (``"prompt_truncated"``). Streaming holds back text that could still become a stop string.
+    """
+
+    model_type = MODEL_TYPE
+
+    def __init__(self, model: GPT, codec: TokenCodec, run: GPTRunConfig | None = None, run_dir: Path | None = None):
+        self.model = model.eval()
+        self.codec = codec
+        self.run = run
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.use_cache = True
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | os.PathLike, device: str = "cpu") -> GPTGenerator:
+        model, codec, run = load_gpt(run_dir, device)
+        return cls(model, codec, run, Path(run_dir))
+
+    def info(self) -> dict:
+        info = {
+            "model_type": self.model_type,
+            "vocab_size": self.codec.vocab_size,
+            "parameters": self.model.num_parameters(),
+            "tokenizer": self.codec.kind,
+            "block_size": self.model.config.block_size,
+            "architecture": config_to_dict(self.model.config),
+        }
+        if self.run_dir is not None:
+            saved = checkpoint.load_config(self.run_dir)
+            info["trained_on"] = saved.get("corpus", {})
+        return info
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
+    ):
+        """Yield ``{"text": piece}`` as tokens are sampled, then ``{"finish_reason", "prompt_tokens",
+        "completion_tokens"}`` (plus ``"prompt_truncated": n`` when the prompt was cut to the context)."""
+        from lmlab.generation import SamplingConfig, find_stop, iter_generate
+
+        cfg = SamplingConfig(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            stop=[stop] if isinstance(stop, str) else list(stop or []),
+            seed=seed,
+        )
+        ids = self.codec.encode_prompt(prompt) if prompt else []
+        ids = ids or self.codec.start_ids()
+        ids, dropped = self.model.crop_prompt(ids)
+        device = next(self.model.parameters()).device
+        step = self.model.step_cached if self.use_cache else self.model.step_uncached
+        hold = max((len(s) for s in cfg.stop), default=1) - 1
+        out_ids: list[int] = []
+        emitted = 0
+        text = ""
+        finish = "length"
+        eos = self.codec.eos_id
+        prompt_ids = torch.tensor([ids], device=device)
+        with torch.no_grad():
+            for _, token in iter_generate(step, prompt_ids, cfg, eos_id=eos):
+                out_ids.append(token)
+                text = self.codec.decode(out_ids)
+                cut = find_stop(text, cfg.stop)
+                if cut >= 0:
+                    if cut > emitted:
+                        yield {"text": text[emitted:cut]}
+                    emitted = len(text)
+                    finish = "stop"
+                    break
+                safe = len(text) - hold
+                if text.endswith("\ufffd"):  # an incomplete multi-byte character (byte-level BPE)
+                    safe = min(safe, len(text) - 1)
+                if safe > emitted:
+                    yield {"text": text[emitted:safe]}
+                    emitted = safe
+        if finish == "length" and len(out_ids) < max_new_tokens:
+            finish = "eos"
+        if len(text) > emitted:
+            yield {"text": text[emitted:]}
+        final = {"finish_reason": finish, "prompt_tokens": len(ids), "completion_tokens": len(out_ids)}
+        if dropped:
+            final["prompt_truncated"] = dropped
+        yield final
+
+    def generate(self, prompt: str, **kwargs) -> dict:
+        """``{"text", "finish_reason", "prompt_tokens", "completion_tokens"}`` (completion only, stop trimmed)."""
+        pieces = []
+        final: dict = {}
+        for event in self.stream(prompt, **kwargs):
+            if "text" in event:
+                pieces.append(event["text"])
+            else:
+                final = event
+        return {"text": "".join(pieces), **final}

@@ -1,0 +1,182 @@
+"""Text in, text out: the pipelines that the CLI and the server both call.
+
+``load(run_dir)`` reads ``config.json``'s ``model_type`` and returns the pipeline registered for it in
+:mod:`lmlab.registry`. Each pipeline splits inference into preprocess -> forward -> postprocess with JSON-friendly
+inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lmlab import checkpoint, registry
+
+
+def load(run_dir: str | Path, device: str = "cpu"):
+    """Return the ready pipeline for a trained run directory."""
+    config = checkpoint.load_config(run_dir)
+    cls = registry.resolve(registry.entry(config["model_type"]).pipeline)
+    return cls.from_run_dir(run_dir, device=device)
+
+
+class Classifier:
+    """A trained text classifier: ``predict(texts)`` -> label, probability and every class's probability."""
+
+    model_type = "classifier"
+
+    def __init__(self, model, encoder, labels: list[str], config: dict, run_dir: Path, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.encoder = encoder
+        self.labels = list(labels)
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = device
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, device: str = "cpu") -> Classifier:
+        from lmlab.config import config_from_dict
+        from lmlab.data.classification import TextEncoder
+        from lmlab.models.classifier import ClassifyRunConfig, TextClassifier
+
+        run_dir = Path(run_dir)
+        config = checkpoint.load_config(run_dir, "classifier")
+        sections = {k: config[k] for k in ("model", "data", "train") if k in config}
+        run = config_from_dict(ClassifyRunConfig, sections, where=f"{run_dir / checkpoint.CONFIG_FILE}")
+        encoder = TextEncoder.from_dict(checkpoint.read_json(run_dir / "tokenizer.json", "tokenizer.json"), run.data)
+        model = TextClassifier(run.model)
+        checkpoint.load_weights(run_dir / checkpoint.WEIGHTS_FILE, model)
+        return cls(model, encoder, config["labels"], config, run_dir, device)
+
+    def info(self) -> dict:
+        return {
+            "model_type": self.model_type,
+            "arch": self.model.config.arch,
+            "labels": self.labels,
+            "vocab_size": self.model.config.vocab_size,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+
+    def probabilities(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """(N, C) class probabilities, in ``self.labels`` order."""
+        from lmlab.data.classification import collate
+
+        out = []
+        encoded = self.encoder.encode(list(texts))
+        with torch.no_grad():
+            for start in range(0, len(encoded), batch_size):
+                batch = collate([(ids, 0) for ids in encoded[start : start + batch_size]])
+                out.append(self.model.probabilities(batch.ids.to(self.device), batch.lengths).cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(self.labels))
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        """For each text: ``{"label", "probability", "probabilities": {label: p}}``."""
+        probs = self.probabilities(texts)
+        results = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append(
+                {
+                    "label": self.labels[best],
+                    "probability": row[best],
+                    "probabilities": dict(zip(self.labels, row, strict=True)),
+                }
+            )
+        return results
+
+    def evaluate(self, examples) -> dict:
+        """Accuracy, macro P/R/F1 and the confusion matrix on labelled examples."""
+        from lmlab.data.classification import ClassifyDataset
+        from lmlab.metrics import classification_report
+
+        ds = ClassifyDataset.build(examples, self.encoder, self.labels)  # checks for unseen labels
+        probs = self.probabilities([ex.text for ex in examples])
+        return classification_report(ds.labels, probs.argmax(-1).tolist(), self.labels)
+
+
+class Generator:
+    """Text in, text out for language models (RNN LMs, GPT): ``generate(prompt)`` returns the continuation,
+    ``stream(prompt)`` yields it piece by piece as tokens are sampled.
+
+    Works with any ``model`` that has ``step(input_ids (B, T), state) -> (logits (B, V), state)`` (the
+    :mod:`lmlab.generation` step function) and a ``codec`` with ``encode_prompt(text) -> list[int]``,
+    ``start_ids() -> list[int]`` (what an empty prompt starts from), ``decode(ids) -> str`` (text of generated
+    ids, continuing a prompt) and ``eos_id`` (a token that ends generation, or None). A model class registered
+    with this pipeline provides ``load_for_generation(run_dir, device) -> (model, codec)``.
+
+    Stop strings (``SamplingConfig.stop``) are checked on the decoded text and cut from the output; while
+    streaming, text that could still turn out to be the start of a stop string is held back until it cannot.
+    """
+
+    def __init__(self, model, codec, model_type: str = "", run_dir: Path | None = None) -> None:
+        self.model = model.eval()
+        self.codec = codec
+        self.model_type = model_type
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, device: str = "cpu") -> Generator:
+        config = checkpoint.load_config(run_dir)
+        model_cls = registry.resolve(registry.entry(config["model_type"]).model)
+        model, codec = model_cls.load_for_generation(run_dir, device)
+        return cls(model, codec, config["model_type"], Path(run_dir))
+
+    def info(self) -> dict:
+        return {
+            "model_type": self.model_type,
+            "vocab_size": getattr(self.codec, "vocab_size", None),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+
+    @staticmethod
+    def sampling_config(config=None, **overrides):
+        """A :class:`lmlab.generation.SamplingConfig` from ``config`` and/or keyword overrides (validated)."""
+        import dataclasses
+
+        from lmlab.generation import SamplingConfig
+
+        base = config if config is not None else SamplingConfig()
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    def stream(self, prompt: str, config=None, **overrides):
+        """Yield the continuation of ``prompt`` in pieces, as soon as each is certain."""
+        from lmlab.generation import find_stop, iter_generate
+
+        cfg = self.sampling_config(config, **overrides)
+        ids = self.codec.encode_prompt(prompt) if prompt else []
+        ids = ids or self.codec.start_ids()
+        device = next(self.model.parameters()).device
+        model = self.model
+
+        def step(input_ids, state):
+            with torch.no_grad():
+                return model.step(input_ids, state)
+
+        hold = max((len(s) for s in cfg.stop), default=1) - 1
+        out_ids: list[int] = []
+        emitted = 0
+        text = ""
+        for _, token in iter_generate(step, torch.tensor([ids], device=device), cfg, eos_id=self.codec.eos_id):
+            out_ids.append(token)
+            text = self.codec.decode(out_ids)
+            cut = find_stop(text, cfg.stop)
+            if cut >= 0:
+                if cut > emitted:
+                    yield text[emitted:cut]
+                return
+            safe = len(text) - hold
+            if text.endswith("\ufffd"):  # an incomplete multi-byte character (byte-level BPE)
+                safe = min(safe, len(text) - 1)
+            if safe > emitted:
+                yield text[emitted:safe]
+                emitted = safe
+        if len(text) > emitted:
+            yield text[emitted:]
+
+    def generate(self, prompt: str, config=None, **overrides) -> str:
+        """The continuation of ``prompt`` (without the prompt and without any stop string)."""
+        return "".join(self.stream(prompt, config, **overrides))
+
+
+__all__ = ["load", "Classifier", "Generator"]

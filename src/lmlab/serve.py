@@ -1,0 +1,961 @@
+"""HTTP serving: an OpenAI-style API and a browser playground over trained run directories.
+
+``create_app(run_dirs, limits=ServeLimits())`` loads each run directory with :func:`lmlab.load` and returns a
+FastAPI app; nothing is loaded at import time and only the run directories named here are ever served. A
+model's name is its run directory's base name.
+
+Endpoints (JSON in, JSON out; the schema, with every limit, is at ``/openapi.json``):
+
+* ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{name}``
+* ``POST /v1/completions`` (generators: RNN LM, GPT): an OpenAI-compatible subset, ``stream: true`` sends
+  server-sent events ending ``data: [DONE]``
+* ``POST /v1/classify`` (classifiers), ``POST /v1/translate`` (seq2seq), ``POST /v1/embeddings/similar`` and
+  ``POST /v1/embeddings/analogy`` (word vectors)
+* ``GET /`` the playground page (``lmlab/serve_static``)
+
+How it stays responsive: inference runs in worker threads, never on the event loop. Generations and other
+inference each have a fixed number of slots (:class:`ServeLimits`); a request that finds them all busy *queues*
+for up to ``queue_timeout_s`` and then gets 429 with ``Retry-After``. A generation checks between tokens
+whether its client is still connected and whether it has run past ``request_timeout_s``, and stops if not.
+Every error is JSON ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status, except real bugs (500).
+"""
+
+import asyncio
+import inspect
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmlab.errors import ConfigError, LmlabError
+
+log = logging.getLogger("lmlab.serve")
+
+#: model kinds, the endpoints serving each, and how to recognise a pipeline of that kind
+KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "generator": ("/v1/completions",),
+    "classifier": ("/v1/classify",),
+    "translator": ("/v1/translate",),
+    "vectors": ("/v1/embeddings/similar", "/v1/embeddings/analogy"),
+}
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request (and the server as a whole) may ask for. Every field is a CLI flag of ``lmlab serve``.
+
+    ``max_body_bytes``: larger request bodies get 413. ``max_input_chars``: longest prompt / text / word (422).
+    ``max_batch``: most texts in one classify or translate request. ``max_tokens``: cap on a completion's
+    ``max_tokens`` and a translation's ``max_len``. ``max_beam_size`` / ``max_topn``: caps for translate and the
+    embeddings endpoints. ``max_concurrent_generations`` / ``max_concurrent_inference``: worker slots for
+    completions / for everything else; a request that finds none free waits up to ``queue_timeout_s`` for one
+    and then gets 429. ``request_timeout_s``: a request still running after this long is stopped (504; a stream
+    gets an error event, then ``[DONE]``).
+    """
+
+    max_body_bytes: int = 1_048_576
+    max_input_chars: int = 4000
+    max_batch: int = 32
+    max_tokens: int = 512
+    max_beam_size: int = 16
+    max_topn: int = 100
+    max_concurrent_generations: int = 4
+    max_concurrent_inference: int = 4
+    queue_timeout_s: float = 30.0
+    request_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int):
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            else:
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            if not ok:
+                problems.append(f"{f.name} must be a positive {'integer' if f.type in ('int', int) else 'number'}, got {value!r}")
+        if problems:
+            raise ConfigError("bad serving limits: " + "; ".join(problems))
+
+
+# --- models being served -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ServedModel:
+    name: str
+    run_dir: Path
+    kind: str
+    model_type: str
+    pipeline: Any
+    info: dict
+    created: int
+
+    def card(self) -> dict:
+        return {
+            "id": self.name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "lmlab",
+            "kind": self.kind,
+            "model_type": self.model_type,
+            "endpoints": list(KIND_ENDPOINTS[self.kind]),
+            "info": self.info,
+        }
+
+
+def kind_of(pipeline: Any) -> str:
+    """Which endpoints a pipeline can serve, from the pipeline interfaces it implements."""
+    if callable(getattr(pipeline, "stream", None)) and callable(getattr(pipeline, "generate", None)):
+        return "generator"
+    if callable(getattr(pipeline, "predict", None)) and hasattr(pipeline, "labels"):
+        return "classifier"
+    if callable(getattr(pipeline, "translate", None)):
+        return "translator"
+    if callable(getattr(pipeline, "most_similar", None)) and callable(getattr(pipeline, "analogy", None)):
+        return "vectors"
+    raise ConfigError(
+        f"cannot serve a {type(pipeline).__name__}: it is not a generator, classifier, translator or word-vector "
+        "pipeline"
+    )
+
+
+def _json_friendly(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str, allow_nan=False)) if obj is not None else {}
+
+
+def load_models(run_dirs: Iterable[str | Path], device: str = "cpu") -> dict[str, ServedModel]:
+    """Load every run directory; names are the base names and must be unique."""
+    from lmlab import load
+
+    paths = [Path(p) for p in run_dirs]
+    if not paths:
+        raise ConfigError("nothing to serve: name at least one run directory")
+    by_name: dict[str, list[Path]] = {}
+    for path in paths:
+        by_name.setdefault(path.resolve().name, []).append(path)
+    clashes = {name: ps for name, ps in by_name.items() if len(ps) > 1}
+    if clashes:
+        name, ps = next(iter(clashes.items()))
+        raise ConfigError(
+            f"two run directories would both be served as {name!r} ({', '.join(map(str, ps))}); model names are "
+            "run-directory base names, so rename or copy one of them"
+        )
+    models: dict[str, ServedModel] = {}
+    for path in paths:
+        pipeline = load(path, device=device)
+        kind = kind_of(pipeline)
+        try:
+            info = _json_friendly(pipeline.info())
+        except ValueError:  # non-finite numbers in info(): keep it serialisable
+            info = json.loads(json.dumps(pipeline.info(), default=str).replace("NaN", "null"))
+        name = path.resolve().name
+        models[name] = ServedModel(
+            name=name,
+            run_dir=path,
+            kind=kind,
+            model_type=str(getattr(pipeline, "model_type", info.get("model_type", kind))),
+            pipeline=pipeline,
+            info=info,
+            created=int((path / "config.json").stat().st_mtime) if (path / "config.json").exists() else 0,
+        )
+    return models
+
+
+# --- errors ------------------------------------------------------------------------------------------------
+
+
+class APIError(Exception):
+    """An error answered as ``{"error": {...}}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.headers = status, message, type_, param, headers
+
+
+def _error_payload(status: int, message: str, type_: str, param: str | None = None, detail: Any = None) -> dict:
+    body: dict[str, Any] = {"error": {"message": message, "type": type_, "param": param, "code": status}}
+    if detail is not None:
+        body["detail"] = detail
+    return body
+
+
+def _error_response(status: int, message: str, type_: str, param: str | None = None, detail: Any = None,
+                    headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(_error_payload(status, message, type_, param, detail), status_code=status, headers=headers)
+
+
+_STATUS_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error",
+                 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error", 504: "timeout"}
+
+
+def _describe_validation_errors(errors: Sequence[dict]) -> tuple[str, str | None]:
+    parts, param = [], None
+    for err in errors[:5]:
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        where = ".".join(loc) or "body"
+        param = param or (loc[0] if loc else None)
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "string_pattern_mismatch":
+            msg = "must not be blank (it is empty or only whitespace)"
+        elif err.get("type") == "model_attributes_type" and not loc:
+            msg = "expected a JSON object"
+        parts.append(f"{where}: {msg}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more, param
+
+
+class BodySizeLimit:
+    """ASGI middleware answering 413 to a request body larger than ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: Callable, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await _send_json(send, 400, _error_payload(400, "Content-Length is not a number", "invalid_request_error"))
+                return
+            if size > self.max_bytes:
+                await _send_json(send, 413, self._too_large(size))
+                return
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                await _send_json(send, 413, self._too_large(None))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self, size: int | None) -> dict:
+        got = f" ({size} bytes)" if size is not None else ""
+        return _error_payload(
+            413, f"request body too large{got}: the limit is {self.max_bytes} bytes (lmlab serve --max-body-bytes)",
+            "request_too_large")
+
+
+async def _send_json(send: Callable, status: int, payload: dict) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+# --- request / response schemas (built per app, so the schema states this server's limits) -------------------
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+    detail: list[dict[str, Any]] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    kind: Literal["generator", "classifier", "translator", "vectors"]
+    model_type: str
+    endpoints: list[str]
+    info: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    models: list[str]
+    uptime_s: float
+    generations: dict[str, int]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ClassifyResult(BaseModel):
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    object: Literal["classification"] = "classification"
+    model: str
+    labels: list[str]
+    results: list[ClassifyResult]
+
+
+class Hypothesis(BaseModel):
+    translation: str
+    score: float | None
+
+
+class TranslationResult(BaseModel):
+    translation: str
+    score: float | None
+    n_best: list[Hypothesis]
+
+
+class TranslateResponse(BaseModel):
+    object: Literal["translation"] = "translation"
+    model: str
+    results: list[TranslationResult]
+
+
+class WordScore(BaseModel):
+    word: str
+    score: float | None
+
+
+class SimilarResponse(BaseModel):
+    object: Literal["similar_words"] = "similar_words"
+    model: str
+    results: list[WordScore]
+
+
+class AnalogyResponse(BaseModel):
+    object: Literal["analogy"] = "analogy"
+    model: str
+    query: dict[str, str]
+    results: list[WordScore]
+
+
+@dataclass
+class _Requests:
+    Completion: type[BaseModel]
+    Classify: type[BaseModel]
+    Translate: type[BaseModel]
+    Similar: type[BaseModel]
+    Analogy: type[BaseModel]
+
+
+def build_request_models(limits: ServeLimits, models: dict[str, ServedModel]) -> _Requests:
+    """The request bodies, with this server's limits in their constraints (and so in ``/openapi.json``)."""
+    L = limits
+
+    def names(kind: str) -> list[str]:
+        return [m.name for m in models.values() if m.kind == kind]
+
+    def first(kind: str) -> str:
+        return (names(kind) or ["my-run"])[0]
+
+    def model_field(kind: str) -> Any:
+        served = names(kind)
+        return Field(
+            min_length=1, max_length=512,
+            description="name of a served model of this kind (GET /v1/models lists them); served here: "
+            + (", ".join(served) if served else "none"),
+            examples=[first(kind)],
+        )
+
+    StopStr = Annotated[str, Field(min_length=1, max_length=200)]
+    StopList = Annotated[list[StopStr], Field(min_length=1, max_length=4)]
+    Text = Annotated[str, Field(min_length=1, max_length=L.max_input_chars, pattern=r"\S")]
+    Word = Annotated[str, Field(min_length=1, max_length=min(L.max_input_chars, 200), pattern=r"\S")]
+
+    class CompletionRequest(BaseModel):
+        """An OpenAI-compatible subset of ``POST /v1/completions`` (plus ``top_k`` and ``repetition_penalty``)."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"model": first("generator"), "prompt": "ROMEO:", "max_tokens": 32, "temperature": 0.8}]})
+        model: str = model_field("generator")
+        prompt: str = Field(min_length=1, max_length=L.max_input_chars, description="the text to continue")
+        max_tokens: int = Field(16, ge=1, le=L.max_tokens, description="most tokens to generate")
+        temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy (arg-max)")
+        top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling; 1 switches it off")
+        top_k: int = Field(0, ge=0, le=1_000_000, description="keep the k most likely tokens; 0 switches it off")
+        repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="> 1 discourages repeats; 1 = off")
+        stop: StopStr | StopList | None = Field(
+            None, description="a string or up to 4 strings that end the completion (not included in it)")
+        seed: int | None = Field(None, ge=0, le=2**63 - 1, description="makes sampling reproducible")
+        stream: bool = Field(False, description="send server-sent events, ending with `data: [DONE]`")
+        n: int = Field(1, ge=1, le=1, description="number of completions (only 1 is supported)")
+        user: str | None = Field(None, max_length=256, description="ignored (accepted for OpenAI compatibility)")
+
+    class ClassifyRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"model": first("classifier"), "texts": ["a gripping, beautifully acted film"]}]})
+        model: str = model_field("classifier")
+        texts: list[Text] = Field(min_length=1, max_length=L.max_batch, description="the texts to classify")
+
+    class TranslateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"model": first("translator"), "texts": ["i am cold ."], "beam_size": 5}]})
+        model: str = model_field("translator")
+        texts: list[Text] = Field(min_length=1, max_length=L.max_batch, description="source sentences")
+        beam_size: int = Field(min(5, L.max_beam_size), ge=1, le=L.max_beam_size, description="1 = greedy decoding")
+        max_len: int | None = Field(None, ge=1, le=L.max_tokens,
+                                    description="most target tokens (default: the model's own limit)")
+        n_best: int = Field(1, ge=1, le=L.max_beam_size, description="hypotheses to return per text (<= beam_size)")
+
+        @model_validator(mode="after")
+        def _n_best_fits(self) -> "TranslateRequest":
+            if self.n_best > self.beam_size:
+                raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
+            return self
+
+    class SimilarRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"model": first("vectors"), "positive": ["king"], "topn": 10}]})
+        model: str = model_field("vectors")
+        positive: list[Word] = Field(min_length=1, max_length=L.max_batch, description="words to be similar to")
+        negative: list[Word] = Field(default_factory=list, max_length=L.max_batch,
+                                     description="words to move away from")
+        topn: int = Field(10, ge=1, le=L.max_topn)
+
+    class AnalogyRequest(BaseModel):
+        """``a`` is to ``b`` as ``c`` is to ...?"""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"model": first("vectors"), "a": "man", "b": "king", "c": "woman", "topn": 5}]})
+        model: str = model_field("vectors")
+        a: Word
+        b: Word
+        c: Word
+        topn: int = Field(1, ge=1, le=L.max_topn)
+        method: Literal["3cosadd", "3cosmul"] = "3cosadd"
+
+    return _Requests(CompletionRequest, ClassifyRequest, TranslateRequest, SimilarRequest, AnalogyRequest)
+
+
+# --- the worker side: slots, threads, generations ----------------------------------------------------------
+
+
+def _run_no_grad(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    import torch
+
+    with torch.no_grad():  # grad mode is per thread: a fresh worker thread starts with it on
+        return fn(*args, **kwargs)
+
+
+def _finite(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+class _Generation:
+    """One completion being produced by a worker thread and consumed by the event loop."""
+
+    def __init__(self, runtime: "_Runtime", request: Request, deadline: float) -> None:
+        self.runtime, self.request, self.deadline = runtime, request, deadline
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.cancel = threading.Event()
+        self.stop_reason = "cancelled"  # or "timed_out", set before ``cancel``
+        self.pieces = 0
+
+    def stop(self, reason: str = "cancelled") -> None:
+        if not self.cancel.is_set():
+            self.stop_reason = reason
+            self.cancel.set()
+
+    def worker(self, loop: asyncio.AbstractEventLoop, pipeline: Any, params: dict) -> str:
+        """Runs in a worker thread: iterate ``pipeline.stream`` and hand each event to the loop."""
+
+        def emit(kind: str, payload: Any = None) -> None:
+            try:
+                loop.call_soon_threadsafe(self.queue.put_nowait, (kind, payload))
+            except RuntimeError:  # the event loop is gone (server shutting down)
+                self.cancel.set()
+
+        stream = None
+        try:
+            import torch
+
+            with torch.no_grad():
+                stream = pipeline.stream(**params)
+                for event in stream:
+                    if isinstance(event, str):  # a bare piece of text
+                        event = {"text": event}
+                    emit("event", event)
+                    if "finish_reason" in event:
+                        return "completed"
+                    if time.monotonic() > self.deadline:
+                        emit("timeout")
+                        return "timed_out"
+                    if self.cancel.is_set():
+                        emit("cancelled")
+                        return self.stop_reason
+            emit("end")
+            return "completed"
+        except LmlabError as err:
+            emit("user_error", str(err))
+            return "rejected"
+        except Exception as err:  # a bug: log it, tell the client, keep serving
+            log.exception("generation failed")
+            emit("error", f"{type(err).__name__}: {err}")
+            return "failed"
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    async def next(self) -> tuple[str, Any]:
+        """The next worker event; ("timeout" | "disconnected", None) when the deadline passes or the client left."""
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop("timed_out")
+                return "timeout", None
+            try:
+                return await asyncio.wait_for(self.queue.get(), min(0.25, remaining))
+            except TimeoutError:
+                if self.cancel.is_set() or await self.request.is_disconnected():
+                    self.stop("cancelled")
+                    return "disconnected", None
+
+
+class _Runtime:
+    """Worker threads, the slot semaphores and counters of one app."""
+
+    def __init__(self, limits: ServeLimits) -> None:
+        self.limits = limits
+        self.generate_pool = ThreadPoolExecutor(limits.max_concurrent_generations, thread_name_prefix="lmlab-generate")
+        self.infer_pool = ThreadPoolExecutor(limits.max_concurrent_inference, thread_name_prefix="lmlab-infer")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self.live: set[_Generation] = set()
+        self._lock = threading.Lock()
+        self.started_at = time.monotonic()
+        self.stats = dict.fromkeys(
+            ("active", "started", "completed", "cancelled", "timed_out", "rejected", "failed", "busy", "tokens"), 0)
+
+    def _slot(self, which: str) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # semaphores belong to one event loop (a TestClient may use several)
+            self._loop = loop
+            self._slots = {"generate": asyncio.Semaphore(self.limits.max_concurrent_generations),
+                           "infer": asyncio.Semaphore(self.limits.max_concurrent_inference)}
+        return self._slots[which]
+
+    async def acquire(self, which: str) -> asyncio.Semaphore:
+        slot = self._slot(which)
+        try:
+            await asyncio.wait_for(slot.acquire(), self.limits.queue_timeout_s)
+        except TimeoutError:
+            self.count(busy=1)
+            n = self.limits.max_concurrent_generations if which == "generate" else self.limits.max_concurrent_inference
+            flag = "--max-concurrent-generations" if which == "generate" else "--max-concurrent-inference"
+            raise APIError(
+                429, f"server busy: all {n} {which} slots stayed taken for {self.limits.queue_timeout_s:g} s; "
+                f"retry later (or start the server with a larger {flag})", "rate_limit_error",
+                headers={"Retry-After": "1"}) from None
+        return slot
+
+    async def infer(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` in an inference thread, holding a slot until the thread is done; 504 past the timeout."""
+        slot = await self.acquire("infer")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.infer_pool, lambda: _run_no_grad(fn, *args, **kwargs))
+
+        def done(f: asyncio.Future) -> None:
+            slot.release()
+            if not f.cancelled():
+                f.exception()  # retrieved, so an abandoned failure is not reported twice
+
+        future.add_done_callback(done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.limits.request_timeout_s)
+        except TimeoutError:
+            raise APIError(504, f"the request took longer than {self.limits.request_timeout_s:g} s "
+                           "(lmlab serve --request-timeout)", "timeout") from None
+        except LmlabError as err:
+            raise APIError(422, str(err)) from None
+
+    async def start_generation(self, pipeline: Any, params: dict, request: Request) -> _Generation:
+        slot = await self.acquire("generate")
+        gen = _Generation(self, request, time.monotonic() + self.limits.request_timeout_s)
+        loop = asyncio.get_running_loop()
+        self.count(started=1, active=1)
+        self.live.add(gen)
+
+        def run() -> None:
+            outcome = "failed"
+            try:
+                outcome = gen.worker(loop, pipeline, params)
+            finally:  # counted here, in the worker, so it holds even when the event loop is already gone
+                self.count(active=-1, **{outcome: 1})
+                self.live.discard(gen)
+                try:
+                    loop.call_soon_threadsafe(slot.release)
+                except RuntimeError:
+                    pass
+
+        loop.run_in_executor(self.generate_pool, run)
+        return gen
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.stats)
+
+    def count(self, **deltas: int) -> None:
+        with self._lock:
+            for key, delta in deltas.items():
+                self.stats[key] = self.stats.get(key, 0) + delta
+
+    def close(self) -> None:
+        for gen in list(self.live):
+            gen.stop("cancelled")
+        self.generate_pool.shutdown(wait=False, cancel_futures=True)
+        self.infer_pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- the app -----------------------------------------------------------------------------------------------
+
+
+def _static_dir() -> Path:
+    return Path(str(resources.files("lmlab").joinpath("serve_static")))
+
+
+def _error_responses(*codes: int) -> dict:
+    text = {400: "malformed JSON, or a model of the wrong kind for this endpoint", 404: "unknown model",
+            413: "request body too large", 422: "invalid field values (the message says which and why)",
+            429: "all worker slots stayed busy for the queue timeout", 504: "the request ran past the timeout"}
+    return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
+
+
+def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits(), device: str = "cpu") -> FastAPI:
+    """Build the FastAPI app serving the pipelines of ``run_dirs`` (loaded now, once) within ``limits``."""
+    if not isinstance(limits, ServeLimits):
+        raise ConfigError(f"limits must be a ServeLimits, got {type(limits).__name__}")
+    models = load_models(run_dirs, device=device)
+    runtime = _Runtime(limits)
+    Req = build_request_models(limits, models)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        runtime.close()
+
+    from lmlab import __version__
+
+    app = FastAPI(
+        title="lmlab",
+        version=__version__,
+        description="Trained lmlab models behind an OpenAI-style HTTP API. Served: "
+        + ", ".join(f"`{m.name}` ({m.kind})" for m in models.values())
+        + ". Limits: " + ", ".join(f"{k}={v}" for k, v in asdict(limits).items()) + ".",
+        lifespan=lifespan,
+    )
+    app.state.models = models
+    app.state.limits = limits
+    app.state.runtime = runtime
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _error_response(exc.status, exc.message, exc.type, exc.param, headers=exc.headers)
+
+    @app.exception_handler(LmlabError)
+    async def _lmlab_error(request: Request, exc: LmlabError) -> JSONResponse:
+        return _error_response(422, str(exc), "invalid_request_error")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors())
+        for err in errors:  # keep the echo of oversized inputs out of the answer
+            if isinstance(err.get("input"), str | list | dict) and len(json.dumps(err["input"])) > 200:
+                err["input"] = "<omitted>"
+        if any(err.get("type") == "json_invalid" for err in errors):
+            where = next(err for err in errors if err.get("type") == "json_invalid")
+            pos = where.get("loc", ["body", "?"])[-1]
+            message = (f"malformed JSON at character {pos}: {(where.get('ctx') or {}).get('error', where.get('msg'))}; "
+                       "send a JSON object with Content-Type: application/json")
+            return _error_response(400, message, "invalid_request_error", None, errors)
+        message, param = _describe_validation_errors(errors)
+        return _error_response(422, message, "invalid_request_error", param, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path} (see /docs or /openapi.json)"
+        return _error_response(exc.status_code, message, _STATUS_TYPES.get(exc.status_code, "invalid_request_error"),
+                               headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - a bug by definition
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(500, f"internal error ({type(exc).__name__}); see the server log", "server_error")
+
+    def get_model(name: str, kind: str, endpoint: str) -> ServedModel:
+        served = models.get(name)
+        right_kind = [m.name for m in models.values() if m.kind == kind]
+        if served is None:
+            raise APIError(404, f"model {name!r} is not served here; {endpoint} serves: "
+                           f"{', '.join(right_kind) or 'no model (start the server with a ' + kind + ' run dir)'}",
+                           "not_found_error", "model")
+        if served.kind != kind:
+            raise APIError(400, f"model {name!r} is a {served.kind} ({served.model_type}); {endpoint} needs a {kind}"
+                           f" model: {', '.join(right_kind) or 'none is served here'}", "invalid_request_error", "model")
+        return served
+
+    # -- informational ------------------------------------------------------------------------------------
+
+    @app.get("/health", response_model=Health, tags=["server"])
+    async def health() -> dict:
+        """Liveness plus counters: generations active/started/completed/cancelled/timed out, tokens streamed."""
+        return {"status": "ok", "models": list(models), "uptime_s": round(time.monotonic() - runtime.started_at, 3),
+                "generations": runtime.snapshot()}
+
+    @app.get("/v1/models", response_model=ModelList, tags=["server"])
+    async def list_models() -> dict:
+        """The served models, each with its kind, the endpoints that accept it and the pipeline's ``info()``."""
+        return {"object": "list", "data": [m.card() for m in models.values()]}
+
+    @app.get("/v1/models/{name}", response_model=ModelCard, responses=_error_responses(404), tags=["server"])
+    async def get_model_card(name: str) -> dict:
+        if name not in models:
+            raise APIError(404, f"model {name!r} is not served here; served: {', '.join(models)}",
+                           "not_found_error", "name")
+        return models[name].card()
+
+    # -- completions --------------------------------------------------------------------------------------
+
+    def completion_chunk(cid: str, created: int, name: str, text: str, finish: str | None) -> dict:
+        return {"id": cid, "object": "text_completion", "created": created, "model": name,
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
+
+    def usage_of(final: dict | None, pieces: int) -> dict:
+        final = final or {}
+        prompt = int(final.get("prompt_tokens", 0))
+        completion = int(final.get("completion_tokens", pieces))
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def finish_of(final: dict | None) -> str:
+        reason = (final or {}).get("finish_reason", "length")
+        return "length" if reason == "length" else "stop"  # "eos" and stop strings are both OpenAI's "stop"
+
+    def fail(kind: str, payload: Any) -> APIError:
+        if kind == "user_error":
+            return APIError(422, str(payload))
+        if kind == "timeout":
+            return APIError(504, f"the generation ran past {limits.request_timeout_s:g} s and was stopped "
+                            "(lmlab serve --request-timeout)", "timeout")
+        if kind == "disconnected":
+            return APIError(400, "the client disconnected")
+        raise RuntimeError(f"generation failed: {payload}")
+
+    sse_200 = {200: {"description": "a completion (JSON), or with `stream: true` server-sent events: one "
+                     "`data: {completion chunk}` per piece of text, a last chunk with `finish_reason` and `usage`, "
+                     "then `data: [DONE]`",
+                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+    @app.post("/v1/completions", response_model=Completion, tags=["generation"],
+              responses={**sse_200, **_error_responses(400, 404, 413, 422, 429, 504)})
+    async def completions(body: Req.Completion, request: Request):  # type: ignore[valid-type]
+        """Continue ``prompt`` with a generator model (RNN LM or GPT). OpenAI-compatible subset."""
+        served = get_model(body.model, "generator", "/v1/completions")
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        params = {"prompt": body.prompt, "max_new_tokens": body.max_tokens, "temperature": body.temperature,
+                  "top_k": body.top_k, "top_p": body.top_p, "repetition_penalty": body.repetition_penalty,
+                  "stop": stop, "seed": body.seed}
+        gen = await runtime.start_generation(served.pipeline, params, request)
+        first = await gen.next()
+        if first[0] not in ("event", "end"):
+            gen.stop()
+            raise fail(*first)
+        cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+        if not body.stream:
+            texts, final, item = [], None, first
+            try:
+                while True:
+                    kind, event = item
+                    if kind == "end":
+                        break
+                    if kind != "event":
+                        raise fail(kind, event)
+                    if event.get("text"):
+                        texts.append(event["text"])
+                        gen.pieces += 1
+                        runtime.count(tokens=1)
+                    if "finish_reason" in event:
+                        final = event
+                        break
+                    item = await gen.next()
+            finally:
+                gen.stop()
+            result = completion_chunk(cid, created, served.name, "".join(texts), finish_of(final))
+            result["usage"] = usage_of(final, gen.pieces)
+            return result
+
+        async def events() -> AsyncIterator[str]:
+            item = first
+            try:
+                while True:
+                    kind, event = item
+                    if kind == "event":
+                        if event.get("text"):
+                            gen.pieces += 1
+                            runtime.count(tokens=1)
+                            yield _sse(completion_chunk(cid, created, served.name, event["text"], None))
+                        if "finish_reason" in event:
+                            kind, final = "end", event
+                        else:
+                            item = await gen.next()
+                            continue
+                    if kind == "end":
+                        final = event if isinstance(event, dict) else None
+                        chunk = completion_chunk(cid, created, served.name, "", finish_of(final))
+                        chunk["usage"] = usage_of(final, gen.pieces)
+                        yield _sse(chunk)
+                        yield "data: [DONE]\n\n"
+                        return
+                    if kind in ("cancelled", "disconnected"):
+                        return
+                    try:
+                        raise fail(kind, event)
+                    except APIError as err:
+                        payload = _error_payload(err.status, err.message, err.type)
+                    except RuntimeError as err:
+                        payload = _error_payload(500, str(err), "server_error")
+                    yield _sse(payload)
+                    yield "data: [DONE]\n\n"
+                    return
+            finally:
+                gen.stop()  # a client that went away, or any other exit, stops the worker
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # -- classify / translate / embeddings ----------------------------------------------------------------
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classification"],
+              responses=_error_responses(400, 404, 413, 422, 429, 504))
+    async def classify(body: Req.Classify) -> dict:  # type: ignore[valid-type]
+        """Class probabilities for each text."""
+        served = get_model(body.model, "classifier", "/v1/classify")
+        results = await runtime.infer(served.pipeline.predict, list(body.texts))
+        return {"object": "classification", "model": served.name, "labels": list(served.pipeline.labels),
+                "results": [{"label": str(r["label"]), "probability": float(r["probability"]),
+                             "probabilities": {str(k): float(v) for k, v in r["probabilities"].items()}}
+                            for r in results]}
+
+    @app.post("/v1/translate", response_model=TranslateResponse, tags=["translation"],
+              responses=_error_responses(400, 404, 413, 422, 429, 504))
+    async def translate(body: Req.Translate) -> dict:  # type: ignore[valid-type]
+        """Translate each text with beam search; ``n_best`` hypotheses each, best first."""
+        served = get_model(body.model, "translator", "/v1/translate")
+        results = await runtime.infer(served.pipeline.translate, list(body.texts), beam_size=body.beam_size,
+                                      max_len=body.max_len, n_best=body.n_best)
+        return {"object": "translation", "model": served.name, "results": [
+            {"translation": r["translation"], "score": _finite(r["score"]),
+             "n_best": [{"translation": h["translation"], "score": _finite(h["score"])} for h in r.get("n_best", [])]}
+            for r in results]}
+
+    @app.post("/v1/embeddings/similar", response_model=SimilarResponse, tags=["embeddings"],
+              responses=_error_responses(400, 404, 413, 422, 429, 504))
+    async def similar(body: Req.Similar) -> dict:  # type: ignore[valid-type]
+        """Nearest neighbours (cosine) of the sum of ``positive`` minus ``negative`` word vectors."""
+        served = get_model(body.model, "vectors", "/v1/embeddings/similar")
+        pairs = await runtime.infer(served.pipeline.most_similar, list(body.positive), negative=list(body.negative),
+                                    topn=body.topn)
+        return {"object": "similar_words", "model": served.name,
+                "results": [{"word": str(w), "score": _finite(s)} for w, s in pairs]}
+
+    @app.post("/v1/embeddings/analogy", response_model=AnalogyResponse, tags=["embeddings"],
+              responses=_error_responses(400, 404, 413, 422, 429, 504))
+    async def analogy(body: Req.Analogy) -> dict:  # type: ignore[valid-type]
+        """``a`` is to ``b`` as ``c`` is to ...? (3CosAdd or 3CosMul; the query words are excluded)."""
+        served = get_model(body.model, "vectors", "/v1/embeddings/analogy")
+        pairs = await runtime.infer(served.pipeline.analogy, body.a, body.b, body.c, topn=body.topn,
+                                    method=_analogy_method(served.pipeline, body.method))
+        return {"object": "analogy", "model": served.name, "query": {"a": body.a, "b": body.b, "c": body.c},
+                "results": [{"word": str(w), "score": _finite(s)} for w, s in pairs]}
+
+    # -- playground ---------------------------------------------------------------------------------------
+
+    static = _static_dir()
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    return app
+
+
+def _analogy_method(pipeline: Any, method: str) -> str:
+    """The API says ``3cosadd`` / ``3cosmul``; pass the spelling this KeyedVectors' ``analogy`` expects."""
+    param = inspect.signature(pipeline.analogy).parameters.get("method")
+    if param is not None and param.default in ("add", "mul"):
+        return {"3cosadd": "add", "3cosmul": "mul"}[method]
+    return method
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

@@ -1,0 +1,234 @@
+"""Text classification end to end: the Keras seed model, the BiLSTM, the CLI and every bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmlab.checkpoint import load_tensors
+from lmlab.cli import main
+from lmlab.models.classifier import (
+    ClassifierConfig,
+    TextClassifier,
+    keras_parameter_count,
+    resolve_run_config,
+)
+from lmlab.pipelines import Classifier
+
+TINY = ["model.embed_dim=16", "model.lstm_dims=[8, 8]", "model.dense_dim=8", "train.progress=false", "train.tensorboard=false"]
+TINY_BI = ["model.embed_dim=16", "model.hidden_dim=8", "train.progress=false", "train.tensorboard=false", "data.max_len=40"]
+
+
+@pytest.fixture(scope="module")
+def rt_slice(shared_data, tmp_path_factory) -> Path:
+    """400 real rt-polarity snippets (200 per class) as JSONL, and 100 more as a held-out file."""
+    pos = (shared_data / "rt-polarity" / "rt-polarity.pos.utf8").read_text(encoding="utf-8").splitlines()
+    neg = (shared_data / "rt-polarity" / "rt-polarity.neg.utf8").read_text(encoding="utf-8").splitlines()
+    root = tmp_path_factory.mktemp("rt")
+    for name, lo, hi in (("train.jsonl", 0, 200), ("test.jsonl", 200, 250)):
+        with open(root / name, "w", encoding="utf-8") as fh:
+            for p, n in zip(pos[lo:hi], neg[lo:hi], strict=True):
+                fh.write(json.dumps({"text": p, "label": "pos"}) + "\n")
+                fh.write(json.dumps({"text": n, "label": "neg"}) + "\n")
+    return root
+
+
+def _train(rt_slice, out, *extra, preset="seed-lstm", tiny=TINY):
+    return main(["classify", "train", "--data", str(rt_slice / "train.jsonl"), "--preset", preset, "--out", str(out), *tiny, *extra])
+
+
+# ------------------------------------------------------------------------------------------------ the model
+def test_seed_lstm_matches_keras_parameter_count_and_shapes():
+    run = resolve_run_config("seed-lstm")
+    run.model.vocab_size, run.model.num_classes = 10000, 2
+    model = TextClassifier(run.model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    assert trainable == keras_parameter_count(run.model) == 2_656_769  # Keras' model.summary()
+    # PyTorch stores a second bias per gate (b_hh); it is fixed at zero and not trained: 4*64 + 4*32 more
+    assert total - trainable == 4 * 64 + 4 * 32
+    ids = torch.randint(0, 10000, (5, 100))
+    assert model(ids, torch.full((5,), 100)).shape == (5,)
+    assert model.probabilities(ids, torch.full((5,), 100)).shape == (5, 2)
+    # Keras' unit_forget_bias: PyTorch's gate order is i, f, g, o
+    bias = model.lstms[0].bias_ih_l0
+    assert torch.all(bias[64:128] == 1) and torch.all(bias[:64] == 0) and torch.all(model.lstms[0].bias_hh_l0 == 0)
+
+
+def test_multiclass_softmax_head():
+    cfg = ClassifierConfig(arch="bilstm", vocab_size=50, num_classes=4, embed_dim=8, hidden_dim=4)
+    model = TextClassifier(cfg)
+    ids = torch.randint(1, 50, (3, 7))
+    assert model(ids, torch.tensor([7, 3, 1])).shape == (3, 4)
+
+
+def test_bilstm_ignores_padding():
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(arch="bilstm", vocab_size=30, num_classes=2, embed_dim=8, hidden_dim=4)
+    model = TextClassifier(cfg).eval()
+    ids = torch.tensor([[5, 6, 7, 0, 0, 0]])
+    longer = torch.tensor([[5, 6, 7, 9, 9, 9]])
+    a = model(ids, torch.tensor([3]))
+    b = model(longer, torch.tensor([3]))  # the tail beyond the length must not matter
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("arch", ["stacked-lstm", "bilstm"])
+def test_overfit_one_batch(arch):
+    from lmlab.data.classification import ClassifyBatch
+
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(arch=arch, vocab_size=40, num_classes=3, embed_dim=16, hidden_dim=16, lstm_dims=[16, 16])
+    model = TextClassifier(cfg)
+    g = torch.Generator().manual_seed(1)
+    batch = ClassifyBatch(torch.randint(1, 40, (12, 9), generator=g), torch.full((12,), 9), torch.arange(12) % 3)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        out = model.loss(batch)
+        out["loss"].backward()
+        opt.step()
+    assert out["accuracy"].item() == 1.0 and out["loss"].item() < 0.05
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+def test_train_predict_eval_and_reload_identical(rt_slice, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(rt_slice, out, "epochs=2") == 0
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl"):
+        assert (out / name).is_file(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["format_version"] == 1 and cfg["model_type"] == "classifier" and cfg["labels"] == ["neg", "pos"]
+    texts = ["a gorgeous and moving film", "dull , lifeless and far too long"]
+    first = Classifier.from_run_dir(out).predict(texts)
+    second = Classifier.from_run_dir(out).predict(texts)
+    assert first == second
+    assert set(first[0]["probabilities"]) == {"neg", "pos"}
+    assert abs(sum(first[0]["probabilities"].values()) - 1) < 1e-6
+    capsys.readouterr()
+    assert main(["classify", "predict", str(out), texts[0], "--jsonl"]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["label"] == first[0]["label"] and line["probability"] == pytest.approx(first[0]["probability"])
+    png = tmp_path / "cm.png"
+    assert main(["classify", "eval", str(out), "--data", str(rt_slice / "test.jsonl"), "--confusion-png", str(png)]) == 0
+    report = capsys.readouterr().out
+    assert "accuracy" in report and "macro F1" in report and "true \\ pred" in report
+    assert png.stat().st_size > 1000
+    assert main(["plot", str(out), "-o", str(tmp_path / "curves.png")]) == 0
+
+
+def test_cli_resume_equals_straight_run(rt_slice, tmp_path):
+    assert _train(rt_slice, tmp_path / "a", "epochs=2", "data.val_split=0.2") == 0
+    assert _train(rt_slice, tmp_path / "b", "epochs=1", "data.val_split=0.2") == 0
+    assert _train(rt_slice, tmp_path / "b", "epochs=2", "data.val_split=0.2", "--resume") == 0
+    a = load_tensors(tmp_path / "a" / "checkpoints" / json.loads((tmp_path / "a/checkpoints/last.json").read_text())["dir"] / "model.safetensors")
+    b = load_tensors(tmp_path / "b" / "checkpoints" / json.loads((tmp_path / "b/checkpoints/last.json").read_text())["dir"] / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bilstm_learns_real_sentiment(rt_slice, tmp_path, capsys):
+    out = tmp_path / "bi"
+    assert _train(rt_slice, out, "epochs=8", "train.patience=0", "train.warmup_steps=0", "train.batch_size=16", "lr=0.01",
+                  "model.dropout=0", "model.embed_dropout=0", "data.min_freq=1", "data.val_split=0",
+                  preset="bilstm", tiny=TINY_BI) == 0
+    capsys.readouterr()
+    assert main(["classify", "eval", str(out), "--data", str(rt_slice / "train.jsonl"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy"] > 0.9  # fits its (real) training data
+
+
+def test_multiclass_string_and_int_labels_from_csv(tmp_path, rt_slice):
+    rows = [json.loads(x) for x in (rt_slice / "train.jsonl").read_text().splitlines()][:90]
+    csv = tmp_path / "three.csv"
+    with open(csv, "w", encoding="utf-8") as fh:
+        fh.write("id,title,body,stars\n")
+        for i, r in enumerate(rows):
+            words = r["text"].replace('"', "'").split()
+            fh.write(f'{i},"{" ".join(words[:3])}","{" ".join(words[3:])}",{i % 3}\n')
+    out = tmp_path / "m"
+    rc = main(["classify", "train", "--data", str(csv), "--text-column", "title,body", "--label-column", "stars",
+               "--preset", "bilstm", "--out", str(out), *TINY_BI, "epochs=1"])
+    assert rc == 0
+    assert json.loads((out / "config.json").read_text())["labels"] == ["0", "1", "2"]
+    assert len(Classifier.from_run_dir(out).predict(["a film"])[0]["probabilities"]) == 3
+
+
+# --------------------------------------------------------------------------------------------- bad input paths
+def _err(capsys, argv) -> str:
+    capsys.readouterr()
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert rc == 2, captured
+    assert "Traceback" not in captured.err
+    lines = [x for x in captured.err.strip().splitlines() if x.strip()]
+    assert 1 <= len(lines) <= 3, captured.err
+    return captured.err
+
+
+def test_bad_inputs(rt_slice, tmp_path, capsys, shared_data):
+    train = ["classify", "train", "--preset", "seed-lstm", *TINY]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert "empty" in _err(capsys, [*train, "--data", str(empty), "--out", str(tmp_path / "e")])
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("review,sentiment\ngood film,pos\nbad film,neg\n")
+    msg = _err(capsys, [*train, "--data", str(csv), "--text-column", "reviw", "--label-column", "sentiment", "--out", str(tmp_path / "c")])
+    assert "reviw" in msg and "review" in msg
+
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"text": "fine", "label": "pos"}\n{"text": "great", "label": "pos"}\n')
+    assert "only 1 class" in _err(capsys, [*train, "--data", str(one), "--out", str(tmp_path / "o")])
+
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"text": "fine", "label": "pos"}\n{"text": "  ", "label": "neg"}\n')
+    assert "blank.jsonl:2" in _err(capsys, [*train, "--data", str(blank), "--out", str(tmp_path / "b")])
+
+    cp = shared_data / "rt-polarity" / "rt-polarity"
+    msg = _err(capsys, [*train, "--data", str(cp), "--format", "lines", "--out", str(tmp_path / "cp")])
+    assert "cp1252" in msg
+
+    assert "did you mean 'seed-lstm'" in _err(capsys, ["classify", "train", "--data", str(csv), "--preset", "seed-lstn", "--out", str(tmp_path / "x")])
+    assert "did you mean 'epochs'" in _err(capsys, [*train, "--data", str(csv), "--out", str(tmp_path / "x"), "epoch=2"])
+    assert "expected an integer" in _err(capsys, [*train, "--data", str(csv), "--out", str(tmp_path / "x"), "epochs=two"])
+
+    run = tmp_path / "run"
+    assert _train(rt_slice, run, "epochs=1", "train.max_steps=2") == 0
+    before = (run / "model.safetensors").read_bytes()
+    assert "--overwrite" in _err(capsys, [*train, "--data", str(rt_slice / "train.jsonl"), "--out", str(run)])
+    assert (run / "model.safetensors").read_bytes() == before  # nothing lost
+    msg = _err(capsys, [*train, "--data", str(rt_slice / "train.jsonl"), "--out", str(run), "--resume", "lr=0.5"])
+    assert "config differs" in msg and "train.lr" in msg
+
+    unseen = tmp_path / "unseen.jsonl"
+    unseen.write_text('{"text": "fine", "label": "pos"}\n{"text": "meh", "label": "mixed"}\n')
+    assert "never seen" in _err(capsys, ["classify", "eval", str(run), "--data", str(unseen)])
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in run.iterdir():
+        if f.is_file():
+            (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(before[: len(before) // 3])
+    assert "truncated" in _err(capsys, ["classify", "predict", str(broken), "text"])
+    (broken / "model.safetensors").unlink()
+    assert "missing" in _err(capsys, ["classify", "predict", str(broken), "text"])
+    assert "does not exist" in _err(capsys, ["classify", "predict", str(tmp_path / "nope"), "text"])
+
+
+def test_gz_input_and_stdin_predict(rt_slice, tmp_path, capsys, monkeypatch):
+    gz = tmp_path / "train.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as fh:
+        fh.write((rt_slice / "train.jsonl").read_text(encoding="utf-8"))
+    out = tmp_path / "g"
+    assert main(["classify", "train", "--data", str(gz), "--preset", "seed-lstm", "--out", str(out), *TINY, "train.max_steps=3"]) == 0
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("great fun\nawful\n"))
+    capsys.readouterr()
+    assert main(["classify", "predict", str(out), "-"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2

@@ -1,0 +1,398 @@
+"""The documentation cannot rot: its code references resolve, its commands run, and the site builds strictly.
+
+Three checks over ``docs/**/*.md``:
+
+1. Every row of a table whose header is exactly ``| Equation | Code | Test |`` names, in its Code cell, one or more
+   `` `module.path:Qualified.name` `` objects that import and resolve, and, in its Test cell, one or more
+   `` `tests/test_x.py::test_name` `` (or ``::TestClass::test_name``) test functions that exist in that file.
+2. Every ``$ lmlab ...`` line inside a fenced ``console`` block runs with exit status 0 from the repository root,
+   the commands of one page in document order (later commands may use the run directories earlier ones created).
+   A trailing ``\\`` continues a command on the next line. ``lmlab`` means this interpreter's ``python -m lmlab``.
+   Only ``lmlab`` commands are run; a block preceded by ``<!-- docs-test: skip REASON -->`` (for a command that
+   cannot finish, such as ``lmlab serve``) is reported as skipped with its reason, never dropped silently.
+3. ``mkdocs build --strict`` succeeds (missing pages, broken links or anchors, pages left out of the nav and
+   mkdocstrings problems are all errors).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCS = REPO_ROOT / "docs"
+COMMAND_TIMEOUT_S = float(os.environ.get("LMLAB_DOCS_COMMAND_TIMEOUT", "120"))
+TABLE_HEADER = ["Equation", "Code", "Test"]
+# Family pages that must carry an equation table (when they exist).
+EQUATION_PAGES = ("word2vec", "glove", "rnn", "language-models", "classification", "seq2seq", "seqgan", "gpt")
+
+CODE_REF = re.compile(r"`([A-Za-z_][\w.]*):([A-Za-z_][\w.]*)`")
+TEST_REF = re.compile(r"`(tests/[\w./-]+\.py)::([\w:]+)(?:\[[^\]`]*\])?`")
+FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)$")
+SKIP_MARK = re.compile(r"<!--\s*docs-test:\s*skip\b\s*(?P<reason>.*?)\s*-->")
+
+
+def doc_pages() -> list[Path]:
+    return sorted(p for p in DOCS.rglob("*.md") if "_tools" not in p.relative_to(DOCS).parts)
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(REPO_ROOT).as_posix()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Markdown scanning
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Block:
+    """A fenced code block: its info string, first content line number (1-based) and content lines."""
+
+    info: str
+    line: int
+    lines: list[str]
+    skip_reason: str | None = None
+
+
+@dataclass
+class TableRow:
+    page: Path
+    line: int
+    cells: list[str]
+
+
+@dataclass
+class Command:
+    page: Path
+    line: int
+    text: str
+    skip_reason: str | None = None
+
+
+@dataclass
+class PageCommands:
+    page: Path
+    commands: list[Command] = field(default_factory=list)
+
+
+def fenced_blocks(text: str) -> list[Block]:
+    """Fenced blocks, with indentation (lists, admonitions) removed; a skip marker just above a fence applies to it."""
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    i = 0
+    pending_skip: str | None = None
+    while i < len(lines):
+        m = FENCE_OPEN.match(lines[i])
+        if not m:
+            mark = SKIP_MARK.search(lines[i])
+            if mark:
+                pending_skip = mark.group("reason") or "no reason given"
+            elif lines[i].strip():
+                pending_skip = None
+            i += 1
+            continue
+        indent, fence, info = m.group("indent"), m.group("fence"), m.group("info").strip()
+        close = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+        body: list[str] = []
+        j = i + 1
+        while j < len(lines) and not close.match(lines[j]):
+            line = lines[j]
+            body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
+            j += 1
+        blocks.append(Block(info=info, line=i + 2, lines=body, skip_reason=pending_skip))
+        pending_skip = None
+        i = j + 1
+    return blocks
+
+
+def _outside_fences(text: str) -> list[tuple[int, str]]:
+    """(line number, line) pairs of the lines that are not inside fenced code blocks."""
+    out = []
+    fence: str | None = None
+    for n, line in enumerate(text.splitlines(), 1):
+        m = FENCE_OPEN.match(line)
+        if fence is None and m:
+            fence = m.group("fence")
+            continue
+        if fence is not None:
+            if re.match(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", line):
+                fence = None
+            continue
+        out.append((n, line))
+    return out
+
+
+def split_row(line: str) -> list[str]:
+    """Cells of a Markdown table row (``\\|`` is an escaped pipe, not a separator)."""
+    body = line.strip()
+    if body.startswith("|"):
+        body = body[1:]
+    if body.endswith("|") and not body.endswith("\\|"):
+        body = body[:-1]
+    return [c.strip() for c in re.split(r"(?<!\\)\|", body)]
+
+
+def equation_rows(page: Path) -> tuple[int, list[TableRow]]:
+    """(number of equation tables, their rows) in one page."""
+    lines = _outside_fences(page.read_text(encoding="utf-8"))
+    tables, rows = 0, []
+    k = 0
+    while k < len(lines):
+        n, line = lines[k]
+        if line.strip().startswith("|") and split_row(line) == TABLE_HEADER:
+            tables += 1
+            k += 2  # header + delimiter row
+            while k < len(lines) and lines[k][1].strip().startswith("|"):
+                rows.append(TableRow(page, lines[k][0], split_row(lines[k][1])))
+                k += 1
+            continue
+        k += 1
+    return tables, rows
+
+
+def page_commands(page: Path) -> PageCommands:
+    """The ``$ ...`` command lines of the console blocks of a page, continuation lines joined."""
+    result = PageCommands(page)
+    for block in fenced_blocks(page.read_text(encoding="utf-8")):
+        if block.info.split()[:1] != ["console"] and not block.info.startswith("console"):
+            continue
+        k = 0
+        while k < len(block.lines):
+            line = block.lines[k]
+            if not line.startswith("$ "):
+                k += 1
+                continue
+            start = block.line + k
+            text = line[2:].rstrip()
+            while text.endswith("\\") and k + 1 < len(block.lines):
+                k += 1
+                nxt = block.lines[k]
+                nxt = nxt[2:] if nxt.startswith("> ") else nxt
+                text = text[:-1].rstrip() + " " + nxt.strip()
+            result.commands.append(Command(page, start, text, block.skip_reason))
+            k += 1
+    return result
+
+
+def is_lmlab(command: str) -> bool:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command.split()[:1] == ["lmlab"]
+    return words[:1] == ["lmlab"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. Equation -> code -> test tables
+# --------------------------------------------------------------------------------------------------------------
+
+ALL_ROWS = [row for page in doc_pages() for row in equation_rows(page)[1]]
+
+
+def resolve(module: str, qualname: str):
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def defined_tests(path: Path) -> set[str]:
+    """``name`` and ``Class::name`` of every test function defined in a test file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            for sub in node.body:
+                if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names.add(f"{node.name}::{sub.name}")
+    return names
+
+
+@pytest.mark.parametrize("row", ALL_ROWS, ids=[f"{rel(r.page)}:{r.line}" for r in ALL_ROWS])
+def test_equation_table_row_points_to_code_and_test(row: TableRow) -> None:
+    where = f"{rel(row.page)}:{row.line}"
+    assert len(row.cells) == 3, f"{where}: expected 3 cells (Equation | Code | Test), found {len(row.cells)}"
+    equation, code, test = row.cells
+    assert equation, f"{where}: empty Equation cell"
+    code_refs = CODE_REF.findall(code)
+    assert code_refs, f"{where}: the Code cell {code!r} names no `module.path:Qualified.name`"
+    for module, qualname in code_refs:
+        try:
+            obj = resolve(module, qualname)
+        except (ImportError, AttributeError) as exc:
+            pytest.fail(f"{where}: `{module}:{qualname}` does not resolve: {type(exc).__name__}: {exc}")
+        assert callable(obj) or isinstance(obj, property), f"{where}: `{module}:{qualname}` is not a function or class"
+    test_refs = TEST_REF.findall(test)
+    assert test_refs, f"{where}: the Test cell {test!r} names no `tests/test_x.py::test_name`"
+    for file, name in test_refs:
+        path = REPO_ROOT / file
+        assert path.is_file(), f"{where}: test file {file} does not exist"
+        assert name.split("::")[-1].startswith("test"), f"{where}: {file}::{name} is not collected by pytest"
+        assert name in defined_tests(path), f"{where}: {file} defines no test {name!r}"
+
+
+def test_family_pages_have_equation_tables() -> None:
+    pages = {p.stem: p for p in doc_pages() if p.parent == DOCS}
+    missing = [
+        rel(pages[name]) for name in EQUATION_PAGES if name in pages and equation_rows(pages[name])[0] == 0
+    ]
+    assert not missing, f"these family pages have no `| Equation | Code | Test |` table: {missing}"
+    assert ALL_ROWS or not any(name in pages for name in EQUATION_PAGES), "no equation table rows found in docs/"
+
+
+def test_table_parser_on_a_sample(tmp_path: Path) -> None:
+    page = tmp_path / "x.md"
+    page.write_text(
+        "# x\n\n| Equation | Code | Test |\n|---|---|---|\n"
+        "| $h_t = \\tanh(W x_t)$ | `lmlab.errors:LmlabError` | `tests/test_docs.py::test_table_parser_on_a_sample` |\n"
+        "\n```text\n| Equation | Code | Test |\n|---|---|---|\n| inside a fence | no | no |\n```\n",
+        encoding="utf-8",
+    )
+    tables, rows = equation_rows(page)
+    assert tables == 1 and len(rows) == 1 and rows[0].line == 5
+    equation, code, test = rows[0].cells
+    assert CODE_REF.findall(code) == [("lmlab.errors", "LmlabError")]
+    assert TEST_REF.findall(test) == [("tests/test_docs.py", "test_table_parser_on_a_sample")]
+    assert "test_table_parser_on_a_sample" in defined_tests(Path(__file__))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. Every `$ lmlab ...` line of every console block runs
+# --------------------------------------------------------------------------------------------------------------
+
+PAGES_WITH_COMMANDS = [pc for pc in map(page_commands, doc_pages()) if any(is_lmlab(c.text) for c in pc.commands)]
+SKIPPED = [c for pc in PAGES_WITH_COMMANDS for c in pc.commands if c.skip_reason and is_lmlab(c.text)]
+
+
+def test_console_parser_on_a_sample(tmp_path: Path) -> None:
+    page = tmp_path / "x.md"
+    page.write_text(
+        "Text\n\n```console\n$ lmlab --version\nlmlab, version 0.1.0\n$ lmlab embed train \\\n"
+        "    --algo sgns\n```\n\n1. In a list:\n\n    ```console\n    $ echo hi\n    hi\n    ```\n\n"
+        "<!-- docs-test: skip starts a server that does not exit -->\n```console\n$ lmlab serve runs/x\n```\n",
+        encoding="utf-8",
+    )
+    cmds = page_commands(page).commands
+    assert [(c.line, c.text, c.skip_reason) for c in cmds] == [
+        (4, "lmlab --version", None),
+        (6, "lmlab embed train --algo sgns", None),
+        (13, "echo hi", None),
+        (19, "lmlab serve runs/x", "starts a server that does not exit"),
+    ]
+    assert [is_lmlab(c.text) for c in cmds] == [True, True, False, True]
+
+
+def _command_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MPLBACKEND="Agg", TQDM_DISABLE="1", NO_COLOR="1", PYTHONUNBUFFERED="1", NO_MKDOCS_2_WARNING="1")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def run_command(command: Command) -> subprocess.CompletedProcess:
+    # `lmlab` is this interpreter's `python -m lmlab`, whatever is on PATH; pipes and quotes work as in a shell.
+    script = f'set -o pipefail\nlmlab() {{ {shlex.quote(sys.executable)} -m lmlab "$@"; }}\n{command.text}\n'
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO_ROOT,
+        env=_command_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+
+
+def test_run_command_reports_exit_status(tmp_path: Path) -> None:
+    ok = run_command(Command(tmp_path / "x.md", 1, "lmlab --version | tr a-z A-Z"))
+    assert ok.returncode == 0 and "LMLAB" in ok.stdout
+    bad = run_command(Command(tmp_path / "x.md", 2, "lmlab no-such-command"))
+    assert bad.returncode != 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=[rel(pc.page) for pc in PAGES_WITH_COMMANDS])
+def test_console_commands_run(page: PageCommands) -> None:
+    ran = 0
+    for command in page.commands:
+        if not is_lmlab(command.text) or command.skip_reason:
+            continue
+        where = f"{rel(command.page)}:{command.line}"
+        try:
+            proc = run_command(command)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{where}: `$ {command.text}` did not finish within {COMMAND_TIMEOUT_S:.0f} s")
+        output = (proc.stdout + proc.stderr)[-3000:]
+        assert proc.returncode == 0, f"{where}: `$ {command.text}` exited with {proc.returncode}:\n{output}"
+        assert "Traceback (most recent call last)" not in proc.stderr, f"{where}: `$ {command.text}` printed a traceback:\n{output}"
+        ran += 1
+    assert ran, f"{rel(page.page)}: every lmlab command is marked skip"
+
+
+@pytest.mark.parametrize("command", SKIPPED, ids=[f"{rel(c.page)}:{c.line}" for c in SKIPPED])
+def test_console_commands_marked_skip(command: Command) -> None:
+    pytest.skip(f"`$ {command.text}` not run: {command.skip_reason}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3. The site builds with --strict
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_mkdocs_build_strict(tmp_path: Path) -> None:
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed (it is in the `dev` extra)")
+    site = tmp_path / "site"
+    proc = subprocess.run(
+        # no --quiet: it hides warnings from --strict's count, and the build would pass with broken links
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=REPO_ROOT,
+        env=_command_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{(proc.stdout + proc.stderr)[-5000:]}"
+    errata = (site / "errata" / "index.html").read_text(encoding="utf-8")
+    assert 'class="arithmatex"' in errata, "math was not marked up for MathJax (pymdownx.arithmatex)"
+    api = (site / "api" / "index.html").read_text(encoding="utf-8")
+    assert 'id="lmlab.load"' in api, "the API reference does not document lmlab.load"
+
+
+def test_tour_report_import(tmp_path: Path) -> None:
+    """docs/_tools/import_tour_report.py copies a report and its images and keeps the page header."""
+    sys.path.insert(0, str(DOCS / "_tools"))
+    try:
+        import import_tour_report as tool
+    finally:
+        sys.path.pop(0)
+    report_dir = tmp_path / "tour"
+    (report_dir / "img").mkdir(parents=True)
+    (report_dir / "img" / "curve.png").write_bytes(b"\x89PNG fake")
+    (report_dir / "report.md").write_text(
+        "# lmlab tour\n\n## Classifier\n\n![loss](img/curve.png)\n\nRun: [run dir](classify/run)\n\n"
+        "```text\n# not a heading\n```\n",
+        encoding="utf-8",
+    )
+    page = tmp_path / "docs" / "tour-report.md"
+    page.parent.mkdir()
+    page.write_text("# Guided tour report\n\nIntro.\n\n<!-- tour-report:begin -->\nold content\n", encoding="utf-8")
+    assert tool.main([str(report_dir), "--page", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("# Guided tour report\n\nIntro.\n\n<!-- tour-report:begin -->\n")
+    assert "old content" not in text
+    assert "## lmlab tour" in text and "### Classifier" in text and "# not a heading" in text
+    assert "![loss](tour-report/curve.png)" in text and (tmp_path / "docs" / "tour-report" / "curve.png").is_file()
+    assert "run dir (`classify/run`)" in text

@@ -1,0 +1,219 @@
+"""Shared decoding: sampling filters, the incremental loop, stop handling and beam search."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from lmlab.errors import ConfigError
+from lmlab.generation import (
+    SamplingConfig,
+    apply_repetition_penalty,
+    beam_search,
+    find_stop,
+    generate,
+    iter_generate,
+    length_penalty_gnmt,
+    sample_next,
+    top_k_filter,
+    top_p_filter,
+    trim_at_stop,
+)
+from lmlab.models.rnn import select_state
+
+VOCAB = 12
+EOS = 0
+
+
+class BigramModel:
+    """A fixed random bigram table as a 'model': next-token logits depend on the last token only.
+
+    Its state is a (1, B, 1) tensor holding the last token (batch in dim 1, like an RNN's hidden state), so
+    ``select_state`` reorders it; ``calls`` counts step_fn calls."""
+
+    def __init__(self, seed: int = 0, vocab: int = VOCAB, scale: float = 2.0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.table = torch.randn(vocab, vocab, generator=g) * scale  # (V, V)
+        self.calls = 0
+
+    def step(self, input_ids: torch.Tensor, state):
+        self.calls += 1
+        last = input_ids[:, -1]  # (B,)
+        return self.table[last].clone(), last.view(1, -1, 1)
+
+    def log_prob(self, prev: int, token: int) -> float:
+        return torch.log_softmax(self.table[prev], dim=-1)[token].item()
+
+
+def test_sampling_config_reports_every_problem_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        SamplingConfig(max_new_tokens=-1, temperature=-0.5, top_k=-2, top_p=1.5, repetition_penalty=0)
+    text = str(err.value)
+    for key in ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty"):
+        assert key in text
+    with pytest.raises(ConfigError, match=r"top_p must be in \(0, 1\]"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(ConfigError, match="stop"):
+        SamplingConfig(stop=[""])
+    with pytest.raises(ConfigError, match="seed"):
+        SamplingConfig(seed=1.5)
+    assert SamplingConfig(temperature=0).is_greedy
+    assert SamplingConfig(stop="\n\n").stop == ["\n\n"]
+
+
+def test_top_k_keeps_exactly_k_and_sampling_never_leaves_it() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(64, 50)
+    filtered = top_k_filter(logits, 5)
+    assert (torch.isfinite(filtered).sum(dim=1) == 5).all()
+    allowed = torch.topk(logits, 5, dim=1).indices
+    cfg = SamplingConfig(top_k=5, temperature=1.5)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(30):
+        picked = sample_next(logits, cfg, gen)
+        assert (allowed == picked.unsqueeze(1)).any(dim=1).all()
+    assert torch.equal(top_k_filter(logits, 0), logits)
+
+
+def test_top_p_keeps_the_smallest_nucleus() -> None:
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])
+    logits = probs.log()
+    kept = lambda p: set(torch.isfinite(top_p_filter(logits, p))[0].nonzero().flatten().tolist())  # noqa: E731
+    assert kept(0.5) == {1}
+    assert kept(0.7) == {1, 3}
+    assert kept(0.8) == {1, 3}
+    assert kept(0.81) == {1, 3, 2}
+    assert kept(0.01) == {1}  # always at least the most probable token
+    assert kept(1.0) == {0, 1, 2, 3}
+    cfg = SamplingConfig(top_p=0.8, seed=3)
+    gen = cfg.make_generator()
+    draws = torch.cat([sample_next(logits.expand(200, 4), cfg, gen) for _ in range(10)])
+    assert set(draws.tolist()) == {1, 3}  # both kept tokens occur, the others never
+
+
+def test_repetition_penalty_by_hand() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
+    out = apply_repetition_penalty(logits, torch.tensor([[0, 1, 1]]), 2.0)
+    torch.testing.assert_close(out, torch.tensor([[1.0, -2.0, 0.5, 3.0]]))
+    assert torch.equal(logits, torch.tensor([[2.0, -1.0, 0.5, 3.0]]))  # input untouched
+    # the penalty changes the greedy choice
+    cfg = SamplingConfig(greedy=True, repetition_penalty=4.0)
+    assert sample_next(torch.tensor([[3.0, 1.0]]), cfg, None, torch.tensor([[0]])).item() == 1
+
+
+def test_greedy_picks_argmax_and_temperature_zero_is_greedy() -> None:
+    model = BigramModel()
+    out_greedy = generate(model.step, [3], SamplingConfig(greedy=True, max_new_tokens=8))
+    out_t0 = generate(model.step, [3], SamplingConfig(temperature=0, max_new_tokens=8, seed=5))
+    assert out_greedy == out_t0
+    prev, expected = 3, []
+    for _ in range(8):
+        prev = int(model.table[prev].argmax())
+        expected.append(prev)
+    assert out_greedy == [expected]
+
+
+def test_seeded_generation_is_reproducible() -> None:
+    model = BigramModel(seed=1, scale=0.5)
+    cfg = SamplingConfig(max_new_tokens=40, seed=123, top_k=8, top_p=0.95, temperature=1.2)
+    a = generate(model.step, torch.tensor([[1, 2], [3, 4]]), cfg)
+    b = generate(model.step, torch.tensor([[1, 2], [3, 4]]), cfg)
+    c = generate(model.step, torch.tensor([[1, 2], [3, 4]]), SamplingConfig(max_new_tokens=40, seed=124))
+    assert a == b
+    assert a != c
+    assert all(len(row) == 40 for row in a)
+
+
+def test_streaming_eos_and_stop_checker() -> None:
+    model = BigramModel(seed=2)
+    seen: list[tuple[int, int]] = []
+    cfg = SamplingConfig(max_new_tokens=30, seed=0)
+    out = generate(model.step, torch.tensor([[5], [6], [7]]), cfg, on_token=lambda r, t: seen.append((r, t)))
+    assert [t for r, t in seen if r == 1] == out[1]
+    # eos ends a row and is not emitted
+    model.table[:, EOS] = -100.0
+    model.table[4, EOS] = 100.0  # after token 4 always eos
+    model.table[4, 4] = -100.0
+    rows = generate(model.step, torch.tensor([[4], [5]]), SamplingConfig(max_new_tokens=50, seed=1), eos_id=EOS)
+    assert rows[0] == []
+    assert EOS not in rows[1] and (len(rows[1]) == 50 or rows[1][-1] == 4)
+    # stop_checker ends a row after the token that triggered it
+    stopped = list(
+        iter_generate(model.step, [5], SamplingConfig(max_new_tokens=50, seed=1), stop_checker=lambda r, ids: len(ids) >= 3)
+    )
+    assert len(stopped) == 3
+    # max_new_tokens=0 never calls the model
+    model.calls = 0
+    assert generate(model.step, [5], SamplingConfig(max_new_tokens=0)) == [[]]
+    assert model.calls == 0
+
+
+def test_stop_strings_are_found_and_trimmed() -> None:
+    assert find_stop("hello\n\nworld END", ["END", "\n\n"]) == 5
+    assert trim_at_stop("hello\n\nworld END", ["END", "\n\n"]) == "hello"
+    assert trim_at_stop("no stop here", ["END"]) == "no stop here"
+    assert find_stop("abc", []) == -1
+
+
+def _beam(model: BigramModel, batch_prev: list[int], **kwargs):
+    # the "BOS" of each batch element is its own previous token, passed as state-independent input
+    init = torch.tensor(batch_prev).view(1, -1, 1)
+
+    def step(input_ids, state):
+        # the first call gets BOS; map it to each element's start token through the state
+        if input_ids[0, 0].item() == -1:
+            input_ids = state.view(-1, 1)
+        return model.step(input_ids, state)
+
+    return beam_search(step, init, select_state, bos_id=-1, eos_id=EOS, batch_size=len(batch_prev), **kwargs)
+
+
+def test_beam_one_equals_greedy() -> None:
+    for seed in range(5):
+        model = BigramModel(seed=seed)
+        model.table[:, EOS] += 1.0  # make EOS likely enough to occur
+        greedy = generate(model.step, [seed + 1], SamplingConfig(greedy=True, max_new_tokens=15), eos_id=EOS)[0]
+        hyps = _beam(model, [seed + 1], beam_size=1, max_len=15)[0]
+        assert len(hyps) == 1
+        assert hyps[0].tokens == greedy
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_wide_beam_finds_the_exact_n_best(alpha: float) -> None:
+    vocab, max_len, start = 4, 3, 2
+    model = BigramModel(seed=7, vocab=vocab, scale=1.5)
+    # enumerate every hypothesis: EOS after 0..2 tokens, or 3 tokens without EOS
+    scored = []
+    for length in range(max_len + 1):
+        for seq in itertools.product(range(1, vocab), repeat=length):
+            path = (start, *seq) + ((EOS,) if length < max_len else ())
+            logp = sum(model.log_prob(a, b) for a, b in itertools.pairwise(path))
+            n = len(path) - 1
+            scored.append((logp / length_penalty_gnmt(n, alpha), list(seq)))
+    scored.sort(key=lambda s: s[0], reverse=True)
+    hyps = _beam(model, [start], beam_size=27, max_len=max_len, length_penalty=alpha, n_best=5)[0]
+    assert [h.tokens for h in hyps] == [s[1] for s in scored[:5]]
+    for h, (score, _) in zip(hyps, scored, strict=False):
+        assert h.score == pytest.approx(score, abs=1e-5)
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+
+
+def test_batched_beam_search_matches_one_at_a_time() -> None:
+    model = BigramModel(seed=3)
+    model.table[:, EOS] += 0.5
+    batched = _beam(model, [1, 5, 9], beam_size=4, max_len=10, n_best=3, length_penalty=0.6)
+    for i, prev in enumerate([1, 5, 9]):
+        single = _beam(model, [prev], beam_size=4, max_len=10, n_best=3, length_penalty=0.6)[0]
+        assert [h.tokens for h in batched[i]] == [h.tokens for h in single]
+        assert all(math.isclose(a.score, b.score, abs_tol=1e-5) for a, b in zip(batched[i], single, strict=True))
+
+
+def test_beam_search_rejects_bad_settings() -> None:
+    model = BigramModel()
+    with pytest.raises(ConfigError, match="n_best"):
+        _beam(model, [1], beam_size=2, n_best=3)
+    with pytest.raises(ConfigError, match="max_len"):
+        _beam(model, [1], beam_size=2, max_len=0)

@@ -1,0 +1,322 @@
+"""GPT: the math (causal mask, RoPE, parameter count, init), the KV cache, the data path, the CLI and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmlab import distributed
+from lmlab.cli import main
+from lmlab.config import TrainConfig, list_presets
+from lmlab.data.tokens import (
+    RandomBlocks,
+    SequentialBlocks,
+    TokenCodec,
+    TokenDataConfig,
+    open_token_file,
+    token_dtype,
+    write_token_file,
+)
+from lmlab.errors import CheckpointError, ConfigError, DataError
+from lmlab.generation import SamplingConfig
+from lmlab.models.gpt import GPT, GPTConfig, GPTGenerator, apply_rope, num_parameters_formula, resolve_run_config
+from lmlab.trainer import Trainer
+
+TINY = ["model.num_layers=2", "model.embed_dim=32", "model.num_heads=4", "model.block_size=16", "batch_size=8"]
+QUIET = ["progress=false", "tensorboard=false", "num_threads=1", "log_every=1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these models are tiny, and on a shared 2-core machine two threads thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shakespeare(tmp_path_factory, shared_data: Path) -> Path:
+    """The first 40,000 characters of tiny Shakespeare, as a plain text file."""
+    with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as fh:
+        text = fh.read(40_000)
+    path = tmp_path_factory.mktemp("gpt-data") / "shakespeare.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(shakespeare: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gpt-run") / "run"
+    rc = main(["gpt", "train", "--data", str(shakespeare), "--preset", "nanogpt-cpu", "--out", str(out),
+               *TINY, *QUIET, "max_steps=12", "eval_every=6", "save_every=6", "warmup_steps=2"])
+    assert rc == 0
+    return out
+
+
+def _model(**kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=50, block_size=24, embed_dim=32, num_layers=2, num_heads=4)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+# ------------------------------------------------------------------------------------------------------ math
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_causal_mask_future_tokens_never_change_earlier_logits(position):
+    model = _model(position=position)
+    ids = torch.randint(0, 50, (2, 20))
+    base = model(ids)  # (B, T, V)
+    for t in (0, 7, 19):
+        changed = ids.clone()
+        changed[:, t:] = (changed[:, t:] + 1 + torch.randint(0, 48, changed[:, t:].shape)) % 50
+        out = model(changed)
+        assert torch.equal(out[:, :t], base[:, :t]) or torch.allclose(out[:, :t], base[:, :t], atol=1e-6, rtol=0)
+        assert not torch.allclose(out[:, t], base[:, t])  # position t itself sees the change
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    from lmlab.models.gpt import rope_tables
+
+    cos, sin = rope_tables(8, 40, 10000.0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(pq, pk):
+        return (apply_rope(q, cos[pq : pq + 1], sin[pq : pq + 1]) * apply_rope(k, cos[pk : pk + 1], sin[pk : pk + 1])).sum()
+
+    assert torch.allclose(score(5, 2), score(30, 27), atol=1e-5)
+    assert not torch.allclose(score(5, 2), score(5, 3), atol=1e-3)
+    assert torch.allclose(apply_rope(q, cos[:1], sin[:1]), q)  # position 0 is not rotated
+
+
+def test_parameter_count_formula():
+    # nanoGPT's CPU model with the 65 characters of tiny Shakespeare, by hand:
+    # V*C + T*C (embeddings, output tied) + L * 12*C^2 (attention 4C^2, MLP 8C^2) + C (final LayerNorm, no bias)
+    # + L * 4C (two LayerNorm gains per block)
+    cfg = GPTConfig(vocab_size=65, block_size=64, embed_dim=128, num_layers=4, num_heads=4, bias=False)
+    by_hand = 65 * 128 + 64 * 128 + 4 * (12 * 128 * 128 + 2 * 128) + 128
+    assert num_parameters_formula(cfg) == by_hand == GPT(cfg).num_parameters() == 804_096
+    for kw in ({"bias": True}, {"tie_embeddings": False}, {"position": "rope"}, {"mlp_ratio": 2, "num_layers": 3}):
+        cfg = GPTConfig(vocab_size=71, block_size=33, embed_dim=48, num_heads=6, **kw)
+        assert num_parameters_formula(cfg) == GPT(cfg).num_parameters(), kw
+
+
+def test_gpt2_initialisation_scales_residual_projections():
+    model = GPT(GPTConfig(vocab_size=100, embed_dim=256, num_layers=8, num_heads=8))
+    assert model.lm_head.weight is model.wte.weight  # tied
+    assert model.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    scaled = 0.02 / math.sqrt(2 * 8)
+    assert model.blocks[3].attn.proj.weight.std().item() == pytest.approx(scaled, rel=0.05)
+    assert model.blocks[3].mlp.proj.weight.std().item() == pytest.approx(scaled, rel=0.05)
+    assert model.blocks[0].attn.qkv.bias.abs().max().item() == 0
+
+
+def test_weight_decay_only_on_matrices():
+    model = _model(bias=True)
+    (opt,) = model.configure_optimizers(TrainConfig(optimizer="adamw", weight_decay=0.1))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_parameters()
+
+
+# ---------------------------------------------------------------------------------------------- generation
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_kv_cache_generation_equals_uncached_token_for_token(position):
+    model = _model(position=position).double()
+    prompt = torch.randint(0, 50, (2, 5))
+    # 40 new tokens overflow the 24-token context: the cache must then fall back to the sliding window
+    for cfg in (SamplingConfig(max_new_tokens=40, temperature=0), SamplingConfig(max_new_tokens=40, seed=7, top_k=20)):
+        cached = model.generate(prompt, cfg, use_cache=True)
+        uncached = model.generate(prompt, cfg, use_cache=False)
+        assert cached == uncached and len(cached[0]) == 40
+    # the cached logits themselves match a full forward pass
+    ids = torch.randint(0, 50, (1, 12))
+    logits, state = model.step_cached(ids[:, :4], None)
+    for t in range(4, 12):
+        logits, state = model.step_cached(ids[:, t : t + 1], state)
+        assert torch.allclose(logits, model(ids[:, : t + 1])[:, -1], atol=1e-10)
+
+
+def test_cached_step_with_several_new_tokens_uses_an_offset_causal_mask():
+    model = _model()
+    ids = torch.randint(0, 50, (1, 10))
+    _, layers = model(ids[:, :6], past=[])
+    logits, _ = model(ids[:, 6:], past=layers)
+    assert torch.allclose(logits, model(ids)[:, 6:], atol=1e-5)
+
+
+def test_generation_cache_is_faster():
+    import time
+
+    model = GPT(GPTConfig(vocab_size=65, block_size=160, embed_dim=64, num_layers=2, num_heads=4)).eval()
+    cfg = SamplingConfig(max_new_tokens=150, temperature=0)
+    timings = {}
+    for use_cache in (True, False):
+        start = time.process_time()
+        model.generate([1], cfg, use_cache=use_cache)
+        timings[use_cache] = time.process_time() - start
+    assert timings[False] > 1.5 * timings[True], timings
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def test_overfit_one_batch(shakespeare: Path):
+    torch.manual_seed(0)
+    codec = TokenCodec.fit(shakespeare.read_text(encoding="utf-8").splitlines(keepends=True), TokenDataConfig())
+    ids = np.asarray(codec.encode(shakespeare.read_text(encoding="utf-8")[:2000]), dtype=np.uint16)
+    batch = next(iter(SequentialBlocks(ids, 32, 4)))
+    model = GPT(GPTConfig(vocab_size=codec.vocab_size, block_size=32, embed_dim=64, num_layers=2, num_heads=4))
+    cfg = TrainConfig(optimizer="adamw", lr=3e-3, epochs=150, progress=False, tensorboard=False, num_threads=1,
+                      log_every=0)
+    first = model.loss(batch)["loss"].item()
+    Trainer(cfg, model, [batch]).fit()
+    last = model.loss(batch)["loss"].item()
+    assert first > 3.5 and last < 0.1, (first, last)
+
+
+def test_bf16_autocast_on_cpu_trains(shakespeare: Path):
+    ids = np.arange(400, dtype=np.uint16) % 50
+    model = _model()
+    cfg = TrainConfig(optimizer="adamw", max_steps=3, precision="bf16", progress=False, tensorboard=False, num_threads=1,
+                      log_every=1)
+    logs = Trainer(cfg, model.train(), RandomBlocks(ids, 24, 4)).fit()
+    assert math.isfinite(logs["loss"])
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def test_token_file_is_memory_mapped_with_the_smallest_dtype(tmp_path: Path, shakespeare: Path):
+    assert token_dtype(65_536) == np.uint16 and token_dtype(65_537) == np.uint32
+    lines = list(shakespeare.read_text(encoding="utf-8").splitlines(keepends=True))
+    codec = TokenCodec.fit(lines, TokenDataConfig())
+    tokens = write_token_file(lines, codec, tmp_path / "t.bin")
+    assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16
+    assert (tmp_path / "t.bin").stat().st_size == 2 * len(tokens) == 2 * 40_000
+    assert codec.decode(tokens[:200]) == "".join(lines)[:200]
+    again = open_token_file(tmp_path / "t.bin")
+    assert np.array_equal(again, tokens)
+    (tmp_path / "t.bin").write_bytes(b"\x00" * 10)
+    with pytest.raises(CheckpointError, match="expected 80000"):
+        open_token_file(tmp_path / "t.bin")
+
+
+def test_random_blocks_are_reproducible_and_sharded_by_rank(monkeypatch):
+    tokens = np.arange(5000, dtype=np.uint16)
+    sampler = RandomBlocks(tokens, block_size=16, batch_size=6, seed=3)
+    full = sampler.batch(0, 5)
+    assert torch.equal(full["targets"][:, :-1], full["input_ids"][:, 1:])
+    assert torch.equal(full["input_ids"], RandomBlocks(tokens, 16, 6, seed=3).batch(0, 5)["input_ids"])
+    assert not torch.equal(full["input_ids"], sampler.batch(0, 6)["input_ids"])
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    parts = []
+    for r in range(3):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        parts.append(sampler.batch(0, 5)["input_ids"])
+    assert all(p.shape == (2, 16) for p in parts)
+    assert torch.equal(torch.cat(parts), full["input_ids"])  # the ranks' shards make up the global batch
+    assert list(sampler.iter_from(len(sampler) - 1))  # resume mid-epoch
+
+
+def test_world_size_that_does_not_divide_the_batch_says_which_sizes_work(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 5)
+    sampler = RandomBlocks(np.arange(1000, dtype=np.uint16), 8, 12)
+    with pytest.raises(ConfigError, match=r"not divisible by the world size 5; world sizes that work: 1, 2, 3, 4, 6, 12"):
+        next(iter(sampler))
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+def test_embed_dim_not_divisible_by_num_heads_names_both():
+    with pytest.raises(ConfigError, match=r"model.embed_dim=100 is not divisible by model.num_heads=8"):
+        GPTConfig(vocab_size=10, embed_dim=100, num_heads=8).validate()
+    with pytest.raises(ConfigError, match="embed_dim=100 is not divisible by model.num_heads=8"):
+        resolve_run_config("nanogpt-cpu", ["model.embed_dim=100", "model.num_heads=8"])
+
+
+def test_block_size_larger_than_the_corpus(tmp_path: Path, capsys):
+    data = tmp_path / "short.txt"
+    data.write_text("To be, or not to be: that is the question.\n" * 3, encoding="utf-8")
+    rc = main(["gpt", "train", "--data", str(data), "--preset", "nanogpt-cpu", "--out", str(tmp_path / "r"), *QUIET])
+    err = capsys.readouterr().err
+    assert rc == 2 and "fewer than model.block_size + 1 = 65" in err and "at most" in err
+    with pytest.raises(DataError, match="fewer than model.block_size"):
+        RandomBlocks(np.arange(10, dtype=np.uint16), block_size=10, batch_size=2)
+
+
+def test_prompt_longer_than_the_context_keeps_the_last_block(tiny_run: Path, capsys):
+    pipe = GPTGenerator.from_run_dir(tiny_run)
+    prompt = "First Citizen: we are accounted poor citizens, the patricians good."
+    result = pipe.generate(prompt, max_new_tokens=5, seed=0)
+    assert result["prompt_truncated"] == len(prompt) - 16 and result["prompt_tokens"] == 16
+    assert result["completion_tokens"] == 5 and result["finish_reason"] == "length"
+    rc = main(["gpt", "generate", str(tiny_run), "--prompt", prompt, "-n", "3", "--seed", "0"])
+    captured = capsys.readouterr()
+    assert rc == 0 and captured.out.startswith(prompt)
+    assert f"its first {len(prompt) - 16} tokens were dropped" in captured.err
+
+
+def test_run_without_its_tokenizer_is_refused(tiny_run: Path, tmp_path: Path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    (broken / "tokenizer.json").unlink()
+    rc = main(["gpt", "generate", str(broken), "--prompt", "ROMEO:"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "tokenizer.json is missing" in err and "copy" in err
+    (broken / "tokenizer.json").write_text((tiny_run / "tokenizer.json").read_text())
+    (broken / "vocab.json").unlink()
+    assert main(["gpt", "eval", str(broken), "--data", str(tiny_run / "tokenizer.json")]) == 2
+    assert "vocab.json is missing" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def test_cli_train_resume_generate_eval(tiny_run: Path, shakespeare: Path, capsys):
+    saved = json.loads((tiny_run / "config.json").read_text())
+    assert saved["model_type"] == "gpt" and saved["model"]["vocab_size"] == saved["model"]["vocab_size"] > 60
+    assert {"model.safetensors", "tokenizer.json", "vocab.json", "metrics.jsonl"} <= {p.name for p in tiny_run.iterdir()}
+    rc = main(["gpt", "train", "--out", str(tiny_run), "--resume", "--preset", "nanogpt-cpu", *TINY, *QUIET,
+               "max_steps=16", "eval_every=6", "save_every=6", "warmup_steps=2"])
+    assert rc == 0 and "trained 16 steps" in capsys.readouterr().out
+    steps = [r["step"] for r in map(json.loads, (tiny_run / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    assert steps == list(range(1, 17))
+    rc = main(["gpt", "generate", str(tiny_run), "--prompt", "ROMEO:", "-n", "30", "--seed", "1", "--stop", "\n\n"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.startswith("ROMEO:") and "\n\n" not in out[6:]
+    pipe = GPTGenerator.from_run_dir(tiny_run)
+    events = list(pipe.stream("ROMEO:", max_new_tokens=20, seed=3))
+    assert events[-1] == {"finish_reason": "length", "prompt_tokens": 6, "completion_tokens": 20}
+    assert "".join(e["text"] for e in events[:-1]) == pipe.generate("ROMEO:", max_new_tokens=20, seed=3)["text"]
+    pipe.use_cache = False
+    assert pipe.generate("ROMEO:", max_new_tokens=20, seed=3)["text"] == "".join(e["text"] for e in events[:-1])
+    info = pipe.info()
+    assert info["model_type"] == "gpt" and info["parameters"] == pipe.model.num_parameters()
+    rc = main(["gpt", "eval", str(tiny_run), "--data", str(shakespeare), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0 and 1.0 < result["loss"] < 4.5
+    assert result["tokens"] == 40_000  # 40,000 characters + the final line break, cut into blocks of 16
+
+
+def test_every_preset_loads_and_builds():
+    names = list_presets("gpt")
+    assert {"nanogpt-cpu", "char", "bpe"} <= set(names)
+    for name in names:
+        run = resolve_run_config(name)
+        run.model.vocab_size = 2048 if run.data.tokenizer == "bpe" else 65
+        assert GPT(run.model).num_parameters() == num_parameters_formula(run.model)
+        assert run.train.optimizer == "adamw" and run.train.max_steps > 0
+
+
+def test_bpe_codec_round_trips(tmp_path: Path, shakespeare: Path):
+    lines = shakespeare.read_text(encoding="utf-8").splitlines(keepends=True)
+    codec = TokenCodec.fit(lines, TokenDataConfig(tokenizer="bpe", vocab_size=400))
+    text = "".join(lines[:30])
+    assert codec.decode(codec.encode(text)) == text and len(codec.encode(text)) < len(text)
+    codec.save(tmp_path)
+    again = TokenCodec.load(tmp_path)
+    assert again.kind == "bpe" and again.encode(text) == codec.encode(text)

@@ -1,0 +1,282 @@
+"""RNN language models: data layout for truncated BPTT, the model, training through the trainer, the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmlab.cli import main
+from lmlab.config import config_from_dict, list_presets, load_preset
+from lmlab.errors import ConfigError, DataError, TrainingError
+from lmlab.generation import SamplingConfig, beam_search
+from lmlab.models.rnn import select_state
+from lmlab.models.rnn_lm import (
+    BPTTBatches,
+    LMCodec,
+    LMDataConfig,
+    LMRunConfig,
+    RNNLM,
+    RNNLMConfig,
+    load_lm,
+    read_text,
+    resolve_run_config,
+    train_lm,
+)
+from lmlab.pipelines import Generator, load
+
+TINY = ["model.embed_dim=16", "model.hidden_dim=32", "model.num_layers=1", "train.progress=false",
+        "train.tensorboard=false", "train.eval_every=0"]
+
+
+@pytest.fixture(scope="module")
+def shakespeare_slice(tmp_path_factory, shared_data: Path) -> Path:
+    """The first 30,000 characters of tiny Shakespeare, as a plain text file."""
+    with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as f:
+        text = f.read(30_000)
+    path = tmp_path_factory.mktemp("lm") / "shakespeare-30k.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def char_run(tmp_path_factory, shakespeare_slice: Path) -> Path:
+    """A tiny character LSTM trained for 40 steps through the CLI."""
+    out = tmp_path_factory.mktemp("runs") / "char"
+    rc = main(["lm", "train", "--data", str(shakespeare_slice), "--preset", "char-shakespeare", "--out", str(out),
+               *TINY, "train.max_steps=40", "train.batch_size=8", "data.bptt=32", "data.eval_batch_size=4",
+               "train.lr=0.01", "train.warmup_steps=0"])
+    assert rc == 0
+    return out
+
+
+def test_every_preset_loads_and_builds() -> None:
+    names = list_presets("lm")
+    assert {"ptb-small", "ptb-recommended", "char-shakespeare"} <= set(names)
+    for name in names:
+        run = config_from_dict(LMRunConfig, load_preset(name, "lm"), where=name)
+        run.model.vocab_size = 100
+        model = RNNLM(run.model)
+        logits, _ = model(torch.randint(0, 100, (2, 5)))
+        assert logits.shape == (2, 5, 100)
+    small = resolve_run_config("ptb-small")
+    assert (small.model.num_layers, small.model.hidden_dim, small.data.bptt, small.train.batch_size) == (2, 200, 35, 20)
+    assert (small.train.optimizer, small.train.lr, small.train.grad_clip, small.train.epochs) == ("sgd", 1.0, 5.0, 13)
+
+
+def test_bad_config_values_are_reported() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'hidden_dim'"):
+        resolve_run_config("ptb-small", ["model.hiden_dim=3"])
+    with pytest.raises(ConfigError, match="bptt"):
+        resolve_run_config("ptb-small", ["data.bptt=0"])
+    with pytest.raises(ConfigError, match="vocab_size"):
+        resolve_run_config("ptb-small", ["data.tokenizer=bpe"])
+
+
+def test_reads_ptb_and_wikitext_with_published_token_counts(shared_data: Path) -> None:
+    cfg = LMDataConfig(tokenizer="whitespace")
+    for path, expected in [
+        (shared_data / "ptb" / "ptb.valid.txt", 73_760),
+        (shared_data / "ptb" / "ptb.test.txt", 82_430),
+        (shared_data / "wikitext-2" / "wiki.test.tokens.gz", 245_569),
+    ]:
+        text = read_text(path, cfg)
+        codec = LMCodec.fit(text, cfg)
+        ids, unk = codec.encode_text(text)
+        assert ids.numel() == expected  # words + one <eos> per line, as the published counts
+        assert unk == 0  # the literal <unk> of these files is a word, not an OOV event
+        assert codec.vocab.itos[int(ids[0])] != "<unk>"
+    ptb = LMCodec.fit(read_text(shared_data / "ptb" / "ptb.valid.txt", cfg), cfg)
+    assert len(ptb.vocab) <= 10_000 + 4  # PTB's 10k-word vocabulary (+ our <pad> <bos>)
+    assert ptb.vocab["<unk>"] == ptb.vocab.unk_id
+
+
+def test_bptt_batches_are_contiguous_rows_and_reject_short_corpora() -> None:
+    ids = torch.arange(103)
+    batches = BPTTBatches(ids, batch_size=4, bptt=5)
+    # 103 // 4 = 25 tokens per row; 24 targets per row -> 5 batches (the last one 4 steps long)
+    assert len(batches) == 5 and batches.num_tokens == 96
+    seen = list(batches)
+    assert [b.inputs.shape[1] for b in seen] == [5, 5, 5, 5, 4]
+    for b in seen:
+        assert torch.equal(b.targets, b.inputs + 1)
+    rows = torch.cat([b.inputs for b in seen], dim=1)  # (4, 24): every row continues across batches
+    assert torch.equal(rows, torch.arange(100).view(4, 25)[:, :24])
+    assert [b.inputs[0, 0].item() for b in batches.iter_from(3)] == [15, 20]
+    with pytest.raises(DataError, match="fewer than one BPTT batch"):
+        BPTTBatches(torch.arange(20), batch_size=4, bptt=5, name="train")
+
+
+def test_hidden_state_is_carried_across_batches_and_detached() -> None:
+    torch.manual_seed(0)
+    model = RNNLM(RNNLMConfig(vocab_size=20, embed_dim=8, hidden_dim=8, num_layers=2))
+    data = BPTTBatches(torch.randint(0, 20, (400,)), batch_size=4, bptt=10)
+    first, second = list(data)[:2]
+    model.loss(first)
+    h, c = model.carried_state
+    assert not h.requires_grad and h.grad_fn is None and h.shape == (2, 4, 8)
+    _, (h_ref, c_ref) = model(first.inputs)
+    torch.testing.assert_close(h, h_ref.detach())
+    # the second batch starts from the carried state, not from zeros
+    out = model.loss(second)
+    logits, _ = model(second.inputs, (h, c))
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 20), second.targets.reshape(-1))
+    torch.testing.assert_close(out["loss"], expected)
+    from_zero = torch.nn.functional.cross_entropy(model(second.inputs)[0].reshape(-1, 20), second.targets.reshape(-1))
+    assert not torch.allclose(out["loss"], from_zero)
+    out["loss"].backward()  # only through the second batch: the first graph is gone
+    model.on_epoch_start(1)
+    assert model.carried_state is None
+
+
+def test_overfits_one_batch(shakespeare_slice: Path) -> None:
+    torch.manual_seed(0)
+    cfg = LMDataConfig(tokenizer="char")
+    text = read_text(shakespeare_slice, cfg)[:2000]
+    codec = LMCodec.fit(text, cfg)
+    batch = next(iter(BPTTBatches(codec.encode_text(text)[0], batch_size=8, bptt=32)))
+    model = RNNLM(RNNLMConfig(vocab_size=codec.vocab_size, embed_dim=16, hidden_dim=64, num_layers=1, init_range=0))
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(150):
+        model.carried_state = None
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.15
+
+
+def test_reference_cells_give_the_same_language_model() -> None:
+    torch.manual_seed(1)
+    model = RNNLM(RNNLMConfig(cell="gru", vocab_size=30, embed_dim=8, hidden_dim=12, num_layers=2, tie_weights=True))
+    assert model.decoder.weight is model.embedding.weight and model.proj is not None
+    ids = torch.randint(0, 30, (3, 9))
+    fused, _ = model(ids)
+    model.rnn.impl = "reference"
+    torch.testing.assert_close(model(ids)[0], fused, atol=1e-5, rtol=1e-5)
+
+
+def test_cli_train_eval_generate_char(char_run: Path, shakespeare_slice: Path, capsys) -> None:
+    config = json.loads((char_run / "config.json").read_text())
+    assert config["model_type"] == "rnn_lm" and config["data"]["tokenizer"] == "char"
+    assert (char_run / "model.safetensors").is_file() and (char_run / "vocab.json").is_file()
+    capsys.readouterr()
+    assert main(["lm", "eval", str(char_run), "--data", str(shakespeare_slice), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bpc"] == pytest.approx(result["loss"] / 0.6931471805599453)
+    assert 1.0 < result["loss"] < 3.5  # better than uniform over ~60 characters (4.1 nats) after 40 steps
+
+    args = ["lm", "generate", str(char_run), "--prompt", "ROMEO:", "--max-new-tokens", "60", "--seed", "7",
+            "--top-k", "10"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first  # seeded sampling is reproducible
+    assert first.startswith("ROMEO:") and len(first) > 40
+
+    assert main(["lm", "generate", str(char_run), "--prompt", "Zoë ☃", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "'ë'" in err and "'☃'" in err and "never saw" in err
+    assert main(["lm", "generate", str(char_run), "--top-p", "1.5"]) == 2
+    assert "top_p" in capsys.readouterr().err
+
+
+def test_generator_pipeline_streams_stops_and_matches_greedy_beam(char_run: Path) -> None:
+    pipe = load(char_run)
+    assert isinstance(pipe, Generator)
+    cfg = SamplingConfig(max_new_tokens=80, seed=3, temperature=0.8)
+    pieces = list(pipe.stream("First", cfg))
+    assert "".join(pieces) == pipe.generate("First", cfg)
+    stopped = pipe.generate("First", cfg, stop=["\n"])
+    assert "\n" not in stopped and pipe.generate("First", cfg).startswith(stopped)
+    # top-k 1 is greedy
+    assert pipe.generate("First", max_new_tokens=30, top_k=1, seed=1) == pipe.generate("First", max_new_tokens=30, greedy=True)
+
+    model, codec, _ = load_lm(char_run)
+    prompt = codec.encode_prompt("First Citizen:")
+    greedy = model.generate([prompt], SamplingConfig(greedy=True, max_new_tokens=25))[0]
+
+    def step(ids, state):  # start from the prompt's state on the first call (the "BOS" step)
+        if state is None or isinstance(state, dict):
+            logits, state = model.step(torch.tensor([prompt] * ids.shape[0]), None)
+            return logits, state
+        return model.step(ids, state)
+
+    hyps = beam_search(step, None, lambda s, i: None if s is None else select_state(s, i), bos_id=0, eos_id=-1,
+                       beam_size=1, max_len=25)
+    assert hyps[0][0].tokens == greedy
+
+
+def test_word_level_prompt_with_unknown_words_warns(tmp_path: Path, shared_data: Path) -> None:
+    lines = (shared_data / "ptb" / "ptb.valid.txt").read_text().splitlines()[:300]
+    data = tmp_path / "ptb-300.txt"
+    data.write_text("\n".join(lines) + "\n")
+    run = resolve_run_config("ptb-small", TINY + ["train.max_steps=3", "train.batch_size=4", "data.eval_batch_size=2"])
+    result = train_lm(run, data, tmp_path / "word", val=data, log=lambda s: None)
+    assert result["step"] == 3
+    pipe = Generator.from_run_dir(tmp_path / "word")
+    with pytest.warns(UserWarning, match="'zyzzyva'"):
+        text = pipe.generate("the zyzzyva said", max_new_tokens=12, seed=0)
+    assert text.startswith(" ") and "<eos>" not in text
+    assert pipe.codec.decode([pipe.codec.vocab["the"], pipe.codec.vocab.eos_id, pipe.codec.vocab["a"]]) == " the\na"
+
+
+def test_bpe_language_model_and_too_large_bpe_vocab(tmp_path: Path, shakespeare_slice: Path, capsys) -> None:
+    out = tmp_path / "bpe"
+    rc = main(["lm", "train", "--data", str(shakespeare_slice), "--preset", "char-shakespeare", "--out", str(out),
+               *TINY, "data.tokenizer=bpe", "data.vocab_size=300", "train.max_steps=3", "train.batch_size=4",
+               "data.bptt=16", "data.eval_batch_size=2"])
+    assert rc == 0
+    capsys.readouterr()
+    assert main(["lm", "eval", str(out), "--data", str(shakespeare_slice)]) == 0
+    report = capsys.readouterr().out
+    assert "bits/char" in report and "perplexity" in report
+    rc = main(["lm", "train", "--data", str(shakespeare_slice), "--preset", "char-shakespeare", "--out",
+               str(tmp_path / "bpe-big"), *TINY, "data.tokenizer=bpe", "data.vocab_size=200000"])
+    assert rc == 2
+    assert "larger than this corpus allows" in capsys.readouterr().err
+
+
+def test_corpus_shorter_than_one_batch_is_refused(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "short.txt"
+    data.write_text("to be or not to be\n")
+    rc = main(["lm", "train", "--data", str(data), "--preset", "char-shakespeare", "--out", str(tmp_path / "r"), *TINY])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "fewer than one BPTT batch" in err and "train.batch_size" in err
+
+
+def _blow_up(tmp_path: Path, data: Path) -> tuple[str, dict]:
+    run = resolve_run_config(
+        "char-shakespeare",
+        TINY + ["train.optimizer=sgd", "train.lr=1e5", "train.grad_clip=0", "train.warmup_steps=0",
+                "train.save_every=1", "train.max_steps=60", "train.batch_size=4", "data.bptt=16", "model.init_range=0.5",
+                "data.val_fraction=0"],
+    )
+    with pytest.raises(TrainingError) as err:
+        train_lm(run, data, tmp_path / "nan", log=lambda s: None)
+    pointer = json.loads((tmp_path / "nan" / "checkpoints" / "last.json").read_text())
+    return str(err.value), pointer
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path: Path, shakespeare_slice: Path) -> None:
+    message, pointer = _blow_up(tmp_path, shakespeare_slice)
+    assert "at step" in message and "train.lr" in message and "grad_clip" in message
+    step = int(message.split("at step ")[1].split()[0])
+    assert pointer["step"] == step - 1 >= 1  # training stopped at once; the checkpoint before it is kept
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="trainer.py saves the weights of the update that overflowed before the next loss shows NaN; "
+    "it should check the gradient norm is finite before optimizer.step() (reported to the lead)",
+)
+def test_the_checkpoint_kept_after_a_nan_loss_has_finite_weights(tmp_path: Path, shakespeare_slice: Path) -> None:
+    from lmlab.checkpoint import load_tensors
+
+    _, pointer = _blow_up(tmp_path, shakespeare_slice)
+    tensors = load_tensors(tmp_path / "nan" / "checkpoints" / pointer["dir"] / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in tensors.values())
