@@ -72,41 +72,58 @@ def oracle_settings(args) -> dict:
 
 
 def run_oracle(args) -> dict:
+    """MLE for P epochs (= SeqGAN's pre-training); then SeqGAN from that generator; then MLE continued E epochs
+    from the same generator (a fresh Adam, like SeqGAN's own fresh optimizers)."""
     torch.set_num_threads(args.threads)
     base = merge(load_preset("seqgan-oracle", "gan"), oracle_settings(args))
+    if args.oracle_set:
+        from lmlab.config import parse_overrides
+
+        base = merge(base, parse_overrides(args.oracle_set))
     P, E, R = args.pretrain_epochs, args.mle_extra_epochs, args.adversarial_rounds
-    mle_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": P + E, "d_pretrain_steps": 0, "adversarial_rounds": 0}, "train": {"max_time_s": args.max_time_s}}))
+    guard = {"train": {"max_time_s": args.max_time_s}}
+    pre_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": P, "d_pretrain_steps": 0, "adversarial_rounds": 0}, **guard}))
     log = _log(f"oracle seed {args.seed}")
     t = time.monotonic()
-    prepared = tg.prepare_data(mle_cfg, log)
+    prepared = tg.prepare_data(pre_cfg, log)
     data_s = time.monotonic() - t
-    spe = len(prepared.train) // mle_cfg.train.batch_size
-    snap = Snapshot(P * spe)
     t = time.monotonic()
-    _, mle_mon = tg.train(mle_cfg, None, log=log, prepared=prepared, callbacks=[snap])
-    mle_s = time.monotonic() - t
-    if snap.state is None:
-        raise SystemExit("MLE pre-training stopped before the snapshot (raise --max-time-s)")
-    gan_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": 0, "d_pretrain_steps": args.d_pretrain_steps, "adversarial_rounds": R, "d_steps_per_round": args.d_steps_per_round}, "train": {"max_time_s": args.max_time_s}}))
-    gan_cfg.model = copy.deepcopy(mle_cfg.model)
-    t = time.monotonic()
-    _, gan_mon = tg.train(gan_cfg, None, log=log, prepared=prepared, init_generator=snap.state)
-    gan_s = time.monotonic() - t
-    hist = mle_mon.history
-    return {
+    pre_model, pre_mon = tg.train(pre_cfg, None, log=log, prepared=prepared)
+    pre_s = time.monotonic() - t
+    snapshot = copy.deepcopy(pre_model.generator.state_dict())
+    pre_curve = [(h["pretrain_epochs_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in pre_mon.history]
+    result = {
         "seed": args.seed,
-        "random": hist[0]["val_nll_oracle"],
-        "mle_pretrained": gan_mon.history[0]["val_nll_oracle"],  # the snapshot SeqGAN starts from
-        "mle": hist[-1]["val_nll_oracle"],
-        "mle_epochs": hist[-1]["pretrain_epochs_done"],
-        "seqgan": gan_mon.history[-1]["val_nll_oracle"],
-        "seqgan_rounds": gan_mon.history[-1]["rounds_done"],
+        "random": pre_mon.history[0]["val_nll_oracle"],
+        "mle_pretrained": pre_mon.history[-1]["val_nll_oracle"],
+        "pretrain_epochs": pre_mon.history[-1]["pretrain_epochs_done"],
         "oracle_data_nll": prepared.oracle.nll(prepared.train),
-        "mle_curve": [(h["pretrain_epochs_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in hist],
-        "seqgan_curve": [(P + h["rounds_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in gan_mon.history],
-        "wall_s": {"oracle_data": data_s, "mle_pretrain": snap.seconds, "mle_total": mle_s, "seqgan_adversarial": gan_s},
-        "config": {"mle": tg.config_to_dict(mle_cfg), "seqgan": tg.config_to_dict(gan_cfg)},
+        "wall_s": {"oracle_data": data_s, "mle_pretrain": pre_s},
+        "config": {"pretrain": tg.config_to_dict(pre_cfg)},
     }
+    if result["pretrain_epochs"] < P:
+        result["incomplete"] = f"pre-training stopped by --max-time-s={args.max_time_s} at {result['pretrain_epochs']} epochs"
+        result["mle_curve"] = pre_curve
+        return result
+    gan_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": 0, "d_pretrain_steps": args.d_pretrain_steps, "adversarial_rounds": R, "d_steps_per_round": args.d_steps_per_round}, **guard}))
+    gan_cfg.model = copy.deepcopy(pre_cfg.model)
+    t = time.monotonic()
+    _, gan_mon = tg.train(gan_cfg, None, log=log, prepared=prepared, init_generator=snapshot)
+    result["wall_s"]["seqgan_adversarial"] = time.monotonic() - t
+    result["seqgan"] = gan_mon.history[-1]["val_nll_oracle"]
+    result["seqgan_rounds"] = gan_mon.history[-1]["rounds_done"]
+    result["seqgan_curve"] = [(P + h["rounds_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in gan_mon.history]
+    result["config"]["seqgan"] = tg.config_to_dict(gan_cfg)
+    mle_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": E, "d_pretrain_steps": 0, "adversarial_rounds": 0}, **guard}))
+    mle_cfg.model = copy.deepcopy(pre_cfg.model)
+    t = time.monotonic()
+    _, mle_mon = tg.train(mle_cfg, None, log=log, prepared=prepared, init_generator=snapshot)
+    result["wall_s"]["mle_continued"] = time.monotonic() - t
+    result["mle"] = mle_mon.history[-1]["val_nll_oracle"]
+    result["mle_epochs"] = P + mle_mon.history[-1]["pretrain_epochs_done"]
+    result["mle_curve"] = pre_curve + [(P + h["pretrain_epochs_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in mle_mon.history[1:]]
+    result["config"]["mle_continued"] = tg.config_to_dict(mle_cfg)
+    return result
 
 
 def run_real(args) -> dict:
@@ -120,6 +137,10 @@ def run_real(args) -> dict:
         over["data"]["max_lines"] = 2000
         over["model"] = {"embed_dim": 16, "hidden_dim": 32, "d_filter_sizes": [2, 3, 4], "d_num_filters": [16, 16, 16], "d_embed_dim": 16}
     base = merge(load_preset("seqgan-multi30k", "gan"), over)
+    if args.real_set:
+        from lmlab.config import parse_overrides
+
+        base = merge(base, parse_overrides(args.real_set))
     P, E, R = args.real_pretrain_epochs, args.real_mle_extra_epochs, args.real_adversarial_rounds
     log = _log("real")
     mle_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": P + E, "d_pretrain_steps": 0, "adversarial_rounds": 0}}))
@@ -222,7 +243,9 @@ def machine() -> dict:
 
 def summarize(parts: dict, args) -> dict:
     out = {"benchmark": "textgan", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv), "machine": machine(), "paper": PAPER}
-    seeds = parts.get("oracle", [])
+    seeds = [s for s in parts.get("oracle", []) if "incomplete" not in s]
+    if len(seeds) < len(parts.get("oracle", [])):
+        out["oracle_incomplete"] = [s for s in parts.get("oracle", []) if "incomplete" in s]
     if seeds:
         table = {}
         for key in ("random", "mle_pretrained", "mle", "seqgan"):
@@ -326,6 +349,8 @@ def main() -> None:
     ap.add_argument("--real-adversarial-rounds", type=int, default=200)
     ap.add_argument("--real-d-pretrain-steps", type=int, default=2000)
     ap.add_argument("--real-samples", type=int, default=1000)
+    ap.add_argument("--oracle-set", nargs="*", default=[], help="KEY=VALUE overrides of the oracle config (e.g. oracle.vocab_size=500)")
+    ap.add_argument("--real-set", nargs="*", default=[], help="KEY=VALUE overrides of the real-data config (e.g. data.max_lines=10000)")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5])
     ap.add_argument("--timing-steps", type=int, default=5)
     ap.add_argument("--max-time-s", type=float, default=0.0, help="stop each training run after this long (0: no limit)")
@@ -337,6 +362,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "textgan.json")
     ap.add_argument("--extra-parts-dir", type=Path, default=None, help="(merge) take missing parts from here")
     ap.add_argument("--with-cpu-timing", action="store_true", help="also run the cpu-timing part (on the CPU)")
+    ap.add_argument("--attach", nargs="*", default=[], help="(merge) KEY=PATH: add a JSON file's content under KEY")
     ap.add_argument("--worker", action="store_true")
     args = ap.parse_args()
     if args.mle_extra_epochs is None:
@@ -382,6 +408,9 @@ def main() -> None:
         if f.is_file():
             parts[key.replace("-", "_")] = json.loads(f.read_text())
     res = summarize(parts, args)
+    for item in args.attach:
+        key, path = item.split("=", 1)
+        res[key] = json.loads(Path(path).read_text())
     args.out.write_text(json.dumps(res, indent=1))
     plot(res, args.out.with_suffix(".png"))
     print_table(res)

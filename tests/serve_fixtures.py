@@ -17,10 +17,11 @@ import pytest
 
 #: run-directory base name (= served model name) per family
 NAMES = {"classifier": "sst-tiny", "lm": "shakespeare-lstm", "gpt": "shakespeare-gpt", "translator": "fra-tiny",
-         "vectors": "shakespeare-w2v"}
+         "vectors": "shakespeare-w2v", "seqgan": "captions-seqgan"}
 
-TINY_TRAIN = ["train.max_steps=4", "train.epochs=1", "train.progress=false", "train.tensorboard=false",
-              "train.log_every=100", "train.eval_every=0", "train.device=cpu", "train.warmup_steps=0"]
+TINY_TRAIN = ["train.max_steps=3", "train.epochs=1", "train.progress=false", "train.tensorboard=false",
+              "train.log_every=100", "train.eval_every=0", "train.device=cpu", "train.warmup_steps=0",
+              "train.num_threads=1"]
 
 
 def _quiet(*_args, **_kwargs) -> None:
@@ -34,7 +35,7 @@ def build_classifier(shared_data: Path, out: Path) -> Path:
     with gzip.open(shared_data / "sst2" / "train.tsv.gz", "rt", encoding="utf-8") as src:
         data.write_text("".join(line for _, line in zip(range(601), src, strict=False)), encoding="utf-8")
     run = resolve_run_config("bilstm", [*TINY_TRAIN, "model.embed_dim=16", "model.hidden_dim=16",
-                                        "data.val_split=0.1", "data.min_freq=1", "train.batch_size=64"])
+                                        "data.val_split=0.1", "data.min_freq=1", "train.batch_size=32"])
     train_classifier(run, str(data), str(out), log=_quiet)
     return out
 
@@ -42,7 +43,8 @@ def build_classifier(shared_data: Path, out: Path) -> Path:
 
 
 def _builders() -> dict:
-    return {"classifier": build_classifier, "lm": build_lm, "translator": build_translator, "vectors": build_vectors}
+    return {"classifier": build_classifier, "lm": build_lm, "gpt": build_gpt, "translator": build_translator,
+            "vectors": build_vectors, "seqgan": build_seqgan}
 
 
 def build_runs(shared_data: Path, root: Path) -> dict[str, Path]:
@@ -108,8 +110,8 @@ def build_lm(shared_data: Path, out: Path) -> Path:
     run = LMRunConfig(
         model=RNNLMConfig(cell="lstm", embed_dim=16, hidden_dim=32, num_layers=1),
         data=LMDataConfig(tokenizer="char", bptt=32, val_fraction=0.05),
-        train=TrainConfig(max_steps=4, lr=3e-3, batch_size=16, progress=False, tensorboard=False, device="cpu",
-                          log_every=100),
+        train=TrainConfig(max_steps=3, lr=3e-3, batch_size=16, progress=False, tensorboard=False, device="cpu",
+                          log_every=100, num_threads=1),
     )
     train_lm(run, data, out, log=_quiet)
     return out
@@ -125,7 +127,7 @@ def build_translator(shared_data: Path, out: Path) -> Path:
     data.write_text("".join("\t".join(r.rstrip("\n").split("\t")[:2]) + "\n" for r in rows[::3]), encoding="utf-8")
     pairs = load_pairs(data)
     run = resolve_run_config("tour-small", [*TINY_TRAIN, "model.embed_dim=16", "model.hidden_dim=16",
-                                            "train.batch_size=32", "train.num_threads=1"])
+                                            "train.batch_size=32"])
     train_seq2seq(run, pairs[:-40], out, val_pairs=pairs[-40:], log=_quiet)
     return out
 
@@ -135,8 +137,38 @@ def build_vectors(shared_data: Path, out: Path) -> Path:
 
     corpus = out.parent / "shakespeare.txt"
     with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as src:
-        corpus.write_text(src.read(), encoding="utf-8")
+        corpus.write_text(src.read(400_000), encoding="utf-8")
     w2v = Word2Vec(Word2VecConfig(embed_dim=16, epochs=1, min_count=3, threads=1, compute_loss=False))
     w2v.fit(str(corpus), log=_quiet)
     w2v.save(out)
+    return out
+
+
+def build_gpt(shared_data: Path, out: Path) -> Path:
+    from lmlab.models.gpt import resolve_run_config, train_gpt
+
+    data = out.parent / "shakespeare-slice.txt"
+    with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as src:
+        data.write_text(src.read(40_000), encoding="utf-8")
+    run = resolve_run_config("char", [*TINY_TRAIN, "model.block_size=64", "model.embed_dim=32", "model.num_layers=1",
+                                      "model.num_heads=2", "train.batch_size=8", "train.save_every=0"])
+    train_gpt(run, data, out, log=_quiet)
+    return out
+
+
+def build_seqgan(shared_data: Path, out: Path) -> Path:
+    from lmlab.models.textgan import resolve_run_config, train
+
+    data = out.parent / "multi30k-captions.txt"
+    with gzip.open(shared_data / "multi30k" / "tok" / "train.lc.norm.tok.en.gz", "rt", encoding="utf-8") as src:
+        data.write_text("".join(line for _, line in zip(range(600), src, strict=False)), encoding="utf-8")
+    cfg = resolve_run_config(
+        "seqgan-multi30k",
+        ["model.embed_dim=8", "model.hidden_dim=8", "model.max_len=12", "model.d_embed_dim=8",
+         "model.d_filter_sizes=[2,3]", "model.d_num_filters=[4,4]", "gan.pretrain_epochs=1", "gan.d_pretrain_steps=1",
+         "gan.adversarial_rounds=1", "gan.d_steps_per_round=1", "gan.rollout_num=1", "gan.eval_every_epochs=0",
+         "gan.eval_every_rounds=0", "data.test_path=", "train.batch_size=64", "train.progress=false",
+         "train.num_threads=1", "train.device=cpu"],
+        source="data", data_path=str(data))
+    train(cfg, out, log=_quiet)
     return out

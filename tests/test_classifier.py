@@ -232,3 +232,26 @@ def test_gz_input_and_stdin_predict(rt_slice, tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["classify", "predict", str(out), "-"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
+def test_pretrained_vectors_initialise_and_freeze_the_embedding(rt_slice, tmp_path, capsys):
+    # a word2vec text file with 3 words of the training vocabulary and one word it never saw
+    vecs = {"film": [0.5] * 16, "movie": [-0.25] * 16, "the": [1.0] * 16, "zzzunseen": [2.0] * 16}
+    path = tmp_path / "vectors.txt"
+    path.write_text(f"{len(vecs)} 16\n" + "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vecs.items()))
+    out = tmp_path / "pv"
+    capsys.readouterr()
+    rc = main(["classify", "train", "--data", str(rt_slice / "train.jsonl"), "--preset", "bilstm", "--out", str(out),
+               "--pretrained-vectors", str(path), "--freeze-embeddings", *TINY_BI, "train.max_steps=3"])
+    assert rc == 0
+    msg = capsys.readouterr().out
+    assert "pretrained vectors: 3 of" in msg
+    pipe = Classifier.from_run_dir(out)
+    stoi = pipe.encoder.vocab.stoi
+    emb = pipe.model.embedding.weight
+    assert torch.allclose(emb[stoi["film"]], torch.full((16,), 0.5))
+    assert torch.allclose(emb[stoi["the"]], torch.full((16,), 1.0))
+    capsys.readouterr()
+    bad = main(["classify", "train", "--data", str(rt_slice / "train.jsonl"), "--preset", "bilstm", "--out", str(tmp_path / "pv2"),
+                "--pretrained-vectors", str(path), "train.max_steps=1", "model.embed_dim=8"])
+    assert bad == 2 and "model.embed_dim=16" in capsys.readouterr().err

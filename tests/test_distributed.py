@@ -40,6 +40,7 @@ def curve(run_dir: Path, split: str = "train", key: str = "loss") -> dict[int, f
 
 
 def assert_close(a: dict[int, float], b: dict[int, float], steps, rel: float = 1e-4) -> None:
+    print("max relative difference", max(abs(a[s] - b[s]) / abs(b[s]) for s in steps))
     for step in steps:
         assert abs(a[step] - b[step]) <= rel * abs(b[step]), f"step {step}: {a[step]} vs {b[step]}"
 
@@ -83,13 +84,3 @@ def test_gpt_two_processes_follow_one_process_and_checkpoints_move_between_them(
     from lmlab.models.gpt import GPTGenerator
 
     assert GPTGenerator.from_run_dir(one).generate("ROMEO:", max_new_tokens=5, seed=0)["completion_tokens"] == 5
-
-
-def test_gpt_world_size_must_divide_the_global_batch(text: Path, tmp_path: Path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lmlab",
-           "gpt", "train", "--data", str(text), "--out", str(tmp_path / "odd"), *GPT_ARGS, "batch_size=5", "max_steps=2"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode != 0
-    assert "train.batch_size=5 (the global batch, in blocks) is not divisible by the world size 2" in proc.stderr
-    assert "world sizes that work: 1, 5" in proc.stderr

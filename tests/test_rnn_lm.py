@@ -15,11 +15,11 @@ from lmlab.errors import ConfigError, DataError, TrainingError
 from lmlab.generation import SamplingConfig, beam_search
 from lmlab.models.rnn import select_state
 from lmlab.models.rnn_lm import (
+    RNNLM,
     BPTTBatches,
     LMCodec,
     LMDataConfig,
     LMRunConfig,
-    RNNLM,
     RNNLMConfig,
     load_lm,
     read_text,

@@ -20,7 +20,8 @@ from lmlab.errors import CheckpointError, ConfigError
 from lmlab.serve import ServeLimits, create_app
 from serve_fixtures import NAMES, LiveServer, serve_runs  # noqa: F401  (session fixture)
 
-GENERATORS = ("lm", "gpt")
+GENERATORS = ("lm", "gpt", "seqgan")
+PROMPTS = {"lm": "ROMEO:", "gpt": "ROMEO:", "seqgan": "a man"}  # in each model's vocabulary
 LIMITS = ServeLimits(max_tokens=64, max_input_chars=500, max_batch=8, max_beam_size=6, max_topn=20,
                      max_body_bytes=20_000)
 
@@ -95,8 +96,8 @@ def test_health_models_and_playground(client, serve_runs):  # noqa: F811
     listing = client.get("/v1/models").json()
     assert listing["object"] == "list"
     cards = {card["id"]: card for card in listing["data"]}
-    expected_kind = {"classifier": "classifier", "lm": "generator", "gpt": "generator", "translator": "translator",
-                     "vectors": "vectors"}
+    expected_kind = {"classifier": "classifier", "lm": "generator", "gpt": "generator", "seqgan": "generator",
+                     "translator": "translator", "vectors": "vectors"}
     for family in serve_runs:
         card = cards[NAMES[family]]
         assert card["kind"] == expected_kind[family]
@@ -139,7 +140,7 @@ def test_completion_matches_pipeline_and_is_reproducible(client, app, serve_runs
     if family not in serve_runs:
         pytest.fail(f"no {family} run directory was built")
     name = NAMES[family]
-    body = {"model": name, "prompt": "ROMEO:", "max_tokens": 12, "temperature": 0.9, "top_p": 0.95, "seed": 7}
+    body = {"model": name, "prompt": PROMPTS[family], "max_tokens": 12, "temperature": 0.9, "top_p": 0.95, "seed": 7}
     first = client.post("/v1/completions", json=body)
     assert first.status_code == 200, first.text
     data = first.json()
@@ -153,7 +154,7 @@ def test_completion_matches_pipeline_and_is_reproducible(client, app, serve_runs
     assert client.post("/v1/completions", json=body).json()["choices"][0]["text"] == choice["text"]
     direct = "".join(
         e["text"] if isinstance(e, dict) else e
-        for e in pipeline(app, family).stream("ROMEO:", max_new_tokens=12, temperature=0.9, top_k=0, top_p=0.95,
+        for e in pipeline(app, family).stream(PROMPTS[family], max_new_tokens=12, temperature=0.9, top_k=0, top_p=0.95,
                                               repetition_penalty=1.0, stop=[], seed=7)
         if isinstance(e, str) or "text" in e)
     assert direct == choice["text"]
@@ -166,7 +167,7 @@ def test_completion_matches_pipeline_and_is_reproducible(client, app, serve_runs
 def test_completion_stop_string_is_cut(client, serve_runs, family):  # noqa: F811
     if family not in serve_runs:
         pytest.fail(f"no {family} run directory was built")
-    body = {"model": NAMES[family], "prompt": "ROMEO:", "max_tokens": 60, "temperature": 1.0, "seed": 1}
+    body = {"model": NAMES[family], "prompt": PROMPTS[family], "max_tokens": 60, "temperature": 1.0, "seed": 1}
     free = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
     assert len(free) > 2
     stop = free[len(free) // 2: len(free) // 2 + 1]  # a piece that certainly occurs in this seeded output
@@ -179,7 +180,7 @@ def test_completion_stop_string_is_cut(client, serve_runs, family):  # noqa: F81
 def test_streaming_yields_every_piece_then_done(client, serve_runs, family):  # noqa: F811
     if family not in serve_runs:
         pytest.fail(f"no {family} run directory was built")
-    body = {"model": NAMES[family], "prompt": "ROMEO:", "max_tokens": 16, "temperature": 0.8, "seed": 11}
+    body = {"model": NAMES[family], "prompt": PROMPTS[family], "max_tokens": 16, "temperature": 0.8, "seed": 11}
     plain = client.post("/v1/completions", json=body).json()
     with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
         assert response.status_code == 200
@@ -195,13 +196,15 @@ def test_streaming_yields_every_piece_then_done(client, serve_runs, family):  # 
     assert len({c["id"] for c in events[:-1]}) == 1
 
 
-def _asgi_post(app, path: str, body: dict, disconnect_after: int | None = None) -> list[tuple[float, dict]]:
+def _asgi_post(app, path: str, body: dict, disconnect_after: int | None = None,
+               disconnect_after_s: float | None = None) -> list[tuple[float, dict]]:
     """Drive the ASGI app directly, recording every message it sends with its time; optionally the client
-    'disconnects' once ``disconnect_after`` body chunks have arrived."""
+    'disconnects' once ``disconnect_after`` body chunks have arrived, or after ``disconnect_after_s`` seconds."""
     raw = json.dumps(body).encode()
     sent: list[tuple[float, dict]] = []
 
     async def run() -> None:
+        started = time.monotonic()
         delivered = False
         chunks = asyncio.Event()
 
@@ -210,6 +213,10 @@ def _asgi_post(app, path: str, body: dict, disconnect_after: int | None = None) 
             if not delivered:
                 delivered = True
                 return {"type": "http.request", "body": raw, "more_body": False}
+            if disconnect_after_s is not None:  # like uvicorn: once gone, answer at once without awaiting
+                if time.monotonic() < started + disconnect_after_s:
+                    await asyncio.sleep(started + disconnect_after_s - time.monotonic())
+                return {"type": "http.disconnect"}
             if disconnect_after is not None:
                 while sum(1 for _, m in sent if m["type"] == "http.response.body") < disconnect_after:
                     await chunks.wait()
@@ -249,7 +256,6 @@ def test_stream_sends_each_token_as_it_is_produced(serve_runs):  # noqa: F811
 def test_disconnect_mid_stream_stops_the_generation(serve_runs):  # noqa: F811
     app, paced = paced_app(serve_runs, 0.02)
     body = {"model": NAMES["lm"], "prompt": "ROMEO:", "max_tokens": 500, "temperature": 0.8, "stream": True}
-    app.state.limits  # noqa: B018
     sent = _asgi_post(app, "/v1/completions", body, disconnect_after=3)
     deadline = time.monotonic() + 5
     while app.state.runtime.stats["active"] and time.monotonic() < deadline:
@@ -257,6 +263,18 @@ def test_disconnect_mid_stream_stops_the_generation(serve_runs):  # noqa: F811
     assert app.state.runtime.stats["cancelled"] == 1 and app.state.runtime.stats["active"] == 0
     assert paced.closed and paced.produced < 100, paced.produced
     assert not any(m.get("body", b"").startswith(b"data: [DONE]") for _, m in sent)
+
+
+def test_disconnect_while_waiting_for_a_plain_completion_stops_it(serve_runs):  # noqa: F811
+    app, paced = paced_app(serve_runs, 0.02)
+    body = {"model": NAMES["lm"], "prompt": "ROMEO:", "max_tokens": 500, "temperature": 0.8}
+    _asgi_post(app, "/v1/completions", body, disconnect_after_s=0.4)
+    deadline = time.monotonic() + 5
+    while app.state.runtime.snapshot()["active"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stats = app.state.runtime.snapshot()
+    assert stats["cancelled"] == 1 and stats["active"] == 0, stats
+    assert paced.closed and paced.produced < 100, paced.produced
 
 
 def test_live_server_streams_incrementally_and_stops_on_disconnect(serve_runs):  # noqa: F811
@@ -542,8 +560,10 @@ def test_schemathesis_finds_no_server_errors(serve_runs):  # noqa: F811
     for card in app.state.models.values():
         for endpoint in card.card()["endpoints"]:
             valid.setdefault(endpoint, card.name)
+    known = list(app.state.models[NAMES["vectors"]].pipeline.words[:50])
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures = []
+    statuses: dict[str, list[int]] = {}
     deadline = time.monotonic() + 30
 
     def make_test(op):
@@ -554,8 +574,16 @@ def test_schemathesis_finds_no_server_errors(serve_runs):  # noqa: F811
             if time.monotonic() > deadline:
                 return
             if isinstance(case.body, dict) and op.path in valid and isinstance(case.body.get("model"), str):
-                case.body["model"] = valid[op.path]  # mostly real models, so the other fields get exercised
+                case.body["model"] = valid[op.path]  # real models, so that the other fields get exercised
+                for key in ("positive", "negative", "a", "b", "c"):  # half the words: real ones
+                    value = case.body.get(key)
+                    if isinstance(value, str) and len(value) % 2 == 0:
+                        case.body[key] = known[len(value) % len(known)]
+                    elif isinstance(value, list):
+                        case.body[key] = [known[len(w) % len(known)] if isinstance(w, str) and len(w) % 2 == 0
+                                          else w for w in value]
             response = case.call()
+            statuses.setdefault(op.path, []).append(response.status_code)
             if response.status_code >= 500:
                 failures.append((op.path, case.body, response.status_code, response.text[:300]))
             case.validate_response(response, excluded_checks=_excluded_checks(schemathesis))
@@ -565,6 +593,11 @@ def test_schemathesis_finds_no_server_errors(serve_runs):  # noqa: F811
     for operation in schema.get_all_operations():
         make_test(operation.ok())()
     assert not failures, failures[:3]
+    # every operation was really exercised, with accepted and with refused requests among them
+    for path in ("/v1/completions", "/v1/classify", "/v1/translate", "/v1/embeddings/similar",
+                 "/v1/embeddings/analogy", "/health"):
+        assert any(200 <= code < 300 for code in statuses.get(path, [])), (path, statuses.get(path))
+    assert sum(len(codes) for codes in statuses.values()) >= 60
 
 
 def _excluded_checks(schemathesis) -> list:

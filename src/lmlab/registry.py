@@ -20,10 +20,35 @@ class Entry:
 
 
 REGISTRY: dict[str, Entry] = {
+    "gpt": Entry(
+        model="lmlab.models.gpt:GPT",
+        config="lmlab.models.gpt:GPTRunConfig",
+        pipeline="lmlab.models.gpt:GPTGenerator",
+    ),
+    "seq2seq": Entry(
+        model="lmlab.models.seq2seq:Seq2Seq",
+        config="lmlab.translation:Seq2SeqRunConfig",
+        pipeline="lmlab.translation:Translator",
+    ),
     "classifier": Entry(
         model="lmlab.models.classifier:TextClassifier",
         config="lmlab.models.classifier:ClassifierConfig",
         pipeline="lmlab.pipelines:Classifier",
+    ),
+    "word2vec": Entry(
+        model="lmlab.models.word2vec:Word2Vec",
+        config="lmlab.models.word2vec:Word2VecConfig",
+        pipeline="lmlab.vectors:KeyedVectors",
+    ),
+    "glove": Entry(
+        model="lmlab.models.glove:GloVe",
+        config="lmlab.models.glove:GloVeConfig",
+        pipeline="lmlab.vectors:KeyedVectors",
+    ),
+    "word_vectors": Entry(
+        model="lmlab.vectors:KeyedVectors",
+        config="lmlab.vectors:VectorsConfig",
+        pipeline="lmlab.vectors:KeyedVectors",
     ),
     "rnn_lm": Entry(
         model="lmlab.models.rnn_lm:RNNLM",

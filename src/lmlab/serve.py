@@ -57,6 +57,10 @@ KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: a temperature below this is greedy decoding (dividing logits by, say, 1e-300 overflows to inf)
+MIN_TEMPERATURE = 1e-3
+
+
 @dataclass(frozen=True)
 class ServeLimits:
     """What one request (and the server as a whole) may ask for. Every field is a CLI flag of ``lmlab serve``.
@@ -143,7 +147,7 @@ def _json_friendly(obj: Any) -> Any:
 
 def load_models(run_dirs: Iterable[str | Path], device: str = "cpu") -> dict[str, ServedModel]:
     """Load every run directory; names are the base names and must be unique."""
-    from lmlab import load
+    from lmlab import checkpoint, load
 
     paths = [Path(p) for p in run_dirs]
     if not paths:
@@ -162,16 +166,18 @@ def load_models(run_dirs: Iterable[str | Path], device: str = "cpu") -> dict[str
     for path in paths:
         pipeline = load(path, device=device)
         kind = kind_of(pipeline)
+        raw_info = pipeline.info() if callable(getattr(pipeline, "info", None)) else {}
         try:
-            info = _json_friendly(pipeline.info())
+            info = _json_friendly(raw_info)
         except ValueError:  # non-finite numbers in info(): keep it serialisable
-            info = json.loads(json.dumps(pipeline.info(), default=str).replace("NaN", "null"))
+            info = json.loads(json.dumps(raw_info, default=str).replace("NaN", "null"))
         name = path.resolve().name
         models[name] = ServedModel(
             name=name,
             run_dir=path,
             kind=kind,
-            model_type=str(getattr(pipeline, "model_type", info.get("model_type", kind))),
+            model_type=str(getattr(pipeline, "model_type", None) or info.get("model_type")
+                           or checkpoint.load_config(path)["model_type"]),
             pipeline=pipeline,
             info=info,
             created=int((path / "config.json").stat().st_mtime) if (path / "config.json").exists() else 0,
@@ -346,6 +352,31 @@ class Completion(BaseModel):
     usage: Usage
 
 
+class CompletionChunk(BaseModel):
+    """One server-sent event of a streamed completion (the last one carries ``finish_reason`` and ``usage``)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+def _sse_event_schema() -> dict:
+    chunk = CompletionChunk.model_json_schema(ref_template="#/components/schemas/{model}")
+    chunk.pop("$defs", None)  # CompletionChoice and Usage are components already (via Completion)
+    payload = {"anyOf": [chunk, {"$ref": "#/components/schemas/ErrorResponse"}]}
+    return {  # one server-sent event: its `data` is a JSON chunk (or error), the last one the literal [DONE]
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"anyOf": [
+            {"type": "string", "contentMediaType": "application/json", "contentSchema": payload},
+            {"type": "string", "const": "[DONE]"},
+        ]}},
+    }
+
+
 class ClassifyResult(BaseModel):
     label: str
     probability: float
@@ -435,10 +466,11 @@ def build_request_models(limits: ServeLimits, models: dict[str, ServedModel]) ->
         model: str = model_field("generator")
         prompt: str = Field(min_length=1, max_length=L.max_input_chars, description="the text to continue")
         max_tokens: int = Field(16, ge=1, le=L.max_tokens, description="most tokens to generate")
-        temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy (arg-max)")
+        temperature: float = Field(1.0, ge=0.0, le=2.0,
+                                   description=f"0 = greedy (arg-max); below {MIN_TEMPERATURE:g} counts as 0")
         top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling; 1 switches it off")
         top_k: int = Field(0, ge=0, le=1_000_000, description="keep the k most likely tokens; 0 switches it off")
-        repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="> 1 discourages repeats; 1 = off")
+        repetition_penalty: float = Field(1.0, ge=0.01, le=100.0, description="> 1 discourages repeats; 1 = off")
         stop: StopStr | StopList | None = Field(
             None, description="a string or up to 4 strings that end the completion (not included in it)")
         seed: int | None = Field(None, ge=0, le=2**63 - 1, description="makes sampling reproducible")
@@ -812,7 +844,7 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     sse_200 = {200: {"description": "a completion (JSON), or with `stream: true` server-sent events: one "
                      "`data: {completion chunk}` per piece of text, a last chunk with `finish_reason` and `usage`, "
                      "then `data: [DONE]`",
-                     "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+                     "content": {"text/event-stream": {"schema": _sse_event_schema()}}}}
 
     @app.post("/v1/completions", response_model=Completion, tags=["generation"],
               responses={**sse_200, **_error_responses(400, 404, 413, 422, 429, 504)})
@@ -820,7 +852,8 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
         """Continue ``prompt`` with a generator model (RNN LM or GPT). OpenAI-compatible subset."""
         served = get_model(body.model, "generator", "/v1/completions")
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        params = {"prompt": body.prompt, "max_new_tokens": body.max_tokens, "temperature": body.temperature,
+        temperature = body.temperature if body.temperature >= MIN_TEMPERATURE else 0.0  # 1/T would overflow
+        params = {"prompt": body.prompt, "max_new_tokens": body.max_tokens, "temperature": temperature,
                   "top_k": body.top_k, "top_p": body.top_p, "repetition_penalty": body.repetition_penalty,
                   "stop": stop, "seed": body.seed}
         gen = await runtime.start_generation(served.pipeline, params, request)
@@ -910,8 +943,11 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     async def translate(body: Req.Translate) -> dict:  # type: ignore[valid-type]
         """Translate each text with beam search; ``n_best`` hypotheses each, best first."""
         served = get_model(body.model, "translator", "/v1/translate")
+        extra = {}
+        if "on_long" in inspect.signature(served.pipeline.translate).parameters:
+            extra["on_long"] = "error"  # a 422 that says so, never a silently truncated source sentence
         results = await runtime.infer(served.pipeline.translate, list(body.texts), beam_size=body.beam_size,
-                                      max_len=body.max_len, n_best=body.n_best)
+                                      max_len=body.max_len, n_best=body.n_best, **extra)
         return {"object": "translation", "model": served.name, "results": [
             {"translation": r["translation"], "score": _finite(r["score"]),
              "n_best": [{"translation": h["translation"], "score": _finite(h["score"])} for h in r.get("n_best", [])]}
@@ -958,4 +994,4 @@ def _analogy_method(pipeline: Any, method: str) -> str:
 
 
 def _sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"

@@ -291,7 +291,7 @@ class Translator:
             cfg = SamplingConfig(max_new_tokens=limit, greedy=True)
             bos = torch.full((len(src_ids), 1), BOS_ID, dtype=torch.long, device=self.device)
             outs = generate(self.model.step, bos, cfg, state=state, eos_id=EOS_ID)
-            scores = self.sequence_log_probs(src_ids, outs)
+            scores = self.sequence_log_probs(src_ids, outs, ended=[len(o) < limit for o in outs])
             return [[(o, s)] for o, s in zip(outs, scores, strict=True)]
         hyps = beam_search(
             self.model.step,
@@ -309,14 +309,22 @@ class Translator:
         return [[(h.tokens, float(h.score)) for h in row] for row in hyps]
 
     @torch.no_grad()
-    def sequence_log_probs(self, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]]) -> list[float]:
-        """log P(y <eos> | x) of each target under the model (teacher forcing)."""
+    def sequence_log_probs(
+        self, src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]], ended: Sequence[bool] | None = None
+    ) -> list[float]:
+        """log P(y <eos> | x) of each target under the model (teacher forcing); where ``ended[i]`` is False
+        (the output was cut at the length limit) the <eos> term is left out, as beam search does."""
         from lmlab.models.seq2seq import collate_pairs
 
         batch = collate_pairs([(list(s), list(t)) for s, t in zip(src_ids, tgt_ids, strict=True)]).to(self.device)
         logits = self.model(batch).float()  # (B, T, V)
         logp = torch.log_softmax(logits, -1).gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        return logp.masked_fill(batch.tgt_out == PAD_ID, 0.0).sum(1).tolist()
+        logp = logp.masked_fill(batch.tgt_out == PAD_ID, 0.0)
+        if ended is not None:
+            for i, (done, t) in enumerate(zip(ended, tgt_ids, strict=True)):
+                if not done:
+                    logp[i, len(t)] = 0.0
+        return logp.sum(1).tolist()
 
     # -- the pipeline interface ------------------------------------------------------------------------
     def translate(

@@ -26,6 +26,7 @@ import lzma
 import math
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,11 +34,20 @@ import numpy as np
 
 from lmlab.errors import ConfigError, DataError
 
-__all__ = ["KeyedVectors", "WordNotInVocabError", "load_vectors", "read_analogies", "read_word_pairs"]
+__all__ = ["KeyedVectors", "VectorsConfig", "WordNotInVocabError", "load_vectors", "read_analogies", "read_word_pairs"]
 
 VECTORS_FILE = "vectors.safetensors"
 VOCAB_FILE = "vocab.json"
 NATIVE_MODEL_TYPES = ("word2vec", "glove", "word_vectors")
+
+
+@dataclass
+class VectorsConfig:
+    """What config.json records about a standalone set of vectors (model_type ``word_vectors``)."""
+
+    vocab_size: int = 0
+    embed_dim: int = 0
+    source: str = ""
 
 
 class WordNotInVocabError(DataError, KeyError):
@@ -660,3 +670,101 @@ def read_analogies(path: str | os.PathLike, on_malformed: str = "skip"
     if not any(q for _, q in sections):
         raise DataError(f"{path}: no analogy questions found; expected ': section' lines and 'a b c d' rows")
     return sections, malformed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2-D projections
+# ---------------------------------------------------------------------------------------------------------
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Project the rows of ``x`` onto their first two principal components."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T
+
+
+def tsne_2d(x: np.ndarray, perplexity: float = 10.0, steps: int = 750, seed: int = 0) -> np.ndarray:
+    """Exact t-SNE (van der Maaten & Hinton, 2008) of a few hundred points to 2-D, with cosine affinities.
+
+    Gaussian affinities with a per-point bandwidth found by bisection to match ``perplexity``, symmetrised;
+    Student-t similarities in 2-D; gradient descent with momentum and early exaggeration (x12 for 100 steps).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n < 3:
+        return pca_2d(x) if n > 1 else np.zeros((n, 2))
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    d = np.maximum(0.0, 2.0 - 2.0 * xn @ xn.T)  # squared euclidean distance of unit vectors
+    perplexity = min(perplexity, (n - 1) / 3.0)
+    target = np.log(perplexity)
+    p = np.zeros((n, n))
+    for i in range(n):
+        lo, hi, beta = 0.0, np.inf, 1.0
+        di = np.delete(d[i], i)
+        for _ in range(60):
+            w = np.exp(-(di - di.min()) * beta)
+            sw = w.sum()
+            h = np.log(sw) + beta * ((di - di.min()) * w).sum() / sw
+            if abs(h - target) < 1e-5:
+                break
+            if h > target:
+                lo = beta
+                beta = beta * 2 if hi == np.inf else (beta + hi) / 2
+            else:
+                hi = beta
+                beta = (beta + lo) / 2
+        p[i, np.arange(n) != i] = w / sw
+    p = (p + p.T) / (2 * n)
+    p = np.maximum(p, 1e-12)
+    rng = np.random.default_rng(seed)
+    y = rng.normal(0, 1e-4, size=(n, 2))
+    vel = np.zeros_like(y)
+    for step in range(steps):
+        exag = 12.0 if step < 100 else 1.0
+        momentum = 0.5 if step < 250 else 0.8
+        sq = (y * y).sum(1)
+        num = 1.0 / (1.0 + sq[:, None] + sq[None, :] - 2 * y @ y.T)
+        np.fill_diagonal(num, 0.0)
+        q = np.maximum(num / num.sum(), 1e-12)
+        pq = (exag * p - q) * num
+        grad = 4 * ((np.diag(pq.sum(1)) - pq) @ y)
+        vel = momentum * vel - 100.0 * grad
+        y = y + vel
+        y -= y.mean(0)
+    return y
+
+
+def plot_words(kv: KeyedVectors, words: Sequence[str], path: str | os.PathLike, method: str = "both",
+               title: str | None = None) -> Path:
+    """Scatter ``words`` in 2-D (``method``: ``pca``, ``tsne`` or ``both`` side by side) and save a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if method not in ("pca", "tsne", "both"):
+        raise ConfigError(f"plot method must be pca, tsne or both, got {method!r}")
+    words = list(dict.fromkeys(words))
+    if len(words) < 2:
+        raise ConfigError("plot needs at least two words")
+    vecs = kv[words]
+    methods = ["pca", "tsne"] if method == "both" else [method]
+    fig, axes = plt.subplots(1, len(methods), figsize=(6.5 * len(methods), 6), squeeze=False)
+    for ax, m in zip(axes[0], methods, strict=True):
+        y = pca_2d(vecs) if m == "pca" else tsne_2d(vecs, perplexity=min(10.0, max(2.0, len(words) / 4)))
+        ax.scatter(y[:, 0], y[:, 1], s=12, color="tab:blue")
+        for (a, b), w in zip(y, words, strict=True):
+            ax.annotate(w, (a, b), fontsize=9, xytext=(3, 3), textcoords="offset points")
+        ax.set_title("PCA" if m == "pca" else "t-SNE (cosine)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

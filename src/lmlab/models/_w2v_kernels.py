@@ -216,29 +216,31 @@ def _sigmoid_and_loss(f, label, compute_loss):
     return s, nll
 
 
-@njit(cache=True, fastmath=True)
-def _output_layer(l1, word, lr, neu1e, syn1neg, syn1, negative, use_hs, prob, alias,
+@njit(cache=True, fastmath=True, inline="always")
+def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, prob, alias,
                   codes, points, lengths, state, dim, compute_loss):
-    """Score ``word`` from the hidden vector ``l1``: update the output vectors and set ``neu1e`` to lr times
-    the negative gradient wrt ``l1``; return (state, loss of this example)."""
+    """Score ``word`` from the hidden vector ``hmat[hrow]``: update the output vectors and set ``neu1e`` to
+    lr times the negative gradient wrt the hidden vector; return (state, loss of this example).
+
+    Rows are addressed by index, never sliced into views: a view would touch the array's reference count,
+    an atomic shared by every Hogwild thread."""
     loss = 0.0
     for k in range(dim):
         neu1e[k] = np.float32(0.0)
     if use_hs:
         for d in range(lengths[word]):
             node = points[word, d]
-            out = syn1[node]
             f = np.float32(0.0)
             for k in range(dim):
-                f += l1[k] * out[k]
+                f += hmat[hrow, k] * syn1[node, k]
             label = 1 - np.int64(codes[word, d])
             s, nll = _sigmoid_and_loss(f, label, compute_loss)
             loss += nll
             g = (np.float32(label) - s) * lr
             for k in range(dim):
-                o = out[k]
+                o = syn1[node, k]
                 neu1e[k] += g * o
-                out[k] = o + g * l1[k]
+                syn1[node, k] = o + g * hmat[hrow, k]
     if negative > 0:
         nwords = prob.shape[0]
         for d in range(negative + 1):
@@ -253,17 +255,16 @@ def _output_layer(l1, word, lr, neu1e, syn1neg, syn1, negative, use_hs, prob, al
                 if target == word:
                     continue
                 label = 0
-            out = syn1neg[target]
             f = np.float32(0.0)
             for k in range(dim):
-                f += l1[k] * out[k]
+                f += hmat[hrow, k] * syn1neg[target, k]
             s, nll = _sigmoid_and_loss(f, label, compute_loss)
             loss += nll
             g = (np.float32(label) - s) * lr
             for k in range(dim):
-                o = out[k]
+                o = syn1neg[target, k]
                 neu1e[k] += g * o
-                out[k] = o + g * l1[k]
+                syn1neg[target, k] = o + g * hmat[hrow, k]
     return state, loss
 
 
@@ -279,7 +280,7 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
     dim = syn0.shape[1]
     sent = np.empty(max_sentence_length, dtype=np.int32)
     neu1e = np.zeros(dim, dtype=np.float32)
-    hbuf = np.zeros(dim, dtype=np.float32)
+    hbuf = np.zeros((1, dim), dtype=np.float32)
     state = seed_state_value
     words = np.int64(0)
     loss = 0.0
@@ -320,32 +321,31 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
                     if j == i:
                         continue
                     ctx = sent[j]
-                    l1 = syn0[ctx]
-                    state, ex_loss = _output_layer(l1, word, lr, neu1e, syn1neg, syn1, negative, use_hs,
-                                                   prob, alias, codes, points, lengths, state, dim,
+                    state, ex_loss = _output_layer(syn0, ctx, word, lr, neu1e, syn1neg, syn1, negative,
+                                                   use_hs, prob, alias, codes, points, lengths, state, dim,
                                                    compute_loss)
                     loss += ex_loss
                     examples += 1
                     for k in range(dim):
-                        l1[k] += neu1e[k]
+                        syn0[ctx, k] += neu1e[k]
             else:
                 count = 0
                 for k in range(dim):
-                    hbuf[k] = np.float32(0.0)
+                    hbuf[0, k] = np.float32(0.0)
                 for j in range(lo, hi):
                     if j == i:
                         continue
                     ctx = sent[j]
                     count += 1
                     for k in range(dim):
-                        hbuf[k] += syn0[ctx, k]
+                        hbuf[0, k] += syn0[ctx, k]
                 if count == 0:
                     continue
                 if cbow_mean:
                     inv = np.float32(1.0) / np.float32(count)
                     for k in range(dim):
-                        hbuf[k] *= inv
-                state, ex_loss = _output_layer(hbuf, word, lr, neu1e, syn1neg, syn1, negative, use_hs,
+                        hbuf[0, k] *= inv
+                state, ex_loss = _output_layer(hbuf, 0, word, lr, neu1e, syn1neg, syn1, negative, use_hs,
                                                prob, alias, codes, points, lengths, state, dim, compute_loss)
                 loss += ex_loss
                 examples += 1
@@ -374,3 +374,18 @@ def train_chunk(tokens, bounds, syn0, syn1neg, syn1, keep, prob, alias, codes, p
         out_words[t] = words
         out_loss[t] = loss
         out_examples[t] = examples
+
+
+@njit(cache=True)
+def sample_noise(prob, alias, n, seed):
+    """``n`` draws from the alias table exactly as the training kernel draws its noise words (for tests)."""
+    state = seed_state(seed, 0, 0, 0)
+    nwords = prob.shape[0]
+    out = np.empty(n, dtype=np.int32)
+    for t in range(n):
+        state, bits = _next(state)
+        target = _below(bits, nwords)
+        if _uniform(bits) >= prob[target]:
+            target = alias[target]
+        out[t] = target
+    return out

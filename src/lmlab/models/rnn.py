@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-State = Union[Tensor, tuple[Tensor, Tensor]]
+State = Tensor | tuple[Tensor, Tensor]
 
 IMPLS = ("fused", "reference")
 CELL_TYPES = ("rnn_tanh", "rnn_relu", "lstm", "gru")

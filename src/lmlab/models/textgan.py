@@ -24,9 +24,7 @@ trainer's checkpoints, logging, Ctrl-C and NaN handling cover every phase.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -636,6 +634,11 @@ class SeqGANMonitor(Callback):
         if tag is not None:
             self._record(trainer, tag)
 
+    def on_fit_end(self, trainer: Any) -> None:
+        # stopped early (train.max_time_s, Ctrl-C): record where it stopped
+        if not self.history or self.history[-1]["step"] != trainer.state.step:
+            self._record(trainer, "stopped")
+
 
 # -------------------------------------------------------------------------------------------- data + driver
 def encode_sentences(
@@ -653,13 +656,6 @@ def encode_sentences(
     if not rows:
         raise DataError(f"{where}: no sentences to train on; check the file (one sentence per line)")
     return torch.tensor(rows, dtype=torch.long), truncated
-
-
-def clip_sequences(seqs: Tensor, max_len: int, where: str = "sequences") -> tuple[Tensor, int]:
-    """Truncate id sequences (N, L) longer than ``max_len`` and return how many were cut."""
-    if seqs.shape[1] <= max_len:
-        return seqs, 0
-    return seqs[:, :max_len].contiguous(), int(seqs.shape[0])
 
 
 def _tokenizer(kind: str, lowercase: bool):
@@ -996,7 +992,6 @@ class SeqGANGenerator:
         ids = self._encode_prompt(prompt)
         gen = sc.make_generator(g.head.weight.device)
         state = None
-        tok = torch.tensor([g.config.start_id])
         logits = None
         for i in [g.config.start_id, *ids]:
             logits, state = g.step(torch.tensor([i]), state)
@@ -1033,14 +1028,6 @@ class SeqGANGenerator:
             else:
                 last = item
         return {"text": text, **last}
-
-
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2)
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def resolve_run_config(

@@ -16,8 +16,9 @@ function showRequest(path, body) {
     `curl -s ${location.origin}${path} -H 'Content-Type: application/json' \\\n  -d '${JSON.stringify(body).replace(/'/g, "'\\''")}'`;
 }
 
-async function postJSON(path, body) {
+async function postJSON(path, body, output) {
   showError("");
+  if (output) output.innerHTML = ""; // never leave an earlier answer under a new question
   showRequest(path, body);
   const response = await fetch(path, {
     method: "POST",
@@ -198,7 +199,7 @@ async function classify() {
   const out = $("classify-result");
   try {
     const texts = lines($("classify-text").value);
-    const data = await postJSON("/v1/classify", { model: currentModel().id, texts });
+    const data = await postJSON("/v1/classify", { model: currentModel().id, texts }, out);
     out.innerHTML = "";
     data.results.forEach((result, i) => {
       const item = document.createElement("div");
@@ -231,7 +232,7 @@ async function translate() {
     const beam = intOr("beam-size", 5);
     const data = await postJSON("/v1/translate", {
       model: currentModel().id, texts, beam_size: beam, n_best: Math.min(intOr("n-best", 1), beam),
-    });
+    }, result);
     result.innerHTML = "";
     data.results.forEach((r, i) => {
       const item = document.createElement("div");
@@ -281,7 +282,7 @@ async function similar() {
   try {
     const data = await postJSON("/v1/embeddings/similar", {
       model: currentModel().id, positive, negative, topn: intOr("topn", 10),
-    });
+    }, $("vectors-result"));
     showNeighbours(`nearest to ${words.join(" ")}`, data.results);
   } catch (err) {
     showError(err.message);
@@ -293,7 +294,7 @@ async function analogy() {
   try {
     const data = await postJSON("/v1/embeddings/analogy", {
       model: currentModel().id, a, b, c, topn: intOr("topn", 10),
-    });
+    }, $("vectors-result"));
     showNeighbours(`${a} : ${b} :: ${c} : ?`, data.results);
   } catch (err) {
     showError(err.message);

@@ -1,4 +1,4 @@
-"""Tour stop: SeqGAN on a REDUCED synthetic oracle (vocab 500, length 12, 2,000 sequences; preset ``tour``).
+"""Tour stop: SeqGAN on a REDUCED synthetic oracle (vocab 500, length 12, 1,000 sequences; preset ``tour``).
 
 The paper's oracle (vocab 5000, length 20, 120 + 200 epochs) takes hours on a CPU; this stop keeps the recipe and
 shrinks the sizes so that MLE pre-training plus a few adversarial rounds fit in about a minute. It prints NLL-oracle

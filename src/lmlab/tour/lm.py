@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 
 
 def run_stop(ctx) -> None:
@@ -32,13 +33,11 @@ def run_stop(ctx) -> None:
             "train.epochs=1",
             "train.progress=false",
             "train.tensorboard=false",
-            "train.num_threads=2",
         ],
     )
     run_dir = ctx.workdir / "char-lstm"
     ctx.log(f"training a 1x{run.model.hidden_dim} character LSTM on {cut:,} characters of Shakespeare for {budget:.0f} s")
     result = train_lm(run, train_path, run_dir, val=val_path, overwrite=True, log=ctx.log)
-    val = {k: v for k, v in (result["last"] or {}).items()}
     from lmlab.models.rnn_lm import evaluate_lm
 
     metrics = evaluate_lm(run_dir, val_path)
@@ -46,14 +45,13 @@ def run_stop(ctx) -> None:
     ctx.log(
         f"{result['step']} steps ({chars_seen:,} characters) in {result['train_time_s']:.0f} s: validation "
         f"{metrics['nats_per_char']:.3f} nats/char = {metrics['bpc']:.3f} bits/char (uniform guessing: "
-        f"{__import__('math').log(result['codec'].vocab_size):.2f} nats)"
+        f"{math.log(result['codec'].vocab_size):.2f} nats)"
     )
     pipe = Generator.from_run_dir(run_dir)
     cfg = SamplingConfig(max_new_tokens=300, temperature=0.8, top_k=0, top_p=0.95, seed=0)
     sample = "ROMEO:" + pipe.generate("ROMEO:", cfg)
     ctx.log("sample (temperature 0.8, top-p 0.95, seed 0):\n" + sample)
     curves = plot_curves(run_dir, ctx.workdir / "lm-curves.png")
-    del val
     ctx.section(
         "A character LSTM language model",
         f"A 1x{run.model.hidden_dim} LSTM read {chars_seen:,} characters of tiny Shakespeare "

@@ -1,0 +1,224 @@
+"""Classification benchmark: lmlab's seed-lstm vs the same model in Keras 3, and lmlab's bilstm.
+
+Side by side in one run:
+  (a) IMDb (25k train / 25k test): ``seed-lstm`` in lmlab and the identical Keras 3 model (torch backend) fed the
+      SAME integer sequences (lmlab's Keras-compatible tokenizer, padded/truncated "post" to 100): test accuracy and
+      training wall time, 10 epochs, batch 32, Adam 1e-3, as in the tutorial (no validation during training).
+  (b) IMDb: ``bilstm`` (the recommended preset) within a time budget: test accuracy and wall time.
+  (c) rt-polarity: 10-fold cross-validation of ``bilstm`` (as in the literature on this dataset).
+
+    python benchmarks/classify.py [--parts seed,bilstm,cv] [--limit N] [--bilstm-budget-s 1200] [--folds 10]
+
+Keras is installed only for this benchmark (``pip install -e '.[bench]'``). Writes benchmarks/results/classify.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LMLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results" / "classify.json"
+
+
+def _examples(path: Path, limit: int | None):
+    from lmlab.data.readers import load_examples
+
+    return load_examples(path, limit=limit)
+
+
+def _sample(examples, limit: int | None, seed: int = 0):
+    if not limit or limit >= len(examples):
+        return examples
+    rng = random.Random(seed)
+    return rng.sample(examples, limit)
+
+
+def bench_seed(train, test, epochs: int, threads: int) -> dict:
+    """lmlab seed-lstm vs Keras on identical integer sequences."""
+    import numpy as np
+    import torch
+
+    from lmlab.data.classification import ClassifyDataset, TextEncoder, collate
+    from lmlab.data.loader import EpochLoader
+    from lmlab.metrics import classification_report
+    from lmlab.models.classifier import TextClassifier, resolve_run_config
+    from lmlab.trainer import Trainer, seed_everything
+
+    torch.set_num_threads(threads)
+    run = resolve_run_config("seed-lstm", [f"epochs={epochs}", "train.progress=false", "train.tensorboard=false"])
+    labels = sorted({e.label for e in train})
+    encoder = TextEncoder(run.data).fit([e.text for e in train])
+    tr = ClassifyDataset.build(train, encoder, labels)
+    te = ClassifyDataset.build(test, encoder, labels)
+    run.model.vocab_size, run.model.num_classes = encoder.vocab_size, len(labels)
+
+    out: dict = {}
+    seed_everything(0)
+    model = TextClassifier(run.model)
+    t0 = time.perf_counter()
+    Trainer(run.train, model, EpochLoader(tr, 32, seed=0, collate_fn=collate)).fit()
+    lm_time = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        preds = []
+        for start in range(0, len(te), 256):
+            b = collate([te[i] for i in range(start, min(len(te), start + 256))])
+            preds += model.probabilities(b.ids, b.lengths).argmax(-1).tolist()
+    out["lmlab"] = {"accuracy": classification_report(te.labels, preds, labels)["accuracy"], "train_s": lm_time}
+
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x_tr = np.array(tr.ids, dtype="int32")
+    y_tr = np.array(tr.labels, dtype="float32")
+    x_te = np.array(te.ids, dtype="int32")
+    km = keras.Sequential(
+        [
+            keras.Input(shape=(100,), dtype="int32"),
+            keras.layers.Embedding(10000, 256),
+            keras.layers.LSTM(64, return_sequences=True),
+            keras.layers.LSTM(32),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    km.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    params = km.count_params()
+    t0 = time.perf_counter()
+    km.fit(x_tr, y_tr, epochs=epochs, batch_size=32, verbose=0)
+    k_time = time.perf_counter() - t0
+    k_pred = (km.predict(x_te, batch_size=256, verbose=0)[:, 0] > 0.5).astype(int).tolist()
+    out["keras"] = {
+        "accuracy": classification_report(te.labels, k_pred, labels)["accuracy"],
+        "train_s": k_time,
+        "parameters": params,
+        "version": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+    out["time_ratio_lmlab_over_keras"] = lm_time / k_time
+    out["epochs"] = epochs
+    return out
+
+
+def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path) -> dict:
+    import torch
+
+    from lmlab.models.classifier import resolve_run_config, train_classifier
+    from lmlab.pipelines import Classifier
+
+    torch.set_num_threads(threads)
+    run = resolve_run_config("bilstm", [f"train.max_time_s={budget_s}", "train.progress=false", "train.tensorboard=false"])
+    t0 = time.perf_counter()
+    train_classifier(run, train, str(workdir / "imdb-bilstm"), overwrite=True, log=lambda *_: None)
+    took = time.perf_counter() - t0
+    report = Classifier.from_run_dir(workdir / "imdb-bilstm").evaluate(test)
+    return {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "wall_s": took, "budget_s": budget_s}
+
+
+def bench_cv(examples, folds: int, threads: int, workdir: Path, budget_s: float) -> dict:
+    import torch
+
+    from lmlab.models.classifier import resolve_run_config, train_classifier
+    from lmlab.pipelines import Classifier
+
+    torch.set_num_threads(threads)
+    order = list(range(len(examples)))
+    random.Random(0).shuffle(order)
+    accs, times = [], []
+    for k in range(folds):
+        test_idx = set(order[k::folds])
+        tr = [examples[i] for i in order if i not in test_idx]
+        te = [examples[i] for i in sorted(test_idx)]
+        run = resolve_run_config(
+            "bilstm",
+            ["data.max_len=80", f"train.max_time_s={budget_s}", "train.progress=false", "train.tensorboard=false", f"train.seed={k}"],
+        )
+        t0 = time.perf_counter()
+        train_classifier(run, tr, str(workdir / f"cv{k}"), overwrite=True, log=lambda *_: None)
+        times.append(time.perf_counter() - t0)
+        accs.append(Classifier.from_run_dir(workdir / f"cv{k}").evaluate(te)["accuracy"])
+        print(f"  fold {k + 1}/{folds}: accuracy {accs[-1]:.4f} ({times[-1]:.0f} s)", flush=True)
+    return {
+        "folds": folds,
+        "accuracy_mean": statistics.mean(accs),
+        "accuracy_stdev": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "fold_accuracies": accs,
+        "median_fold_s": statistics.median(times),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="seed,bilstm,cv")
+    ap.add_argument("--limit", type=int, default=0, help="Use only N train and N test reviews (0: all 25k/25k).")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--bilstm-budget-s", type=float, default=1200)
+    ap.add_argument("--cv-budget-s", type=float, default=120, help="Training budget per fold.")
+    ap.add_argument("--folds", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench-classify"))
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    limit = args.limit or None
+    result: dict = {
+        "benchmark": "classify",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "machine": {"platform": platform.platform(), "cpus_used": args.threads, "python": platform.python_version()},
+        "data": {"imdb": str(DATA / "imdb"), "limit": limit},
+    }
+    if parts & {"seed", "bilstm"}:
+        train = _sample(_examples(DATA / "imdb" / "train.jsonl.gz", None), limit)
+        test = _sample(_examples(DATA / "imdb" / "test.jsonl.gz", None), limit, seed=1)
+        result["data"]["imdb_train"], result["data"]["imdb_test"] = len(train), len(test)
+    if "seed" in parts:
+        print("(a) seed-lstm: lmlab vs Keras on IMDb ...", flush=True)
+        result["seed_lstm_imdb"] = bench_seed(train, test, args.epochs, args.threads)
+    if "bilstm" in parts:
+        print("(b) bilstm on IMDb ...", flush=True)
+        result["bilstm_imdb"] = bench_bilstm(train, test, args.bilstm_budget_s, args.threads, workdir)
+    if "cv" in parts:
+        print("(c) bilstm 10-fold CV on rt-polarity ...", flush=True)
+        from lmlab.data.readers import load_examples
+
+        rt = load_examples(DATA / "rt-polarity" / "rt-polarity.*.utf8", format="lines")
+        result["bilstm_rt_polarity_cv"] = bench_cv(rt, args.folds, args.threads, workdir, args.cv_budget_s)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    return 0
+
+
+def print_table(r: dict) -> None:
+    print("\n| model | data | accuracy | train time (s) |")
+    print("|---|---|---:|---:|")
+    s = r.get("seed_lstm_imdb")
+    if s:
+        print(f"| lmlab seed-lstm | IMDb | {s['lmlab']['accuracy']:.4f} | {s['lmlab']['train_s']:.0f} |")
+        print(f"| Keras {s['keras']['version']} ({s['keras']['backend']}) same model | IMDb | {s['keras']['accuracy']:.4f} | {s['keras']['train_s']:.0f} |")
+        print(f"| time ratio lmlab / Keras | | | {s['time_ratio_lmlab_over_keras']:.2f} |")
+    b = r.get("bilstm_imdb")
+    if b:
+        print(f"| lmlab bilstm | IMDb | {b['accuracy']:.4f} | {b['wall_s']:.0f} |")
+    c = r.get("bilstm_rt_polarity_cv")
+    if c:
+        print(f"| lmlab bilstm, {c['folds']}-fold CV | rt-polarity | {c['accuracy_mean']:.4f} ± {c['accuracy_stdev']:.4f} | {c['median_fold_s']:.0f} / fold |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

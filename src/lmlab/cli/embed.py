@@ -1,0 +1,235 @@
+"""``lmlab embed train | similar | analogy | eval | plot | convert``: word vectors (word2vec, GloVe)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from lmlab.cli.common import overrides_argument
+
+ALGOS = ("sgns", "skipgram", "cbow", "glove")
+
+
+@click.group("embed")
+def embed() -> None:
+    """Train word vectors (skip-gram, CBOW, GloVe), query them and evaluate them."""
+
+
+def _config_for(algo: str, options: dict, overrides: tuple[str, ...]):
+    from lmlab.config import config_from_dict, parse_overrides
+    from lmlab.errors import ConfigError
+
+    data = {k: v for k, v in options.items() if v is not None}
+    if algo == "glove":
+        from lmlab.models.glove import GloVeConfig as cls
+
+        for key in ("negative", "hs", "sample", "min_lr"):
+            if key in data and data[key] not in (False,):
+                raise ConfigError(f"--{key.replace('_', '-')} is a word2vec option; GloVe does not use it")
+            data.pop(key, None)
+    else:
+        from lmlab.models.word2vec import Word2VecConfig as cls
+
+        data["arch"] = "cbow" if algo == "cbow" else "skipgram"
+        if data.get("hs") and "negative" not in data:
+            data["negative"] = 0
+        for key in ("x_max", "alpha", "keep", "memory_mb"):
+            if key in data:
+                raise ConfigError(f"--{key.replace('_', '-')} is a GloVe option; use it with --algo glove")
+        if not data.get("hs"):
+            data.pop("hs", None)
+    extra = parse_overrides(list(overrides))
+    data.update(extra.get("model", {}) if isinstance(extra.get("model"), dict) else {})
+    data.update({k: v for k, v in extra.items() if k != "model"})
+    return config_from_dict(cls, data, where="embed")
+
+
+@embed.command("train")
+@click.option("--algo", type=click.Choice(ALGOS), default="sgns", show_default=True,
+              help="sgns/skipgram: skip-gram; cbow; glove.")
+@click.option("--corpus", required=True, type=click.Path(), help="Text file(s) (.txt/.gz/.jsonl...) or a folder.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--embed-dim", "--dim", "embed_dim", type=int, default=None, help="Vector size [100].")
+@click.option("--window", type=int, default=None, help="Context window [5 word2vec, 10 GloVe].")
+@click.option("--epochs", type=int, default=None, help="Passes over the corpus [5 word2vec, 25 GloVe].")
+@click.option("--min-count", type=int, default=None, help="Ignore rarer words [5].")
+@click.option("--max-vocab", type=int, default=None, help="Keep only the N most frequent words [no limit].")
+@click.option("--negative", type=int, default=None, help="Noise words per example [5; 0 with --hs].")
+@click.option("--hs", is_flag=True, default=None, help="Hierarchical softmax (Huffman tree).")
+@click.option("--sample", type=float, default=None, help="Subsampling threshold [1e-3; 0 = off].")
+@click.option("--lr", type=float, default=None, help="Initial learning rate [0.025 SG, 0.05 CBOW, 0.05 GloVe].")
+@click.option("--min-lr", type=float, default=None, help="Final learning rate of the linear decay [1e-4].")
+@click.option("--x-max", type=float, default=None, help="GloVe weighting cut-off [100].")
+@click.option("--alpha", type=float, default=None, help="GloVe weighting exponent [0.75].")
+@click.option("--keep", type=click.Choice(["w+wt", "w"]), default=None, help="GloVe output: W + W~ or W.")
+@click.option("--memory-mb", type=int, default=None, help="GloVe counting memory [512].")
+@click.option("--threads", type=int, default=None, help="Worker threads [every core].")
+@click.option("--seed", type=int, default=None, help="Random seed [1]; one thread + a seed is reproducible.")
+@click.option("--tokenizer", type=click.Choice(["words", "whitespace"]), default=None, help="How to split words.")
+@click.option("--break-on", type=click.Choice(["line", "paragraph"]), default=None, help="What ends a sentence.")
+@click.option("--text-field", default=None, help="JSONL: the field holding the text [text].")
+@click.option("--encoding", default=None, help="Text encoding of the corpus [utf-8].")
+@click.option("--save-format", type=click.Choice(["word2vec", "word2vec-binary", "glove"]), multiple=True,
+              help="Also write vectors.txt / vectors.bin in these formats.")
+@overrides_argument
+def train(algo, corpus, out, overwrite, save_format, overrides, **options) -> None:
+    """Train word vectors on CORPUS; KEY=VALUE overrides (e.g. ns_exponent=0.5) follow the options."""
+    from pathlib import Path
+
+    from lmlab.checkpoint import prepare_run_dir
+
+    cfg = _config_for(algo, options, overrides)
+    run_dir = prepare_run_dir(out, overwrite=overwrite)
+    if algo == "glove":
+        from lmlab.models.glove import GloVe as Trainer
+    else:
+        from lmlab.models.word2vec import Word2Vec as Trainer
+    model = Trainer(cfg).fit(corpus, workdir=run_dir / ".work", log=click.echo)
+    (run_dir / ".work").rmdir() if (run_dir / ".work").is_dir() and not any((run_dir / ".work").iterdir()) else None
+    model.save(run_dir)
+    for fmt in save_format:
+        if fmt == "word2vec":
+            model.wv.save_word2vec_format(Path(run_dir) / "vectors.txt")
+        elif fmt == "word2vec-binary":
+            model.wv.save_word2vec_format(Path(run_dir) / "vectors.bin", binary=True)
+        else:
+            model.wv.save_glove_format(Path(run_dir) / "vectors.glove.txt")
+    click.echo(f"{len(model.wv):,} words x {model.wv.vector_size} dims; run directory: {out}")
+
+
+def _words_from(words: tuple[str, ...]) -> list[str]:
+    if words == ("-",):
+        return [w for line in sys.stdin for w in line.split()]
+    return list(words)
+
+
+@embed.command("similar")
+@click.argument("vectors", type=click.Path())
+@click.argument("words", nargs=-1, required=True)
+@click.option("--topn", "-n", type=int, default=10, show_default=True)
+@click.option("--negative", multiple=True, help="Subtract this word (repeatable): most_similar(WORDS, negative).")
+@click.option("--restrict-vocab", type=int, default=None, help="Search only the N most frequent words.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def similar(vectors, words, topn, negative, restrict_vocab, as_json) -> None:
+    """Nearest neighbours (cosine) of each WORD; with --negative, of the sum of WORDS minus those."""
+    from lmlab.vectors import load_vectors
+
+    kv = load_vectors(vectors)
+    words = _words_from(words)
+    queries = [[w] for w in words] if not negative else [words]
+    results = {}
+    for q in queries:
+        results[" + ".join(q) + "".join(f" - {n}" for n in negative)] = kv.most_similar(
+            q, list(negative), topn=topn, restrict_vocab=restrict_vocab)
+    if as_json:
+        click.echo(json.dumps({k: [[w, round(s, 4)] for w, s in v] for k, v in results.items()}, ensure_ascii=False))
+        return
+    for query, hits in results.items():
+        click.echo(f"{query}:")
+        for word, score in hits:
+            click.echo(f"  {score:.3f}  {word}")
+
+
+@embed.command("analogy")
+@click.argument("vectors", type=click.Path())
+@click.argument("a")
+@click.argument("b")
+@click.argument("c")
+@click.option("--topn", "-n", type=int, default=5, show_default=True)
+@click.option("--method", type=click.Choice(["add", "mul"]), default="add", show_default=True,
+              help="3CosAdd or 3CosMul.")
+@click.option("--restrict-vocab", type=int, default=30000, show_default=True,
+              help="Candidates: the N most frequent words (0: all).")
+def analogy(vectors, a, b, c, topn, method, restrict_vocab) -> None:
+    """A is to B as C is to ?  (lmlab embed analogy DIR man king woman)."""
+    from lmlab.vectors import load_vectors
+
+    kv = load_vectors(vectors)
+    hits = kv.analogy(a, b, c, topn=topn, method=method, restrict_vocab=restrict_vocab or None)
+    click.echo(f"{a} : {b} :: {c} : ?")
+    for word, score in hits:
+        click.echo(f"  {score:.3f}  {word}")
+
+
+@embed.command("eval")
+@click.argument("vectors", type=click.Path())
+@click.option("--pairs", multiple=True, type=click.Path(), help="Word-similarity file(s): word1 word2 score.")
+@click.option("--analogies", multiple=True, type=click.Path(), help="Analogy file(s), questions-words format.")
+@click.option("--restrict-vocab", type=int, default=30000, show_default=True,
+              help="Analogies: only questions and candidates among the N most frequent words.")
+@click.option("--method", type=click.Choice(["add", "mul"]), default="add", show_default=True)
+@click.option("--on-malformed", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
+              help="Analogy lines that are not four words: count and skip them, or stop with the line number.")
+@click.option("--sections", is_flag=True, help="Print the accuracy of every analogy section.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def evaluate(vectors, pairs, analogies, restrict_vocab, method, on_malformed, sections, as_json) -> None:
+    """Spearman correlation on word-similarity sets and accuracy on analogy questions."""
+    from lmlab.errors import ConfigError
+    from lmlab.vectors import load_vectors
+
+    if not pairs and not analogies:
+        raise ConfigError("nothing to evaluate: pass --pairs FILE and/or --analogies FILE")
+    kv = load_vectors(vectors)
+    report: dict = {"pairs": {}, "analogies": {}}
+    for path in pairs:
+        report["pairs"][path] = kv.evaluate_word_pairs(path)
+    for path in analogies:
+        report["analogies"][path] = kv.evaluate_analogies(path, restrict_vocab=restrict_vocab or None,
+                                                          method=method, on_malformed=on_malformed)
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+        return
+    for path, r in report["pairs"].items():
+        click.echo(f"{path}: Spearman {r['spearman']:.3f}  Pearson {r['pearson']:.3f}  "
+                   f"({r['evaluated']}/{r['pairs']} pairs, {r['oov']} out of vocabulary)")
+    for path, r in report["analogies"].items():
+        t = r["total"]
+        click.echo(f"{path}: accuracy {100 * t['accuracy']:.1f}% ({t['correct']}/{t['total']}; "
+                   f"semantic {100 * r['semantic']['accuracy']:.1f}%, syntactic {100 * r['syntactic']['accuracy']:.1f}%; "
+                   f"{r['oov']} questions out of vocabulary, {r['malformed']} malformed lines skipped)")
+        if sections:
+            for s in r["sections"]:
+                acc = "-" if s["total"] == 0 else f"{100 * s['accuracy']:.1f}%"
+                click.echo(f"  {s['section']:<28} {acc:>6}  ({s['correct']}/{s['total']})")
+
+
+@embed.command("plot")
+@click.argument("vectors", type=click.Path())
+@click.option("--words", "-w", multiple=True, help="Words to plot (repeatable, or comma-separated).")
+@click.option("--top", type=int, default=0, help="Plot the N most frequent words instead.")
+@click.option("--method", type=click.Choice(["pca", "tsne", "both"]), default="both", show_default=True)
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+def plot(vectors, words, top, method, out) -> None:
+    """2-D PCA and t-SNE projection of some words."""
+    from lmlab.errors import ConfigError
+    from lmlab.vectors import load_vectors, plot_words
+
+    kv = load_vectors(vectors)
+    chosen = [w for item in words for w in item.split(",") if w]
+    if top:
+        chosen += kv.words[:top]
+    if not chosen:
+        raise ConfigError("choose words with --words a,b,c or --top N")
+    plot_words(kv, chosen, out, method=method)
+    click.echo(f"wrote {out} ({len(set(chosen))} words, {method})")
+
+
+@embed.command("convert")
+@click.argument("vectors", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--to", "fmt", type=click.Choice(["native", "word2vec", "word2vec-binary", "glove"]), required=True)
+def convert(vectors, out, fmt) -> None:
+    """Rewrite vectors in another format (native run directory, word2vec text/binary, GloVe text)."""
+    from lmlab.vectors import load_vectors
+
+    kv = load_vectors(vectors)
+    if fmt == "native":
+        kv.save(out, sections={"vectors": {"vocab_size": len(kv), "embed_dim": kv.vector_size, "source": str(vectors)}})
+    elif fmt == "glove":
+        kv.save_glove_format(out)
+    else:
+        kv.save_word2vec_format(out, binary=fmt == "word2vec-binary")
+    click.echo(f"wrote {out} ({len(kv):,} words, {fmt})")

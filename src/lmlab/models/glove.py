@@ -1,0 +1,364 @@
+"""GloVe: global vectors from a weighted least-squares fit of log co-occurrence counts (Pennington et al., 2014).
+
+The driver for the kernels in :mod:`lmlab.models._glove_kernels`:
+
+1. the corpus is encoded once to an on-disk token array (shared with word2vec, :func:`encode_corpus`);
+2. :func:`count_cooccurrences` scans it with a symmetric window and 1/distance weights. Pairs among the
+   ``dense_words`` most frequent words go to a dense block; all other pairs go to a bounded buffer that is
+   aggregated and spilled to sorted run files on disk. The runs are merged by key range, so memory is bounded
+   by ``memory_mb`` whatever the corpus size - a dense V x V matrix is never built;
+3. the merged non-zero entries are shuffled on disk (random scatter into buckets, then an in-memory shuffle of
+   each bucket) into ``cooc.bin``;
+4. :class:`GloVe` ``.fit`` runs AdaGrad over the shuffled entries, block by block, Hogwild over threads.
+
+The vectors returned are ``W + W~`` (or ``W`` alone with ``keep="w"``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lmlab.errors import ConfigError, TrainingError
+from lmlab.models.word2vec import EncodedCorpus, EpochStats, encode_corpus
+
+__all__ = ["CooccurrenceMatrix", "GloVe", "GloVeConfig", "count_cooccurrences", "glove_loss"]
+
+MODEL_TYPE = "glove"
+COOC_DTYPE = np.dtype([("i", "<i4"), ("j", "<i4"), ("x", "<f4")])
+
+
+@dataclass
+class GloVeConfig:
+    """Every knob of GloVe. Defaults follow the paper and the reference code (x_max 100, alpha 0.75, lr 0.05)."""
+
+    embed_dim: int = 100
+    #: symmetric context window; a pair at distance d adds 1/d
+    window: int = 10
+    min_count: int = 5
+    max_vocab: int = 0
+    epochs: int = 25
+    lr: float = 0.05
+    x_max: float = 100.0
+    alpha: float = 0.75
+    #: "w+wt": the sum of word and context vectors (the paper's choice); "w": word vectors only
+    keep: Literal["w+wt", "w"] = "w+wt"
+    threads: int = 0
+    seed: int = 1
+    #: memory for counting, merging and shuffling (the weight matrices come on top)
+    memory_mb: int = 512
+    #: pairs among this many most frequent words are counted in a dense block (0: choose from memory_mb)
+    dense_words: int = 0
+    #: non-zero entries per training block (each block is shuffled again every epoch)
+    block_entries: int = 1 << 21
+    max_sentence_length: int = 10000
+    lowercase: bool = True
+    tokenizer: Literal["words", "whitespace"] = "words"
+    break_on: Literal["line", "paragraph"] = "line"
+    text_field: str = "text"
+    encoding: str = "utf-8"
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("embed_dim", "window", "epochs", "min_count", "memory_mb", "block_entries",
+                     "max_sentence_length"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_vocab", "threads", "dense_words"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "x_max", "alpha"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def num_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+
+def glove_loss(x: np.ndarray, w: np.ndarray, wt: np.ndarray, b: np.ndarray, bt: np.ndarray,
+               x_max: float = 100.0, alpha: float = 0.75) -> float:
+    """The GloVe objective on a dense co-occurrence matrix ``x`` (zeros are skipped), in float64:
+    ``J = 1/2 sum_{ij: x_ij > 0} f(x_ij) (w_i . wt_j + b_i + bt_j - log x_ij)^2``."""
+    i, j = np.nonzero(x)
+    xij = x[i, j].astype(np.float64)
+    diff = (w[i].astype(np.float64) * wt[j]).sum(1) + b[i] + bt[j] - np.log(xij)
+    fx = np.minimum(1.0, (xij / x_max) ** alpha)
+    return float(0.5 * (fx * diff * diff).sum())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Counting
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CooccurrenceMatrix:
+    """Shuffled non-zero co-occurrence entries on disk (``cooc.bin``, records of i:int32, j:int32, x:float32)."""
+
+    path: Path
+    vocab_size: int
+    nnz: int
+    seconds: float = 0.0
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        with open(self.path, "rb") as fh:
+            fh.seek(start * COOC_DTYPE.itemsize)
+            return np.fromfile(fh, dtype=COOC_DTYPE, count=count)
+
+    def to_dense(self) -> np.ndarray:
+        """The full V x V matrix (small vocabularies only: tests and inspection)."""
+        if self.vocab_size > 20000:
+            raise ConfigError(f"to_dense() on a {self.vocab_size}-word vocabulary would need too much memory")
+        out = np.zeros((self.vocab_size, self.vocab_size), dtype=np.float64)
+        data = self.read(0, self.nnz)
+        np.add.at(out, (data["i"], data["j"]), data["x"].astype(np.float64))
+        return out
+
+
+def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, memory_mb: int = 512,
+                        dense_words: int = 0, seed: int = 1,
+                        log: Callable[[str], None] | None = None) -> CooccurrenceMatrix:
+    """Count co-occurrences of ``enc`` within ``memory_mb`` and write them, shuffled, to ``workdir/cooc.bin``."""
+    from lmlab.models import _glove_kernels as K
+
+    t0 = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    vocab_size = len(enc.words)
+    budget = memory_mb * (1 << 20)
+    if dense_words <= 0:
+        dense_words = int(np.sqrt(budget / 4 / 8))  # a quarter of the budget for the float64 dense block
+    dense_k = min(dense_words, vocab_size)
+    dense = np.zeros((dense_k, dense_k), dtype=np.float64)
+    buf_cap = max(1 << 16, (budget // 4) // 12)  # int64 key + float32 weight
+    buf_keys = np.empty(buf_cap, dtype=np.int64)
+    buf_vals = np.empty(buf_cap, dtype=np.float32)
+    runs: list[tuple[Path, Path, int]] = []
+
+    def spill(n: int) -> None:
+        keys, vals = K.aggregate_sorted(buf_keys[:n], buf_vals[:n])
+        kp = workdir / f"run{len(runs):04d}.keys"
+        vp = workdir / f"run{len(runs):04d}.vals"
+        keys.tofile(kp)
+        vals.astype(np.float32).tofile(vp)
+        runs.append((kp, vp, len(keys)))
+
+    buf_len = 0
+    for chunk in enc.iter_chunks(1 << 22):
+        pos = 0
+        while pos < len(chunk):
+            pos, buf_len = K.count_cooccurrences(chunk, pos, window, vocab_size, dense, dense_k,
+                                                 buf_keys, buf_vals, buf_len)
+            if pos < len(chunk):
+                spill(buf_len)
+                buf_len = 0
+    if buf_len:
+        spill(buf_len)
+    del buf_keys, buf_vals
+    # merge the sorted runs by key range and scatter the result at random into shuffle buckets
+    total_upper = sum(n for _, _, n in runs) + int(np.count_nonzero(dense))
+    num_buckets = max(1, int(np.ceil(total_upper * 16 / (budget / 2))))
+    rng = np.random.default_rng(seed)
+    bucket_paths = [workdir / f"bucket{b:04d}.bin" for b in range(num_buckets)]
+    bucket_files = [open(p, "wb") for p in bucket_paths]
+    nnz = 0
+
+    def scatter(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
+        nonlocal nnz
+        rec = np.empty(len(rows), dtype=COOC_DTYPE)
+        rec["i"], rec["j"], rec["x"] = rows, cols, vals
+        which = rng.integers(0, num_buckets, size=len(rec))
+        order = np.argsort(which, kind="stable")
+        rec, which = rec[order], which[order]
+        edges = np.searchsorted(which, np.arange(num_buckets + 1))
+        for b in range(num_buckets):
+            if edges[b + 1] > edges[b]:
+                rec[edges[b] : edges[b + 1]].tofile(bucket_files[b])
+        nnz += len(rec)
+
+    try:
+        di, dj = np.nonzero(dense)
+        if len(di):
+            scatter(di.astype(np.int32), dj.astype(np.int32), dense[di, dj].astype(np.float32))
+        del dense, di, dj
+        if runs:
+            key_maps = [np.memmap(kp, dtype=np.int64, mode="r") if n else np.zeros(0, np.int64)
+                        for kp, _, n in runs]
+            max_key = np.int64(vocab_size) * vocab_size
+            per_range = max(1, int((budget / 2) // 16))
+            num_ranges = max(1, int(np.ceil(sum(n for _, _, n in runs) / per_range)))
+            edges = np.linspace(0, max_key, num_ranges + 1).astype(np.int64)
+            for r in range(num_ranges):
+                lo_key, hi_key = edges[r], edges[r + 1] if r + 1 < num_ranges else max_key + 1
+                parts_k, parts_v = [], []
+                for (kp, vp, n), km in zip(runs, key_maps, strict=True):
+                    if n == 0:
+                        continue
+                    a, b = np.searchsorted(km, [lo_key, hi_key])
+                    if b > a:
+                        parts_k.append(np.array(km[a:b]))
+                        with open(vp, "rb") as fh:
+                            fh.seek(int(a) * 4)
+                            parts_v.append(np.fromfile(fh, dtype=np.float32, count=int(b - a)))
+                if not parts_k:
+                    continue
+                keys, vals = K.aggregate_sorted(np.concatenate(parts_k), np.concatenate(parts_v))
+                scatter((keys // vocab_size).astype(np.int32), (keys % vocab_size).astype(np.int32),
+                        vals.astype(np.float32))
+            del key_maps
+    finally:
+        for fh in bucket_files:
+            fh.close()
+        for kp, vp, _ in runs:
+            kp.unlink(missing_ok=True)
+            vp.unlink(missing_ok=True)
+    out = workdir / "cooc.bin"
+    with open(out, "wb") as dst:
+        for b, path in enumerate(bucket_paths):
+            rec = np.fromfile(path, dtype=COOC_DTYPE)
+            order = np.arange(len(rec), dtype=np.int64)
+            K.shuffle_in_place(order, np.uint64(seed * 1_000_003 + b))
+            rec[order].tofile(dst)
+            path.unlink()
+    seconds = time.perf_counter() - t0
+    if log:
+        log(f"counted {nnz:,} non-zero co-occurrences (window {window}, {len(runs)} spills) in {seconds:.1f}s")
+    return CooccurrenceMatrix(out, vocab_size, nnz, seconds)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------
+
+
+class GloVe:
+    """GloVe trainer. ``GloVe(config)`` constructs; ``fit(corpus)`` counts and trains; ``wv`` is the result.
+
+    ``history`` holds one :class:`~lmlab.models.word2vec.EpochStats` per epoch whose ``loss`` is the mean of
+    ``f(x) (w.wt + b + bt - log x)^2 / 2`` over the non-zero entries (measured before each entry's step).
+    """
+
+    def __init__(self, config: GloVeConfig | None = None):
+        self.config = config or GloVeConfig()
+        self.config.validate()
+        self.wv = None
+        self.history: list[EpochStats] = []
+        self.timings: dict[str, float] = {}
+        self.corpus_info: dict = {}
+        self.w = self.wt = self.b = self.bt = None
+
+    def fit(self, corpus: Any, workdir: str | Path | None = None, log: Callable[[str], None] | None = None,
+            on_epoch: Callable[[EpochStats], None] | None = None) -> GloVe:
+        cfg = self.config
+        tmp = None
+        if workdir is None:
+            tmp = tempfile.mkdtemp(prefix="lmlab-glove-")
+            workdir = tmp
+        try:
+            t0 = time.perf_counter()
+            enc = encode_corpus(corpus, cfg, workdir, cfg.min_count, cfg.max_vocab, log=log)
+            self.timings["encode_s"] = time.perf_counter() - t0
+            cooc = count_cooccurrences(enc, cfg.window, workdir, cfg.memory_mb, cfg.dense_words, cfg.seed, log=log)
+            enc.path.unlink(missing_ok=True)
+            self.timings["count_s"] = cooc.seconds
+            self.corpus_info = {"num_tokens": enc.num_tokens, "num_raw_tokens": enc.num_raw_tokens,
+                                "vocab_size": len(enc.words), "nnz": cooc.nnz}
+            t1 = time.perf_counter()
+            self.train_cooccurrences(cooc, enc.words, enc.counts, log=log, on_epoch=on_epoch)
+            self.timings["train_s"] = time.perf_counter() - t1
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                for name in ("cooc.bin", "tokens.int32"):
+                    (Path(workdir) / name).unlink(missing_ok=True)
+        return self
+
+    def init_params(self, vocab_size: int) -> None:
+        dim = self.config.embed_dim
+        rng = np.random.default_rng(self.config.seed)
+        self.w = ((rng.random((vocab_size, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+        self.wt = ((rng.random((vocab_size, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+        self.b = ((rng.random(vocab_size, dtype=np.float32) - 0.5) / dim).astype(np.float32)
+        self.bt = ((rng.random(vocab_size, dtype=np.float32) - 0.5) / dim).astype(np.float32)
+        self.gw = np.ones((vocab_size, dim), dtype=np.float32)
+        self.gwt = np.ones((vocab_size, dim), dtype=np.float32)
+        self.gb = np.ones(vocab_size, dtype=np.float32)
+        self.gbt = np.ones(vocab_size, dtype=np.float32)
+
+    def step(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, threads: int = 1) -> float:
+        """One AdaGrad step per entry, in order (Hogwild when threads > 1); returns the summed loss."""
+        import numba
+
+        from lmlab.models import _glove_kernels as K
+
+        cfg = self.config
+        n = len(rows)
+        parts = max(1, min(threads, n))
+        numba.set_num_threads(max(1, min(parts, numba.config.NUMBA_NUM_THREADS)))
+        bounds = np.linspace(0, n, parts + 1).astype(np.int64)
+        out = np.zeros(parts, dtype=np.float64)
+        K.glove_block(np.ascontiguousarray(rows, np.int32), np.ascontiguousarray(cols, np.int32),
+                      np.ascontiguousarray(vals, np.float32), bounds, self.w, self.wt, self.b, self.bt,
+                      self.gw, self.gwt, self.gb, self.gbt, np.float32(cfg.x_max), np.float32(cfg.alpha),
+                      np.float32(cfg.lr), out)
+        return float(out.sum())
+
+    def train_cooccurrences(self, cooc: CooccurrenceMatrix, words: list[str], counts: np.ndarray | None = None,
+                            log: Callable[[str], None] | None = None,
+                            on_epoch: Callable[[EpochStats], None] | None = None) -> GloVe:
+        from lmlab.models import _glove_kernels as K
+        from lmlab.vectors import KeyedVectors
+
+        cfg = self.config
+        self.init_params(cooc.vocab_size)
+        threads = cfg.num_threads
+        block = cfg.block_entries
+        num_blocks = max(1, -(-cooc.nnz // block))
+        rng = np.random.default_rng(cfg.seed)
+        self.history = []
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            total = 0.0
+            for bi in rng.permutation(num_blocks):
+                rec = cooc.read(int(bi) * block, block)
+                order = np.arange(len(rec), dtype=np.int64)
+                K.shuffle_in_place(order, np.uint64(cfg.seed * 7919 + epoch * 104729 + int(bi)))
+                rec = rec[order]
+                total += self.step(rec["i"], rec["j"], rec["x"], threads)
+            seconds = time.perf_counter() - t0
+            stats = EpochStats(epoch=epoch + 1, loss=total / max(cooc.nnz, 1), lr=cfg.lr, words=cooc.nnz,
+                               seconds=seconds, words_per_s=cooc.nnz / max(seconds, 1e-9), examples=cooc.nnz)
+            if not np.isfinite(stats.loss):
+                raise TrainingError(f"epoch {epoch + 1}: the GloVe loss is {stats.loss}; lower lr (now {cfg.lr})")
+            self.history.append(stats)
+            if log:
+                log(f"epoch {stats.epoch}/{cfg.epochs}  loss {stats.loss:.4f}  "
+                    f"{stats.words_per_s / 1e6:.2f}M entries/s")
+            if on_epoch:
+                on_epoch(stats)
+        vectors = self.w + self.wt if cfg.keep == "w+wt" else self.w.copy()
+        self.wv = KeyedVectors(words, vectors, counts=counts)
+        return self
+
+    def save(self, run_dir: str | Path) -> Path:
+        if self.wv is None:
+            raise ConfigError("nothing to save: call fit() first")
+        from lmlab.config import config_to_dict
+
+        metrics = [h.as_dict() for h in self.history]
+        return self.wv.save(run_dir, model_type=MODEL_TYPE,
+                            sections={"model": config_to_dict(self.config), "corpus": self.corpus_info,
+                                      "timings": self.timings, "history": metrics},
+                            metrics=metrics)
