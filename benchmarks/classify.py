@@ -45,7 +45,7 @@ def _sample(examples, limit: int | None, seed: int = 0):
     return rng.sample(examples, limit)
 
 
-def bench_seed(train, test, epochs: int, threads: int) -> dict:
+def bench_seed(train, test, epochs: int, threads: int, impls: set[str]) -> dict:
     """lmlab seed-lstm vs Keras on identical integer sequences."""
     import numpy as np
     import torch
@@ -64,7 +64,25 @@ def bench_seed(train, test, epochs: int, threads: int) -> dict:
     te = ClassifyDataset.build(test, encoder, labels)
     run.model.vocab_size, run.model.num_classes = encoder.vocab_size, len(labels)
 
-    out: dict = {}
+    out: dict = {"epochs": epochs}
+    if "lmlab" in impls:
+        out["lmlab"] = _seed_lmlab(run, tr, te, labels)
+    if "keras" in impls:
+        out["keras"] = _seed_keras(tr, te, labels, epochs)
+    if "lmlab" in out and "keras" in out:
+        out["time_ratio_lmlab_over_keras"] = out["lmlab"]["train_s"] / out["keras"]["train_s"]
+    return out
+
+
+def _seed_lmlab(run, tr, te, labels) -> dict:
+    import torch
+
+    from lmlab.data.classification import collate
+    from lmlab.data.loader import EpochLoader
+    from lmlab.metrics import classification_report
+    from lmlab.models.classifier import TextClassifier
+    from lmlab.trainer import Trainer, seed_everything
+
     seed_everything(0)
     model = TextClassifier(run.model)
     t0 = time.perf_counter()
@@ -76,9 +94,14 @@ def bench_seed(train, test, epochs: int, threads: int) -> dict:
         for start in range(0, len(te), 256):
             b = collate([te[i] for i in range(start, min(len(te), start + 256))])
             preds += model.probabilities(b.ids, b.lengths).argmax(-1).tolist()
-    out["lmlab"] = {"accuracy": classification_report(te.labels, preds, labels)["accuracy"], "train_s": lm_time}
+    return {"accuracy": classification_report(te.labels, preds, labels)["accuracy"], "train_s": lm_time, "torch_threads": torch.get_num_threads()}
 
+
+def _seed_keras(tr, te, labels, epochs: int) -> dict:
     import keras
+    import numpy as np
+
+    from lmlab.metrics import classification_report
 
     keras.utils.set_random_seed(0)
     x_tr = np.array(tr.ids, dtype="int32")
@@ -100,16 +123,13 @@ def bench_seed(train, test, epochs: int, threads: int) -> dict:
     km.fit(x_tr, y_tr, epochs=epochs, batch_size=32, verbose=0)
     k_time = time.perf_counter() - t0
     k_pred = (km.predict(x_te, batch_size=256, verbose=0)[:, 0] > 0.5).astype(int).tolist()
-    out["keras"] = {
+    return {
         "accuracy": classification_report(te.labels, k_pred, labels)["accuracy"],
         "train_s": k_time,
         "parameters": params,
         "version": keras.__version__,
         "backend": keras.backend.backend(),
     }
-    out["time_ratio_lmlab_over_keras"] = lm_time / k_time
-    out["epochs"] = epochs
-    return out
 
 
 def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path) -> dict:
@@ -164,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="seed,bilstm,cv")
     ap.add_argument("--limit", type=int, default=0, help="Use only N train and N test reviews (0: all 25k/25k).")
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seed-impls", default="lmlab,keras", help="Which implementations part (a) trains.")
+    ap.add_argument("--merge", nargs="+", default=None, help="Merge partial result files into --out and print.")
     ap.add_argument("--bilstm-budget-s", type=float, default=1200)
     ap.add_argument("--cv-budget-s", type=float, default=120, help="Training budget per fold.")
     ap.add_argument("--folds", type=int, default=10)
@@ -171,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench-classify"))
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     parts = set(args.parts.split(","))
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         result["data"]["imdb_train"], result["data"]["imdb_test"] = len(train), len(test)
     if "seed" in parts:
         print("(a) seed-lstm: lmlab vs Keras on IMDb ...", flush=True)
-        result["seed_lstm_imdb"] = bench_seed(train, test, args.epochs, args.threads)
+        result["seed_lstm_imdb"] = bench_seed(train, test, args.epochs, args.threads, set(args.seed_impls.split(",")))
     if "bilstm" in parts:
         print("(b) bilstm on IMDb ...", flush=True)
         result["bilstm_imdb"] = bench_bilstm(train, test, args.bilstm_budget_s, args.threads, workdir)
@@ -204,13 +228,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def merge(paths: list[str], out: str) -> int:
+    """Combine partial runs (e.g. lmlab and Keras trained at the same time on separate cores) into one file."""
+    merged: dict = {}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key].update(value)
+            else:
+                merged.setdefault(key, value)
+    seed = merged.get("seed_lstm_imdb", {})
+    if "lmlab" in seed and "keras" in seed:
+        seed["time_ratio_lmlab_over_keras"] = seed["lmlab"]["train_s"] / seed["keras"]["train_s"]
+    merged["merged_from"] = paths
+    Path(out).write_text(json.dumps(merged, indent=2) + "\n")
+    print_table(merged)
+    return 0
+
+
 def print_table(r: dict) -> None:
     print("\n| model | data | accuracy | train time (s) |")
     print("|---|---|---:|---:|")
     s = r.get("seed_lstm_imdb")
-    if s:
+    if s and "lmlab" in s:
         print(f"| lmlab seed-lstm | IMDb | {s['lmlab']['accuracy']:.4f} | {s['lmlab']['train_s']:.0f} |")
+    if s and "keras" in s:
         print(f"| Keras {s['keras']['version']} ({s['keras']['backend']}) same model | IMDb | {s['keras']['accuracy']:.4f} | {s['keras']['train_s']:.0f} |")
+    if s and "time_ratio_lmlab_over_keras" in s:
         print(f"| time ratio lmlab / Keras | | | {s['time_ratio_lmlab_over_keras']:.2f} |")
     b = r.get("bilstm_imdb")
     if b:

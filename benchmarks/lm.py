@@ -45,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("LMLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 SPLIT_FILE = REPO / "benchmarks" / "data" / "gutenberg-ptb-split.json"
 RESULTS = REPO / "benchmarks" / "results" / "lm.json"
 WORK = REPO / "runs" / "bench" / "lm"

@@ -10,6 +10,7 @@ Three checks over ``docs/**/*.md``:
    A trailing ``\\`` continues a command on the next line. ``lmlab`` means this interpreter's ``python -m lmlab``.
    Only ``lmlab`` commands are run; a block preceded by ``<!-- docs-test: skip REASON -->`` (for a command that
    cannot finish, such as ``lmlab serve``) is reported as skipped with its reason, never dropped silently.
+   ``docs/_tools/doccommands.py PAGE`` reruns a page's examples and pastes their real output under them.
 3. ``mkdocs build --strict`` succeeds (missing pages, broken links or anchors, pages left out of the nav and
    mkdocstrings problems are all errors).
 """
@@ -18,27 +19,32 @@ from __future__ import annotations
 
 import ast
 import importlib
-import os
 import re
-import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = REPO_ROOT / "docs"
-COMMAND_TIMEOUT_S = float(os.environ.get("LMLAB_DOCS_COMMAND_TIMEOUT", "120"))
+sys.path.insert(0, str(DOCS / "_tools"))
+try:
+    import doccommands
+    import import_tour_report
+finally:
+    sys.path.pop(0)
+from doccommands import Command, PageCommands, command_env, page_commands, run_command  # noqa: E402
+
+COMMAND_TIMEOUT_S = doccommands.DEFAULT_TIMEOUT_S
 TABLE_HEADER = ["Equation", "Code", "Test"]
 # Family pages that must carry an equation table (when they exist).
 EQUATION_PAGES = ("word2vec", "glove", "rnn", "language-models", "classification", "seq2seq", "seqgan", "gpt")
 
 CODE_REF = re.compile(r"`([A-Za-z_][\w.]*):([A-Za-z_][\w.]*)`")
 TEST_REF = re.compile(r"`(tests/[\w./-]+\.py)::([\w:]+)(?:\[[^\]`]*\])?`")
-FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)$")
-SKIP_MARK = re.compile(r"<!--\s*docs-test:\s*skip\b\s*(?P<reason>.*?)\s*-->")
+FENCE_OPEN = doccommands.FENCE_OPEN
 
 
 def doc_pages() -> list[Path]:
@@ -55,64 +61,10 @@ def rel(path: Path) -> str:
 
 
 @dataclass
-class Block:
-    """A fenced code block: its info string, first content line number (1-based) and content lines."""
-
-    info: str
-    line: int
-    lines: list[str]
-    skip_reason: str | None = None
-
-
-@dataclass
 class TableRow:
     page: Path
     line: int
     cells: list[str]
-
-
-@dataclass
-class Command:
-    page: Path
-    line: int
-    text: str
-    skip_reason: str | None = None
-
-
-@dataclass
-class PageCommands:
-    page: Path
-    commands: list[Command] = field(default_factory=list)
-
-
-def fenced_blocks(text: str) -> list[Block]:
-    """Fenced blocks, with indentation (lists, admonitions) removed; a skip marker just above a fence applies to it."""
-    lines = text.splitlines()
-    blocks: list[Block] = []
-    i = 0
-    pending_skip: str | None = None
-    while i < len(lines):
-        m = FENCE_OPEN.match(lines[i])
-        if not m:
-            mark = SKIP_MARK.search(lines[i])
-            if mark:
-                pending_skip = mark.group("reason") or "no reason given"
-            elif lines[i].strip():
-                pending_skip = None
-            i += 1
-            continue
-        indent, fence, info = m.group("indent"), m.group("fence"), m.group("info").strip()
-        close = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
-        body: list[str] = []
-        j = i + 1
-        while j < len(lines) and not close.match(lines[j]):
-            line = lines[j]
-            body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
-            j += 1
-        blocks.append(Block(info=info, line=i + 2, lines=body, skip_reason=pending_skip))
-        pending_skip = None
-        i = j + 1
-    return blocks
 
 
 def _outside_fences(text: str) -> list[tuple[int, str]]:
@@ -158,38 +110,6 @@ def equation_rows(page: Path) -> tuple[int, list[TableRow]]:
             continue
         k += 1
     return tables, rows
-
-
-def page_commands(page: Path) -> PageCommands:
-    """The ``$ ...`` command lines of the console blocks of a page, continuation lines joined."""
-    result = PageCommands(page)
-    for block in fenced_blocks(page.read_text(encoding="utf-8")):
-        if block.info.split()[:1] != ["console"] and not block.info.startswith("console"):
-            continue
-        k = 0
-        while k < len(block.lines):
-            line = block.lines[k]
-            if not line.startswith("$ "):
-                k += 1
-                continue
-            start = block.line + k
-            text = line[2:].rstrip()
-            while text.endswith("\\") and k + 1 < len(block.lines):
-                k += 1
-                nxt = block.lines[k]
-                nxt = nxt[2:] if nxt.startswith("> ") else nxt
-                text = text[:-1].rstrip() + " " + nxt.strip()
-            result.commands.append(Command(page, start, text, block.skip_reason))
-            k += 1
-    return result
-
-
-def is_lmlab(command: str) -> bool:
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return command.split()[:1] == ["lmlab"]
-    return words[:1] == ["lmlab"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -272,8 +192,8 @@ def test_table_parser_on_a_sample(tmp_path: Path) -> None:
 # 2. Every `$ lmlab ...` line of every console block runs
 # --------------------------------------------------------------------------------------------------------------
 
-PAGES_WITH_COMMANDS = [pc for pc in map(page_commands, doc_pages()) if any(is_lmlab(c.text) for c in pc.commands)]
-SKIPPED = [c for pc in PAGES_WITH_COMMANDS for c in pc.commands if c.skip_reason and is_lmlab(c.text)]
+PAGES_WITH_COMMANDS = [pc for pc in map(page_commands, doc_pages()) if any(c.is_lmlab for c in pc.commands)]
+SKIPPED = [c for pc in PAGES_WITH_COMMANDS for c in pc.commands if c.skip_reason and c.is_lmlab]
 
 
 def test_console_parser_on_a_sample(tmp_path: Path) -> None:
@@ -291,28 +211,7 @@ def test_console_parser_on_a_sample(tmp_path: Path) -> None:
         (13, "echo hi", None),
         (19, "lmlab serve runs/x", "starts a server that does not exit"),
     ]
-    assert [is_lmlab(c.text) for c in cmds] == [True, True, False, True]
-
-
-def _command_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(MPLBACKEND="Agg", TQDM_DISABLE="1", NO_COLOR="1", PYTHONUNBUFFERED="1", NO_MKDOCS_2_WARNING="1")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return env
-
-
-def run_command(command: Command) -> subprocess.CompletedProcess:
-    # `lmlab` is this interpreter's `python -m lmlab`, whatever is on PATH; pipes and quotes work as in a shell.
-    script = f'set -o pipefail\nlmlab() {{ {shlex.quote(sys.executable)} -m lmlab "$@"; }}\n{command.text}\n'
-    return subprocess.run(
-        ["bash", "-c", script],
-        cwd=REPO_ROOT,
-        env=_command_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-    )
+    assert [c.is_lmlab for c in cmds] == [True, True, False, True]
 
 
 def test_run_command_reports_exit_status(tmp_path: Path) -> None:
@@ -322,21 +221,35 @@ def test_run_command_reports_exit_status(tmp_path: Path) -> None:
     assert bad.returncode != 0
 
 
+def test_refresh_pastes_real_output(tmp_path: Path) -> None:
+    page = tmp_path / "x.md"
+    page.write_text(
+        "- item\n\n    ```console\n    $ lmlab --version\n    stale output\n    more stale\n    $ echo not run\n"
+        "    kept\n    ```\n",
+        encoding="utf-8",
+    )
+    assert doccommands.refresh(page, log=lambda msg: None) == 0
+    version = run_command(Command(page, 1, "lmlab --version")).stdout.strip()
+    assert page.read_text(encoding="utf-8") == (
+        f"- item\n\n    ```console\n    $ lmlab --version\n    {version}\n    $ echo not run\n    kept\n    ```\n"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=[rel(pc.page) for pc in PAGES_WITH_COMMANDS])
 def test_console_commands_run(page: PageCommands) -> None:
     ran = 0
     for command in page.commands:
-        if not is_lmlab(command.text) or command.skip_reason:
+        if not command.is_lmlab or command.skip_reason:
             continue
         where = f"{rel(command.page)}:{command.line}"
         try:
             proc = run_command(command)
         except subprocess.TimeoutExpired:
             pytest.fail(f"{where}: `$ {command.text}` did not finish within {COMMAND_TIMEOUT_S:.0f} s")
-        output = (proc.stdout + proc.stderr)[-3000:]
+        output = proc.stdout[-3000:]
         assert proc.returncode == 0, f"{where}: `$ {command.text}` exited with {proc.returncode}:\n{output}"
-        assert "Traceback (most recent call last)" not in proc.stderr, f"{where}: `$ {command.text}` printed a traceback:\n{output}"
+        assert "Traceback (most recent call last)" not in proc.stdout, f"{where}: `$ {command.text}` printed a traceback:\n{output}"
         ran += 1
     assert ran, f"{rel(page.page)}: every lmlab command is marked skip"
 
@@ -359,7 +272,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         # no --quiet: it hides warnings from --strict's count, and the build would pass with broken links
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
         cwd=REPO_ROOT,
-        env=_command_env(),
+        env=command_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -373,11 +286,7 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 
 def test_tour_report_import(tmp_path: Path) -> None:
     """docs/_tools/import_tour_report.py copies a report and its images and keeps the page header."""
-    sys.path.insert(0, str(DOCS / "_tools"))
-    try:
-        import import_tour_report as tool
-    finally:
-        sys.path.pop(0)
+    tool = import_tour_report
     report_dir = tmp_path / "tour"
     (report_dir / "img").mkdir(parents=True)
     (report_dir / "img" / "curve.png").write_bytes(b"\x89PNG fake")

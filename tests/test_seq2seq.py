@@ -382,3 +382,15 @@ def test_greedy_scores_match_log_probabilities(half_trained, codecs, tatoeba_pai
         logp = F.log_softmax(half_trained.model(batch), -1)
     manual = logp.gather(-1, batch.tgt_out.unsqueeze(-1)).sum().item()
     assert score == pytest.approx(manual, abs=1e-4)
+
+
+def test_sinusoidal_positions_by_hand():
+    import math
+
+    from lmlab.models.seq2seq import sinusoidal_positions
+
+    pe = sinusoidal_positions(50, 8)
+    pos, i = 7, 3  # dimensions 2i and 2i + 1
+    angle = pos / 10000 ** (2 * i / 8)
+    assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)

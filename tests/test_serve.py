@@ -273,7 +273,7 @@ def test_disconnect_while_waiting_for_a_plain_completion_stops_it(serve_runs):  
     while app.state.runtime.snapshot()["active"] and time.monotonic() < deadline:
         time.sleep(0.02)
     stats = app.state.runtime.snapshot()
-    assert stats["cancelled"] == 1 and stats["active"] == 0, stats
+    assert stats["cancelled"] == 1 and stats["active"] == 0, (stats, paced.produced)
     assert paced.closed and paced.produced < 100, paced.produced
 
 

@@ -57,6 +57,9 @@ KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: how often a generation checks that its client is still connected (seconds)
+DISCONNECT_CHECK_S = 0.2
+
 #: a temperature below this is greedy decoding (dividing logits by, say, 1e-300 overflows to inf)
 MIN_TEMPERATURE = 1e-3
 
@@ -548,6 +551,7 @@ class _Generation:
         self.cancel = threading.Event()
         self.stop_reason = "cancelled"  # or "timed_out", set before ``cancel``
         self.pieces = 0
+        self.checked_at = time.monotonic()
 
     def stop(self, reason: str = "cancelled") -> None:
         if not self.cancel.is_set():
@@ -598,16 +602,20 @@ class _Generation:
     async def next(self) -> tuple[str, Any]:
         """The next worker event; ("timeout" | "disconnected", None) when the deadline passes or the client left."""
         while True:
-            remaining = self.deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = self.deadline - now
             if remaining <= 0:
                 self.stop("timed_out")
                 return "timeout", None
-            try:
-                return await asyncio.wait_for(self.queue.get(), min(0.25, remaining))
-            except TimeoutError:
+            if now - self.checked_at >= DISCONNECT_CHECK_S:  # also while tokens keep coming
+                self.checked_at = now
                 if self.cancel.is_set() or await self.request.is_disconnected():
                     self.stop("cancelled")
                     return "disconnected", None
+            try:
+                return await asyncio.wait_for(self.queue.get(), min(DISCONNECT_CHECK_S, remaining))
+            except TimeoutError:
+                continue
 
 
 class _Runtime:

@@ -381,7 +381,7 @@ class KeyedVectors:
         Binary rows are ``word`` + space + D little-endian float32 + newline, as word2vec.c writes them.
         """
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".tmp-{path.name}")
         with _open_write(tmp) as fh:
             fh.write(f"{len(self)} {self.vector_size}\n".encode())
             vecs = self.vectors.astype("<f4")
@@ -402,7 +402,7 @@ class KeyedVectors:
     def save_glove_format(self, path: str | os.PathLike) -> None:
         """Write the GloVe text format: one ``word v1 ... vD`` row per word, no header."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".tmp-{path.name}")
         with _open_write(tmp) as fh:
             self._write_text_rows(fh)
         os.replace(tmp, path)

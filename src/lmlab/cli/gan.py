@@ -23,7 +23,7 @@ def train(data_path, oracle, preset, out, overwrite, resume, overrides) -> None:
     from lmlab.models import textgan as tg
 
     if resume:
-        cfg = tg.saved_run_config(out)
+        cfg = tg.saved_run_config(out, overrides)
     else:
         if bool(data_path) == bool(oracle):
             raise click.UsageError("give exactly one of --data PATH or --oracle")

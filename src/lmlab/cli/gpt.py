@@ -58,13 +58,14 @@ def _exp(x: float) -> float:
 @gpt.command("eval")
 @click.argument("run_dir", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help="Text to evaluate on (file or folder).")
+@click.option("--max-tokens", default=0, show_default=True, type=int, help="Evaluate on the first N tokens only (0: all).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, data, device, as_json) -> None:
+def evaluate(run_dir, data, max_tokens, device, as_json) -> None:
     """Loss (nats/token), perplexity and bits per token of RUN_DIR's model on --data."""
     from lmlab.models.gpt import evaluate_gpt
 
-    result = evaluate_gpt(run_dir, data, device=device)
+    result = evaluate_gpt(run_dir, data, device=device, max_tokens=max_tokens)
     if as_json:
         echo_json(result)
         return

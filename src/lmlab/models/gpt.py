@@ -582,15 +582,18 @@ def evaluate_tokens(model: GPT, tokens: np.ndarray, batch_size: int = 32, max_to
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2), "tokens": count}
 
 
-def evaluate_gpt(run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu") -> dict[str, float]:
-    """Loss (nats/token), perplexity and bits/token of a trained run on a text file (tokenized to a temp file)."""
+def evaluate_gpt(
+    run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu", max_tokens: int = 0
+) -> dict[str, float]:
+    """Loss (nats/token), perplexity and bits/token of a trained run on a text file (tokenized to a temp file),
+    over its first ``max_tokens`` tokens (0: all)."""
     import tempfile
 
     model, codec, run = load_gpt(run_dir, device)
     with tempfile.TemporaryDirectory() as tmp:
         tokens = write_token_file(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin")
         check_block_size(tokens, run.model.block_size, f"evaluation text {data}")
-        result = evaluate_tokens(model, tokens, run.data.eval_batch_size)
+        result = evaluate_tokens(model, tokens, run.data.eval_batch_size, max_tokens)
         del tokens
     return result
 

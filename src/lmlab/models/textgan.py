@@ -1047,7 +1047,16 @@ def resolve_run_config(
     return cfg
 
 
-def saved_run_config(run_dir: str | Path) -> GANRunConfig:
+def saved_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> GANRunConfig:
+    """The config a run was trained with; on resume only ``train.*`` overrides (e.g. max_time_s) may change it."""
+    from lmlab.config import merge, parse_overrides
+
     data = checkpoint.load_config(run_dir, MODEL_TYPE)
     sections = {k: data[k] for k in ("source", "model", "gan", "train", "data", "oracle") if k in data}
-    return config_from_dict(GANRunConfig, sections, f"{run_dir}/config.json")
+    extra = parse_overrides(list(overrides))
+    if set(extra) - {"train"}:
+        raise ConfigError(
+            f"--resume continues {run_dir} with its saved config; only train.* overrides (e.g. train.max_time_s=0) "
+            f"may change, not {', '.join(sorted(set(extra) - {'train'}))}"
+        )
+    return config_from_dict(GANRunConfig, merge(sections, extra), f"{run_dir}/config.json")

@@ -1,0 +1,125 @@
+"""GloVe: co-occurrence counting against brute force (with spills to disk), the loss and one AdaGrad step
+by hand, neighbours on real text, the W / W + W~ choice and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lmlab.cli import main
+from lmlab.models.glove import GloVe, GloVeConfig, count_cooccurrences, glove_loss
+from lmlab.models.word2vec import Word2VecConfig, encode_corpus, iter_sentences
+
+
+@pytest.fixture(scope="module")
+def shakespeare(shared_data):
+    return shared_data / "tinyshakespeare" / "input.txt.gz"
+
+
+def _brute_force(sentences, index, window, v):
+    x = np.zeros((v, v))
+    for sent in sentences:
+        ids = [index[w] for w in sent if w in index]
+        for p, w in enumerate(ids):
+            for q in range(max(0, p - window), p):
+                x[w, ids[q]] += 1.0 / (p - q)
+                x[ids[q], w] += 1.0 / (p - q)
+    return x
+
+
+def test_counting_matches_brute_force_with_spills_and_merges(shakespeare, tmp_path):
+    lines = []
+    for line in iter_sentences(shakespeare, Word2VecConfig()):
+        lines.append(line)
+        if sum(map(len, lines)) > 25000:
+            break
+    enc = encode_corpus(lines, Word2VecConfig(), tmp_path, min_count=2)
+    index = {w: i for i, w in enumerate(enc.words)}
+    want = _brute_force(lines, index, 5, len(enc.words))
+    # 1 MB: a tiny dense block (10 words), the sparse buffer spills several sorted runs, several merge
+    # ranges and shuffle buckets
+    cooc = count_cooccurrences(enc, 5, tmp_path, memory_mb=1, dense_words=10)
+    assert cooc.nnz == np.count_nonzero(want)
+    np.testing.assert_allclose(cooc.to_dense(), want, rtol=1e-5)
+    # the entries on disk are shuffled, not sorted by row
+    rows = cooc.read(0, 2000)["i"]
+    assert np.count_nonzero(np.diff(rows) < 0) > 500
+    # all in the dense block gives the same matrix
+    other = count_cooccurrences(enc, 5, tmp_path / "b", memory_mb=64)
+    np.testing.assert_allclose(other.to_dense(), want, rtol=1e-5)
+
+
+def test_loss_and_adagrad_step_by_hand():
+    cfg = GloVeConfig(embed_dim=2, lr=0.05, x_max=100.0, alpha=0.75)
+    model = GloVe(cfg)
+    model.init_params(2)
+    model.w[:] = [[0.1, -0.2], [0.3, 0.4]]
+    model.wt[:] = [[0.5, 0.1], [-0.3, 0.2]]
+    model.b[:] = [0.01, -0.02]
+    model.bt[:] = [0.03, 0.04]
+    x = 50.0  # X[0, 1]
+    # by hand: diff = w0.wt1 + b0 + bt1 - log 50 = (-0.03 - 0.04) + 0.01 + 0.04 - 3.912023 = -3.932023
+    diff = (0.1 * -0.3 + -0.2 * 0.2) + 0.01 + 0.04 - math.log(50.0)
+    assert diff == pytest.approx(-3.932023, abs=1e-6)
+    fx = (50.0 / 100.0) ** 0.75  # 0.594604
+    assert fx == pytest.approx(0.594604, abs=1e-6)
+    loss = 0.5 * fx * diff**2  # 0.5 * 0.594604 * 3.932023^2 = 4.596525
+    assert loss == pytest.approx(4.596525, abs=1e-5)
+    dense = np.array([[0.0, x], [0.0, 0.0]])
+    assert glove_loss(dense, model.w, model.wt, model.b, model.bt) == pytest.approx(loss, rel=1e-6)
+    g = fx * diff
+    # gradients of J wrt w0, wt1, b0, bt1 and the first AdaGrad step (G starts at 1)
+    w0 = np.array([0.1, -0.2]) - 0.05 * g * np.array([-0.3, 0.2])
+    wt1 = np.array([-0.3, 0.2]) - 0.05 * g * np.array([0.1, -0.2])
+    got = model.step(np.array([0]), np.array([1]), np.array([x], dtype=np.float32))
+    assert got == pytest.approx(loss, rel=1e-5)
+    np.testing.assert_allclose(model.w[0], w0, rtol=1e-5)
+    np.testing.assert_allclose(model.wt[1], wt1, rtol=1e-5)
+    assert model.b[0] == pytest.approx(0.01 - 0.05 * g, rel=1e-5)
+    assert model.bt[1] == pytest.approx(0.04 - 0.05 * g, rel=1e-5)
+    np.testing.assert_allclose(model.gw[0], 1 + (g * np.array([-0.3, 0.2])) ** 2, rtol=1e-5)
+    assert model.gb[0] == pytest.approx(1 + g * g, rel=1e-5)
+    np.testing.assert_allclose(model.w[1], [0.3, 0.4])  # untouched rows stay
+    # second step: the squared-gradient sums now divide the step
+    diff2 = float(model.w[0] @ model.wt[1] + model.b[0] + model.bt[1] - math.log(x))
+    g2 = fx * diff2
+    gb_before = float(model.gb[0])
+    b_before = float(model.b[0])
+    model.step(np.array([0]), np.array([1]), np.array([x], dtype=np.float32))
+    assert model.b[0] == pytest.approx(b_before - 0.05 * g2 / math.sqrt(gb_before), rel=1e-5)
+    # above x_max the weight is 1
+    big = np.array([[0.0, 500.0], [0.0, 0.0]])
+    d = float(model.w[0] @ model.wt[1] + model.b[0] + model.bt[1] - math.log(500.0))
+    assert glove_loss(big, model.w, model.wt, model.b, model.bt) == pytest.approx(0.5 * d * d, rel=1e-6)
+
+
+def test_glove_on_real_text_finds_neighbours_and_keeps_w_or_w_plus_wt(shakespeare, tmp_path):
+    cfg = GloVeConfig(epochs=8, window=5, min_count=5, threads=2, x_max=10.0, seed=1)
+    model = GloVe(cfg).fit(shakespeare)
+    losses = [h.loss for h in model.history]
+    assert losses[-1] < losses[0]
+    near = {w for w, _ in model.wv.most_similar("thou", topn=10)}
+    assert near & {"thee", "art", "dost", "hast", "wilt", "shalt", "thy"}, near
+    np.testing.assert_allclose(model.wv.vectors, model.w + model.wt)
+    model.save(tmp_path / "run")
+    import lmlab
+
+    assert lmlab.load(tmp_path / "run").words == model.wv.words
+    only_w = GloVe(GloVeConfig(epochs=1, window=5, min_count=5, threads=1, keep="w", seed=1)).fit(shakespeare)
+    np.testing.assert_array_equal(only_w.wv.vectors, only_w.w)
+
+
+def test_glove_cli_and_config_errors(shakespeare, tmp_path, capsys):
+    out = tmp_path / "glove"
+    rc = main(["embed", "train", "--algo", "glove", "--corpus", str(shakespeare), "--out", str(out),
+               "--epochs", "2", "--window", "4", "--threads", "2", "--x-max", "10", "--save-format", "glove"])
+    assert rc == 0, capsys.readouterr().err
+    assert (out / "vectors.glove.txt").is_file()
+    assert main(["embed", "similar", str(out / "vectors.glove.txt"), "king", "-n", "2"]) == 0
+    assert main(["embed", "train", "--algo", "cbow", "--x-max", "10", "--corpus", str(shakespeare),
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "GloVe option" in capsys.readouterr().err
+    with pytest.raises(Exception, match="x_max must be > 0"):
+        GloVe(GloVeConfig(x_max=0))
