@@ -35,7 +35,7 @@ job gpt-a-c 8-11 "$PY" benchmarks/gpt.py --parts a,c --a-parallel --threads 2 --
 job gpt-b 12,13 "$PY" benchmarks/gpt.py --parts b --b-max-time-s "$BUDGET_S" --threads 2 --workdir /tmp/bench-gpt-b --out "$RESULTS/gpt-b.json"
 if command -v nvidia-smi >/dev/null 2>&1; then
   # the GPU jobs: the GPT bf16/compile check, then the GRU + attention model trained on the GPU for the rest
-  job gpu 14,15 bash -c "bash benchmarks/gpu_check.sh; $PY benchmarks/seq2seq.py --runs gru-bahdanau:de-en --device cuda \
+  job gpu 14,15 bash -c "bash benchmarks/gpu_check.sh; $PY benchmarks/seq2seq.py --runs gru-bahdanau:de-en --device cuda --data $S2S_DATA \
       --budget-min $(python3 -c "print(round(max(1.0, ($BUDGET_S - 240) / 60), 1))") --runs-dir /tmp/bench-s2s-gpu --out $RESULTS/seq2seq-gpu.json"
 else
   job seq2seq-gru 14,15 "$PY" benchmarks/seq2seq.py --runs gru-bahdanau:de-en --data "$S2S_DATA" --budget-min "$B_MIN" --threads 2 --runs-dir /tmp/bench-s2s --out "$RESULTS/seq2seq.json"
