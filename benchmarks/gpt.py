@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from lmlab.callbacks import Callback  # noqa: E402
-from lmlab.data.tokens import RandomBlocks, SequentialBlocks, TokenCodec, iter_text, write_token_file  # noqa: E402
+from lmlab.data.tokens import RandomBlocks, TokenCodec, iter_text, write_token_file  # noqa: E402
 from lmlab.models.gpt import GPT, evaluate_tokens, resolve_run_config  # noqa: E402
 from lmlab.schedules import lr_at  # noqa: E402
 from lmlab.trainer import Trainer  # noqa: E402
@@ -347,7 +347,7 @@ def main() -> None:
     result.update(
         {
             "benchmark": "gpt",
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "data": f"tiny Shakespeare ({args.data.name}), characters; train {len(train):,} / val {len(val):,} tokens",
         }
     )

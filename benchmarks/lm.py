@@ -596,6 +596,8 @@ def main() -> None:
         procs = []
         out_dir = WORK / "jobs"
         out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob("job*"):
+            stale.unlink()
         cpu_jobs = [j for j in jobs if not j.startswith("b-gpu")]
         needed = args.cores_per_job * (len(cpu_jobs) + (1 if len(cpu_jobs) < len(jobs) else 0))
         if args.cores_per_job and needed > len(cores):

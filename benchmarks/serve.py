@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classify-share", type=float, default=0.5, help="fraction of requests that classify")
     parser.add_argument("--slow-read-delay", type=float, default=0.05, help="seconds the slow client waits per event")
     parser.add_argument("--slow-max-tokens", type=int, default=400)
-    parser.add_argument("--server-args", default="--max-concurrent-generations 4 --max-concurrent-inference 4",
+    parser.add_argument("--server-args",
+                        default="--max-concurrent-generations 4 --max-concurrent-inference 4 --torch-threads 1",
                         help="extra lmlab serve flags")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-serve")
     parser.add_argument("--rebuild", action="store_true", help="retrain the two models")
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "slow_stream": slow,
         "slow_stream_effect": {"p99_ratio": round(p99_ratio, 3) if p99_ratio else None,
                                "requests_per_s_ratio": round(rps_ratio, 3) if rps_ratio else None},
-        "server_counters_at_end": health["generations"],
+        "server_counters_at_end": {"generations": health["generations"], "batching": health.get("batching")},
         "total_errors": seq["errors"] + conc["errors"] + slowed["errors"] + len(slow["errors"]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -387,7 +387,7 @@ def main() -> None:
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     result = {
         "benchmark": "word2vec",
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/word2vec.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
         "corpus": {"path": str(tokens), "source": str(args.corpus), "words": raw_words, "lines": lines,

@@ -17,7 +17,7 @@ import pytest
 
 #: run-directory base name (= served model name) per family
 NAMES = {"classifier": "sst-tiny", "lm": "shakespeare-lstm", "gpt": "shakespeare-gpt", "translator": "fra-tiny",
-         "vectors": "shakespeare-w2v", "seqgan": "captions-seqgan"}
+         "vectors": "shakespeare-w2v", "glove": "shakespeare-glove", "seqgan": "captions-seqgan"}
 
 TINY_TRAIN = ["train.max_steps=3", "train.epochs=1", "train.progress=false", "train.tensorboard=false",
               "train.log_every=100", "train.eval_every=0", "train.device=cpu", "train.warmup_steps=0",
@@ -44,7 +44,7 @@ def build_classifier(shared_data: Path, out: Path) -> Path:
 
 def _builders() -> dict:
     return {"classifier": build_classifier, "lm": build_lm, "gpt": build_gpt, "translator": build_translator,
-            "vectors": build_vectors, "seqgan": build_seqgan}
+            "vectors": build_vectors, "glove": build_glove, "seqgan": build_seqgan}
 
 
 def build_runs(shared_data: Path, root: Path) -> dict[str, Path]:
@@ -171,4 +171,16 @@ def build_seqgan(shared_data: Path, out: Path) -> Path:
          "train.num_threads=1", "train.device=cpu"],
         source="data", data_path=str(data))
     train(cfg, out, log=_quiet)
+    return out
+
+
+def build_glove(shared_data: Path, out: Path) -> Path:
+    from lmlab.models.glove import GloVe, GloVeConfig
+
+    corpus = out.parent / "shakespeare.txt"
+    with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as src:
+        corpus.write_text(src.read(400_000), encoding="utf-8")
+    glove = GloVe(GloVeConfig(embed_dim=16, epochs=2, min_count=3, threads=1, memory_mb=64))
+    glove.fit(str(corpus), workdir=out.parent / "glove-work", log=_quiet)
+    glove.save(out)
     return out

@@ -25,7 +25,14 @@ from lmlab.data.tokens import (
 )
 from lmlab.errors import CheckpointError, ConfigError, DataError
 from lmlab.generation import SamplingConfig
-from lmlab.models.gpt import GPT, GPTConfig, GPTGenerator, apply_rope, num_parameters_formula, resolve_run_config
+from lmlab.models.gpt import (
+    GPT,
+    GPTConfig,
+    GPTGenerator,
+    apply_rope,
+    num_parameters_formula,
+    resolve_run_config,
+)
 from lmlab.trainer import Trainer
 
 TINY = ["model.num_layers=2", "model.embed_dim=32", "model.num_heads=4", "model.block_size=16", "batch_size=8"]

@@ -394,3 +394,12 @@ def test_sinusoidal_positions_by_hand():
     angle = pos / 10000 ** (2 * i / 8)
     assert pe[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
     assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_tour_stop_runs_scaled_down(tmp_path):
+    from lmlab.tour import run_tour
+
+    out = run_tour(tmp_path, only=["seq2seq"], scale=0.05, log=lambda s: None)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "Translation with attention" in report and "I am a student." in report
+    assert (out / "seq2seq" / "attention-i-am-a-student.png").read_bytes()[:4] == b"\x89PNG"

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lmlab.errors import CheckpointError, ConfigError
-from lmlab.serve import ServeLimits, create_app
+from lmlab.serve import ServeLimits, _analogy_method, create_app
 from serve_fixtures import NAMES, LiveServer, serve_runs  # noqa: F401  (session fixture)
 
 GENERATORS = ("lm", "gpt", "seqgan")
@@ -97,7 +97,7 @@ def test_health_models_and_playground(client, serve_runs):  # noqa: F811
     assert listing["object"] == "list"
     cards = {card["id"]: card for card in listing["data"]}
     expected_kind = {"classifier": "classifier", "lm": "generator", "gpt": "generator", "seqgan": "generator",
-                     "translator": "translator", "vectors": "vectors"}
+                     "translator": "translator", "vectors": "vectors", "glove": "vectors"}
     for family in serve_runs:
         card = cards[NAMES[family]]
         assert card["kind"] == expected_kind[family]
@@ -404,11 +404,12 @@ def test_translate_matches_the_pipeline(client, app, serve_runs):  # noqa: F811
     assert bad.status_code == 422 and "n_best" in bad.json()["error"]["message"]
 
 
-def test_embeddings_similar_and_analogy_match_the_vectors(client, app, serve_runs):  # noqa: F811
-    if "vectors" not in serve_runs:
-        pytest.fail("no vectors run directory was built")
-    name = NAMES["vectors"]
-    kv = pipeline(app, "vectors")
+@pytest.mark.parametrize("family", ["vectors", "glove"])
+def test_embeddings_similar_and_analogy_match_the_vectors(client, app, serve_runs, family):  # noqa: F811
+    if family not in serve_runs:
+        pytest.fail(f"no {family} run directory was built")
+    name = NAMES[family]
+    kv = pipeline(app, family)
     reply = client.post("/v1/embeddings/similar", json={"model": name, "positive": ["king"], "topn": 5})
     assert reply.status_code == 200, reply.text
     got = [(r["word"], r["score"]) for r in reply.json()["results"]]
@@ -419,12 +420,85 @@ def test_embeddings_similar_and_analogy_match_the_vectors(client, app, serve_run
                                                         "topn": 3})
     assert reply.status_code == 200, reply.text
     assert [r["word"] for r in reply.json()["results"]] == [w for w, _ in kv.analogy("man", "king", "woman", topn=3)]
+    mul = client.post("/v1/embeddings/analogy", json={"model": name, "a": "man", "b": "king", "c": "woman",
+                                                      "topn": 3, "method": "3cosmul"})
+    assert mul.status_code == 200, mul.text
+    want = kv.analogy("man", "king", "woman", topn=3, method=_analogy_method(kv, "3cosmul"))
+    assert [(r["word"], r["score"]) for r in mul.json()["results"]] == [(w, pytest.approx(x)) for w, x in want]
+    both = client.post("/v1/embeddings/similar", json={"model": name, "positive": ["king", "woman"],
+                                                       "negative": ["man"], "topn": 4}).json()["results"]
+    assert [r["word"] for r in both] == [w for w, _ in kv.most_similar(["king", "woman"], negative=["man"], topn=4)]
     oov = client.post("/v1/embeddings/similar", json={"model": name, "positive": ["kingg"]})
     assert oov.status_code == 422
     message = oov.json()["error"]["message"]
     assert "kingg" in message and "king" in message.replace("kingg", "")  # suggests the closest spelling
     oov = client.post("/v1/embeddings/analogy", json={"model": name, "a": "man", "b": "kingg", "c": "woman"})
     assert oov.status_code == 422 and "kingg" in oov.json()["error"]["message"]
+
+
+class Counted:
+    """A real classifier or translator that records the number of texts of each call and holds its slot for
+    ``delay`` seconds, so that concurrent requests pile up behind it."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner, self.delay, self.calls = inner, delay, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict(self, texts):
+        self.calls.append(len(texts))
+        time.sleep(self.delay)
+        return self.inner.predict(texts)
+
+    def translate(self, texts, beam_size=5, max_len=None, n_best=1, on_long=None):
+        self.calls.append(len(texts))
+        time.sleep(self.delay)
+        return self.inner.translate(texts, beam_size=beam_size, max_len=max_len, n_best=n_best, on_long=on_long)
+
+
+def _post_concurrently(app, path: str, bodies: list[dict]) -> list[httpx.Response]:
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve.test", timeout=60) as http:
+            return await asyncio.gather(*(http.post(path, json=body) for body in bodies))
+
+    return asyncio.run(go())
+
+
+def test_concurrent_classify_requests_are_batched_into_fewer_calls(serve_runs):  # noqa: F811
+    app = create_app([serve_runs["classifier"]], limits=ServeLimits(max_concurrent_inference=1))
+    served = app.state.models[NAMES["classifier"]]
+    inner = served.pipeline
+    served.pipeline = counted = Counted(inner, 0.2)
+    texts = [[f"a film with {i} good scenes"] for i in range(9)] + [["dull", "far too long"]]
+    replies = _post_concurrently(app, "/v1/classify", [{"model": served.name, "texts": t} for t in texts])
+    assert [r.status_code for r in replies] == [200] * len(texts)
+    for sent, reply in zip(texts, replies, strict=True):  # each request gets the answers for its own texts
+        want = inner.predict(sent)
+        got = reply.json()["results"]
+        assert [g["label"] for g in got] == [w["label"] for w in want]
+        assert [g["probability"] for g in got] == pytest.approx([w["probability"] for w in want], abs=1e-5)
+    assert sum(counted.calls) == 11 and len(counted.calls) < len(texts) and max(counted.calls) > 1, counted.calls
+    stats = app.state.runtime.batch_snapshot()
+    assert stats["requests"] == len(texts) and stats["calls"] == len(counted.calls) and stats["texts"] == 11
+
+
+def test_a_text_the_model_refuses_fails_only_its_own_request_in_a_batch(serve_runs):  # noqa: F811
+    app = create_app([serve_runs["translator"]], limits=ServeLimits(max_concurrent_inference=1))
+    served = app.state.models[NAMES["translator"]]
+    inner = served.pipeline
+    served.pipeline = counted = Counted(inner, 0.2)
+    texts = ["i am cold .", "he is here .", " ".join(["word"] * 60), "we are late ."]
+    bodies = [{"model": served.name, "texts": [t], "beam_size": 2} for t in texts]
+    replies = _post_concurrently(app, "/v1/translate", bodies)
+    assert [r.status_code for r in replies] == [200, 200, 422, 200], [r.text for r in replies]
+    assert "60" in replies[2].json()["error"]["message"]  # names the sentence's length
+    for text, reply in zip(texts, replies, strict=True):
+        if reply.status_code == 200:
+            want = inner.translate([text], beam_size=2)[0]["translation"]
+            assert reply.json()["results"][0]["translation"] == want
+    assert max(counted.calls) > 1  # they were batched, and the batch was retried one request at a time
 
 
 # --- bad input: always a 4xx with a message, never a 500 ---------------------------------------------------
@@ -517,13 +591,15 @@ def test_cli_serve_builds_the_app_with_the_flags(serve_runs, monkeypatch, capsys
     from lmlab.cli import main
 
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: seen.update(app=app, host=host, port=port))
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level, timeout_keep_alive: seen.update(
+        app=app, host=host, port=port, keep_alive=timeout_keep_alive))
     rc = main(["serve", str(serve_runs["classifier"]), str(serve_runs["lm"]), "--port", "8123", "--max-tokens", "7",
-               "--max-concurrent-generations", "2", "--queue-timeout", "1.5"])
+               "--max-concurrent-generations", "2", "--queue-timeout", "1.5", "--max-batch-texts", "16"])
     assert rc == 0
     limits = seen["app"].state.limits
-    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
+    assert (seen["host"], seen["port"], seen["keep_alive"]) == ("127.0.0.1", 8123, 30.0)
     assert (limits.max_tokens, limits.max_concurrent_generations, limits.queue_timeout_s) == (7, 2, 1.5)
+    assert limits.max_batch_texts == 16
     out = capsys.readouterr().out
     assert NAMES["classifier"] in out and "http://127.0.0.1:8123/" in out
     assert main(["serve", str(serve_runs["classifier"] / "nope")]) == 2

@@ -183,7 +183,7 @@ def test_cli_eval_and_convert(kv, tmp_path, capsys, shared_data):
     assert rc == 0
     out = capsys.readouterr().out
     assert "accuracy 100.0% (1/1" in out and "1 malformed lines skipped" in out
-    assert "(1/353 pairs, 352 out of vocabulary)" in out
+    assert "(2/353 pairs, 351 out of vocabulary)" in out
     assert main(["embed", "eval", str(tmp_path / "v.bin"), "--analogies", str(q), "--on-malformed", "error"]) == 2
     assert "q.txt:3: expected four words" in capsys.readouterr().err
     assert main(["embed", "convert", str(tmp_path / "v.bin"), str(tmp_path / "v.glove"), "--to", "glove"]) == 0

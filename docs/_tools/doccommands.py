@@ -160,7 +160,7 @@ def run_command(command: Command, timeout: float = DEFAULT_TIMEOUT_S) -> subproc
     )
 
 
-def refresh(page: Path, log=print) -> int:
+def refresh(page: Path, log=print, timeout: float = 900.0) -> int:
     """Rerun every runnable command of ``page`` and write its real output under it; returns the failures."""
     pc = page_commands(page)
     lines = page.read_text(encoding="utf-8").splitlines()
@@ -171,7 +171,7 @@ def refresh(page: Path, log=print) -> int:
         if not command.is_lmlab or command.skip_reason:
             continue
         log(f"{page}:{command.line}: $ {command.text}")
-        proc = run_command(command)
+        proc = run_command(command, timeout=timeout)
         out = proc.stdout.rstrip("\n").splitlines() if proc.stdout.strip() else []
         if proc.returncode != 0:
             failures += 1
@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Rerun the `$ lmlab` examples of pages and paste their output.")
     parser.add_argument("pages", nargs="+", type=Path)
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per command [900]")
     args = parser.parse_args(argv)
-    failures = sum(refresh(page.resolve()) for page in args.pages)
+    failures = sum(refresh(page.resolve(), timeout=args.timeout) for page in args.pages)
     if failures:
         print(f"{failures} command(s) failed; their output was pasted anyway, fix and rerun", file=sys.stderr)
     return 1 if failures else 0

@@ -37,8 +37,9 @@ which returns the ready-to-use pipeline of any trained run directory.
 PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
     ("Loading a trained model", [
         ("lmlab", ["load"]),
-        ("lmlab.pipelines", ["Classifier", "Generator", "Translator"]),
-        ("lmlab.vectors", ["KeyedVectors"]),
+        ("lmlab.pipelines", ["Classifier", "Generator"]),
+        ("lmlab.translation", ["Translator"]),
+        ("lmlab.vectors", ["KeyedVectors", "load_vectors"]),
     ]),
     ("Configuration", [
         ("lmlab.config", ["TrainConfig", "config_from_dict", "config_to_dict", "parse_overrides", "load_preset",
@@ -79,9 +80,9 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.models.rnn_lm", ["RNNLMConfig", "RNNLM"]),
         ("lmlab.models.classifier", ["ClassifierConfig", "TextClassifier"]),
         ("lmlab.models.seq2seq", ["Seq2SeqConfig", "Seq2Seq", "Attention"]),
-        ("lmlab.models.textgan", ["SeqGANConfig", "SeqGAN", "Generator", "Discriminator"]),
+        ("lmlab.models.textgan", ["SeqGANConfig", "SeqGAN", "Generator", "Discriminator", "SeqGANGenerator"]),
         ("lmlab.models.oracle", ["OracleConfig", "OracleLSTM"]),
-        ("lmlab.models.gpt", ["GPTConfig", "GPT"]),
+        ("lmlab.models.gpt", ["GPTConfig", "GPT", "GPTGenerator"]),
     ]),
     ("Serving", [
         ("lmlab.serve", ["create_app", "ServeLimits"]),

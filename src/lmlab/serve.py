@@ -74,7 +74,8 @@ class ServeLimits:
     embeddings endpoints. ``max_concurrent_generations`` / ``max_concurrent_inference``: worker slots for
     completions / for everything else; a request that finds none free waits up to ``queue_timeout_s`` for one
     and then gets 429. ``request_timeout_s``: a request still running after this long is stopped (504; a stream
-    gets an error event, then ``[DONE]``).
+    gets an error event, then ``[DONE]``). ``max_batch_texts``: classify and translate requests that queue for a
+    slot at the same time are joined into one model call of up to this many texts (dynamic batching; 1 = off).
     """
 
     max_body_bytes: int = 1_048_576
@@ -87,6 +88,7 @@ class ServeLimits:
     max_concurrent_inference: int = 4
     queue_timeout_s: float = 30.0
     request_timeout_s: float = 120.0
+    max_batch_texts: int = 64
 
     def __post_init__(self) -> None:
         problems = []
@@ -331,6 +333,7 @@ class Health(BaseModel):
     models: list[str]
     uptime_s: float
     generations: dict[str, int]
+    batching: dict[str, int]
 
 
 class Usage(BaseModel):
@@ -618,6 +621,35 @@ class _Generation:
                 continue
 
 
+class _Batch:
+    """Texts of several requests that will go to the model in one call; ``waiters`` are (start, end, future)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.waiters: list[tuple[int, int, asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+
+def _run_batch(fn: Callable, batch: _Batch, kwargs: dict) -> list:
+    """In a worker thread: one call for the whole batch; if the input of one request makes it fail, each request
+    again on its own, so that a bad text fails only the request that sent it."""
+    try:
+        results = list(_run_no_grad(fn, list(batch.texts), **kwargs))
+    except LmlabError:
+        if len(batch.waiters) == 1:
+            raise
+        out: list = []
+        for start, end, _ in batch.waiters:
+            try:
+                out.append(list(_run_no_grad(fn, batch.texts[start:end], **kwargs)))
+            except LmlabError as err:
+                out.append(err)
+        return out
+    if len(results) != len(batch.texts):
+        raise RuntimeError(f"{fn.__qualname__} returned {len(results)} results for {len(batch.texts)} texts")
+    return [results[start:end] for start, end, _ in batch.waiters]
+
+
 class _Runtime:
     """Worker threads, the slot semaphores and counters of one app."""
 
@@ -628,10 +660,12 @@ class _Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: dict[str, asyncio.Semaphore] = {}
         self.live: set[_Generation] = set()
+        self.batches: dict[tuple, _Batch] = {}
         self._lock = threading.Lock()
         self.started_at = time.monotonic()
         self.stats = dict.fromkeys(
             ("active", "started", "completed", "cancelled", "timed_out", "rejected", "failed", "busy", "tokens"), 0)
+        self.batch_stats = {"calls": 0, "requests": 0, "texts": 0, "largest": 0}
 
     def _slot(self, which: str) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -675,6 +709,65 @@ class _Runtime:
         except LmlabError as err:
             raise APIError(422, str(err)) from None
 
+    async def infer_batched(self, key: tuple, fn: Callable, texts: list[str], **kwargs: Any) -> list:
+        """``fn(texts, **kwargs)`` -> one result per text, with dynamic batching: requests with the same ``key``
+        that arrive while a batch waits for an inference slot join it, and the batch runs as one call. An idle
+        server runs each request at once (a batch of one), so batching adds no latency."""
+        loop = asyncio.get_running_loop()
+        key = (id(loop), *key)
+        batch = self.batches.get(key)
+        if batch is None or len(batch.texts) + len(texts) > self.limits.max_batch_texts:
+            batch = _Batch()
+            self.batches[key] = batch
+            batch.task = loop.create_task(self._lead(key, batch, fn, kwargs))
+        future: asyncio.Future = loop.create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "exception not retrieved"
+        start = len(batch.texts)
+        batch.texts.extend(texts)
+        batch.waiters.append((start, len(batch.texts), future))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.limits.request_timeout_s)
+        except TimeoutError:
+            raise APIError(504, f"the request took longer than {self.limits.request_timeout_s:g} s "
+                           "(lmlab serve --request-timeout)", "timeout") from None
+
+    async def _lead(self, key: tuple, batch: _Batch, fn: Callable, kwargs: dict) -> None:
+        """Wait for a slot (requests keep joining meanwhile), close the batch, run it, hand out the results."""
+        def settle(outcome: Exception | list) -> None:
+            for i, (_, _, future) in enumerate(batch.waiters):
+                if future.done():
+                    continue
+                item = outcome[i] if isinstance(outcome, list) else outcome
+                if isinstance(item, LmlabError):
+                    item = APIError(422, str(item))
+                if isinstance(item, Exception):
+                    future.set_exception(item)
+                else:
+                    future.set_result(item)
+
+        try:
+            slot = await self.acquire("infer")
+        except BaseException as err:
+            if self.batches.get(key) is batch:
+                del self.batches[key]
+            settle(err if isinstance(err, Exception) else APIError(503, "the server is shutting down", "server_error"))
+            return
+        if self.batches.get(key) is batch:
+            del self.batches[key]  # closed: later requests start a new batch
+        with self._lock:
+            stats = self.batch_stats
+            stats["calls"] += 1
+            stats["requests"] += len(batch.waiters)
+            stats["texts"] += len(batch.texts)
+            stats["largest"] = max(stats["largest"], len(batch.texts))
+        try:
+            outcome = await asyncio.get_running_loop().run_in_executor(self.infer_pool, _run_batch, fn, batch, kwargs)
+        except Exception as err:  # a bug in the pipeline: every request of the batch gets it (500)
+            outcome = err
+        finally:
+            slot.release()
+        settle(outcome)
+
     async def start_generation(self, pipeline: Any, params: dict, request: Request) -> _Generation:
         slot = await self.acquire("generate")
         gen = _Generation(self, request, time.monotonic() + self.limits.request_timeout_s)
@@ -696,6 +789,10 @@ class _Runtime:
 
         loop.run_in_executor(self.generate_pool, run)
         return gen
+
+    def batch_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.batch_stats)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -807,9 +904,10 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
 
     @app.get("/health", response_model=Health, tags=["server"])
     async def health() -> dict:
-        """Liveness plus counters: generations active/started/completed/cancelled/timed out, tokens streamed."""
+        """Liveness plus counters: generations active/started/completed/cancelled/timed out, tokens streamed;
+        batched model calls (calls, requests and texts they carried, largest batch)."""
         return {"status": "ok", "models": list(models), "uptime_s": round(time.monotonic() - runtime.started_at, 3),
-                "generations": runtime.snapshot()}
+                "generations": runtime.snapshot(), "batching": runtime.batch_snapshot()}
 
     @app.get("/v1/models", response_model=ModelList, tags=["server"])
     async def list_models() -> dict:
@@ -940,7 +1038,7 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     async def classify(body: Req.Classify) -> dict:  # type: ignore[valid-type]
         """Class probabilities for each text."""
         served = get_model(body.model, "classifier", "/v1/classify")
-        results = await runtime.infer(served.pipeline.predict, list(body.texts))
+        results = await runtime.infer_batched(("classify", served.name), served.pipeline.predict, list(body.texts))
         return {"object": "classification", "model": served.name, "labels": list(served.pipeline.labels),
                 "results": [{"label": str(r["label"]), "probability": float(r["probability"]),
                              "probabilities": {str(k): float(v) for k, v in r["probabilities"].items()}}
@@ -954,8 +1052,9 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
         extra = {}
         if "on_long" in inspect.signature(served.pipeline.translate).parameters:
             extra["on_long"] = "error"  # a 422 that says so, never a silently truncated source sentence
-        results = await runtime.infer(served.pipeline.translate, list(body.texts), beam_size=body.beam_size,
-                                      max_len=body.max_len, n_best=body.n_best, **extra)
+        results = await runtime.infer_batched(
+            ("translate", served.name, body.beam_size, body.max_len, body.n_best), served.pipeline.translate,
+            list(body.texts), beam_size=body.beam_size, max_len=body.max_len, n_best=body.n_best, **extra)
         return {"object": "translation", "model": served.name, "results": [
             {"translation": r["translation"], "score": _finite(r["score"]),
              "n_best": [{"translation": h["translation"], "score": _finite(h["score"])} for h in r.get("n_best", [])]}

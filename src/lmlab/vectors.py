@@ -689,7 +689,7 @@ def tsne_2d(x: np.ndarray, perplexity: float = 10.0, steps: int = 750, seed: int
     """Exact t-SNE (van der Maaten & Hinton, 2008) of a few hundred points to 2-D, with cosine affinities.
 
     Gaussian affinities with a per-point bandwidth found by bisection to match ``perplexity``, symmetrised;
-    Student-t similarities in 2-D; gradient descent with momentum and early exaggeration (x12 for 100 steps).
+    Student-t similarities in 2-D; gradient descent with momentum and early exaggeration (x12 for 100 steps), learning rate n / 12.
     """
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
@@ -721,6 +721,7 @@ def tsne_2d(x: np.ndarray, perplexity: float = 10.0, steps: int = 750, seed: int
     rng = np.random.default_rng(seed)
     y = rng.normal(0, 1e-4, size=(n, 2))
     vel = np.zeros_like(y)
+    lr = n / 12.0  # Belkina et al. (2019): n / early exaggeration; larger steps diverge for small n
     for step in range(steps):
         exag = 12.0 if step < 100 else 1.0
         momentum = 0.5 if step < 250 else 0.8
@@ -730,7 +731,7 @@ def tsne_2d(x: np.ndarray, perplexity: float = 10.0, steps: int = 750, seed: int
         q = np.maximum(num / num.sum(), 1e-12)
         pq = (exag * p - q) * num
         grad = 4 * ((np.diag(pq.sum(1)) - pq) @ y)
-        vel = momentum * vel - 100.0 * grad
+        vel = momentum * vel - lr * grad
         y = y + vel
         y -= y.mean(0)
     return y

@@ -185,15 +185,17 @@ def evaluate(vectors, pairs, analogies, restrict_vocab, method, on_malformed, se
     for path, r in report["pairs"].items():
         click.echo(f"{path}: Spearman {r['spearman']:.3f}  Pearson {r['pearson']:.3f}  "
                    f"({r['evaluated']}/{r['pairs']} pairs, {r['oov']} out of vocabulary)")
+    def pct(part: dict) -> str:
+        return f"{100 * part['accuracy']:.1f}%" if part["total"] else "-"
+
     for path, r in report["analogies"].items():
         t = r["total"]
-        click.echo(f"{path}: accuracy {100 * t['accuracy']:.1f}% ({t['correct']}/{t['total']}; "
-                   f"semantic {100 * r['semantic']['accuracy']:.1f}%, syntactic {100 * r['syntactic']['accuracy']:.1f}%; "
-                   f"{r['oov']} questions out of vocabulary, {r['malformed']} malformed lines skipped)")
+        click.echo(f"{path}: accuracy {pct(t)} ({t['correct']}/{t['total']}; semantic {pct(r['semantic'])}, "
+                   f"syntactic {pct(r['syntactic'])}; {r['oov']} questions out of vocabulary, "
+                   f"{r['malformed']} malformed lines skipped)")
         if sections:
             for s in r["sections"]:
-                acc = "-" if s["total"] == 0 else f"{100 * s['accuracy']:.1f}%"
-                click.echo(f"  {s['section']:<28} {acc:>6}  ({s['correct']}/{s['total']})")
+                click.echo(f"  {s['section']:<28} {pct(s):>6}  ({s['correct']}/{s['total']})")
 
 
 @embed.command("plot")

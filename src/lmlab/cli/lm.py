@@ -40,7 +40,7 @@ def train(data, val, preset, out, overwrite, resume, overrides) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(run_dir, data, batch_size, device, as_json) -> None:
-    """Loss (nats/token), perplexity and, for character/BPE models, bits per character of RUN_DIR on --data."""
+    """Loss (nats/token), perplexity, and nats/bits per character of the text, of RUN_DIR on --data."""
     import warnings
 
     from lmlab.models.rnn_lm import evaluate_lm

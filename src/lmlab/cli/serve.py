@@ -34,13 +34,19 @@ _D = ServeLimits()
               help="Seconds a request waits for a free slot before it gets 429.")
 @click.option("--request-timeout", default=_D.request_timeout_s, show_default=True,
               type=click.FloatRange(min=0, min_open=True), help="Seconds a request may run before it is stopped (504).")
+@click.option("--max-batch-texts", default=_D.max_batch_texts, show_default=True, type=click.IntRange(1),
+              help="Classify/translate requests waiting together run as one model call of up to this many texts "
+              "(1: no batching).")
 @click.option("--torch-threads", default=0, show_default=True, type=click.IntRange(0),
-              help="torch intra-op threads per inference call (0: torch's default).")
+              help="torch intra-op threads of the server process (0: torch's default; 1 suits a few cores).")
+@click.option("--keep-alive", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds an idle keep-alive connection stays open (longer than clients' own expiry avoids "
+              "reusing a connection the server is closing).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level.")
 def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_batch, max_tokens, max_beam_size, max_topn,
-          max_concurrent_generations, max_concurrent_inference, queue_timeout, request_timeout, torch_threads,
-          log_level) -> None:
+          max_concurrent_generations, max_concurrent_inference, queue_timeout, request_timeout, max_batch_texts,
+          torch_threads, keep_alive, log_level) -> None:
     """Serve trained run directories over HTTP: OpenAI-style /v1/completions, /v1/classify, /v1/translate,
     /v1/embeddings/{similar,analogy}, and a playground page at /. Model names are the run directories' base names."""
     import uvicorn
@@ -51,7 +57,7 @@ def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_bat
         max_body_bytes=max_body_bytes, max_input_chars=max_input_chars, max_batch=max_batch, max_tokens=max_tokens,
         max_beam_size=max_beam_size, max_topn=max_topn, max_concurrent_generations=max_concurrent_generations,
         max_concurrent_inference=max_concurrent_inference, queue_timeout_s=queue_timeout,
-        request_timeout_s=request_timeout,
+        request_timeout_s=request_timeout, max_batch_texts=max_batch_texts,
     )
     if torch_threads:
         import torch
@@ -63,4 +69,4 @@ def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_bat
         click.echo(f"  {model.name:24s} {model.kind:10s} {model.model_type:12s} {model.run_dir}")
     click.echo(f"lmlab serving {len(app.state.models)} model(s): playground http://{shown}:{port}/ , "
                f"API docs http://{shown}:{port}/docs")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=keep_alive)

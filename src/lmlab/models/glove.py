@@ -165,7 +165,7 @@ def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, me
                 buf_len = 0
     if buf_len:
         spill(buf_len)
-    del buf_keys, buf_vals
+    buf_keys = buf_vals = np.empty(0)  # free the buffer before merging
     # merge the sorted runs by key range and scatter the result at random into shuffle buckets
     total_upper = sum(n for _, _, n in runs) + int(np.count_nonzero(dense))
     num_buckets = max(1, int(np.ceil(total_upper * 16 / (budget / 2))))
@@ -202,7 +202,7 @@ def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, me
             for r in range(num_ranges):
                 lo_key, hi_key = edges[r], edges[r + 1] if r + 1 < num_ranges else max_key + 1
                 parts_k, parts_v = [], []
-                for (kp, vp, n), km in zip(runs, key_maps, strict=True):
+                for (_kp, vp, n), km in zip(runs, key_maps, strict=True):
                     if n == 0:
                         continue
                     a, b = np.searchsorted(km, [lo_key, hi_key])

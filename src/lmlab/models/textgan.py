@@ -343,11 +343,14 @@ class SeqGAN(nn.Module):
 
     # -- losses ----------------------------------------------------------------------------------------
     def mle_loss(self, seqs: Tensor) -> tuple[Tensor, int]:
-        """Mean token cross-entropy of the real ``seqs`` (B, T) (positions after EOS ignored)."""
+        """Mean token cross-entropy of the real ``seqs`` (B, T) over all T positions.
+
+        Sequences are fixed-length, as in Texygen: after ``<eos>`` the target is ``<pad>``, so the generator learns
+        to pad and every sequence has the same number of actions in the policy gradient (masking the positions
+        after EOS there would hand longer sequences more positive reward terms and teach it to avoid ending).
+        """
         logp = self.generator.token_log_probs(seqs)  # (B, T)
-        mask = token_mask(seqs, self.config.eos_id, self.config.pad_id)
-        n = int(mask.sum().item())
-        return -(logp * mask).sum() / max(n, 1), n
+        return -logp.mean(), seqs.numel()
 
     def loss(self, batch: Tensor) -> dict:
         """The generator's MLE loss (also what plain validation reports)."""
@@ -374,10 +377,10 @@ class SeqGAN(nn.Module):
         return loss, acc
 
     def policy_gradient_loss(self, seqs: Tensor, rewards: Tensor) -> Tensor:
-        r"""$-\frac{1}{B}\sum_b \sum_t Q_{b,t} \log G_\theta(y_{b,t} \mid Y_{b,1:t-1})$ (positions after EOS ignored)."""
+        r"""$-\frac{1}{B}\sum_b \sum_t Q_{b,t} \log G_\theta(y_{b,t} \mid Y_{b,1:t-1})$ over all T positions (the
+        ``<pad>`` actions after ``<eos>`` included, see :meth:`mle_loss`)."""
         logp = self.generator.token_log_probs(seqs)  # (B, T)
-        mask = token_mask(seqs, self.config.eos_id, self.config.pad_id)
-        return -(logp * rewards.detach() * mask).sum() / seqs.shape[0]
+        return -(logp * rewards.detach()).sum() / seqs.shape[0]
 
     # -- rollouts and rewards ------------------------------------------------------------------------------
     @torch.no_grad()

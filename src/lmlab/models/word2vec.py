@@ -267,7 +267,7 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
         raw_path.unlink(missing_ok=True)
         raise DataError(f"the corpus {_describe(corpus)} is empty: it holds no words; check the path and the text field")
     words_by_id = list(index)
-    del index
+    index.clear()
     kept = np.flatnonzero(counts >= min_count)
     if len(kept) == 0:
         raw_path.unlink(missing_ok=True)
