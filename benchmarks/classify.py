@@ -47,14 +47,10 @@ def _sample(examples, limit: int | None, seed: int = 0):
 
 def bench_seed(train, test, epochs: int, threads: int, impls: set[str]) -> dict:
     """lmlab seed-lstm vs Keras on identical integer sequences."""
-    import numpy as np
     import torch
 
-    from lmlab.data.classification import ClassifyDataset, TextEncoder, collate
-    from lmlab.data.loader import EpochLoader
-    from lmlab.metrics import classification_report
-    from lmlab.models.classifier import TextClassifier, resolve_run_config
-    from lmlab.trainer import Trainer, seed_everything
+    from lmlab.data.classification import ClassifyDataset, TextEncoder
+    from lmlab.models.classifier import resolve_run_config
 
     torch.set_num_threads(threads)
     run = resolve_run_config("seed-lstm", [f"epochs={epochs}", "train.progress=false", "train.tensorboard=false"])
@@ -71,6 +67,7 @@ def bench_seed(train, test, epochs: int, threads: int, impls: set[str]) -> dict:
         out["keras"] = _seed_keras(tr, te, labels, epochs)
     if "lmlab" in out and "keras" in out:
         out["time_ratio_lmlab_over_keras"] = out["lmlab"]["train_s"] / out["keras"]["train_s"]
+        out["cpu_time_ratio_lmlab_over_keras"] = out["lmlab"]["train_cpu_s"] / out["keras"]["train_cpu_s"]
     return out
 
 
@@ -85,16 +82,16 @@ def _seed_lmlab(run, tr, te, labels) -> dict:
 
     seed_everything(0)
     model = TextClassifier(run.model)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     Trainer(run.train, model, EpochLoader(tr, 32, seed=0, collate_fn=collate)).fit()
-    lm_time = time.perf_counter() - t0
+    lm_time, lm_cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     with torch.no_grad():
         preds = []
         for start in range(0, len(te), 256):
             b = collate([te[i] for i in range(start, min(len(te), start + 256))])
             preds += model.probabilities(b.ids, b.lengths).argmax(-1).tolist()
-    return {"accuracy": classification_report(te.labels, preds, labels)["accuracy"], "train_s": lm_time, "torch_threads": torch.get_num_threads()}
+    return {"accuracy": classification_report(te.labels, preds, labels)["accuracy"], "train_s": lm_time, "train_cpu_s": lm_cpu, "torch_threads": torch.get_num_threads()}
 
 
 def _seed_keras(tr, te, labels, epochs: int) -> dict:
@@ -119,13 +116,14 @@ def _seed_keras(tr, te, labels, epochs: int) -> dict:
     )
     km.compile(loss="binary_crossentropy", optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
     params = km.count_params()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     km.fit(x_tr, y_tr, epochs=epochs, batch_size=32, verbose=0)
-    k_time = time.perf_counter() - t0
+    k_time, k_cpu = time.perf_counter() - t0, time.process_time() - c0
     k_pred = (km.predict(x_te, batch_size=256, verbose=0)[:, 0] > 0.5).astype(int).tolist()
     return {
         "accuracy": classification_report(te.labels, k_pred, labels)["accuracy"],
         "train_s": k_time,
+        "train_cpu_s": k_cpu,
         "parameters": params,
         "version": keras.__version__,
         "backend": keras.backend.backend(),
@@ -241,6 +239,7 @@ def merge(paths: list[str], out: str) -> int:
     seed = merged.get("seed_lstm_imdb", {})
     if "lmlab" in seed and "keras" in seed:
         seed["time_ratio_lmlab_over_keras"] = seed["lmlab"]["train_s"] / seed["keras"]["train_s"]
+        seed["cpu_time_ratio_lmlab_over_keras"] = seed["lmlab"]["train_cpu_s"] / seed["keras"]["train_cpu_s"]
     merged["merged_from"] = paths
     Path(out).write_text(json.dumps(merged, indent=2) + "\n")
     print_table(merged)
@@ -248,21 +247,21 @@ def merge(paths: list[str], out: str) -> int:
 
 
 def print_table(r: dict) -> None:
-    print("\n| model | data | accuracy | train time (s) |")
-    print("|---|---|---:|---:|")
+    print("\n| model | data | accuracy | train time (s) | train CPU time (s) |")
+    print("|---|---|---:|---:|---:|")
     s = r.get("seed_lstm_imdb")
     if s and "lmlab" in s:
-        print(f"| lmlab seed-lstm | IMDb | {s['lmlab']['accuracy']:.4f} | {s['lmlab']['train_s']:.0f} |")
+        print(f"| lmlab seed-lstm | IMDb | {s['lmlab']['accuracy']:.4f} | {s['lmlab']['train_s']:.0f} | {s['lmlab'].get('train_cpu_s', 0):.0f} |")
     if s and "keras" in s:
-        print(f"| Keras {s['keras']['version']} ({s['keras']['backend']}) same model | IMDb | {s['keras']['accuracy']:.4f} | {s['keras']['train_s']:.0f} |")
+        print(f"| Keras {s['keras']['version']} ({s['keras']['backend']}) same model | IMDb | {s['keras']['accuracy']:.4f} | {s['keras']['train_s']:.0f} | {s['keras'].get('train_cpu_s', 0):.0f} |")
     if s and "time_ratio_lmlab_over_keras" in s:
-        print(f"| time ratio lmlab / Keras | | | {s['time_ratio_lmlab_over_keras']:.2f} |")
+        print(f"| time ratio lmlab / Keras | | | {s['time_ratio_lmlab_over_keras']:.2f} | {s.get('cpu_time_ratio_lmlab_over_keras', 0):.2f} |")
     b = r.get("bilstm_imdb")
     if b:
-        print(f"| lmlab bilstm | IMDb | {b['accuracy']:.4f} | {b['wall_s']:.0f} |")
+        print(f"| lmlab bilstm | IMDb | {b['accuracy']:.4f} | {b['wall_s']:.0f} | |")
     c = r.get("bilstm_rt_polarity_cv")
     if c:
-        print(f"| lmlab bilstm, {c['folds']}-fold CV | rt-polarity | {c['accuracy_mean']:.4f} ± {c['accuracy_stdev']:.4f} | {c['median_fold_s']:.0f} / fold |")
+        print(f"| lmlab bilstm, {c['folds']}-fold CV | rt-polarity | {c['accuracy_mean']:.4f} ± {c['accuracy_stdev']:.4f} | {c['median_fold_s']:.0f} / fold | |")
 
 
 if __name__ == "__main__":

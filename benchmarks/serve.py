@@ -1,15 +1,16 @@
 """Load test of ``lmlab serve``: a live server on 127.0.0.1, many concurrent clients, bounded in time.
 
-    .venv/bin/python benchmarks/serve.py                 # ~4 min on 2 cores: builds 2 small models, 3 phases
+    .venv/bin/python benchmarks/serve.py                 # ~6 min on 2 cores (plus ~3 min to build 2 models once)
     .venv/bin/python benchmarks/serve.py --duration 20   # shorter phases
 
-Phases, each against the same server process (``python -m lmlab serve`` in a subprocess):
+Phases, against a server in a subprocess (``python -m lmlab serve``), first with one worker process, then
+with two (``--workers``):
 
-1. ``sequential``: one client, one request at a time (the latency floor on this machine).
+1. ``sequential``: one client, one request at a time (the latency floor on this machine; first config only).
 2. ``64 clients``: 64 concurrent clients for ``--duration`` s, each looping over a random mix of
    ``/v1/classify`` (one sentence) and short ``/v1/completions`` (``max_tokens`` 16).
 3. ``64 clients + slow stream``: the same, while one more client streams long completions
-   (``max_tokens`` 400) and reads them slowly (``--slow-read-delay`` s per event). If the server let a slow
+   (``max_tokens`` 200) and reads them slowly (``--slow-read-delay`` s per event). If the server let a slow
    reader block its event loop or hold on to the workers, the others' latency would climb; it should not.
 
 Reports requests/s, p50/p99 latency (per endpoint too) and errors (any non-200 or transport error), prints
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -250,14 +252,58 @@ def table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def run_config(args, workers: int, clf: Path, lm: Path, names: dict, sentences: list[str],
+               with_sequential: bool) -> dict:
+    """Start a server with ``workers`` processes and run the phases against it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server, server_cmd = start_server([clf, lm], port, [*args.server_args.split(), "--workers", str(workers)])
+    out: dict = {"workers": workers, "server_command": " ".join(["python", "-m", "lmlab", "serve", *server_cmd[4:]])}
+    try:
+        print(f"[{workers} worker(s)] server up at {url}; warming up", flush=True)
+        asyncio.run(run_clients(url, 8, 4.0, names, sentences, args.seed + 99, args.classify_share))
+        if with_sequential:
+            print(f"[{workers} worker(s)] sequential, {args.sequential_duration:g} s", flush=True)
+            rec, secs = asyncio.run(sequential(url, args.sequential_duration, names, sentences, args.seed,
+                                               args.classify_share))
+            out["sequential"] = {"clients": 1, **rec.summary(secs)}
+        print(f"[{workers} worker(s)] {args.clients} clients, {args.duration:g} s", flush=True)
+        rec, secs = asyncio.run(run_clients(url, args.clients, args.duration, names, sentences, args.seed + 1,
+                                            args.classify_share))
+        out["concurrent"] = {"clients": args.clients, **rec.summary(secs)}
+        print(f"[{workers} worker(s)] {args.clients} clients + a slow streaming client, {args.duration:g} s", flush=True)
+        rec, secs, slow = asyncio.run(phase_with_slow_stream(url, args.clients, args.duration, names, sentences,
+                                                             args.seed + 2, args.classify_share,
+                                                             args.slow_read_delay, args.slow_max_tokens))
+        out["concurrent_with_slow_stream"] = {"clients": args.clients, **rec.summary(secs)}
+        out["slow_stream"] = slow
+        health = httpx.get(url + "/health", timeout=10).json()
+        out["server_counters_at_end"] = {"note": "of the worker that answered /health" if workers > 1 else "",
+                                         "generations": health["generations"], "batching": health.get("batching")}
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    conc, slowed = out["concurrent"], out["concurrent_with_slow_stream"]
+    out["slow_stream_effect"] = {
+        "p50_ratio": round(slowed["p50_ms"] / conc["p50_ms"], 3) if conc["p50_ms"] else None,
+        "p99_ratio": round(slowed["p99_ms"] / conc["p99_ms"], 3) if conc["p99_ms"] else None,
+        "requests_per_s_ratio": round(slowed["requests_per_s"] / conc["requests_per_s"], 3)
+        if conc["requests_per_s"] else None}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per concurrent phase")
     parser.add_argument("--sequential-duration", type=float, default=10.0)
     parser.add_argument("--classify-share", type=float, default=0.5, help="fraction of requests that classify")
-    parser.add_argument("--slow-read-delay", type=float, default=0.05, help="seconds the slow client waits per event")
-    parser.add_argument("--slow-max-tokens", type=int, default=400)
+    parser.add_argument("--slow-read-delay", type=float, default=0.1, help="seconds the slow client waits per event")
+    parser.add_argument("--slow-max-tokens", type=int, default=200)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server process counts to compare")
     parser.add_argument("--server-args",
                         default="--max-concurrent-generations 4 --max-concurrent-inference 4 --torch-threads 1",
                         help="extra lmlab serve flags")
@@ -271,67 +317,56 @@ def main(argv: list[str] | None = None) -> int:
     clf, lm, sentences = build_models(args.runs, args.rebuild)
     build_s = time.perf_counter() - t_build
     names = {"classifier": clf.name, "generator": lm.name}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     info = machine()
-    server, server_cmd = start_server([clf, lm], port, args.server_args.split())
-    try:
-        print(f"server up at {url}; warming up", flush=True)
-        asyncio.run(run_clients(url, 4, 3.0, names, sentences, args.seed + 99, args.classify_share))
-        print(f"phase 1: sequential, {args.sequential_duration:g} s", flush=True)
-        rec, secs = asyncio.run(sequential(url, args.sequential_duration, names, sentences, args.seed,
-                                           args.classify_share))
-        seq = {"clients": 1, **rec.summary(secs)}
-        print(f"phase 2: {args.clients} clients, {args.duration:g} s", flush=True)
-        rec, secs = asyncio.run(run_clients(url, args.clients, args.duration, names, sentences, args.seed + 1,
-                                            args.classify_share))
-        conc = {"clients": args.clients, **rec.summary(secs)}
-        print(f"phase 3: {args.clients} clients + a slow streaming client, {args.duration:g} s", flush=True)
-        rec, secs, slow = asyncio.run(phase_with_slow_stream(url, args.clients, args.duration, names, sentences,
-                                                             args.seed + 2, args.classify_share,
-                                                             args.slow_read_delay, args.slow_max_tokens))
-        slowed = {"clients": args.clients, **rec.summary(secs)}
-        health = httpx.get(url + "/health", timeout=10).json()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    t_run = time.perf_counter()
+    configs = [run_config(args, w, clf, lm, names, sentences, with_sequential=(i == 0))
+               for i, w in enumerate(args.workers)]
 
-    rows = [("sequential (1 client)", seq), (f"{args.clients} clients", conc),
-            (f"{args.clients} clients + slow stream", slowed)]
-    p99_ratio = (slowed["p99_ms"] / conc["p99_ms"]) if conc["p99_ms"] else None
-    rps_ratio = (slowed["requests_per_s"] / conc["requests_per_s"]) if conc["requests_per_s"] else None
+    rows = []
+    for cfg in configs:
+        tag = f"{cfg['workers']} worker{'s' if cfg['workers'] > 1 else ''}"
+        if "sequential" in cfg:
+            rows.append((f"{tag}: sequential (1 client)", cfg["sequential"]))
+        rows.append((f"{tag}: {args.clients} clients", cfg["concurrent"]))
+        rows.append((f"{tag}: {args.clients} clients + slow stream", cfg["concurrent_with_slow_stream"]))
+    errors = sum(cfg[k]["errors"] for cfg in configs for k in ("sequential", "concurrent",
+                                                                "concurrent_with_slow_stream") if k in cfg)
+    errors += sum(len(cfg["slow_stream"]["errors"]) for cfg in configs)
     result = {
         "benchmark": "serve",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "benchmarks/serve.py", *(argv or sys.argv[1:])]),
-        "server_command": " ".join(["python", "-m", "lmlab", "serve", *server_cmd[4:]]),
         "machine": info,
-        "models": {"classifier": {"run_dir": str(clf.relative_to(REPO)) if clf.is_relative_to(REPO) else str(clf),
-                                  "what": "BiLSTM 64/64, SST-2 first 8k sentences, 1 epoch"},
-                   "generator": {"run_dir": str(lm.relative_to(REPO)) if lm.is_relative_to(REPO) else str(lm),
+        "models": {"classifier": {"run_dir": _rel(clf), "what": "BiLSTM 64/64, SST-2 first 8k sentences, 1 epoch"},
+                   "generator": {"run_dir": _rel(lm),
                                  "what": "char LSTM 1x256, Tiny Shakespeare first 200k chars, 150 steps"}},
+        "requests": {"classify": "1 held-out SST-2 sentence", "completion": "max_tokens 16, temperature 0.8",
+                     "classify_share": args.classify_share,
+                     "slow_stream": f"max_tokens {args.slow_max_tokens}, read {args.slow_read_delay:g} s per event"},
         "model_build_s": round(build_s, 1),
+        "run_s": round(time.perf_counter() - t_run, 1),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "phases": {"sequential": seq, "concurrent": conc, "concurrent_with_slow_stream": slowed},
-        "slow_stream": slow,
-        "slow_stream_effect": {"p99_ratio": round(p99_ratio, 3) if p99_ratio else None,
-                               "requests_per_s_ratio": round(rps_ratio, 3) if rps_ratio else None},
-        "server_counters_at_end": {"generations": health["generations"], "batching": health.get("batching")},
-        "total_errors": seq["errors"] + conc["errors"] + slowed["errors"] + len(slow["errors"]),
+        "configs": configs,
+        "total_errors": errors,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print()
     print(table(rows))
-    print(f"\nslow streaming client: {slow['streams']} streams, {slow['events']} events, "
-          f"{slow['done_markers']} [DONE], errors {len(slow['errors'])}; with it connected p99 x{p99_ratio:.2f}, "
-          f"req/s x{rps_ratio:.2f} vs without")
-    print(f"machine: {info.get('cpu_model', '')} x{info['cpu_count']}, load avg at start {info.get('load_avg_at_start')}")
-    print(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
-    return 0 if result["total_errors"] == 0 else 1
+    print()
+    for cfg in configs:
+        slow, eff = cfg["slow_stream"], cfg["slow_stream_effect"]
+        print(f"{cfg['workers']} worker(s): slow streaming client read {slow['streams']} stream(s), {slow['events']} "
+              f"events, errors {len(slow['errors'])}, longest gap {slow['max_gap_ms']} ms; with it connected the "
+              f"others' p50 x{eff['p50_ratio']}, p99 x{eff['p99_ratio']}, req/s x{eff['requests_per_s_ratio']}")
+    print(f"machine: {info.get('cpu_model', '')} x{info['cpu_count']}, load avg at start {info.get('load_avg_at_start')}"
+          f", {errors} errors in total")
+    print(f"wrote {_rel(args.out)}")
+    return 0 if errors == 0 else 1
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
 
 
 if __name__ == "__main__":

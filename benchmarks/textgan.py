@@ -165,7 +165,7 @@ def run_real(args) -> dict:
         sweeps[name] = {"nll_test": tg.generator_nll(gen, prepared.heldout), "sweep": rows}
         log(f"{name}: nll_test {sweeps[name]['nll_test']:.4f}; " + "; ".join(f"T={r['temperature']}: BLEU-4 {r['bleu4']:.3f} SelfBLEU-4 {r['self_bleu4']:.3f}" for r in rows))
     samples = {
-        name: [tg.decode(s, prepared.vocab, mle_cfg.model.eos_id) for s in tg._sample_many(gen, 8, 1.0, 0).tolist()]
+        name: [tg.decode(s, prepared.vocab, mle_cfg.model.eos_id, mle_cfg.model.pad_id) for s in tg._sample_many(gen, 8, 1.0, 0).tolist()]
         for name, gen in (("mle", mle_model.generator), ("seqgan", gan_model.generator))
     }
     return {

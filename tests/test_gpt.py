@@ -188,11 +188,11 @@ def test_overfit_one_batch(shakespeare: Path):
     assert first > 3.5 and last < 0.1, (first, last)
 
 
-def test_bf16_autocast_on_cpu_trains(shakespeare: Path):
+def test_bf16_autocast_and_compile_flag_on_cpu_train():
     ids = np.arange(400, dtype=np.uint16) % 50
     model = _model()
-    cfg = TrainConfig(optimizer="adamw", max_steps=3, precision="bf16", progress=False, tensorboard=False, num_threads=1,
-                      log_every=1)
+    cfg = TrainConfig(optimizer="adamw", max_steps=3, precision="bf16", compile=True, progress=False, tensorboard=False,
+                      num_threads=1, log_every=1)  # compile is a GPU option: on a CPU it must be ignored, not break
     logs = Trainer(cfg, model.train(), RandomBlocks(ids, 24, 4)).fit()
     assert math.isfinite(logs["loss"])
 
@@ -327,3 +327,15 @@ def test_bpe_codec_round_trips(tmp_path: Path, shakespeare: Path):
     codec.save(tmp_path)
     again = TokenCodec.load(tmp_path)
     assert again.kind == "bpe" and again.encode(text) == codec.encode(text)
+
+
+def test_separate_validation_file(shakespeare: Path, tmp_path: Path):
+    val = tmp_path / "val.txt"
+    val.write_text(shakespeare.read_text(encoding="utf-8")[-5000:], encoding="utf-8")
+    out = tmp_path / "run"
+    rc = main(["gpt", "train", "--data", str(shakespeare), "--val", str(val), "--preset", "nanogpt-cpu", "--out", str(out),
+               *TINY, *QUIET, "max_steps=2", "eval_every=2"])
+    assert rc == 0 and (out / "data" / "val.bin").is_file()
+    corpus = json.loads((out / "config.json").read_text())["corpus"]
+    assert corpus["val"] == str(val) and corpus["val_tokens"] == 5000 + 1 and corpus["train_tokens"] == 40_001
+    assert [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "val"]

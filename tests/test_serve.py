@@ -102,7 +102,8 @@ def test_health_models_and_playground(client, serve_runs):  # noqa: F811
         card = cards[NAMES[family]]
         assert card["kind"] == expected_kind[family]
         assert card["object"] == "model" and card["owned_by"] == "lmlab"
-        assert card["info"]["parameters"] > 0 if "parameters" in card["info"] else card["info"]
+        assert card["info"], f"{NAMES[family]}: the pipeline has no info() (the pipeline interface requires one)"
+        assert card["info"].get("parameters", 1) > 0
         assert client.get(f"/v1/models/{NAMES[family]}").json() == card
     missing = client.get("/v1/models/no-such-model")
     assert missing.status_code == 404 and "no-such-model" in missing.json()["error"]["message"]
@@ -172,7 +173,7 @@ def test_completion_stop_string_is_cut(client, serve_runs, family):  # noqa: F81
     assert len(free) > 2
     stop = free[len(free) // 2: len(free) // 2 + 1]  # a piece that certainly occurs in this seeded output
     cut = client.post("/v1/completions", json={**body, "stop": [stop, "\n\n\n\n"]}).json()["choices"][0]
-    assert cut["finish_reason"] == "stop"
+    assert cut["finish_reason"] == "stop", "stream() must end with {'finish_reason': 'stop', ...} on a stop string"
     assert stop not in cut["text"] and free.startswith(cut["text"])
 
 
@@ -309,35 +310,40 @@ def test_live_server_streams_incrementally_and_stops_on_disconnect(serve_runs): 
 
 def test_a_long_generation_does_not_stall_other_requests_and_busy_gets_429(serve_runs):  # noqa: F811
     app, paced = paced_app(serve_runs, 0.05, max_concurrent_generations=1, queue_timeout_s=0.3)
-    body = {"model": NAMES["lm"], "prompt": "ROMEO:", "max_tokens": 60, "temperature": 0.8, "stream": True}
+    body = {"model": NAMES["lm"], "prompt": "ROMEO:", "max_tokens": 300, "temperature": 0.8, "stream": True}
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        started = threading.Event()
-        result = {}
+        started, stop = threading.Event(), threading.Event()
 
-        def slow_reader() -> None:
+        def slow_reader() -> None:  # a 15 s generation, abandoned when the test is done with it
             with httpx.Client(base_url=server.url, timeout=30) as own, own.stream("POST", "/v1/completions",
                                                                                  json=body) as response:
                 for line in response.iter_lines():
                     if line.startswith("data: "):
                         started.set()
-                        result.setdefault("events", 0)
-                        result["events"] += 1
+                    if stop.is_set():
+                        break
 
         reader = threading.Thread(target=slow_reader)
         reader.start()
-        assert started.wait(20)
-        # the generation slot is taken: another completion waits queue_timeout_s, then 429 with Retry-After
-        busy = http.post("/v1/completions", json={**body, "stream": False, "max_tokens": 2})
-        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
-        assert "busy" in busy.json()["error"]["message"]
-        # ... while classification and health answer at once (inference is off the event loop)
-        t0 = time.monotonic()
-        clf = http.post("/v1/classify", json={"model": NAMES["classifier"], "texts": ["a fine film"]})
-        assert clf.status_code == 200
-        assert http.get("/health").json()["generations"]["active"] == 1  # still generating meanwhile
-        assert time.monotonic() - t0 < 2.5
-        reader.join(30)
-        assert result["events"] == paced.produced + 2
+        try:
+            assert started.wait(20)
+            # the only generation slot is taken: another completion waits queue_timeout_s, then 429
+            busy = http.post("/v1/completions", json={**body, "stream": False, "max_tokens": 2})
+            assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+            assert "busy" in busy.json()["error"]["message"]
+            # ... while classification and health answer (inference is off the event loop)
+            clf = http.post("/v1/classify", json={"model": NAMES["classifier"], "texts": ["a fine film"]})
+            assert clf.status_code == 200
+            health = http.get("/health").json()
+            assert health["generations"]["active"] == 1  # answered while the generation is still running
+            assert health["generations"]["busy"] == 1
+        finally:
+            stop.set()
+            reader.join(30)
+        deadline = time.monotonic() + 10
+        while app.state.runtime.snapshot()["active"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.runtime.snapshot()["cancelled"] == 1 and paced.produced < 300
 
 
 def test_generations_queue_for_a_slot_within_the_timeout(serve_runs):  # noqa: F811
@@ -509,6 +515,12 @@ def _bad_cases() -> list:
     ok = {"model": gen, "prompt": "ROMEO:", "max_tokens": 4}
     return [
         ("malformed json", "/v1/completions", b'{"model": "x", "prompt": ', 400, "malformed JSON"),
+        ("not utf-8", "/v1/classify", b'{"model": "\xff\xfe", "texts": ["a"]}', 400, "UTF-8"),
+        ("empty body", "/v1/classify", b"", 422, "body is empty"),
+        ("infinite number", "/v1/completions", b"1e999", 422, "JSON object"),
+        ("lone surrogate", "/v1/classify", b'{"model": "%s", "texts": ["\\ud800"]}' % clf.encode(), 422, "texts"),
+        ("infinite temperature", "/v1/completions", b'{"model": "%s", "prompt": "a", "temperature": 1e999}'
+         % gen.encode(), 422, "temperature"),
         ("not an object", "/v1/completions", [1, 2], 422, "body"),
         ("wrong type prompt", "/v1/completions", {**ok, "prompt": 5}, 422, "prompt"),
         ("wrong type max_tokens", "/v1/completions", {**ok, "max_tokens": "many"}, 422, "max_tokens"),
@@ -604,6 +616,26 @@ def test_cli_serve_builds_the_app_with_the_flags(serve_runs, monkeypatch, capsys
     assert NAMES["classifier"] in out and "http://127.0.0.1:8123/" in out
     assert main(["serve", str(serve_runs["classifier"] / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_cli_serve_with_workers_hands_uvicorn_an_app_factory(serve_runs, monkeypatch):  # noqa: F811
+    import uvicorn
+
+    from lmlab.cli import main
+    from lmlab.serve import SPEC_ENV, create_app_from_env
+
+    monkeypatch.setenv(SPEC_ENV, "")  # restored after the test
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: seen.update(target=target, **kwargs))
+    rc = main(["serve", str(serve_runs["classifier"]), str(serve_runs["lm"]), "--workers", "2", "--max-tokens", "9"])
+    assert rc == 0
+    assert seen["target"] == "lmlab.serve:create_app_from_env" and seen["factory"] and seen["workers"] == 2
+    app = create_app_from_env()  # what each worker process does
+    assert sorted(app.state.models) == sorted([NAMES["classifier"], NAMES["lm"]])
+    assert app.state.limits.max_tokens == 9
+    monkeypatch.setenv(SPEC_ENV, "")
+    with pytest.raises(ConfigError, match="--workers"):
+        create_app_from_env()
 
 
 def test_openai_python_client_works_against_the_server(serve_runs):  # noqa: F811

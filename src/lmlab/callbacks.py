@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from lmlab import checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,6 +51,14 @@ class Checkpoint(Callback):
         folder = root / f"step-{trainer.state.step:08d}-e{trainer.state.epoch}"
         self.saved_step = trainer.state.step
         tensors, extra = trainer.resume_state()
+        bad = [k for k, v in tensors["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            from lmlab.errors import TrainingError
+
+            raise TrainingError(
+                f"the weights became non-finite at step {trainer.state.step} ({', '.join(bad[:3])}); not saving them: "
+                f"the last good checkpoint in {root} is kept. Lower train.lr or set train.grad_clip (e.g. 1.0)"
+            )
         checkpoint.save_tensors(folder / checkpoint.WEIGHTS_FILE, tensors["model"])
         checkpoint.torch_save_state(folder / "optimizer.pt", tensors["optimizer"])
         checkpoint.atomic_write_json(folder / "trainer_state.json", extra)

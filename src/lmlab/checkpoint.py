@@ -22,11 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
+from typing import TYPE_CHECKING
+
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from lmlab.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch is imported lazily: word vectors and configs don't need it
+    import torch
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -133,6 +136,8 @@ def load_config(run_dir: str | Path, expected_type: str | tuple[str, ...] | None
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors, atomically. Shared storage (tied weights) is stored once per name."""
+    from safetensors.torch import save_file
+
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +153,8 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file, naming it when it is missing or truncated."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
@@ -186,6 +193,8 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> None:
 
 def torch_load_state(path: str | Path) -> Any:
     """Load optimizer/RNG state saved with ``torch.save`` of tensors and plain containers only."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: resume state is missing")
@@ -197,6 +206,8 @@ def torch_load_state(path: str | Path) -> Any:
 
 def torch_save_state(path: str | Path, obj: Any) -> None:
     import io
+
+    import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)

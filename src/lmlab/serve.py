@@ -25,6 +25,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -218,6 +219,23 @@ _STATUS_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "inv
                  413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error", 504: "timeout"}
 
 
+def _finite_or_str(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)
+
+
+def _json_safe(obj: Any) -> Any:
+    """What a client sent, made fit to echo back as JSON: lone surrogates escaped, non-finite numbers as text."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, float):
+        return _finite_or_str(obj)
+    if isinstance(obj, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def _describe_validation_errors(errors: Sequence[dict]) -> tuple[str, str | None]:
     parts, param = [], None
     for err in errors[:5]:
@@ -228,7 +246,9 @@ def _describe_validation_errors(errors: Sequence[dict]) -> tuple[str, str | None
         if err.get("type") == "string_pattern_mismatch":
             msg = "must not be blank (it is empty or only whitespace)"
         elif err.get("type") == "model_attributes_type" and not loc:
-            msg = "expected a JSON object"
+            msg = "expected a JSON object, sent with Content-Type: application/json"
+        elif err.get("type") == "missing" and not loc:
+            msg = "the request body is empty; send a JSON object with Content-Type: application/json"
         parts.append(f"{where}: {msg}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more, param
@@ -330,6 +350,7 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+    pid: int
     models: list[str]
     uptime_s: float
     generations: dict[str, int]
@@ -813,6 +834,30 @@ class _Runtime:
 # --- the app -----------------------------------------------------------------------------------------------
 
 
+#: environment variable through which ``lmlab serve --workers N`` tells each worker process what to serve
+SPEC_ENV = "LMLAB_SERVE_SPEC"
+
+
+def serve_spec(run_dirs: Iterable[str | Path], limits: ServeLimits, device: str, torch_threads: int = 0) -> str:
+    """The JSON that :func:`create_app_from_env` reads (absolute paths, so workers may start anywhere)."""
+    return json.dumps({"run_dirs": [str(Path(p).resolve()) for p in run_dirs], "limits": asdict(limits),
+                       "device": device, "torch_threads": torch_threads})
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for multi-process serving: uvicorn calls it once in each worker process
+    (``lmlab serve --workers N``); what to serve comes from ``$LMLAB_SERVE_SPEC`` (see :func:`serve_spec`)."""
+    raw = os.environ.get(SPEC_ENV)
+    if not raw:
+        raise ConfigError(f"${SPEC_ENV} is not set: start worker processes with lmlab serve --workers N")
+    spec = json.loads(raw)
+    if spec.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(int(spec["torch_threads"]))
+    return create_app(spec["run_dirs"], ServeLimits(**spec["limits"]), device=spec["device"])
+
+
 def _static_dir() -> Path:
     return Path(str(resources.files("lmlab").joinpath("serve_static")))
 
@@ -862,7 +907,7 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors())
+        errors = [_json_safe(err) for err in jsonable_encoder(exc.errors(), custom_encoder={float: _finite_or_str})]
         for err in errors:  # keep the echo of oversized inputs out of the answer
             if isinstance(err.get("input"), str | list | dict) and len(json.dumps(err["input"])) > 200:
                 err["input"] = "<omitted>"
@@ -878,6 +923,8 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            message = "could not parse the body: send UTF-8 encoded JSON with Content-Type: application/json"
         if exc.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path} (see /docs or /openapi.json)"
         return _error_response(exc.status_code, message, _STATUS_TYPES.get(exc.status_code, "invalid_request_error"),
@@ -906,7 +953,7 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     async def health() -> dict:
         """Liveness plus counters: generations active/started/completed/cancelled/timed out, tokens streamed;
         batched model calls (calls, requests and texts they carried, largest batch)."""
-        return {"status": "ok", "models": list(models), "uptime_s": round(time.monotonic() - runtime.started_at, 3),
+        return {"status": "ok", "pid": os.getpid(), "models": list(models), "uptime_s": round(time.monotonic() - runtime.started_at, 3),
                 "generations": runtime.snapshot(), "batching": runtime.batch_snapshot()}
 
     @app.get("/v1/models", response_model=ModelList, tags=["server"])

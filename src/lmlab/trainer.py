@@ -189,7 +189,7 @@ class Trainer:
         for key in ("eval_every", "save_every", "max_steps", "warmup_steps", "patience"):
             if getattr(cfg, key) < 0:
                 problems.append(f"train.{key} must be >= 0, got {getattr(cfg, key)}")
-        if cfg.patience and self.val_data is None and not hasattr(self.model, "evaluate"):
+        if cfg.patience and self.val_data is None:
             problems.append("train.patience needs validation data (--val PATH or --val-split)")
         if problems:
             raise ConfigError("; ".join(problems))
@@ -300,7 +300,7 @@ class Trainer:
         return metrics
 
     def _run_eval(self) -> None:
-        if distributed.is_main() and (self.val_data is not None or hasattr(self.model, "evaluate")):
+        if distributed.is_main() and self.val_data is not None:
             metrics = self.evaluate()
             self._emit("on_eval_end", metrics)
         distributed.barrier()
@@ -477,8 +477,17 @@ class Trainer:
         return last_logs
 
     def _optimizer_step(self) -> None:
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        # the total gradient norm (clipped when grad_clip > 0); a non-finite one would poison the weights, so the
+        # step is refused before any parameter changes and the last checkpoint stays good
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if not torch.isfinite(norm):
+            where = f" in {self.run_dir}/checkpoints" if self.run_dir else ""
+            raise TrainingError(
+                f"the gradient norm became {norm.item()} at step {self.state.step + 1} "
+                f"(epoch {self.state.epoch + 1}); the last good checkpoint{where} is kept. "
+                "Lower train.lr or set train.grad_clip (e.g. 1.0)"
+            )
         for opt in self.optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import click
@@ -87,8 +88,11 @@ def train(algo, corpus, out, overwrite, save_format, overrides, **options) -> No
         from lmlab.models.glove import GloVe as Trainer
     else:
         from lmlab.models.word2vec import Word2Vec as Trainer
-    model = Trainer(cfg).fit(corpus, workdir=run_dir / ".work", log=click.echo)
-    (run_dir / ".work").rmdir() if (run_dir / ".work").is_dir() and not any((run_dir / ".work").iterdir()) else None
+    work = run_dir / ".work"  # the encoded corpus (and GloVe's counts) while training
+    try:
+        model = Trainer(cfg).fit(corpus, workdir=work, log=click.echo)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     model.save(run_dir)
     for fmt in save_format:
         if fmt == "word2vec":

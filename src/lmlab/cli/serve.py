@@ -39,6 +39,8 @@ _D = ServeLimits()
               "(1: no batching).")
 @click.option("--torch-threads", default=0, show_default=True, type=click.IntRange(0),
               help="torch intra-op threads of the server process (0: torch's default; 1 suits a few cores).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Server processes, each with its own copy of the models and its own limits (more cores).")
 @click.option("--keep-alive", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds an idle keep-alive connection stays open (longer than clients' own expiry avoids "
               "reusing a connection the server is closing).")
@@ -46,7 +48,7 @@ _D = ServeLimits()
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level.")
 def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_batch, max_tokens, max_beam_size, max_topn,
           max_concurrent_generations, max_concurrent_inference, queue_timeout, request_timeout, max_batch_texts,
-          torch_threads, keep_alive, log_level) -> None:
+          torch_threads, workers, keep_alive, log_level) -> None:
     """Serve trained run directories over HTTP: OpenAI-style /v1/completions, /v1/classify, /v1/translate,
     /v1/embeddings/{similar,analogy}, and a playground page at /. Model names are the run directories' base names."""
     import uvicorn
@@ -63,10 +65,21 @@ def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_bat
         import torch
 
         torch.set_num_threads(torch_threads)
-    app = create_app(run_dirs, limits=limits, device=device)
+    app = create_app(run_dirs, limits=limits, device=device)  # every run dir loads, or we stop here
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     for model in app.state.models.values():
         click.echo(f"  {model.name:24s} {model.kind:10s} {model.model_type:12s} {model.run_dir}")
     click.echo(f"lmlab serving {len(app.state.models)} model(s): playground http://{shown}:{port}/ , "
                f"API docs http://{shown}:{port}/docs")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=keep_alive)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=keep_alive)
+        return
+    import os
+
+    from lmlab.serve import SPEC_ENV, serve_spec
+
+    del app  # each worker process loads its own copy
+    os.environ[SPEC_ENV] = serve_spec(run_dirs, limits, device, torch_threads)
+    click.echo(f"starting {workers} worker processes (the limits apply to each)")
+    uvicorn.run("lmlab.serve:create_app_from_env", factory=True, workers=workers, host=host, port=port,
+                log_level=log_level, timeout_keep_alive=keep_alive)

@@ -837,12 +837,12 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[SeqGAN, GANRunCo
     return model, cfg, vocab
 
 
-def decode(ids: Sequence[int], vocab: Any, eos_id: int) -> str:
-    """Token ids -> text (stops at EOS; oracle runs without a vocabulary print the ids)."""
+def decode(ids: Sequence[int], vocab: Any, eos_id: int, pad_id: int = -1) -> str:
+    """Token ids -> text, up to the first EOS or pad (oracle runs without a vocabulary print the ids)."""
     words = []
     for i in ids:
         i = int(i)
-        if eos_id >= 0 and i == eos_id:
+        if (eos_id >= 0 and i == eos_id) or (pad_id >= 0 and i == pad_id):
             break
         words.append(vocab.itos[i] if vocab is not None else str(i))
     return " ".join(words)
@@ -894,7 +894,7 @@ def quality_diversity(
     rows = []
     for t in temperatures:
         samples = _sample_many(generator, num_samples, t, seed)
-        hyps = [decode(s, vocab, generator.config.eos_id).split() for s in samples.tolist()]
+        hyps = [decode(s, vocab, generator.config.eos_id, generator.config.pad_id).split() for s in samples.tolist()]
         row: dict[str, Any] = {"temperature": t, "samples": num_samples}
         row.update({f"bleu{k}": v for k, v in M.bleu_against(hyps, ref_index, range(2, max_n + 1)).items()})
         row.update({f"self_bleu{k}": v for k, v in M.self_bleu(hyps, range(2, max_n + 1)).items()})
@@ -950,7 +950,7 @@ class SeqGANGenerator:
         if temperature < 0 or not math.isfinite(temperature):
             raise ConfigError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
         seqs = _sample_many(self.model.generator, n, temperature, seed)
-        return [decode(s, self.vocab, self.cfg.model.eos_id) for s in seqs.tolist()]
+        return [decode(s, self.vocab, self.cfg.model.eos_id, self.cfg.model.pad_id) for s in seqs.tolist()]
 
     def _encode_prompt(self, prompt: str) -> list[int]:
         words = prompt.split() if self.cfg.data.tokenizer == "whitespace" else _tokenizer("word", self.cfg.data.lowercase).tokenize(prompt)
@@ -1005,7 +1005,7 @@ class SeqGANGenerator:
             tok = sample_next(logits, sc, gen, history)
             produced += 1
             t = int(tok.item())
-            if g.config.eos_id >= 0 and t == g.config.eos_id:
+            if t in (g.config.eos_id, g.config.pad_id) and t >= 0:
                 finish = "eos"
                 break
             word = self.vocab.itos[t] if self.vocab is not None else str(t)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 import re
 import shutil
 import tempfile
@@ -237,20 +238,21 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
     out_path = workdir / "tokens.int32"
     index: dict[str, int] = {}
     counts = np.zeros(1024, dtype=np.int64)
-    buf: list[int] = []
+    buf = array("i")  # 4 bytes per token, not a list of int objects
     num_raw = 0
     num_sentences = 0
     t0 = time.perf_counter()
 
     def flush(fh) -> None:
         nonlocal counts
-        arr = np.array(buf, dtype=np.int32)
+        arr = np.frombuffer(buf, dtype=np.int32)
         arr.tofile(fh)
         ids = arr[arr >= 0]
         if len(index) > len(counts):
             counts = np.concatenate([counts, np.zeros(max(len(index), 2 * len(counts)) - len(counts), np.int64)])
         counts[: len(index)] += np.bincount(ids, minlength=len(index))[: len(index)]
-        buf.clear()
+        del arr, ids
+        del buf[:]
 
     with open(raw_path, "wb") as fh:
         setdefault = index.setdefault
@@ -291,7 +293,7 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
     prev_end = True
     with open(raw_path, "rb") as src, open(out_path, "wb") as dst:
         while True:
-            block = np.fromfile(src, dtype=np.int32, count=1 << 22)
+            block = np.fromfile(src, dtype=np.int32, count=1 << 20)
             if len(block) == 0:
                 break
             mapped = lut[block + 1]

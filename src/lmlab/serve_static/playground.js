@@ -82,7 +82,7 @@ function selectModel() {
     .filter(([k, v]) => k !== "model_type" && ["string", "number", "boolean"].includes(typeof v))
     .slice(0, 8)
     .map(([k, v]) => `${k}: ${v}`);
-  $("model-info").textContent = `${model.kind} · ${model.model_type} · ${facts.join(" · ")}`;
+  $("model-info").textContent = [model.kind, model.model_type, ...facts].join(" · ");
   showError("");
 }
 
