@@ -188,10 +188,13 @@ def test_generator_pipeline_streams_stops_and_matches_greedy_beam(char_run: Path
     pipe = load(char_run)
     assert isinstance(pipe, Generator)
     cfg = SamplingConfig(max_new_tokens=80, seed=3, temperature=0.8)
-    pieces = list(pipe.stream("First", cfg))
-    assert "".join(pieces) == pipe.generate("First", cfg)
+    events = list(pipe.stream("First", cfg))
+    full = pipe.generate("First", cfg)
+    assert "".join(e["text"] for e in events[:-1]) == full["text"]
+    assert events[-1] == {"finish_reason": "length", "prompt_tokens": 5, "completion_tokens": 80}
     stopped = pipe.generate("First", cfg, stop=["\n"])
-    assert "\n" not in stopped and pipe.generate("First", cfg).startswith(stopped)
+    assert "\n" not in stopped["text"] and full["text"].startswith(stopped["text"])
+    assert stopped["finish_reason"] == "stop"
     # top-k 1 is greedy
     assert pipe.generate("First", max_new_tokens=30, top_k=1, seed=1) == pipe.generate("First", max_new_tokens=30, greedy=True)
 
@@ -219,7 +222,7 @@ def test_word_level_prompt_with_unknown_words_warns(tmp_path: Path, shared_data:
     assert result["step"] == 3
     pipe = Generator.from_run_dir(tmp_path / "word")
     with pytest.warns(UserWarning, match="'zyzzyva'"):
-        text = pipe.generate("the zyzzyva said", max_new_tokens=12, seed=0)
+        text = pipe.generate("the zyzzyva said", max_new_tokens=12, seed=0)["text"]
     assert text.startswith(" ") and "<eos>" not in text
     assert pipe.codec.decode([pipe.codec.vocab["the"], pipe.codec.vocab.eos_id, pipe.codec.vocab["a"]]) == " the\na"
 

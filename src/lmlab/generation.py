@@ -146,11 +146,12 @@ def sample_next(
     top-k -> top-p -> a draw from the softmax with ``generator``.
     """
     logits = logits.float()
+    # extreme (tiny) temperatures or penalties overflow float32; clamp so the softmax stays defined
     if previous_ids is not None:
-        logits = apply_repetition_penalty(logits, previous_ids, cfg.repetition_penalty)
+        logits = torch.nan_to_num(apply_repetition_penalty(logits, previous_ids, cfg.repetition_penalty), nan=0.0, posinf=1e30, neginf=-1e30)
     if cfg.is_greedy:
         return logits.argmax(dim=-1)
-    logits = logits / cfg.temperature
+    logits = torch.nan_to_num(logits / cfg.temperature, nan=0.0, posinf=1e30, neginf=-1e30)
     logits = top_k_filter(logits, cfg.top_k)
     logits = top_p_filter(logits, cfg.top_p)
     probs = torch.softmax(logits, dim=-1)  # (B, V)

@@ -96,7 +96,7 @@ class Classifier:
 
 
 class Generator:
-    """Text in, text out for language models (RNN LMs, GPT): ``generate(prompt)`` returns the continuation,
+    """Text in, text out for language models: ``generate(prompt)`` returns the continuation and how it ended,
     ``stream(prompt)`` yields it piece by piece as tokens are sampled.
 
     Works with any ``model`` that has ``step(input_ids (B, T), state) -> (logits (B, V), state)`` (the
@@ -140,7 +140,9 @@ class Generator:
         return dataclasses.replace(base, **overrides) if overrides else base
 
     def stream(self, prompt: str, config=None, **overrides):
-        """Yield the continuation of ``prompt`` in pieces, as soon as each is certain."""
+        """Yield ``{"text": piece}`` as soon as each piece is certain, then one final
+        ``{"finish_reason": "length" | "stop" | "eos", "prompt_tokens": n, "completion_tokens": m}``.
+        Closing the iterator early stops the generation."""
         from lmlab.generation import find_stop, iter_generate
 
         cfg = self.sampling_config(config, **overrides)
@@ -157,26 +159,40 @@ class Generator:
         out_ids: list[int] = []
         emitted = 0
         text = ""
+        finish = "length"
         for _, token in iter_generate(step, torch.tensor([ids], device=device), cfg, eos_id=self.codec.eos_id):
             out_ids.append(token)
             text = self.codec.decode(out_ids)
             cut = find_stop(text, cfg.stop)
             if cut >= 0:
                 if cut > emitted:
-                    yield text[emitted:cut]
-                return
+                    yield {"text": text[emitted:cut]}
+                emitted = len(text)
+                finish = "stop"
+                break
             safe = len(text) - hold
             if text.endswith("\ufffd"):  # an incomplete multi-byte character (byte-level BPE)
                 safe = min(safe, len(text) - 1)
             if safe > emitted:
-                yield text[emitted:safe]
+                yield {"text": text[emitted:safe]}
                 emitted = safe
+        if finish == "length" and len(out_ids) < cfg.max_new_tokens:
+            finish = "eos"
         if len(text) > emitted:
-            yield text[emitted:]
+            yield {"text": text[emitted:]}
+        yield {"finish_reason": finish, "prompt_tokens": len(ids), "completion_tokens": len(out_ids)}
 
-    def generate(self, prompt: str, config=None, **overrides) -> str:
-        """The continuation of ``prompt`` (without the prompt and without any stop string)."""
-        return "".join(self.stream(prompt, config, **overrides))
+    def generate(self, prompt: str, config=None, **overrides) -> dict:
+        """``{"text", "finish_reason", "prompt_tokens", "completion_tokens"}``: the continuation of ``prompt``
+        (without the prompt and without any stop string)."""
+        pieces: list[str] = []
+        final: dict = {}
+        for event in self.stream(prompt, config, **overrides):
+            if "text" in event:
+                pieces.append(event["text"])
+            else:
+                final = event
+        return {"text": "".join(pieces), **final}
 
 
 __all__ = ["load", "Classifier", "Generator"]

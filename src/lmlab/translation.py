@@ -163,6 +163,9 @@ def train_seq2seq(
     run.model.tgt_vocab_size = tgt_codec.vocab_size
     if run.model.max_len < max(run.data.max_src_len, run.data.max_tgt_len) + 1:
         run.model.max_len = max(run.data.max_src_len, run.data.max_tgt_len) + 1
+    from lmlab.trainer import seed_everything
+
+    seed_everything(run.train.seed)  # the initial weights depend on the seed only
     model = Seq2Seq(run.model)
     sections = config_to_dict(run)
     sections["trained_on"] = data_description

@@ -75,6 +75,10 @@ def _open_write(path: Path) -> IO[bytes]:
     return open(path, "wb")
 
 
+#: the literature's names of the analogy methods, accepted next to "add"/"mul"
+_ANALOGY_ALIASES = {"3cosadd": "add", "3cosmul": "mul"}
+
+
 class KeyedVectors:
     """Words and their vectors, with queries, evaluation and file formats.
 
@@ -95,6 +99,12 @@ class KeyedVectors:
         for i, w in enumerate(self.words):
             self.index.setdefault(w, i)
         self._normed: np.ndarray | None = None
+
+    model_type = "word_vectors"
+
+    def info(self) -> dict:
+        """JSON-friendly facts for a server's model list."""
+        return {"model_type": self.model_type, "vocab_size": len(self), "embed_dim": self.vector_size}
 
     # -- basics ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -194,6 +204,7 @@ class KeyedVectors:
         cos' = (cos + 1) / 2. Candidates are the ``restrict_vocab`` most frequent words; a, b, c are excluded.
         """
         ia, ib, ic = self.get_index(a), self.get_index(b), self.get_index(c)
+        method = _ANALOGY_ALIASES.get(method, method)
         scores = self._analogy_scores(np.array([ia]), np.array([ib]), np.array([ic]), method, restrict_vocab)[0]
         exclude = {ia, ib, ic}
         order = np.argsort(-scores, kind="stable")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import itertools
+
 import click
 
 from lmlab.cli.common import echo_json, overrides_argument, run_dir_options
@@ -97,15 +99,15 @@ def generate(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, repetit
     pipe = Generator.from_run_dir(run_dir, device=device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pieces = pipe.stream(prompt, cfg)
-        first = next(pieces, "")
+        events = pipe.stream(prompt, cfg)
+        first = next(events, {})
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     if not no_prompt_echo:
         click.echo(prompt, nl=False)
-    click.echo(first, nl=False)
-    for piece in pieces:
-        click.echo(piece, nl=False)
+    for event in itertools.chain([first], events):
+        if "text" in event:
+            click.echo(event["text"], nl=False)
     click.echo()
 
 

@@ -558,6 +558,9 @@ def train_lm(
         val_data = BPTTBatches(
             val_ids, run.data.eval_batch_size, run.data.bptt, "validation", _chars_per_token(val_text, val_ids.numel())
         )
+    from lmlab.trainer import seed_everything
+
+    seed_everything(run.train.seed)  # the initial weights depend on the seed only (same on every rank)
     model = RNNLM(run.model)
     if run_dir is not None and distributed.is_main() and saved is None:
         checkpoint.save_config(run_dir, MODEL_TYPE, config_to_dict(run))

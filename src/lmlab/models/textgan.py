@@ -771,6 +771,9 @@ def train(
     cfg.gan.validate()
     prepared = prepared or prepare_data(cfg, log)
     cfg.model.validate()
+    from lmlab.trainer import seed_everything
+
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = SeqGAN(cfg.model, cfg.gan)
     if init_generator is not None:
         model.generator.load_state_dict(init_generator)

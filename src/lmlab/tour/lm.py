@@ -49,7 +49,7 @@ def run_stop(ctx) -> None:
     )
     pipe = Generator.from_run_dir(run_dir)
     cfg = SamplingConfig(max_new_tokens=300, temperature=0.8, top_k=0, top_p=0.95, seed=0)
-    sample = "ROMEO:" + pipe.generate("ROMEO:", cfg)
+    sample = "ROMEO:" + pipe.generate("ROMEO:", cfg)["text"]
     ctx.log("sample (temperature 0.8, top-p 0.95, seed 0):\n" + sample)
     curves = plot_curves(run_dir, ctx.workdir / "lm-curves.png")
     ctx.section(
