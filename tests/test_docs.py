@@ -33,6 +33,7 @@ DOCS = REPO_ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_tools"))
 try:
     import doccommands
+    import gen_api
     import import_tour_report
 finally:
     sys.path.pop(0)
@@ -312,6 +313,15 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert 'class="arithmatex"' in errata, "math was not marked up for MathJax (pymdownx.arithmatex)"
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     assert 'id="lmlab.load"' in api, "the API reference does not document lmlab.load"
+
+
+def test_api_page_is_up_to_date() -> None:
+    """docs/api.md is what docs/_tools/gen_api.py writes from its list of public names (rerun it after a change)."""
+    missing: list[str] = []
+    assert gen_api.render(report=missing.append) == gen_api.PAGE.read_text(encoding="utf-8"), (
+        "docs/api.md is out of date: run .venv/bin/python docs/_tools/gen_api.py"
+    )
+    assert not missing, f"public names listed in docs/_tools/gen_api.py that do not exist: {missing}"
 
 
 def test_tour_report_import(tmp_path: Path) -> None:
