@@ -330,3 +330,54 @@ def load_preset(name_or_path: str, family: str) -> dict:
         f"unknown {family} preset {name_or_path!r}{hint} (presets: {', '.join(names) or 'none'}; "
         "or pass a path to a .yaml/.json file)"
     )
+
+
+# ------------------------------------------------------------------------------------------ run-level helpers
+#: train keys that may change when a run is resumed: they decide when to stop, what to print, where to run
+RESUMABLE_TRAIN_KEYS = frozenset(
+    {"epochs", "max_steps", "max_time_s", "progress", "patience", "log_every", "device", "num_threads", "tensorboard"}
+)
+
+
+def resolve_run_config(run_cls: type[T], family: str, preset: str, overrides=()) -> T:
+    """Preset (a name in ``configs/<family>`` or a YAML/JSON file) + ``key=value`` overrides -> ``run_cls``.
+
+    ``run_cls`` is a family's run dataclass whose fields are its sections (``model``, ``data``, ``train``...);
+    a bare key such as ``epochs=2`` goes to the one section that has it. Everything is validated before any
+    heavy work starts.
+    """
+    hints = typing.get_type_hints(run_cls)
+    sections = {f.name: hints[f.name] for f in dataclasses.fields(run_cls) if dataclasses.is_dataclass(hints[f.name])}
+    base = load_preset(preset, family)
+    merged = merge(base, resolve_short_overrides(parse_overrides(list(overrides)), sections))
+    return config_from_dict(run_cls, merged, where="config")
+
+
+def check_resume_compatible(old: dict, new: dict, run_dir, ignore: dict[str, set[str] | str] | None = None) -> None:
+    """Refuse to resume ``run_dir`` when its saved config differs from the new one in anything but stopping knobs.
+
+    ``ignore`` maps a section to keys filled in from the data (e.g. ``{"model": {"vocab_size"}}``) or to ``"*"``
+    for a section that never affects training (e.g. decoding settings).
+    """
+    from lmlab.errors import CheckpointError
+
+    ignore = dict(ignore or {})
+    if ignore.get("train") != "*":
+        ignore["train"] = set(ignore.get("train", set())) | RESUMABLE_TRAIN_KEYS
+    diffs = []
+    for section in sorted(new):  # the sections of the run config; other records in config.json are facts
+        a, b = old.get(section), new.get(section)
+        if not isinstance(b, dict):
+            continue
+        skip = ignore.get(section, set())
+        if skip == "*":
+            continue
+        a, b = a or {}, b or {}
+        for key in sorted(set(a) | set(b)):
+            if key not in skip and a.get(key) != b.get(key):
+                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    if diffs:
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the config differs from the saved one ({'; '.join(diffs[:4])}); "
+            "resume with the same preset and overrides, or start a new run with --out"
+        )

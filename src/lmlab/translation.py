@@ -73,8 +73,6 @@ class Seq2SeqRunConfig:
 
 
 SECTIONS = {"data": ParallelDataConfig, "model": Seq2SeqConfig, "train": TrainConfig, "decode": DecodeConfig}
-#: keys that may differ when a run is resumed
-RESUMABLE_KEYS = {"epochs", "max_steps", "max_time_s", "progress", "patience", "log_every", "device", "num_threads", "tensorboard"}
 
 
 def check_beam(beam_size: Any, n_best: Any = 1) -> None:
@@ -85,32 +83,16 @@ def check_beam(beam_size: Any, n_best: Any = 1) -> None:
         raise ConfigError(f"n-best must be between 1 and the beam size {beam_size}, got {n_best!r}")
 
 
-def resolve_run_config(preset: str, overrides: Sequence[str] = ()) -> Seq2SeqRunConfig:
-    """A preset (``configs/seq2seq/<name>.yaml`` or a file) plus ``key=value`` overrides, validated."""
-    from lmlab.config import load_preset, merge, parse_overrides, resolve_short_overrides
+def resolve_run_config(preset: str, overrides=()) -> Seq2SeqRunConfig:
+    """Preset (a name in ``configs/seq2seq`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
+    from lmlab.config import resolve_run_config as resolve
 
-    base = load_preset(preset, "seq2seq")
-    merged = merge(base, resolve_short_overrides(parse_overrides(list(overrides)), SECTIONS))
-    return config_from_dict(Seq2SeqRunConfig, merged, where="config")
+    return resolve(Seq2SeqRunConfig, "seq2seq", preset, overrides)
 
+def _compare_for_resume(old: dict, new: dict, run_dir) -> None:
+    from lmlab.config import check_resume_compatible
 
-def _compare_for_resume(old: dict, new: dict, run_dir: Path) -> None:
-    diffs = []
-    for section in SECTIONS:
-        a, b = old.get(section, {}), new.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if (section == "train" and key in RESUMABLE_KEYS) or section == "decode":
-                continue
-            if section == "model" and key in {"src_vocab_size", "tgt_vocab_size"}:
-                continue
-            if a.get(key) != b.get(key):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
-    if diffs:
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the config differs from the saved one ({'; '.join(diffs[:4])}); "
-            "resume with the same preset and overrides, or start a new run with --out"
-        )
-
+    check_resume_compatible(old, new, run_dir, ignore={"decode": "*", "model": {"src_vocab_size", "tgt_vocab_size"}})
 
 def train_seq2seq(
     run: Seq2SeqRunConfig,

@@ -215,39 +215,18 @@ class ClassifyRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-#: train-config keys that may change when a run is resumed (they decide when to stop or what to print)
-RESUMABLE_KEYS = {"epochs", "max_steps", "max_time_s", "progress", "patience", "log_every", "device", "num_threads", "tensorboard"}
 
 
-def resolve_run_config(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> ClassifyRunConfig:
-    """Preset (name or file) + ``key=value`` overrides -> a validated run config (before any heavy work)."""
-    from lmlab.config import config_from_dict, load_preset, merge, parse_overrides, resolve_short_overrides
+def resolve_run_config(preset: str, overrides=()) -> ClassifyRunConfig:
+    """Preset (a name in ``configs/classify`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
+    from lmlab.config import resolve_run_config as resolve
 
-    base = load_preset(preset, "classify")
-    sections = {"model": ClassifierConfig, "data": ClassifyDataConfig, "train": TrainConfig}
-    merged = merge(base, resolve_short_overrides(parse_overrides(list(overrides)), sections))
-    return config_from_dict(ClassifyRunConfig, merged, where="config")
-
+    return resolve(ClassifyRunConfig, "classify", preset, overrides)
 
 def _compare_for_resume(old: dict, new: dict, run_dir) -> None:
-    from lmlab.errors import CheckpointError
+    from lmlab.config import check_resume_compatible
 
-    diffs = []
-    for section in ("model", "data", "train"):
-        a, b = old.get(section, {}), new.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if section == "train" and key in RESUMABLE_KEYS:
-                continue
-            if section == "model" and key in {"vocab_size", "num_classes"}:
-                continue
-            if a.get(key) != b.get(key):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
-    if diffs:
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the config differs from the saved one ({'; '.join(diffs[:4])}); "
-            "resume with the same preset and overrides, or start a new run with --out"
-        )
-
+    check_resume_compatible(old, new, run_dir, ignore={"model": {"vocab_size", "num_classes"}})
 
 def train_classifier(
     run: ClassifyRunConfig,

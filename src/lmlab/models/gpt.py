@@ -392,40 +392,18 @@ class GPTRunConfig:
     train: TrainConfig = field(default_factory=_default_train_config)
 
 
-#: train-config keys that may change when a run is resumed
-RESUMABLE_KEYS = {
-    "epochs", "max_steps", "max_time_s", "progress", "log_every", "device", "num_threads", "tensorboard",
-    "patience", "eval_every", "save_every", "compile", "precision",
-}
 
 
-def resolve_run_config(preset: str, overrides: Sequence[str] = ()) -> GPTRunConfig:
+def resolve_run_config(preset: str, overrides=()) -> GPTRunConfig:
     """Preset (a name in ``configs/gpt`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
-    from lmlab.config import config_from_dict, load_preset, merge, parse_overrides, resolve_short_overrides
+    from lmlab.config import resolve_run_config as resolve
 
-    base = load_preset(preset, "gpt")
-    sections = {"model": GPTConfig, "data": TokenDataConfig, "train": TrainConfig}
-    merged = merge(base, resolve_short_overrides(parse_overrides(list(overrides)), sections))
-    return config_from_dict(GPTRunConfig, merged, where="config")
+    return resolve(GPTRunConfig, "gpt", preset, overrides)
 
+def _compare_for_resume(old: dict, new: dict, run_dir) -> None:
+    from lmlab.config import check_resume_compatible
 
-def _compare_for_resume(old: dict, new: dict, run_dir: Path) -> None:
-    diffs = []
-    for section in ("model", "data", "train"):
-        a, b = old.get(section, {}), new.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if (section == "train" and key in RESUMABLE_KEYS) or (section == "model" and key == "vocab_size"):
-                continue
-            if section == "data" and key in {"eval_batch_size", "max_eval_tokens"}:
-                continue
-            if a.get(key) != b.get(key):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
-    if diffs:
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the config differs from the saved one ({'; '.join(diffs[:4])}); "
-            "resume with the same preset and overrides, or start a new run with --out"
-        )
-
+    check_resume_compatible(old, new, run_dir, ignore={"train": {"eval_every", "save_every", "compile", "precision"}, "model": {"vocab_size"}, "data": {"eval_batch_size", "max_eval_tokens"}})
 
 def prepare_tokens(
     run: GPTRunConfig,

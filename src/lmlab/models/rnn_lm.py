@@ -110,19 +110,13 @@ class LMRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-#: train-config keys that may change when a run is resumed
-RESUMABLE_KEYS = {"epochs", "max_steps", "max_time_s", "progress", "log_every", "device", "num_threads", "tensorboard", "patience"}
 
 
-def resolve_run_config(preset: str, overrides: Sequence[str] = ()) -> LMRunConfig:
-    """Preset (name in configs/lm or a file) + ``key=value`` overrides -> a validated run config."""
-    from lmlab.config import config_from_dict, load_preset, merge, parse_overrides, resolve_short_overrides
+def resolve_run_config(preset: str, overrides=()) -> LMRunConfig:
+    """Preset (a name in ``configs/lm`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
+    from lmlab.config import resolve_run_config as resolve
 
-    base = load_preset(preset, "lm")
-    sections = {"model": RNNLMConfig, "data": LMDataConfig, "train": TrainConfig}
-    merged = merge(base, resolve_short_overrides(parse_overrides(list(overrides)), sections))
-    return config_from_dict(LMRunConfig, merged, where="config")
-
+    return resolve(LMRunConfig, "lm", preset, overrides)
 
 # ------------------------------------------------------------------------------------------- text <-> ids
 class WhitespaceTokenizer:
@@ -487,23 +481,10 @@ def _split_tail(text: str, fraction: float, word_level: bool) -> tuple[str, str]
     return text[:cut], text[cut:]
 
 
-def _compare_for_resume(old: dict, new: dict, run_dir: Path) -> None:
-    from lmlab.errors import CheckpointError
+def _compare_for_resume(old: dict, new: dict, run_dir) -> None:
+    from lmlab.config import check_resume_compatible
 
-    diffs = []
-    for section in ("model", "data", "train"):
-        a, b = old.get(section, {}), new.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if (section == "train" and key in RESUMABLE_KEYS) or (section == "model" and key in {"vocab_size", "impl"}):
-                continue
-            if a.get(key) != b.get(key):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
-    if diffs:
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the config differs from the saved one ({'; '.join(diffs[:4])}); "
-            "resume with the same preset and overrides, or start a new run with --out"
-        )
-
+    check_resume_compatible(old, new, run_dir, ignore={"model": {"vocab_size", "impl"}})
 
 def train_lm(
     run: LMRunConfig,
