@@ -51,7 +51,15 @@ def run_stop(ctx) -> None:
         f"| model | test accuracy | macro F1 |\n|---|---:|---:|\n"
         f"| seed-lstm (Keras tutorial) | {report['accuracy']:.3f} | {report['macro_f1']:.3f} |\n"
         f"| bilstm (recommended) | {bi_report['accuracy']:.3f} | {bi_report['macro_f1']:.3f} |\n\n"
-        "Confusion matrix of seed-lstm:\n\n"
+        + (
+            "seed-lstm reads the padding that follows each snippet (Keras' `padding=\"post\"` without a mask) and "
+            "classifies its state after the last, padded, step: on short snippets and a short budget it often "
+            "stays near chance, the classic pitfall of the tutorial. bilstm packs the sequences and pools over "
+            "the real tokens only.\n\n"
+            if report["accuracy"] < 0.6
+            else ""
+        )
+        + "Confusion matrix of seed-lstm:\n\n"
         "```\n" + format_confusion_matrix(report["confusion_matrix"], report["labels"]) + "\n```\n\n"
         f"Predictions of {pipe.model.config.arch}:\n\n```\n" + "\n".join(lines) + "\n```",
         images=[curves, confusion],
