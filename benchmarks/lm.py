@@ -224,6 +224,24 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
+class StepStamps:
+    """A trainer callback recording the wall-clock time of every optimizer step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_fit_start(self, trainer) -> None: ...
+
+    def on_step_end(self, trainer, logs) -> None:
+        self.times.append(time.perf_counter())
+
+    def on_epoch_end(self, trainer) -> None: ...
+
+    def on_fit_end(self, trainer) -> None: ...
+
+    def on_eval_end(self, trainer, metrics) -> None: ...
+
+
 class EvalTimes:
     """A trainer callback recording (wall seconds, metrics) at every evaluation."""
 
@@ -409,14 +427,24 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
     run = resolve_run_config(preset, extra)
     tag = preset + ("" if not overrides else "+" + ",".join(overrides))
     out = WORK / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{tag}-{device}")
-    if eval_points and minutes:
-        # evaluate about eval_points times within the budget: probe the step time first
-        probe = resolve_run_config(preset, extra + ["train.max_steps=6", "train.max_time_s=0", "train.eval_every=0"])
-        t0 = time.perf_counter()
-        train_lm(probe, train, None, val=None, log=lambda s: None)
-        per_step = (time.perf_counter() - t0) / 6
-        every = max(20, int(minutes * 60 / per_step / eval_points))
-        run.train.eval_every = every
+    probe_info = None
+    fit = minutes and run.train.schedule in ("cosine", "linear")
+    if (eval_points or fit) and minutes:
+        # time a few steps of the same configuration first: to evaluate about eval_points times within the
+        # budget, and (for a cosine/linear schedule) to end the schedule when the budget ends, so the preset is
+        # annealed rather than cut off mid-schedule. The classic "small" preset keeps its epoch-based step decay.
+        stamps = StepStamps()
+        probe = resolve_run_config(preset, extra + ["train.max_steps=14", "train.max_time_s=0", "train.eval_every=0"])
+        train_lm(probe, train, None, val=None, callbacks=[stamps], log=lambda s: None)
+        per_step = statistics.median(b - a for a, b in zip(stamps.times[4:], stamps.times[5:], strict=False))
+        probe_info = {"median_step_s": round(per_step, 4)}
+        if eval_points:
+            run.train.eval_every = max(20, int(minutes * 60 / per_step / eval_points))
+        if fit:
+            # 7% of the budget is left for the evaluations; train.max_time_s still stops the run at the budget
+            run.train.max_steps = max(50, int(minutes * 60 * 0.93 / per_step))
+            probe_info["planned_steps"] = run.train.max_steps
+        print(f"[{preset}] probe: {probe_info}", flush=True)
     timer = EvalTimes()
     start = time.perf_counter()
     result = train_lm(run, train, out, val=val, overwrite=True, callbacks=[timer], log=lambda s: print(f"[{tag}] {s}", flush=True))
@@ -432,6 +460,7 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
         "wall_s": round(wall, 1),
         "tokens_seen": result["step"] * run.train.batch_size * run.data.bptt,
         "best_val_loss": round(result["best"], 4),
+        "schedule_probe": probe_info,
         "val_curve": timer.points,
     }
     best = min((p for p in timer.points if "val_loss" in p), key=lambda p: p["val_loss"], default=None)

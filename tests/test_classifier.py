@@ -11,6 +11,7 @@ import torch
 
 from lmlab.checkpoint import load_tensors
 from lmlab.cli import main
+from lmlab.errors import ConfigError
 from lmlab.models.classifier import (
     ClassifierConfig,
     TextClassifier,
@@ -20,7 +21,7 @@ from lmlab.models.classifier import (
 from lmlab.pipelines import Classifier
 
 TINY = ["model.embed_dim=16", "model.lstm_dims=[8, 8]", "model.dense_dim=8", "train.progress=false", "train.tensorboard=false"]
-TINY_BI = ["model.embed_dim=16", "model.hidden_dim=8", "train.progress=false", "train.tensorboard=false", "data.max_len=40"]
+TINY_BI = ["model.embed_dim=16", "model.hidden_dim=8", "model.bag_dim=8", "model.bigram_buckets=4096", "train.progress=false", "train.tensorboard=false", "data.max_len=40"]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,28 @@ def test_bilstm_ignores_padding():
     a = model(ids, torch.tensor([3]))
     b = model(longer, torch.tensor([3]))  # the tail beyond the length must not matter
     torch.testing.assert_close(a, b)
+
+
+def test_ngram_bag_rows_and_padding():
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(arch="bilstm", vocab_size=30, num_classes=2, embed_dim=8, hidden_dim=4, bag_dim=6, bigram_buckets=11)
+    model = TextClassifier(cfg).eval()
+    ids = torch.tensor([[5, 6, 7, 0], [9, 3, 0, 0]])
+    rows = model.ngram_ids(ids, torch.tensor([3, 2]))
+    # words, then the bigrams (5,6), (6,7) and (9,3) hashed into rows 30..40; 0 (left out of the mean) elsewhere
+    assert rows[:, :4].tolist() == [[5, 6, 7, 0], [9, 3, 0, 0]]
+    assert rows[0, 4].item() == 30 + (5 * 1_000_003 + 6) % 11 and rows[0, 5].item() == 30 + (6 * 1_000_003 + 7) % 11
+    assert rows[1, 4].item() == 30 + (9 * 1_000_003 + 3) % 11 and rows[0, 6].item() == rows[1, 5].item() == 0
+    # the bag is the mean of exactly those rows' embeddings
+    want = model.bag.weight[rows[0, [0, 1, 2, 4, 5]]].mean(0)
+    torch.testing.assert_close(model.bag(rows[:1])[0], want)
+    # what lies beyond a text's length changes neither the bag nor the logits
+    longer = torch.tensor([[5, 6, 7, 9, 9, 9], [9, 3, 4, 4, 4, 4]])
+    torch.testing.assert_close(model(ids, torch.tensor([3, 2])), model(longer, torch.tensor([3, 2])))
+    with pytest.raises(ConfigError, match="bag_dim"):
+        ClassifierConfig(arch="bilstm", bigram_buckets=10).validate()
+    with pytest.raises(ConfigError, match="bilstm option"):
+        ClassifierConfig(arch="stacked-lstm", bag_dim=4).validate()
 
 
 @pytest.mark.parametrize("arch", ["stacked-lstm", "bilstm"])

@@ -101,7 +101,7 @@ def reviews(tmp_path_factory, shared_data: Path) -> Path:
 
 
 def test_classifier_under_torchrun_follows_one_process(reviews: Path, tmp_path: Path):
-    args = ["--data", str(reviews), "--preset", "bilstm", "model.embed_dim=16", "model.hidden_dim=8",
+    args = ["--data", str(reviews), "--preset", "bilstm", "model.embed_dim=16", "model.hidden_dim=8", "model.bag_dim=8", "model.bigram_buckets=4096",
             "model.dropout=0", "model.embed_dropout=0", "data.max_len=40", "data.val_split=0.25", "batch_size=16",
             "max_steps=6", "log_every=1", "progress=false", "tensorboard=false", "num_threads=1"]
     assert main(["classify", "train", "--out", str(tmp_path / "one"), *args]) == 0

@@ -283,3 +283,41 @@ def test_detach_and_select_state() -> None:
     torch.testing.assert_close(picked[0][:, 0], h[:, 2])
     torch.testing.assert_close(picked[1][:, 2], c[:, 0])
     assert select_state(h, torch.tensor([1])).shape == (2, 1, 4)
+
+
+# ------------------------------------------------------------------------- padded batches without packing
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_padded_birnn_equals_packed_sequence(cell):
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from lmlab.models.rnn import PaddedBiRNN, reverse_padded
+
+    torch.manual_seed(0)
+    B, T, I, H, layers = 5, 9, 6, 4, 2
+    ours = PaddedBiRNN(cell, I, H, num_layers=layers, bidirectional=True).double()
+    ref = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](I, H, num_layers=layers, bidirectional=True, batch_first=True).double()
+    with torch.no_grad():  # the same weights: PyTorch's layer i / i_reverse are our fwd[i] / bwd[i]
+        for i in range(layers):
+            for name, p in ours.fwd[i].named_parameters():
+                getattr(ref, name.replace("_l0", f"_l{i}")).copy_(p)
+            for name, p in ours.bwd[i].named_parameters():
+                getattr(ref, name.replace("_l0", f"_l{i}_reverse")).copy_(p)
+    lengths = torch.tensor([9, 3, 1, 6, 9])
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, h_n = ours(x_ours, lengths)
+    packed = pack_padded_sequence(x_ref, lengths, batch_first=True, enforce_sorted=False)
+    ref_out, ref_h = ref(packed)
+    ref_out, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=T)
+    ref_h = ref_h[0] if cell == "lstm" else ref_h
+    torch.testing.assert_close(out, ref_out)  # zeros past each length, as pad_packed_sequence gives
+    torch.testing.assert_close(h_n, ref_h)
+    # and the same gradients with respect to the inputs (padding gets none)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    (ref_out * w).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
+    assert x_ours.grad[1, 3:].abs().sum() == 0
+    # reversing within the length twice is the identity; the padding stays in place
+    torch.testing.assert_close(reverse_padded(reverse_padded(x, lengths), lengths), x)
+    assert torch.equal(reverse_padded(x, lengths)[1, :3], x[1, :3].flip(0)) and torch.equal(reverse_padded(x, lengths)[1, 3:], x[1, 3:])

@@ -322,7 +322,7 @@ class GPT(nn.Module):
         drop = max(0, len(ids) - self.config.block_size)
         return ids[drop:], drop
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step_cached(self, input_ids: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
         """``lmlab.generation`` step function with a KV cache: logits (B, V) of the last position.
 
@@ -347,14 +347,14 @@ class GPT(nn.Module):
         model, codec, _ = load_gpt(run_dir, device)
         return model, codec
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step_uncached(self, input_ids: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
         """``lmlab.generation`` step function without a cache: re-run the last ``block_size`` tokens each time."""
         ids = input_ids if state is None else torch.cat([state, input_ids], dim=1)  # (B, T)
         ids = ids[:, -self.config.block_size :]
         return self(ids)[:, -1], ids  # (B, V)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, prompt_ids, sampling, use_cache: bool = True, eos_id: int | None = None, on_token=None):
         """Sample continuations of ``prompt_ids`` ((T,) or (B, T)) with a :class:`~lmlab.generation.SamplingConfig`;
         returns the new ids of each row. The prompt must fit the context (see :meth:`crop_prompt`)."""

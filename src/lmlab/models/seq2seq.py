@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lmlab.errors import ConfigError
+from lmlab.models.rnn import PaddedBiRNN
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -212,7 +213,7 @@ def _map_hidden(hidden: Any, fn) -> Any:
 
 
 class RNNEncoderDecoder(nn.Module):
-    """The RNN encoder (packed, optionally bidirectional) and the attentional decoder."""
+    """The RNN encoder (optionally bidirectional, never reading the padding) and the attentional decoder."""
 
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
@@ -223,7 +224,14 @@ class RNNEncoderDecoder(nn.Module):
             self.src_embed if cfg.share_embeddings else nn.Embedding(cfg.tgt_vocab_size, E, padding_idx=PAD_ID)
         )
         enc_hidden = H // 2 if cfg.bidirectional else H
-        self.encoder = _rnn(cfg.cell, E, enc_hidden, cfg.num_layers, cfg.dropout, cfg.bidirectional)
+        if cfg.cell == "gru":
+            # never reads the padding, like a packed sequence, but through the fused kernel (see PaddedBiRNN;
+            # packing runs a per-step loop on a CPU). An LSTM encoder stays packed: its decoder needs the final
+            # cell states, which the fused kernel does not give at each sequence's own length.
+            self.encoder = PaddedBiRNN("gru", E, enc_hidden, cfg.num_layers, cfg.bidirectional,
+                                       cfg.dropout if cfg.num_layers > 1 else 0.0)
+        else:
+            self.encoder = _rnn(cfg.cell, E, enc_hidden, cfg.num_layers, cfg.dropout, cfg.bidirectional)
         #: size of the attentional vector h~ (the embedding size when the output layer is tied)
         self.out_dim = E if cfg.tie_embeddings else H
         self.bahdanau = cfg.attention == "bahdanau"
@@ -249,9 +257,12 @@ class RNNEncoderDecoder(nn.Module):
         """Run the encoder; returns the decoder's initial state (memory, keys, mask, hidden, feed)."""
         B, S = src.shape
         emb = self.drop(self.src_embed(src))  # (B, S, E)
-        packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, hidden = self.encoder(packed)
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, H)
+        if isinstance(self.encoder, PaddedBiRNN):
+            memory, hidden = self.encoder(emb, src_lengths)  # (B, S, H), (L * D, B, H / D)
+        else:
+            packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, hidden = self.encoder(packed)
+            memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, H)
         if self.cfg.bidirectional:  # (2L, B, H/2) -> (L, B, H): concatenate the two directions per layer
             hidden = _map_hidden(
                 hidden,

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-from array import array
 import re
 import shutil
 import tempfile
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
