@@ -136,24 +136,6 @@ def _seed_keras(tr, te, labels, epochs: int) -> dict:
     }
 
 
-class _StepStamps:
-    """Trainer callback: wall-clock time of every optimizer step (to size the schedule to the budget)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_fit_start(self, trainer) -> None: ...
-
-    def on_step_end(self, trainer, logs) -> None:
-        self.times.append(time.perf_counter())
-
-    def on_epoch_end(self, trainer) -> None: ...
-
-    def on_eval_end(self, trainer, metrics) -> None: ...
-
-    def on_fit_end(self, trainer) -> None: ...
-
-
 def pretrain_vectors(train, extra_texts, workdir: Path, threads: int, run) -> tuple[str, dict]:
     """word2vec (CBOW, lmlab's own) on the training reviews plus unlabeled ones, tokenized exactly as the
     classifier tokenizes, with the classifier's embedding width; returns (run directory, facts)."""
@@ -188,6 +170,7 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
     training by time (``train.max_time_s``). The probe's time is reported and counted in ``total_s``."""
     import torch
 
+    from lmlab.callbacks import StepTimes
     from lmlab.models.classifier import resolve_run_config, train_classifier
     from lmlab.pipelines import Classifier
 
@@ -200,7 +183,7 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
         vectors, w2v = pretrain_vectors(train, w2v_extra, workdir, threads, resolve_run_config("bilstm", base))
     if fit:
         t_probe = time.perf_counter()
-        stamps = _StepStamps()
+        stamps = StepTimes()
         pr = resolve_run_config("bilstm", [*base, "train.max_steps=30", "train.max_time_s=0", "data.val_split=0.01"])
         train_classifier(pr, train, str(workdir / "imdb-bilstm-probe"), overwrite=True, callbacks=[stamps], log=lambda *_: None)
         gaps = [b - a for a, b in zip(stamps.times[5:], stamps.times[6:], strict=False)]

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from lmlab.callbacks import Callback  # noqa: E402
+from lmlab.callbacks import Callback, StepTimes  # noqa: E402
 from lmlab.data.tokens import RandomBlocks, TokenCodec, iter_text, write_token_file  # noqa: E402
 from lmlab.models.gpt import GPT, evaluate_tokens, resolve_run_config  # noqa: E402
 from lmlab.schedules import lr_at  # noqa: E402
@@ -73,14 +73,6 @@ def prepare(data: Path, workdir: Path) -> tuple[TokenCodec, np.ndarray, np.ndarr
     tokens = write_token_file(iter_text(data), codec, workdir / "tokens.bin")
     cut = int(len(tokens) * 0.9)
     return codec, tokens[:cut], tokens[cut:]
-
-
-class StepTimes(Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_step_end(self, trainer, logs) -> None:
-        self.times.append(time.perf_counter())
 
 
 def bare_loop(run, model: GPT, train: np.ndarray, max_time_s: float = 0.0) -> tuple[float, list[float]]:

@@ -224,24 +224,6 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
-class StepStamps:
-    """A trainer callback recording the wall-clock time of every optimizer step."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_fit_start(self, trainer) -> None: ...
-
-    def on_step_end(self, trainer, logs) -> None:
-        self.times.append(time.perf_counter())
-
-    def on_epoch_end(self, trainer) -> None: ...
-
-    def on_fit_end(self, trainer) -> None: ...
-
-    def on_eval_end(self, trainer, metrics) -> None: ...
-
-
 class EvalTimes:
     """A trainer callback recording (wall seconds, metrics) at every evaluation."""
 
@@ -419,6 +401,7 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
               overrides: list[str], eval_points: int = 0) -> dict:
     import torch
 
+    from lmlab.callbacks import StepTimes
     from lmlab.models.rnn_lm import evaluate_lm, resolve_run_config, train_lm
 
     extra = ["train.progress=false", "train.tensorboard=false", f"train.device={device}", *overrides]
@@ -433,7 +416,7 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
         # time a few steps of the same configuration first: to evaluate about eval_points times within the
         # budget, and (for a cosine/linear schedule) to end the schedule when the budget ends, so the preset is
         # annealed rather than cut off mid-schedule. The classic "small" preset keeps its epoch-based step decay.
-        stamps = StepStamps()
+        stamps = StepTimes()
         probe = resolve_run_config(preset, extra + ["train.max_steps=14", "train.max_time_s=0", "train.eval_every=0"])
         train_lm(probe, train, None, val=None, callbacks=[stamps], log=lambda s: None)
         per_step = statistics.median(b - a for a, b in zip(stamps.times[4:], stamps.times[5:], strict=False))

@@ -33,6 +33,17 @@ class Callback:
     def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
+class StepTimes(Callback):
+    """The wall-clock time (``time.perf_counter``) at the end of every optimizer step, in ``times``: for timing
+    a run, e.g. to size a schedule to a time budget."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        self.times.append(time.perf_counter())
+
+
 class Checkpoint(Callback):
     """Resume state every ``save_every`` steps and at each epoch end; best weights to ``model.safetensors``.
 
