@@ -35,6 +35,7 @@ from torch import nn
 
 from lmlab.config import TrainConfig
 from lmlab.data.classification import ClassifyBatch, ClassifyDataConfig
+from lmlab.data.vocab import DEFAULT_SPECIALS
 from lmlab.errors import ConfigError
 from lmlab.models.rnn import PaddedBiRNN
 
@@ -340,7 +341,7 @@ def train_classifier(
                 table[i] = torch.as_tensor(kv[word])
                 found[i] = True
         model.load_pretrained(table, found)
-        specials = {"<pad>", "<unk>", "<bos>", "<eos>", "<OOV>"}
+        specials = {*DEFAULT_SPECIALS, run.data.oov_token}
         words = [i for i, w in enumerate(itos) if w not in specials]
         hits = int(found[words].sum())
         found_msg = f"pretrained vectors: {hits} of {len(words)} vocabulary words found in {pretrained_vectors}"
