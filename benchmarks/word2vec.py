@@ -171,14 +171,14 @@ def worker(args: argparse.Namespace) -> dict:
         words = list(m.wv.index_to_key)
         vectors = m.wv.vectors
         rec["vocab_size"] = len(words)
-    elif impl == "lmlab" and algo in ("sg", "cbow"):
+    elif impl in ("lmlab", "lmlab-shared") and algo in ("sg", "cbow"):
         from lmlab.models.word2vec import Word2Vec, Word2VecConfig, encode_corpus
 
         cfg = Word2VecConfig(arch="skipgram" if algo == "sg" else "cbow", embed_dim=HPARAMS["embed_dim"],
                              window=HPARAMS["window"], negative=HPARAMS["negative"],
                              min_count=HPARAMS["min_count"], sample=HPARAMS["sample"], epochs=args.epochs,
                              threads=args.threads, seed=seed, tokenizer="whitespace", lowercase=False,
-                             compute_loss=args.loss)
+                             compute_loss=args.loss, shared_negatives=impl == "lmlab-shared")
         # warm-up: load (or compile) the kernels before the clock starts
         warm = Word2VecConfig(arch=cfg.arch, epochs=1, min_count=1, threads=args.threads, compute_loss=args.loss)
         Word2Vec(warm).fit([["a", "b", "c", "d"] * 5] * 4)
@@ -285,13 +285,13 @@ def summarize(runs: list[dict]) -> dict:
             "analogy": _median([r["quality"]["analogy"] for r in rs]),
         }
     ratios = {}
-    for algo, target in (("sg", 2.0), ("cbow", 1.5)):
-        a, g = out.get(f"{algo}/lmlab"), out.get(f"{algo}/gensim")
+    for name, algo, target in (("sg", "sg", 2.0), ("cbow", "cbow", 1.5), ("sg-shared", "sg", 2.0)):
+        a, g = out.get(f"{algo}/{'lmlab-shared' if name == 'sg-shared' else 'lmlab'}"), out.get(f"{algo}/gensim")
         if not a or not g:
             continue
         speed = a["words_per_s"] / g["words_per_s"]
         quality = {k: (a[k] - g[k]) * 100 for k in ("ws353", "simlex", "analogy")}
-        ratios[algo] = {
+        ratios[name] = {
             "throughput_ratio": speed,
             "throughput_ratio_cpu_time": a["words_per_cpu_s"] / g["words_per_cpu_s"],
             "throughput_target": target,

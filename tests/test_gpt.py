@@ -160,6 +160,26 @@ def test_cached_step_with_several_new_tokens_uses_an_offset_causal_mask():
     assert torch.allclose(logits, model(ids)[:, 6:], atol=1e-5)
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_forward_cached_appends_in_place_and_matches_the_module_path(position):
+    model = _model(position=position).double().eval()
+    ids = torch.randint(0, 50, (2, 11))
+    _, state = model.step_cached(ids[:, :4], None)
+    buffers = [k.data_ptr() for k in state.keys]
+    # three new tokens at once (the offset causal mask), then one: both as a full forward pass would give
+    logits = model.forward_cached(ids[:, 4:7], state)
+    assert state.length == 7 and torch.equal(state.filled_ids, ids[:, :7])
+    assert torch.allclose(logits, model(ids[:, :7])[:, -1], atol=1e-10)
+    logits, same = model.step_cached(ids[:, 7:8], state)
+    assert same is state and [k.data_ptr() for k in state.keys] == buffers  # no re-allocation
+    assert torch.allclose(logits, model(ids[:, :8])[:, -1], atol=1e-10)
+    _, layers = model(ids[:, :8], past=[])
+    for (k, v), kb, vb in zip(layers, state.keys, state.values, strict=True):
+        assert torch.allclose(kb[:, :, :8], k, atol=1e-12) and torch.allclose(vb[:, :, :8], v, atol=1e-12)
+    with pytest.raises(RuntimeError, match="eval"):
+        model.train().forward_cached(ids[:, 8:9], state)
+
+
 def test_generation_cache_is_faster():
     import time
 

@@ -167,6 +167,29 @@ def test_skipgram_negative_sampling_update_matches_autograd():
     np.testing.assert_allclose(syn1neg, w_out.numpy(), atol=2e-6)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_shared_negatives_are_drawn_once_per_centre_word(shared):
+    # sentence 0 1 2, window 1 (the dynamic window of 1 is always 1): centres 0 and 2 have one context each,
+    # centre 1 has two. Noise uniform over 10,000 words, 5 per example: sharing draws 3 x 5 noise words in
+    # all, not sharing 4 x 5, and with 10,000 words they are distinct (seeded, so this is deterministic)
+    v, dim, negative = 10_000, 4, 5
+    g = np.random.default_rng(0)
+    syn0 = g.normal(0, 0.5, (v, dim)).astype(np.float32)
+    syn1neg = g.normal(0, 0.5, (v, dim)).astype(np.float32)
+    before = syn1neg.copy()
+    prob, alias = K.build_alias_table(np.ones(v))
+    keep = np.ones(v, dtype=np.float32)
+    codes, points, lengths = np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.int32), np.zeros(v, np.int32)
+    toks = np.array([0, 1, 2, -1], dtype=np.int32)
+    words, loss, ex = np.zeros(1, np.int64), np.zeros(1), np.zeros(1, np.int64)
+    K.train_chunk(toks, np.array([0, len(toks)], dtype=np.int64), syn0, syn1neg, np.zeros((1, dim), np.float32),
+                  keep, prob, alias, codes, points, lengths, True, negative, False, 1, True, LR, LR, 0.0, 1e9,
+                  100, np.array([K.seed_state(3, 0, 0, 0)], dtype=np.uint64), words, loss, ex, True, shared)
+    assert ex[0] == 4
+    changed = set(np.flatnonzero((syn1neg != before).any(axis=1)).tolist()) - {0, 1, 2}
+    assert len(changed) == (3 if shared else 4) * negative
+
+
 def test_cbow_negative_sampling_update_matches_autograd():
     syn0, syn1neg, syn1 = _init(2)
     w_in = torch.tensor(syn0, dtype=torch.float64)
@@ -366,5 +389,11 @@ def test_cli_train_similar_analogy_plot(shakespeare, tmp_path, capsys):
     assert main(["embed", "train", "--algo", "glove", "--negative", "5", "--corpus", str(shakespeare),
                  "--out", str(tmp_path / "g")]) == 2
     assert "word2vec option" in capsys.readouterr().err
+    assert main(["embed", "train", "--algo", "glove", "--shared-negatives", "--corpus", str(shakespeare),
+                 "--out", str(tmp_path / "g")]) == 2
+    assert "--shared-negatives is a word2vec option" in capsys.readouterr().err
+    from lmlab.cli.embed import _config_for
+
+    assert _config_for("sgns", {"shared_negatives": True}, ()).shared_negatives is True
     assert main(["embed", "train", "--corpus", str(shakespeare), "--out", str(tmp_path / "x"), "windw=3"]) == 2
     assert "did you mean 'window'" in capsys.readouterr().err

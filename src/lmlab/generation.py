@@ -208,7 +208,8 @@ def iter_generate(
         if eos_id is not None:  # finished rows keep being fed eos; their outputs are ignored
             done = torch.tensor([not a for a in active], device=next_ids.device)
             next_ids = next_ids.masked_fill(done, eos_id)
-        history = torch.cat([history, next_ids.unsqueeze(1)], dim=1)  # (B, T+1)
+        if cfg.repetition_penalty != 1.0:
+            history = torch.cat([history, next_ids.unsqueeze(1)], dim=1)  # (B, T+1)
         logits, state = step_fn(next_ids.unsqueeze(1), state)  # (B, V)
 
 

@@ -26,7 +26,7 @@ def _config_for(algo: str, options: dict, overrides: tuple[str, ...]):
     if algo == "glove":
         from lmlab.models.glove import GloVeConfig as cls
 
-        for key in ("negative", "hs", "sample", "min_lr"):
+        for key in ("negative", "hs", "sample", "min_lr", "shared_negatives"):
             if key in data and data[key] not in (False,):
                 raise ConfigError(f"--{key.replace('_', '-')} is a word2vec option; GloVe does not use it")
             data.pop(key, None)
@@ -61,6 +61,8 @@ def _config_for(algo: str, options: dict, overrides: tuple[str, ...]):
 @click.option("--negative", type=int, default=None, help="Noise words per example [5; 0 with --hs].")
 @click.option("--hs", is_flag=True, default=None, help="Hierarchical softmax (Huffman tree).")
 @click.option("--sample", type=float, default=None, help="Subsampling threshold [1e-3; 0 = off].")
+@click.option("--shared-negatives", is_flag=True, default=None,
+              help="Skip-gram: share each centre word's noise words across its window (faster; Ji et al. 2016).")
 @click.option("--lr", type=float, default=None, help="Initial learning rate [0.025 SG, 0.05 CBOW, 0.05 GloVe].")
 @click.option("--min-lr", type=float, default=None, help="Final learning rate of the linear decay [1e-4].")
 @click.option("--x-max", type=float, default=None, help="GloVe weighting cut-off [100].")

@@ -218,9 +218,12 @@ def _sigmoid_and_loss(f, label, compute_loss):
 
 @njit(cache=True, fastmath=True, inline="always")
 def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, prob, alias,
-                  codes, points, lengths, state, dim, compute_loss):
+                  codes, points, lengths, state, dim, compute_loss, drawn, use_drawn):
     """Score ``word`` from the hidden vector ``hmat[hrow]``: update the output vectors and set ``neu1e`` to
     lr times the negative gradient wrt the hidden vector; return (state, loss of this example).
+
+    The noise words are drawn here, or, with ``use_drawn``, read from ``drawn[:negative]`` (shared by every
+    context word of one centre word; -1 marks a draw that hit the centre word and is skipped).
 
     Rows are addressed by index, never sliced into views: a view would touch the array's reference count,
     an atomic shared by every Hogwild thread."""
@@ -248,12 +251,17 @@ def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, 
                 target = word
                 label = 1
             else:
-                state, bits = _next(state)
-                target = _below(bits, nwords)
-                if _uniform(bits) >= prob[target]:
-                    target = alias[target]
-                if target == word:
-                    continue
+                if use_drawn:
+                    target = np.int64(drawn[d - 1])
+                    if target < 0:
+                        continue
+                else:
+                    state, bits = _next(state)
+                    target = _below(bits, nwords)
+                    if _uniform(bits) >= prob[target]:
+                        target = alias[target]
+                    if target == word:
+                        continue
                 label = 0
             f = np.float32(0.0)
             for k in range(dim):
@@ -271,8 +279,12 @@ def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, 
 @njit(cache=True, fastmath=True)
 def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, codes, points, lengths,
                 sg, negative, use_hs, window, cbow_mean, lr_start, lr_end, words_before, words_stride,
-                total_words, max_sentence_length, seed_state_value, compute_loss):
+                total_words, max_sentence_length, seed_state_value, compute_loss, shared_negatives):
     """Train on the sentences in ``tokens[start:end]`` (which ends right after a ``-1``) on one thread.
+
+    ``shared_negatives`` (skip-gram with negative sampling): each centre word draws its ``negative`` noise
+    words once and every context word of its window is scored against the same ones, so their rows stay in
+    the cache across the window (Ji et al., 2016, "Parallelizing word2vec in shared and distributed memory").
 
     ``words_before + words_stride * (words seen here)`` estimates how many words all threads together have
     trained on, which sets the linearly decaying learning rate. Returns (words seen, loss sum, examples).
@@ -281,6 +293,9 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
     sent = np.empty(max_sentence_length, dtype=np.int32)
     neu1e = np.zeros(dim, dtype=np.float32)
     hbuf = np.zeros((1, dim), dtype=np.float32)
+    drawn = np.full(max(negative, 1), -1, dtype=np.int64)
+    share = sg and shared_negatives and negative > 0
+    nwords = prob.shape[0]
     state = seed_state_value
     words = np.int64(0)
     loss = 0.0
@@ -317,13 +332,20 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
             if hi > n:
                 hi = n
             if sg:
+                if share:
+                    for d in range(negative):
+                        state, bits = _next(state)
+                        target = _below(bits, nwords)
+                        if _uniform(bits) >= prob[target]:
+                            target = alias[target]
+                        drawn[d] = -1 if target == word else target
                 for j in range(lo, hi):
                     if j == i:
                         continue
                     ctx = sent[j]
                     state, ex_loss = _output_layer(syn0, ctx, word, lr, neu1e, syn1neg, syn1, negative,
                                                    use_hs, prob, alias, codes, points, lengths, state, dim,
-                                                   compute_loss)
+                                                   compute_loss, drawn, share)
                     loss += ex_loss
                     examples += 1
                     for k in range(dim):
@@ -346,7 +368,8 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
                     for k in range(dim):
                         hbuf[0, k] *= inv
                 state, ex_loss = _output_layer(hbuf, 0, word, lr, neu1e, syn1neg, syn1, negative, use_hs,
-                                               prob, alias, codes, points, lengths, state, dim, compute_loss)
+                                               prob, alias, codes, points, lengths, state, dim, compute_loss,
+                                               drawn, False)
                 loss += ex_loss
                 examples += 1
                 # word2vec.c / gensim convention: every context vector gets the full gradient wrt h
@@ -363,14 +386,15 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
 @njit(cache=True, parallel=True)
 def train_chunk(tokens, bounds, syn0, syn1neg, syn1, keep, prob, alias, codes, points, lengths,
                 sg, negative, use_hs, window, cbow_mean, lr_start, lr_end, words_before, total_words,
-                max_sentence_length, seeds, out_words, out_loss, out_examples, compute_loss):
+                max_sentence_length, seeds, out_words, out_loss, out_examples, compute_loss,
+                shared_negatives=False):
     """Hogwild: slice ``t`` of ``tokens`` (``bounds[t]:bounds[t+1]``) is trained by its own thread."""
     nslices = len(bounds) - 1
     for t in prange(nslices):
         words, loss, examples = train_range(
             tokens, bounds[t], bounds[t + 1], syn0, syn1neg, syn1, keep, prob, alias, codes, points,
             lengths, sg, negative, use_hs, window, cbow_mean, lr_start, lr_end, words_before, nslices,
-            total_words, max_sentence_length, seeds[t], compute_loss)
+            total_words, max_sentence_length, seeds[t], compute_loss, shared_negatives)
         out_words[t] = words
         out_loss[t] = loss
         out_examples[t] = examples

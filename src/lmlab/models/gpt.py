@@ -201,17 +201,39 @@ class Block(nn.Module):
 
 @dataclass
 class KVCache:
-    """The step state of cached generation: per-layer keys/values (B, H, T, D) and the ids they cover.
+    """The step state of cached generation: per-layer key and value buffers (B, H, block_size, D), allocated
+    once, of which the first ``length`` positions are filled, and the ids (B, block_size) they cover.
 
-    ``ids`` (B, T) are kept so that, once the context is full, the window of the last ``block_size`` tokens can
-    be recomputed (absolute position embeddings cannot slide)."""
+    Decoding writes each new position in place (no re-allocation or concatenation per token; the state object
+    returned by :meth:`GPT.step_cached` is the one passed in). ``ids`` are kept so that, once the context is
+    full, the window of the last ``block_size`` tokens can be recomputed (absolute position embeddings cannot
+    slide)."""
 
-    layers: list[tuple[Tensor, Tensor]]
+    keys: list[Tensor]
+    values: list[Tensor]
     ids: Tensor
+    length: int
+
+    @classmethod
+    def from_layers(cls, layers: list[tuple[Tensor, Tensor]], ids: Tensor, capacity: int) -> KVCache:
+        """Buffers of ``capacity`` positions holding the keys/values ``layers`` (B, H, T, D) of ``ids`` (B, T)."""
+        B, T = ids.shape
+        keys, values = [], []
+        for k, v in layers:
+            kb = k.new_empty(B, k.shape[1], capacity, k.shape[3])
+            vb = v.new_empty(B, v.shape[1], capacity, v.shape[3])
+            kb[:, :, :T] = k
+            vb[:, :, :T] = v
+            keys.append(kb)
+            values.append(vb)
+        id_buf = ids.new_zeros(B, capacity)
+        id_buf[:, :T] = ids
+        return cls(keys, values, id_buf, T)
 
     @property
-    def length(self) -> int:
-        return self.ids.shape[1]
+    def filled_ids(self) -> Tensor:
+        """The ids (B, length) whose keys and values are cached."""
+        return self.ids[:, : self.length]
 
 
 # -------------------------------------------------------------------------------------------------- the model
@@ -326,16 +348,57 @@ class GPT(nn.Module):
     def step_cached(self, input_ids: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
         """``lmlab.generation`` step function with a KV cache: logits (B, V) of the last position.
 
-        While the context has room, only the new tokens are run; once it is full, the window of the last
-        ``block_size`` tokens is recomputed, exactly as the uncached path does."""
+        While the context has room, only the new tokens are run (:meth:`forward_cached`, which appends to the
+        cache in place); once it is full, the window of the last ``block_size`` tokens is recomputed, exactly
+        as the uncached path does."""
         block = self.config.block_size
-        ids = input_ids if state is None else torch.cat([state.ids, input_ids], dim=1)  # (B, T)
-        if state is None or ids.shape[1] > block:
+        if state is None or state.length + input_ids.shape[1] > block:
+            ids = input_ids if state is None else torch.cat([state.filled_ids, input_ids], dim=1)  # (B, T)
             window = ids[:, -block:]
             logits, layers = self(window, past=[])
-            return logits[:, -1], KVCache(layers, window)
-        logits, layers = self(input_ids, past=state.layers)
-        return logits[:, -1], KVCache(layers, ids)
+            return logits[:, -1], KVCache.from_layers(layers, window, block)
+        return self.forward_cached(input_ids, state), state
+
+    @torch.inference_mode()
+    def forward_cached(self, ids: Tensor, cache: KVCache) -> Tensor:
+        """Logits (B, V) of the last of the new tokens ``ids`` (B, T) after the cached positions; appends their
+        keys and values to ``cache`` in place.
+
+        The same computation as :meth:`forward` with ``past`` in evaluation mode (no dropout), written with
+        functional calls on the modules' own weights: decoding one token of a small model on a CPU is
+        dominated by per-call overhead (``nn.Module.__call__``, a concatenation per layer), not arithmetic."""
+        if self.training:
+            raise RuntimeError("forward_cached is for generation: call model.eval() first")
+        cfg = self.config
+        B, T = ids.shape
+        C, H, D = cfg.embed_dim, cfg.num_heads, cfg.head_dim
+        start, end = cache.length, cache.length + T
+        self._check_length(end)
+        x = F.embedding(ids, self.wte.weight)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe.weight[start:end]  # (B, T, C)
+        else:
+            rope = (self.rope_cos[start:end], self.rope_sin[start:end])
+        # one new query sees every cached position; several see them plus a causal mask among themselves
+        mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=ids.device).tril(diagonal=start)
+        for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
+            attn, mlp, ln1, ln2 = block.attn, block.mlp, block.ln1, block.ln2
+            h = F.layer_norm(x, (C,), ln1.weight, ln1.bias, ln1.eps)
+            qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)  # 3 x (B, H, T, D)
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
+            y = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask)
+            x = x + F.linear(y.transpose(1, 2).reshape(B, T, C), attn.proj.weight, attn.proj.bias)
+            h = F.layer_norm(x, (C,), ln2.weight, ln2.bias, ln2.eps)
+            x = x + F.linear(F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias)), mlp.proj.weight, mlp.proj.bias)
+        cache.ids[:, start:end] = ids
+        cache.length = end
+        last = F.layer_norm(x[:, -1], (C,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)  # (B, C)
+        return F.linear(last, self.lm_head.weight)  # (B, V)
 
     def step(self, input_ids: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
         """The step function the generation pipeline calls (the cached one)."""

@@ -21,7 +21,6 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -302,17 +301,30 @@ class RecurrentStack(nn.Module):
         if x.shape[-1] != self.input_dim:
             raise ValueError(f"expected input size {self.input_dim}, got {x.shape[-1]}")
         if self.impl == "fused":
-            module = self._fused[0]
-            module.train(self.training)
-            args = (x,) if state is None else (x, state)
             if not x.is_cuda:
-                return functional_call(module, self.torch_parameters(), args)
+                return self._fused_forward(x, state)
             # cuDNN wants all weights in one buffer; ours live in the cells, so it packs them on each call
             # (a copy of the weights, cheap next to the recurrence) and warns about it - expected here.
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-                return functional_call(module, self.torch_parameters(), args)
+                return self._fused_forward(x, state)
         return self._reference_forward(x, state)
+
+    def _fused_forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """torch.nn's fused kernel (the op ``torch.nn.LSTM``/``GRU``/``RNN.forward`` ends in) on our parameters,
+        passed as the flat list it expects: per layer and direction ``w_ih, w_hh[, b_ih, b_hh]``. Calling the op
+        directly skips ``torch.func.functional_call``'s per-call swap of every parameter into the module."""
+        module = self._fused[0]
+        if state is None:
+            state = self.init_state(x.shape[0] if self.batch_first else x.shape[1])
+        params = list(self.torch_parameters().values())
+        flags = (self.bias, self.num_layers, module.dropout, self.training, self.bidirectional, self.batch_first)
+        if self.cell_type == "lstm":
+            out, h, c = torch.lstm(x, state, params, *flags)
+            return out, (h, c)
+        op = torch.gru if self.cell_type == "gru" else torch.rnn_tanh if self.nonlinearity == "tanh" else torch.rnn_relu
+        out, h = op(x, state, params, *flags)
+        return out, h
 
     def _reference_forward(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         if not self.batch_first:

@@ -98,6 +98,9 @@ class Word2VecConfig:
     encoding: str = "utf-8"
     #: accumulate the exact training loss (one log per output unit; costs a few percent)
     compute_loss: bool = True
+    #: skip-gram with negative sampling: draw each centre word's noise words once and share them across its
+    #: window (Ji et al., 2016) - fewer cache misses, faster; off reproduces word2vec.c's sampling
+    shared_negatives: bool = False
     #: tokens per chunk streamed from the encoded corpus to the kernel
     chunk_tokens: int = 1 << 20
 
@@ -460,7 +463,7 @@ class Word2Vec:
                               cfg.arch == "skipgram", cfg.negative, use_hs, cfg.window, cfg.cbow_mean,
                               lr_start, lr_end, float(words_done + epoch_words), total_words,
                               cfg.max_sentence_length, seeds, out_words[:nslices], out_loss[:nslices],
-                              out_examples[:nslices], cfg.compute_loss)
+                              out_examples[:nslices], cfg.compute_loss, cfg.shared_negatives)
                 epoch_words += int(out_words[:nslices].sum())
                 epoch_loss += float(out_loss[:nslices].sum())
                 epoch_examples += int(out_examples[:nslices].sum())
