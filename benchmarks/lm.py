@@ -274,7 +274,7 @@ def part_a(args) -> dict:
         trainer = Trainer(tc, model, data, None, callbacks=[stamps])
         start = time.perf_counter()
         trainer.fit()
-        step_s = statistics.median(b - a for a, b in zip(stamps.times, stamps.times[1:]))
+        step_s = statistics.median(b - a for a, b in zip(stamps.times, stamps.times[1:], strict=False))
         return steps * B * T / (time.perf_counter() - start), step_s
 
     class BareLM(nn.Module):
@@ -308,7 +308,7 @@ def part_a(args) -> dict:
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             times.append(time.perf_counter())
-        step_s = statistics.median(b - a for a, b in zip(times, times[1:]))
+        step_s = statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
         return steps * B * T / (time.perf_counter() - start), step_s
 
     lmlab_runs, bare_runs, lmlab_steps, bare_steps = [], [], [], []
