@@ -108,6 +108,19 @@ def test_masking_makes_outputs_independent_of_padding(codecs, tatoeba_pairs, kw)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kw", ATTENTIONS, ids=lambda kw: kw.get("arch") or kw["attention"])
+def test_step_by_step_decoding_equals_the_teacher_forced_forward(codecs, tatoeba_pairs, kw):
+    # the decoding hooks (init_state / step) give, position by position, the logits of one full forward pass
+    model = tiny_model(codecs, **kw)
+    batch = batch_of(codecs, tatoeba_pairs[:3])
+    with torch.no_grad():
+        full = model(batch)  # (B, T, V)
+        state = model.init_state(batch.src, batch.src_lengths)
+        for t in range(batch.tgt_in.shape[1]):
+            logits, state = model.step(batch.tgt_in[:, : t + 1], state)
+            torch.testing.assert_close(logits, full[:, t], rtol=1e-4, atol=1e-5)
+
+
 def test_tied_embeddings_share_one_matrix(codecs):
     model = tiny_model(codecs, tie_embeddings=True)
     assert model.net.out.weight is model.net.tgt_embed.weight

@@ -458,13 +458,18 @@ class TransformerEncoderDecoder(nn.Module):
         memory = self.enc_norm(x)  # (B, S, D)
         return {"memory": memory, "mask": mask, "prefix": src.new_zeros(src.shape[0], 0)}
 
-    def decode(self, tgt_in: Tensor, memory: Tensor, mask: Tensor, need_weights: bool = False):
+    def _decoder_states(self, tgt_in: Tensor, memory: Tensor, mask: Tensor, need_weights: bool = False):
+        """The decoder stack's output (B, T, D) before the final norm, and the last layer's cross-attention."""
         x = self._embed(self.tgt_embed, tgt_in)
         weights = None
         for i, layer in enumerate(self.dec_layers):
             last = i == len(self.dec_layers) - 1
             x, w = layer(x, None, memory, mask, need_weights=need_weights and last)
             weights = w if w is not None else weights
+        return x, weights
+
+    def decode(self, tgt_in: Tensor, memory: Tensor, mask: Tensor, need_weights: bool = False):
+        x, weights = self._decoder_states(tgt_in, memory, mask, need_weights)
         return self.out(self.dec_norm(x)), weights  # (B, T, V), (B, T, S)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0, need_weights: bool = False):
@@ -473,8 +478,9 @@ class TransformerEncoderDecoder(nn.Module):
 
     def decode_step(self, prev: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any], None]:
         prefix = torch.cat([state["prefix"], prev.unsqueeze(1)], 1)  # (B, t)
-        logits, _ = self.decode(prefix, state["memory"], state["mask"])
-        return logits[:, -1], dict(state, prefix=prefix), None
+        x, _ = self._decoder_states(prefix, state["memory"], state["mask"])
+        # only the last position's scores are needed: project it alone, not all t positions onto the vocabulary
+        return self.out(self.dec_norm(x[:, -1])), dict(state, prefix=prefix), None  # (B, V)
 
     @staticmethod
     def reorder_state(state: dict[str, Any], index: Tensor) -> dict[str, Any]:
