@@ -417,7 +417,7 @@ def sinusoidal_positions(max_len: int, dim: int) -> Tensor:
 
 
 class TransformerEncoderDecoder(nn.Module):
-    """Encoder-decoder Transformer (pre-norm); decoding re-runs the decoder over the prefix each step."""
+    """Encoder-decoder Transformer (pre-norm); decoding caches each layer's keys and values."""
 
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
@@ -477,10 +477,47 @@ class TransformerEncoderDecoder(nn.Module):
         return self.decode(tgt_in, state["memory"], state["mask"], need_weights=need_weights)
 
     def decode_step(self, prev: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any], None]:
-        prefix = torch.cat([state["prefix"], prev.unsqueeze(1)], 1)  # (B, t)
-        x, _ = self._decoder_states(prefix, state["memory"], state["mask"])
-        # only the last position's scores are needed: project it alone, not all t positions onto the vocabulary
-        return self.out(self.dec_norm(x[:, -1])), dict(state, prefix=prefix), None  # (B, V)
+        """One incremental step: the new token attends to cached keys/values of the earlier positions.
+
+        The state gains, on the first step, each decoder layer's cross-attention keys/values of the memory
+        (``cross_k``/``cross_v``: (B, L, h, S, d), computed once) and the self-attention cache
+        (``self_k``/``self_v``: (B, L, h, t, d), one position longer after every step). Every entry is indexed by
+        the batch on dim 0, so beam search reorders it with ``index_select``. Equal to re-running the decoder
+        over the whole prefix (``tests/test_seq2seq.py::test_step_by_step_decoding_equals_the_teacher_forced_forward``)."""
+        memory, mask = state["memory"], state["mask"]
+        B, S, D = memory.shape
+        L, h = len(self.dec_layers), self.cfg.num_heads
+        d = D // h
+        if "cross_k" not in state:
+            ks, vs = [], []
+            for layer in self.dec_layers:
+                k, v = layer.cross_attn.kv(memory).view(B, S, 2, h, d).permute(2, 0, 3, 1, 4)  # (B, h, S, d)
+                ks.append(k)
+                vs.append(v)
+            empty = memory.new_zeros(B, L, h, 0, d)
+            state = dict(state, cross_k=torch.stack(ks, 1), cross_v=torch.stack(vs, 1), self_k=empty, self_v=empty)
+        t = state["prefix"].shape[1]  # position of the new token
+        x = self.drop(self.tgt_embed(prev.unsqueeze(1)) * self.scale + self.positions[t : t + 1])  # (B, 1, D)
+        memory_mask = mask[:, None, None, :]  # (B, 1, 1, S)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.dec_layers):
+            sa, ca = layer.self_attn, layer.cross_attn
+            y = layer.norm1(x)
+            q = sa.q(y).view(B, 1, h, d).transpose(1, 2)  # (B, h, 1, d)
+            k, v = sa.kv(y).view(B, 1, 2, h, d).permute(2, 0, 3, 1, 4)  # (B, h, 1, d) each
+            k = torch.cat([state["self_k"][:, i], k], 2)  # (B, h, t + 1, d)
+            v = torch.cat([state["self_v"][:, i], v], 2)
+            new_k.append(k)
+            new_v.append(v)
+            a = F.scaled_dot_product_attention(q, k, v)  # the newest position sees every earlier one
+            x = x + self.drop(sa.proj(a.transpose(1, 2).reshape(B, 1, D)))
+            q = ca.q(layer.norm2(x)).view(B, 1, h, d).transpose(1, 2)
+            a = F.scaled_dot_product_attention(q, state["cross_k"][:, i], state["cross_v"][:, i], attn_mask=memory_mask)
+            x = x + self.drop(ca.proj(a.transpose(1, 2).reshape(B, 1, D)))
+            x = x + self.drop(layer.ff(layer.norm3(x)))
+        prefix = torch.cat([state["prefix"], prev.unsqueeze(1)], 1)  # (B, t + 1)
+        state = dict(state, prefix=prefix, self_k=torch.stack(new_k, 1), self_v=torch.stack(new_v, 1))
+        return self.out(self.dec_norm(x[:, -1])), state, None  # (B, V)
 
     @staticmethod
     def reorder_state(state: dict[str, Any], index: Tensor) -> dict[str, Any]:
