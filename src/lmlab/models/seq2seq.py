@@ -347,30 +347,42 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
+    def heads_kv(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of ``source`` (B, S, D), split into heads: 2 x (B, h, S, d)."""
+        B, S, D = source.shape
+        k, v = self.kv(source).view(B, S, 2, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def heads_q(self, x: Tensor) -> Tensor:
+        """Queries of ``x`` (B, T, D), split into heads: (B, h, T, d)."""
+        B, T, D = x.shape
+        return self.q(x).view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """``proj(softmax(q k^T / sqrt(d) + mask) v)`` with the heads merged back: (B, T, D)."""
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
+        )  # (B, h, T, d)
+        B, h, T, d = out.shape
+        return self.proj(out.transpose(1, 2).reshape(B, T, h * d))
+
     def forward(
         self, x: Tensor, source: Tensor, mask: Tensor | None, causal: bool = False, need_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         B, T, D = x.shape
-        h = self.num_heads
-        q = self.q(x).view(B, T, h, D // h).transpose(1, 2)  # (B, h, T, d)
-        k, v = self.kv(source).view(B, source.shape[1], 2, h, D // h).permute(2, 0, 3, 1, 4)  # (B, h, S, d) each
+        q = self.heads_q(x)  # (B, h, T, d)
+        k, v = self.heads_kv(source)  # (B, h, S, d) each
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S) True = attend
-        weights = None
-        if need_weights:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(D // h)  # (B, h, T, S)
-            if causal:
-                scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
-            if attn_mask is not None:
-                scores = scores.masked_fill(~attn_mask, float("-inf"))
-            probs = torch.softmax(scores, -1)
-            out = probs @ v
-            weights = probs.mean(1)  # (B, T, S)
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
-            )
-        out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
-        return self.proj(out), weights
+        if not need_weights:
+            return self.attend(q, k, v, attn_mask, causal), None
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(D // self.num_heads)  # (B, h, T, S)
+        if causal:
+            scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        probs = torch.softmax(scores, -1)
+        out = (probs @ v).transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        return self.proj(out), probs.mean(1)  # weights averaged over heads: (B, T, S)
 
 
 class TransformerLayer(nn.Module):
@@ -404,6 +416,19 @@ class TransformerLayer(nn.Module):
             a, weights = self.cross_attn(self.norm2(x), memory, memory_mask, need_weights=need_weights)
             x = x + self.drop(a)
         return x + self.drop(self.ff(self.norm3(x))), weights
+
+    def step(
+        self, x: Tensor, past: tuple[Tensor, Tensor], cross: tuple[Tensor, Tensor], memory_mask: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """A decoder layer for one new position ``x`` (B, 1, D) given the self-attention keys/values of the
+        earlier positions ``past`` (2 x (B, h, t, d)) and the memory's ``cross`` keys/values; returns the output
+        and ``past`` extended by this position. The same as :meth:`forward` on the whole prefix, last row."""
+        y = self.norm1(x)
+        k, v = self.self_attn.heads_kv(y)
+        past = (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))  # (B, h, t + 1, d)
+        x = x + self.drop(self.self_attn.attend(self.self_attn.heads_q(y), *past))  # sees every earlier position
+        x = x + self.drop(self.cross_attn.attend(self.cross_attn.heads_q(self.norm2(x)), *cross, memory_mask))
+        return x + self.drop(self.ff(self.norm3(x))), past
 
 
 def sinusoidal_positions(max_len: int, dim: int) -> Tensor:
@@ -447,8 +472,9 @@ class TransformerEncoderDecoder(nn.Module):
         if self.tgt_embed is not self.src_embed:
             nn.init.normal_(self.tgt_embed.weight, std=D**-0.5)
 
-    def _embed(self, table: nn.Embedding, ids: Tensor) -> Tensor:
-        return self.drop(table(ids) * self.scale + self.positions[: ids.shape[1]])  # (B, T, D)
+    def _embed(self, table: nn.Embedding, ids: Tensor, offset: int = 0) -> Tensor:
+        """Scaled embeddings plus the positions ``offset .. offset + T - 1``: (B, T, D)."""
+        return self.drop(table(ids) * self.scale + self.positions[offset : offset + ids.shape[1]])
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> dict[str, Any]:
         mask = lengths_to_mask(src_lengths, src.shape[1])  # (B, S)
@@ -458,18 +484,13 @@ class TransformerEncoderDecoder(nn.Module):
         memory = self.enc_norm(x)  # (B, S, D)
         return {"memory": memory, "mask": mask, "prefix": src.new_zeros(src.shape[0], 0)}
 
-    def _decoder_states(self, tgt_in: Tensor, memory: Tensor, mask: Tensor, need_weights: bool = False):
-        """The decoder stack's output (B, T, D) before the final norm, and the last layer's cross-attention."""
+    def decode(self, tgt_in: Tensor, memory: Tensor, mask: Tensor, need_weights: bool = False):
         x = self._embed(self.tgt_embed, tgt_in)
         weights = None
         for i, layer in enumerate(self.dec_layers):
             last = i == len(self.dec_layers) - 1
             x, w = layer(x, None, memory, mask, need_weights=need_weights and last)
             weights = w if w is not None else weights
-        return x, weights
-
-    def decode(self, tgt_in: Tensor, memory: Tensor, mask: Tensor, need_weights: bool = False):
-        x, weights = self._decoder_states(tgt_in, memory, mask, need_weights)
         return self.out(self.dec_norm(x)), weights  # (B, T, V), (B, T, S)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0, need_weights: bool = False):
@@ -484,37 +505,22 @@ class TransformerEncoderDecoder(nn.Module):
         (``self_k``/``self_v``: (B, L, h, t, d), one position longer after every step). Every entry is indexed by
         the batch on dim 0, so beam search reorders it with ``index_select``. Equal to re-running the decoder
         over the whole prefix (``tests/test_seq2seq.py::test_step_by_step_decoding_equals_the_teacher_forced_forward``)."""
-        memory, mask = state["memory"], state["mask"]
-        B, S, D = memory.shape
-        L, h = len(self.dec_layers), self.cfg.num_heads
-        d = D // h
         if "cross_k" not in state:
-            ks, vs = [], []
-            for layer in self.dec_layers:
-                k, v = layer.cross_attn.kv(memory).view(B, S, 2, h, d).permute(2, 0, 3, 1, 4)  # (B, h, S, d)
-                ks.append(k)
-                vs.append(v)
-            empty = memory.new_zeros(B, L, h, 0, d)
-            state = dict(state, cross_k=torch.stack(ks, 1), cross_v=torch.stack(vs, 1), self_k=empty, self_v=empty)
+            memory = state["memory"]
+            B, S, D = memory.shape
+            cross = [layer.cross_attn.heads_kv(memory) for layer in self.dec_layers]  # (B, h, S, d) each
+            empty = memory.new_zeros(B, len(self.dec_layers), self.cfg.num_heads, 0, D // self.cfg.num_heads)
+            state = dict(state, cross_k=torch.stack([k for k, _ in cross], 1),
+                         cross_v=torch.stack([v for _, v in cross], 1), self_k=empty, self_v=empty)
         t = state["prefix"].shape[1]  # position of the new token
-        x = self.drop(self.tgt_embed(prev.unsqueeze(1)) * self.scale + self.positions[t : t + 1])  # (B, 1, D)
-        memory_mask = mask[:, None, None, :]  # (B, 1, 1, S)
+        x = self._embed(self.tgt_embed, prev.unsqueeze(1), offset=t)  # (B, 1, D)
+        memory_mask = state["mask"][:, None, None, :]  # (B, 1, 1, S)
         new_k, new_v = [], []
         for i, layer in enumerate(self.dec_layers):
-            sa, ca = layer.self_attn, layer.cross_attn
-            y = layer.norm1(x)
-            q = sa.q(y).view(B, 1, h, d).transpose(1, 2)  # (B, h, 1, d)
-            k, v = sa.kv(y).view(B, 1, 2, h, d).permute(2, 0, 3, 1, 4)  # (B, h, 1, d) each
-            k = torch.cat([state["self_k"][:, i], k], 2)  # (B, h, t + 1, d)
-            v = torch.cat([state["self_v"][:, i], v], 2)
+            past = (state["self_k"][:, i], state["self_v"][:, i])
+            x, (k, v) = layer.step(x, past, (state["cross_k"][:, i], state["cross_v"][:, i]), memory_mask)
             new_k.append(k)
             new_v.append(v)
-            a = F.scaled_dot_product_attention(q, k, v)  # the newest position sees every earlier one
-            x = x + self.drop(sa.proj(a.transpose(1, 2).reshape(B, 1, D)))
-            q = ca.q(layer.norm2(x)).view(B, 1, h, d).transpose(1, 2)
-            a = F.scaled_dot_product_attention(q, state["cross_k"][:, i], state["cross_v"][:, i], attn_mask=memory_mask)
-            x = x + self.drop(ca.proj(a.transpose(1, 2).reshape(B, 1, D)))
-            x = x + self.drop(layer.ff(layer.norm3(x)))
         prefix = torch.cat([state["prefix"], prev.unsqueeze(1)], 1)  # (B, t + 1)
         state = dict(state, prefix=prefix, self_k=torch.stack(new_k, 1), self_v=torch.stack(new_v, 1))
         return self.out(self.dec_norm(x[:, -1])), state, None  # (B, V)
