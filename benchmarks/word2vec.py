@@ -158,7 +158,9 @@ def worker(args: argparse.Namespace) -> dict:
         rec["version"] = gensim.__version__
         m = GW2V(vector_size=HPARAMS["embed_dim"], window=HPARAMS["window"], negative=HPARAMS["negative"],
                  min_count=HPARAMS["min_count"], sample=HPARAMS["sample"], epochs=args.epochs,
-                 workers=args.threads, sg=1 if algo == "sg" else 0, seed=seed, hs=0)
+                 workers=args.threads, sg=1 if algo == "sg" else 0, seed=seed, hs=0,
+                 # word2vec.c's (and lmlab's) starting rates; gensim's default alpha is 0.025 for both
+                 alpha=0.025 if algo == "sg" else 0.05, min_alpha=1e-4)
         t0 = time.perf_counter()
         m.build_vocab(corpus_file=str(corpus))
         rec["vocab_s"] = time.perf_counter() - t0

@@ -13,6 +13,7 @@ from lmlab.generation import (
     SamplingConfig,
     apply_repetition_penalty,
     beam_search,
+    draw_categorical,
     find_stop,
     generate,
     iter_generate,
@@ -76,6 +77,25 @@ def test_top_k_keeps_exactly_k_and_sampling_never_leaves_it() -> None:
         picked = sample_next(logits, cfg, gen)
         assert (allowed == picked.unsqueeze(1)).any(dim=1).all()
     assert torch.equal(top_k_filter(logits, 0), logits)
+
+
+def test_inverse_cdf_draws_follow_the_softmax_and_skip_zero_probability_tokens() -> None:
+    probs = torch.tensor([0.5, 0.0, 0.2, 0.25, 0.05, 0.0])
+    logits = probs.log().expand(200_000, 6)  # -inf for the two impossible tokens
+    gen = torch.Generator().manual_seed(0)
+    draws = draw_categorical(logits, gen)
+    assert draws.shape == (200_000,) and draws.dtype == torch.long
+    freq = torch.bincount(draws, minlength=6).double() / draws.numel()
+    assert freq[1] == 0 and freq[5] == 0
+    # within 4 standard errors of each probability
+    se = (probs.double() * (1 - probs.double()) / draws.numel()).sqrt()
+    assert ((freq - probs.double()).abs() <= 4 * se + 1e-12).all(), freq
+    # reproducible for a seed; rows are independent draws from their own distribution
+    assert torch.equal(draw_categorical(logits[:50], torch.Generator().manual_seed(5)),
+                       draw_categorical(logits[:50], torch.Generator().manual_seed(5)))
+    onehot = torch.full((3, 4), -1e4)
+    onehot[0, 2] = onehot[1, 0] = onehot[2, 3] = 10.0
+    assert draw_categorical(onehot).tolist() == [2, 0, 3]
 
 
 def test_top_p_keeps_the_smallest_nucleus() -> None:

@@ -12,6 +12,11 @@ Conventions shared with the driver:
   a private random stream, so a single-threaded run with a given seed is exactly reproducible.
 * The sigmoid is computed exactly (``1 / (1 + exp(-f))``), not read from a 1000-entry table, so one update
   matches the analytic gradient (``tests/test_word2vec.py`` checks it against torch autograd).
+* Noise words are drawn before they are needed - for a whole skip-gram window, or for a CBOW example before its
+  context rows are summed - and their output rows are *prefetched* (``llvm.prefetch``, :func:`prefetch_row`),
+  so the cache misses on those random rows overlap with arithmetic instead of stalling it one after another.
+  The draws are the same distribution as word2vec.c's (independent per example); only their order in the
+  random stream differs.
 * The loss of every training example is accumulated in float64 *before* that example's update: for
   negative sampling ``-log s(u_o.h) - sum_k log s(-u_k.h)``, for hierarchical softmax
   ``-sum_d log s((1 - 2 code_d) * n_d.h)``.
@@ -22,7 +27,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 #: Longest Huffman code stored per word (word2vec.c uses 40; a depth-40 tree needs > 1e8 words).
 MAX_CODE_LENGTH = 64
@@ -44,6 +52,32 @@ _SM_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _SM_M1 = np.uint64(0xBF58476D1CE4E5B9)
 _SM_M2 = np.uint64(0x94D049BB133111EB)
 _INV24 = 1.0 / 16777216.0
+
+
+@intrinsic
+def prefetch_row(typingctx, arr, row):
+    """Ask the CPU to start loading row ``row`` of the C-contiguous 2-D array ``arr`` (one ``llvm.prefetch`` per
+    64-byte line, for writing, high locality). A hint only: no effect on results."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(row, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, rowty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        r = context.cast(builder, args[1], rowty, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [r, ir.Constant(i64, 0)], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        base = builder.bitcast(ptr, i8p)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        itemsize = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
+        nbytes = builder.mul(builder.extract_value(ary.shape, 1), ir.Constant(i64, itemsize))
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), nbytes, ir.Constant(i64, 64)) as (off, _):
+            builder.call(fn, [builder.gep(base, [off]), ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, row), codegen
 
 
 @njit(cache=True, inline="always")
@@ -217,13 +251,13 @@ def _sigmoid_and_loss(f, label, compute_loss):
 
 
 @njit(cache=True, fastmath=True, inline="always")
-def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, prob, alias,
-                  codes, points, lengths, state, dim, compute_loss, drawn, use_drawn):
+def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, codes, points, lengths, dim,
+                  compute_loss, drawn, doff):
     """Score ``word`` from the hidden vector ``hmat[hrow]``: update the output vectors and set ``neu1e`` to
-    lr times the negative gradient wrt the hidden vector; return (state, loss of this example).
+    lr times the negative gradient wrt the hidden vector; return the loss of this example.
 
-    The noise words are drawn here, or, with ``use_drawn``, read from ``drawn[:negative]`` (shared by every
-    context word of one centre word; -1 marks a draw that hit the centre word and is skipped).
+    The noise words are ``drawn[doff:doff + negative]``, drawn (and prefetched) by the caller by
+    :func:`_draw_noise`; -1 marks a draw that hit ``word`` itself and is skipped, as in word2vec.c.
 
     Rows are addressed by index, never sliced into views: a view would touch the array's reference count,
     an atomic shared by every Hogwild thread."""
@@ -245,23 +279,14 @@ def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, 
                 neu1e[k] += g * o
                 syn1[node, k] = o + g * hmat[hrow, k]
     if negative > 0:
-        nwords = prob.shape[0]
         for d in range(negative + 1):
             if d == 0:
                 target = word
                 label = 1
             else:
-                if use_drawn:
-                    target = np.int64(drawn[d - 1])
-                    if target < 0:
-                        continue
-                else:
-                    state, bits = _next(state)
-                    target = _below(bits, nwords)
-                    if _uniform(bits) >= prob[target]:
-                        target = alias[target]
-                    if target == word:
-                        continue
+                target = np.int64(drawn[doff + d - 1])
+                if target < 0:
+                    continue
                 label = 0
             f = np.float32(0.0)
             for k in range(dim):
@@ -273,7 +298,25 @@ def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, 
                 o = syn1neg[target, k]
                 neu1e[k] += g * o
                 syn1neg[target, k] = o + g * hmat[hrow, k]
-    return state, loss
+    return loss
+
+
+@njit(cache=True, inline="always")
+def _draw_noise(state, drawn, doff, negative, word, prob, alias, syn1neg):
+    """Draw ``negative`` noise words (alias method) into ``drawn[doff:]``, -1 where one equals ``word``, and
+    prefetch their output rows. Returns the new random state."""
+    nwords = prob.shape[0]
+    for d in range(negative):
+        state, bits = _next(state)
+        target = _below(bits, nwords)
+        if _uniform(bits) >= prob[target]:
+            target = alias[target]
+        if target == word:
+            drawn[doff + d] = -1
+        else:
+            drawn[doff + d] = target
+            prefetch_row(syn1neg, target)
+    return state
 
 
 @njit(cache=True, fastmath=True)
@@ -293,9 +336,9 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
     sent = np.empty(max_sentence_length, dtype=np.int32)
     neu1e = np.zeros(dim, dtype=np.float32)
     hbuf = np.zeros((1, dim), dtype=np.float32)
-    drawn = np.full(max(negative, 1), -1, dtype=np.int64)
+    # noise words of one skip-gram window (2 * window examples) or of one CBOW example
+    drawn = np.full(max(negative, 1) * 2 * max(window, 1), -1, dtype=np.int64)
     share = sg and shared_negatives and negative > 0
-    nwords = prob.shape[0]
     state = seed_state_value
     words = np.int64(0)
     loss = 0.0
@@ -332,25 +375,37 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
             if hi > n:
                 hi = n
             if sg:
-                if share:
-                    for d in range(negative):
-                        state, bits = _next(state)
-                        target = _below(bits, nwords)
-                        if _uniform(bits) >= prob[target]:
-                            target = alias[target]
-                        drawn[d] = -1 if target == word else target
+                if negative > 0:
+                    # the window's noise words up front (one set shared by the window with ``share``), their
+                    # rows and the context rows prefetched while the first examples compute
+                    prefetch_row(syn1neg, word)
+                    if share:
+                        state = _draw_noise(state, drawn, 0, negative, word, prob, alias, syn1neg)
+                    else:
+                        e = 0
+                        for j in range(lo, hi):
+                            if j != i:
+                                state = _draw_noise(state, drawn, e * negative, negative, word, prob, alias, syn1neg)
+                                e += 1
+                for j in range(lo, hi):
+                    if j != i:
+                        prefetch_row(syn0, sent[j])
+                e = 0
                 for j in range(lo, hi):
                     if j == i:
                         continue
                     ctx = sent[j]
-                    state, ex_loss = _output_layer(syn0, ctx, word, lr, neu1e, syn1neg, syn1, negative,
-                                                   use_hs, prob, alias, codes, points, lengths, state, dim,
-                                                   compute_loss, drawn, share)
+                    ex_loss = _output_layer(syn0, ctx, word, lr, neu1e, syn1neg, syn1, negative, use_hs, codes,
+                                            points, lengths, dim, compute_loss, drawn, 0 if share else e * negative)
+                    e += 1
                     loss += ex_loss
                     examples += 1
                     for k in range(dim):
                         syn0[ctx, k] += neu1e[k]
             else:
+                if negative > 0:
+                    prefetch_row(syn1neg, word)
+                    state = _draw_noise(state, drawn, 0, negative, word, prob, alias, syn1neg)
                 count = 0
                 for k in range(dim):
                     hbuf[0, k] = np.float32(0.0)
@@ -367,9 +422,8 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
                     inv = np.float32(1.0) / np.float32(count)
                     for k in range(dim):
                         hbuf[0, k] *= inv
-                state, ex_loss = _output_layer(hbuf, 0, word, lr, neu1e, syn1neg, syn1, negative, use_hs,
-                                               prob, alias, codes, points, lengths, state, dim, compute_loss,
-                                               drawn, False)
+                ex_loss = _output_layer(hbuf, 0, word, lr, neu1e, syn1neg, syn1, negative, use_hs, codes, points,
+                                        lengths, dim, compute_loss, drawn, 0)
                 loss += ex_loss
                 examples += 1
                 # word2vec.c / gensim convention: every context vector gets the full gradient wrt h

@@ -39,6 +39,7 @@ from lmlab import checkpoint
 from lmlab.callbacks import Callback
 from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.errors import CheckpointError, ConfigError, DataError
+from lmlab.generation import draw_categorical
 from lmlab.models.oracle import OracleConfig, OracleLSTM, make_oracle_data
 
 MODEL_TYPE = "seqgan"
@@ -258,8 +259,7 @@ class Generator(nn.Module):
 def _draw(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
     if temperature == 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+    return draw_categorical(logits.float() / temperature, generator)  # (B,)
 
 
 def finish_sequences(seqs: Tensor, eos_id: int, pad_id: int) -> Tensor:
