@@ -302,15 +302,21 @@ def _output_layer(hmat, hrow, word, lr, neu1e, syn1neg, syn1, negative, use_hs, 
 
 
 @njit(cache=True, inline="always")
+def _alias_draw(state, prob, alias):
+    """One draw from the alias table (Walker/Vose): a uniform column, kept with ``prob`` or else its alias."""
+    state, bits = _next(state)
+    target = _below(bits, prob.shape[0])
+    if _uniform(bits) >= prob[target]:
+        target = alias[target]
+    return state, target
+
+
+@njit(cache=True, inline="always")
 def _draw_noise(state, drawn, doff, negative, word, prob, alias, syn1neg):
     """Draw ``negative`` noise words (alias method) into ``drawn[doff:]``, -1 where one equals ``word``, and
     prefetch their output rows. Returns the new random state."""
-    nwords = prob.shape[0]
     for d in range(negative):
-        state, bits = _next(state)
-        target = _below(bits, nwords)
-        if _uniform(bits) >= prob[target]:
-            target = alias[target]
+        state, target = _alias_draw(state, prob, alias)
         if target == word:
             drawn[doff + d] = -1
         else:
@@ -375,21 +381,19 @@ def train_range(tokens, start, end, syn0, syn1neg, syn1, keep, prob, alias, code
             if hi > n:
                 hi = n
             if sg:
+                # the window's noise words up front (one set for the whole window with ``share``); their rows
+                # and the context rows are prefetched while the first examples compute
                 if negative > 0:
-                    # the window's noise words up front (one set shared by the window with ``share``), their
-                    # rows and the context rows prefetched while the first examples compute
                     prefetch_row(syn1neg, word)
                     if share:
                         state = _draw_noise(state, drawn, 0, negative, word, prob, alias, syn1neg)
-                    else:
-                        e = 0
-                        for j in range(lo, hi):
-                            if j != i:
-                                state = _draw_noise(state, drawn, e * negative, negative, word, prob, alias, syn1neg)
-                                e += 1
+                e = 0
                 for j in range(lo, hi):
                     if j != i:
                         prefetch_row(syn0, sent[j])
+                        if negative > 0 and not share:
+                            state = _draw_noise(state, drawn, e * negative, negative, word, prob, alias, syn1neg)
+                        e += 1
                 e = 0
                 for j in range(lo, hi):
                     if j == i:
@@ -458,12 +462,7 @@ def train_chunk(tokens, bounds, syn0, syn1neg, syn1, keep, prob, alias, codes, p
 def sample_noise(prob, alias, n, seed):
     """``n`` draws from the alias table exactly as the training kernel draws its noise words (for tests)."""
     state = seed_state(seed, 0, 0, 0)
-    nwords = prob.shape[0]
     out = np.empty(n, dtype=np.int32)
     for t in range(n):
-        state, bits = _next(state)
-        target = _below(bits, nwords)
-        if _uniform(bits) >= prob[target]:
-            target = alias[target]
-        out[t] = target
+        state, out[t] = _alias_draw(state, prob, alias)
     return out
