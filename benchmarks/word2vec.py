@@ -11,8 +11,9 @@ compute_loss=False; ours is switched off too, its cost is reported separately by
 Every trainer runs in its own subprocess (optionally pinned to its own cores, ``--parallel``), which reports:
 
 * ``train_s`` - wall time of the training epochs alone; ``words_per_s`` = epochs x corpus words / train_s
-  (the same numerator for both libraries, so the ratio is the inverse ratio of times). lmlab's numba kernels
-  are compiled (or loaded from the cache) by a warm-up run before the clock starts;
+  (the same numerator for both libraries, so the ratio is the inverse ratio of times). lmlab's word2vec
+  kernel is compiled at install time (Cython); a tiny warm-up run before the clock starts loads it (and
+  compiles GloVe's numba kernels);
 * ``vocab_s`` - reading the corpus and building the vocabulary (gensim ``build_vocab``, lmlab encoding);
 * ``peak_rss_mb`` - the process's peak resident memory (VmHWM) at the end of training;
 * quality, each model scored by lmlab's evaluator and by gensim's: WordSim-353 and SimLex-999 Spearman
@@ -247,11 +248,16 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    for mod in ("numpy", "numba", "gensim", "scipy"):
+    for mod in ("numpy", "numba", "Cython", "gensim", "scipy"):
         try:
             info[mod] = __import__(mod).__version__
         except ImportError:
             info[mod] = None
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                            text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["git_commit"] = None
     try:
         info["loadavg_at_start"] = os.getloadavg()
     except OSError:
@@ -407,7 +413,7 @@ def main() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=2) + "\n")
 
-    # warm the numba cache once, so that parallel workers do not all compile
+    # warm GloVe's numba cache once, so that parallel workers do not all compile
     if "lmlab" in impls:
         subprocess.run([sys.executable, "-c", (
             "from lmlab.models.word2vec import Word2Vec, Word2VecConfig as C\n"

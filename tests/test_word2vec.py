@@ -397,3 +397,34 @@ def test_cli_train_similar_analogy_plot(shakespeare, tmp_path, capsys):
     assert _config_for("sgns", {"shared_negatives": True}, ()).shared_negatives is True
     assert main(["embed", "train", "--corpus", str(shakespeare), "--out", str(tmp_path / "x"), "windw=3"]) == 2
     assert "did you mean 'window'" in capsys.readouterr().err
+
+
+def test_training_runs_without_numba_or_torch_in_the_process(tmp_path):
+    # the word2vec kernel is a C extension; its process must not pay for numba/LLVM (~130 MB resident) or torch
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat and the dog sat on the log\n" * 50, encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from lmlab.models.word2vec import Word2Vec, Word2VecConfig\n"
+        f"m = Word2Vec(Word2VecConfig(epochs=1, min_count=1, threads=2, seed=1)).fit({str(corpus)!r})\n"
+        "assert m.history[0].examples > 0\n"
+        "print(sorted(k for k in ('numba', 'llvmlite', 'torch') if k in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_error_in_a_worker_thread_reaches_the_caller():
+    syn0 = np.zeros((V, D), np.float32)
+    prob, alias = K.build_alias_table(np.ones(V))
+    toks = np.array([0, 1, -1, 2, 3, -1], dtype=np.int32)
+    z = np.zeros(2)
+    with pytest.raises(ValueError, match="same number of columns"):
+        K.train_chunk(toks, np.array([0, 3, 6], dtype=np.int64), syn0, np.zeros((V, D + 1), np.float32),
+                      np.zeros((1, D), np.float32), np.ones(V, np.float32), prob, alias,
+                      np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.int32), np.zeros(V, np.int32), True, 1, False,
+                      1, True, LR, LR, 0.0, 1e9, 100, np.array([1, 2], dtype=np.uint64), np.zeros(2, np.int64), z,
+                      np.zeros(2, np.int64), True)

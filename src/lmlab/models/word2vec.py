@@ -418,10 +418,9 @@ class Word2Vec:
     def train_encoded(self, enc: EncodedCorpus, log: Callable[[str], None] | None = None,
                       on_epoch: Callable[[EpochStats], None] | None = None) -> Word2Vec:
         """Train on an already encoded corpus (see :func:`encode_corpus`)."""
-        import numba
-
-        from lmlab.models import _w2v_kernels as K
         from lmlab.vectors import KeyedVectors
+
+        K = load_kernels()
 
         cfg = self.config
         vocab_size, dim = len(enc.words), cfg.embed_dim
@@ -440,7 +439,6 @@ class Word2Vec:
         prob, alias = K.build_alias_table(noise_distribution(enc.counts, cfg.ns_exponent))
         keep = keep_probabilities(enc.counts, cfg.sample)
         threads = cfg.num_threads
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
         total_words = float(cfg.epochs * enc.num_tokens)
         lr_start, lr_end = cfg.start_lr, cfg.min_lr
         out_words = np.zeros(threads, dtype=np.int64)
@@ -508,6 +506,20 @@ class Word2Vec:
         return self.wv.save(run_dir, model_type=MODEL_TYPE,
                             sections={"model": config_to_dict(self.config), **extra},
                             metrics=[h.as_dict() for h in self.history])
+
+
+def load_kernels():
+    """The compiled word2vec kernel module, or a one-line error that says how to build it."""
+    try:
+        from lmlab.models import _w2v_kernels
+    except ImportError as exc:
+        from lmlab.errors import LmlabError
+
+        raise LmlabError(
+            f"the compiled word2vec kernel (lmlab.models._w2v_kernels) is missing ({exc}); it is built when the "
+            "package is installed: run `pip install -e .` (or `make setup`) with a C compiler available"
+        ) from None
+    return _w2v_kernels
 
 
 def _split_bounds(chunk: np.ndarray, parts: int) -> np.ndarray:
