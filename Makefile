@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py src/lmlab/models/_w2v_kernels.pyx
+$(STAMP): pyproject.toml setup.py $(wildcard src/lmlab/models/*.pyx)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# the pinned CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build
@@ -33,4 +33,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) site runs build *.egg-info src/*.egg-info src/lmlab/models/_w2v_kernels.c src/lmlab/models/*.so
+	rm -rf $(VENV) site runs build *.egg-info src/*.egg-info src/lmlab/models/_*_kernels.c src/lmlab/models/*.so

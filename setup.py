@@ -1,4 +1,4 @@
-"""Build step for lmlab's one compiled extension, the word2vec kernel (Cython -> C, compiled at install time).
+"""Build step for lmlab's compiled extensions, the word2vec and GloVe kernels (Cython -> C, compiled at install time).
 
 Everything else about the package is declared in pyproject.toml. Set ``LMLAB_PORTABLE=1`` to build without
 ``-march=native`` (for a wheel that runs on other CPUs of the same architecture).
@@ -31,7 +31,8 @@ class BuildExt(build_ext):
 
 setup(
     ext_modules=cythonize(
-        [Extension("lmlab.models._w2v_kernels", ["src/lmlab/models/_w2v_kernels.pyx"])],
+        [Extension(f"lmlab.models.{name}", [f"src/lmlab/models/{name}.pyx"])
+         for name in ("_w2v_kernels", "_glove_kernels")],
         compiler_directives={"language_level": 3},
     ),
     cmdclass={"build_ext": BuildExt},

@@ -12,8 +12,7 @@ Every trainer runs in its own subprocess (optionally pinned to its own cores, ``
 
 * ``train_s`` - wall time of the training epochs alone; ``words_per_s`` = epochs x corpus words / train_s
   (the same numerator for both libraries, so the ratio is the inverse ratio of times). lmlab's word2vec
-  kernel is compiled at install time (Cython); a tiny warm-up run before the clock starts loads it (and
-  compiles GloVe's numba kernels);
+  and GloVe kernels are compiled at install time (Cython); a tiny warm-up run before the clock starts loads them;
 * ``vocab_s`` - reading the corpus and building the vocabulary (gensim ``build_vocab``, lmlab encoding);
 * ``peak_rss_mb`` - the process's peak resident memory (VmHWM) at the end of training;
 * quality, each model scored by lmlab's evaluator and by gensim's: WordSim-353 and SimLex-999 Spearman
@@ -203,7 +202,7 @@ def worker(args: argparse.Namespace) -> dict:
 
         cfg = GloVeConfig(embed_dim=HPARAMS["embed_dim"], window=args.glove_window, min_count=HPARAMS["min_count"],
                           epochs=args.glove_epochs, threads=args.threads, seed=seed, tokenizer="whitespace",
-                          lowercase=False, memory_mb=args.glove_memory_mb)
+                          lowercase=False, memory_mb=args.glove_memory_mb, adagrad=args.glove_adagrad)
         warm = GloVeConfig(epochs=1, min_count=1, threads=args.threads, memory_mb=1)
         GloVe(warm).fit([["a", "b", "c", "d"] * 5] * 4)
         with tempfile.TemporaryDirectory(prefix="glovebench-") as tmp:
@@ -214,6 +213,7 @@ def worker(args: argparse.Namespace) -> dict:
         rec["nnz"] = model.corpus_info["nnz"]
         rec["epochs"] = args.glove_epochs
         rec["window"] = args.glove_window
+        rec["adagrad"] = args.glove_adagrad
         rec["peak_rss_mb"] = _peak_rss_mb()
         rec["epoch_loss"] = [h.loss for h in model.history]
         words, vectors = model.wv.words, model.wv.vectors
@@ -248,7 +248,7 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    for mod in ("numpy", "numba", "Cython", "gensim", "scipy"):
+    for mod in ("numpy", "Cython", "gensim", "scipy"):
         try:
             info[mod] = __import__(mod).__version__
         except ImportError:
@@ -354,6 +354,8 @@ def main() -> None:
     ap.add_argument("--glove-epochs", type=int, default=15)
     ap.add_argument("--glove-window", type=int, default=10)
     ap.add_argument("--glove-memory-mb", type=int, default=512)
+    ap.add_argument("--glove-adagrad", choices=["reference", "textbook"], default="reference",
+                    help="what GloVe's AdaGrad accumulates (see docs/glove.md)")
     ap.add_argument("--glove-seeds", default="1")
     ap.add_argument("--parallel", type=int, default=1, help="jobs at once, each pinned to its own cores")
     ap.add_argument("--eval-dir", default=str(DEFAULT_EVAL))
@@ -403,7 +405,7 @@ def main() -> None:
         "hparams": {**HPARAMS, "epochs": args.epochs, "threads": args.threads, "lmlab_compute_loss": args.loss,
                     "glove": {"epochs": args.glove_epochs, "window": args.glove_window,
                               "threads": args.glove_threads or args.threads, "x_max": 100, "alpha": 0.75,
-                              "lr": 0.05}},
+                              "lr": 0.05, "adagrad": args.glove_adagrad, "memory_mb": args.glove_memory_mb}},
         "runs": [],
     }
     out_path = Path(args.out)
@@ -412,17 +414,6 @@ def main() -> None:
         result["summary"] = summarize(result["runs"])
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=2) + "\n")
-
-    # warm GloVe's numba cache once, so that parallel workers do not all compile
-    if "lmlab" in impls:
-        subprocess.run([sys.executable, "-c", (
-            "from lmlab.models.word2vec import Word2Vec, Word2VecConfig as C\n"
-            "from lmlab.models.glove import GloVe, GloVeConfig as G\n"
-            "for a in ('skipgram', 'cbow'):\n"
-            "    for loss in (False, True):\n"
-            "        Word2Vec(C(arch=a, epochs=1, min_count=1, threads=2, compute_loss=loss)).fit([['a','b','c']*5]*3)\n"
-            "GloVe(G(epochs=1, min_count=1, threads=2, memory_mb=1)).fit([['a','b','c']*5]*3)\n")],
-            env=env, check=True)
 
     running: list[tuple[subprocess.Popen, tuple, list[int], float]] = []
     free_cores = list(range(ncpu))
@@ -439,12 +430,13 @@ def main() -> None:
                 del free_cores[:threads]
             queue.pop(0)
             slot = cores or []
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, algo, str(seed),
+            cmd = ([sys.executable, str(Path(__file__).resolve()), "--worker", impl, algo, str(seed),
                    "--tokens", str(tokens), "--eval-dir", args.eval_dir, "--threads", str(threads),
                    "--epochs", str(args.epochs), "--raw-words", str(raw_words),
                    "--glove-epochs", str(args.glove_epochs), "--glove-window", str(args.glove_window),
-                   "--glove-memory-mb", str(args.glove_memory_mb)] + (["--loss"] if args.loss else [])
-            wenv = dict(env, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                   "--glove-memory-mb", str(args.glove_memory_mb), "--glove-adagrad", args.glove_adagrad]
+                   + (["--loss"] if args.loss else []))
+            wenv = dict(env, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                         MKL_NUM_THREADS="1")
             pre = (lambda c=cores: os.sched_setaffinity(0, c)) if cores else None
             proc = subprocess.Popen(cmd, env=wenv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -51,8 +51,37 @@ def test_counting_matches_brute_force_with_spills_and_merges(shakespeare, tmp_pa
     np.testing.assert_allclose(other.to_dense(), want, rtol=1e-5)
 
 
-def test_loss_and_adagrad_step_by_hand():
-    cfg = GloVeConfig(embed_dim=2, lr=0.05, x_max=100.0, alpha=0.75)
+@pytest.mark.parametrize("adagrad", ["reference", "textbook"])
+def _sorted_entries(cooc):
+    rec = cooc.read(0, cooc.nnz)
+    return rec[np.lexsort((rec["j"], rec["i"]))]
+
+
+def test_counting_stays_within_its_memory_budget(shakespeare, tmp_path):
+    import tracemalloc
+
+    enc = encode_corpus(shakespeare, Word2VecConfig(), tmp_path, min_count=1)
+    budget_mb = 16
+    tracemalloc.start()
+    try:
+        small = count_cooccurrences(enc, 10, tmp_path / "small", memory_mb=budget_mb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the whole counting (chunks, dense block, buffer, spills, merge ranges, shuffle buckets) within the budget,
+    # although the 550k non-zeros are skewed towards the frequent words' rows
+    assert peak <= 1.1 * budget_mb * 2**20, f"peak {peak / 2**20:.1f} MB for a {budget_mb} MB budget"
+    big = count_cooccurrences(enc, 10, tmp_path / "big", memory_mb=256)
+    assert small.nnz == big.nnz > 500_000
+    a, b = _sorted_entries(small), _sorted_entries(big)
+    np.testing.assert_array_equal(a["i"], b["i"])
+    np.testing.assert_array_equal(a["j"], b["j"])
+    np.testing.assert_allclose(a["x"], b["x"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("adagrad", ["reference", "textbook"])
+def test_loss_and_adagrad_step_by_hand(adagrad):
+    cfg = GloVeConfig(embed_dim=2, lr=0.05, x_max=100.0, alpha=0.75, adagrad=adagrad)
     model = GloVe(cfg)
     model.init_params(2)
     model.w[:] = [[0.1, -0.2], [0.3, 0.4]]
@@ -79,8 +108,11 @@ def test_loss_and_adagrad_step_by_hand():
     np.testing.assert_allclose(model.wt[1], wt1, rtol=1e-5)
     assert model.b[0] == pytest.approx(0.01 - 0.05 * g, rel=1e-5)
     assert model.bt[1] == pytest.approx(0.04 - 0.05 * g, rel=1e-5)
-    np.testing.assert_allclose(model.gw[0], 1 + (g * np.array([-0.3, 0.2])) ** 2, rtol=1e-5)
-    assert model.gb[0] == pytest.approx(1 + g * g, rel=1e-5)
+    # the accumulators: the reference code adds the squared lr-scaled gradient, textbook AdaGrad the squared gradient
+    scale = 0.05 if adagrad == "reference" else 1.0
+    np.testing.assert_allclose(model.gw[0], 1 + (scale * g * np.array([-0.3, 0.2])) ** 2, rtol=1e-5)
+    np.testing.assert_allclose(model.gwt[1], 1 + (scale * g * np.array([0.1, -0.2])) ** 2, rtol=1e-5)
+    assert model.gb[0] == pytest.approx(1 + (scale * g) ** 2, rel=1e-5)
     np.testing.assert_allclose(model.w[1], [0.3, 0.4])  # untouched rows stay
     # second step: the squared-gradient sums now divide the step
     diff2 = float(model.w[0] @ model.wt[1] + model.b[0] + model.bt[1] - math.log(x))
@@ -93,6 +125,24 @@ def test_loss_and_adagrad_step_by_hand():
     big = np.array([[0.0, 500.0], [0.0, 0.0]])
     d = float(model.w[0] @ model.wt[1] + model.b[0] + model.bt[1] - math.log(500.0))
     assert glove_loss(big, model.w, model.wt, model.b, model.bt) == pytest.approx(0.5 * d * d, rel=1e-6)
+
+
+def test_reference_adagrad_is_textbook_adagrad_with_rate_1_and_accumulator_from_1_over_lr_squared():
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 6, 40), rng.integers(0, 6, 40)
+    vals = rng.uniform(0.5, 150.0, 40).astype(np.float32)
+    ref = GloVe(GloVeConfig(embed_dim=3, lr=0.05, adagrad="reference"))
+    txt = GloVe(GloVeConfig(embed_dim=3, lr=1.0, adagrad="textbook"))
+    ref.init_params(6)
+    txt.init_params(6)
+    for name in ("gw", "gwt", "gb", "gbt"):
+        getattr(txt, name)[:] = 1.0 / 0.05**2
+    for _ in range(3):
+        ref.step(rows, cols, vals)
+        txt.step(rows, cols, vals)
+    for name in ("w", "wt", "b", "bt"):
+        np.testing.assert_allclose(getattr(ref, name), getattr(txt, name), rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(ref.gw, txt.gw * 0.05**2, rtol=2e-4)
 
 
 def test_glove_on_real_text_finds_neighbours_and_keeps_w_or_w_plus_wt(shakespeare, tmp_path):

@@ -27,9 +27,9 @@ Conventions shared with the driver:
   ``-sum_d log s((1 - 2 code_d) * n_d.h)``.
 """
 
-import threading
-
 import numpy as np
+
+from lmlab.models._compiled import run_slices
 
 from libc.math cimport expf, log1p
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
@@ -247,6 +247,8 @@ cdef struct Model:
     int negative
     bint use_hs
     bint compute_loss
+    float **rows  # per-thread scratch: the output rows of one example (negative + 1)
+    float *scores  # and their scores / gradients
 
 
 cdef inline void _prefetch_row(const float *row, int64_t dim) noexcept nogil:
@@ -305,11 +307,53 @@ cdef inline double _output_layer(const Model *m, const float *h, int64_t word, f
             loss += _logistic_update(h, m.syn1 + node * dim, 1 - <int>m.codes[word * m.code_stride + d], lr,
                                      neu1e, dim, m.compute_loss)
     if m.negative > 0:
-        loss += _logistic_update(h, m.syn1neg + word * dim, 1, lr, neu1e, dim, m.compute_loss)
-        for d in range(m.negative):
-            target = drawn[d]
-            if target >= 0:
-                loss += _logistic_update(h, m.syn1neg + target * dim, 0, lr, neu1e, dim, m.compute_loss)
+        loss += _negative_sampling(m, h, word, lr, neu1e, drawn)
+    return loss
+
+
+cdef inline double _negative_sampling(const Model *m, const float *h, int64_t word, float lr, float *neu1e,
+                                      const int64_t *drawn) noexcept nogil:
+    """The true word and the noise words: every score first (independent dot products the CPU overlaps), then
+    every update. This is the exact gradient step on the example's loss; word2vec.c's one-unit-at-a-time order
+    differs from it only when a noise word is drawn twice for one example (its second score then sees the first
+    update)."""
+    cdef int64_t dim = m.dim, k
+    cdef int nt = 0, d
+    cdef float **rows = m.rows
+    cdef float *g = m.scores
+    cdef float f, e, s, o, gd
+    cdef double loss = 0.0
+    rows[0] = m.syn1neg + word * dim
+    nt = 1
+    for d in range(m.negative):
+        if drawn[d] >= 0:
+            rows[nt] = m.syn1neg + drawn[d] * dim
+            nt += 1
+    for d in range(nt):
+        f = 0.0
+        for k in range(dim):
+            f += h[k] * rows[d][k]
+        g[d] = f
+    for d in range(nt):
+        f = g[d]
+        if f > _F_CLAMP:
+            f = _F_CLAMP
+        elif f < -_F_CLAMP:
+            f = -_F_CLAMP
+        e = expf(-f)
+        s = <float>1.0 / (<float>1.0 + e)
+        if m.compute_loss:
+            # -log s(f) = log1p(e);  -log(1 - s(f)) = f + log1p(e)
+            loss += log1p(<double>e)
+            if d > 0:
+                loss += <double>f
+        g[d] = ((<float>1.0 if d == 0 else <float>0.0) - s) * lr
+    for d in range(nt):
+        gd = g[d]
+        for k in range(dim):
+            o = rows[d][k]
+            neu1e[k] += gd * o
+            rows[d][k] = o + gd * h[k]
     return loss
 
 
@@ -470,11 +514,15 @@ def _train_slice(int t, const int32_t[::1] tokens, const int64_t[::1] bounds, fl
     cdef int64_t *drawn = <int64_t *>malloc(slots * sizeof(int64_t))
     cdef float *neu1e = <float *>malloc(m.dim * sizeof(float))
     cdef float *hbuf = <float *>malloc(m.dim * sizeof(float))
-    if sent == NULL or drawn == NULL or neu1e == NULL or hbuf == NULL:
+    m.rows = <float **>malloc((negative + 1) * sizeof(float *))
+    m.scores = <float *>malloc((negative + 1) * sizeof(float))
+    if sent == NULL or drawn == NULL or neu1e == NULL or hbuf == NULL or m.rows == NULL or m.scores == NULL:
         free(sent)
         free(drawn)
         free(neu1e)
         free(hbuf)
+        free(m.rows)
+        free(m.scores)
         raise MemoryError("word2vec kernel: could not allocate its work buffers")
     cdef int64_t k
     for k in range(slots):
@@ -490,6 +538,8 @@ def _train_slice(int t, const int32_t[::1] tokens, const int64_t[::1] bounds, fl
         free(drawn)
         free(neu1e)
         free(hbuf)
+        free(m.rows)
+        free(m.scores)
 
 
 def train_chunk(tokens, bounds, syn0, syn1neg, syn1, keep, prob, alias, codes, points, lengths,
@@ -500,28 +550,8 @@ def train_chunk(tokens, bounds, syn0, syn1neg, syn1, keep, prob, alias, codes, p
 
     ``out_words[t]``, ``out_loss[t]``, ``out_examples[t]`` receive slice ``t``'s words seen, loss sum and
     number of examples."""
-    nslices = len(bounds) - 1
     args = (tokens, bounds, syn0, syn1neg, syn1, keep, prob, alias, codes, points, lengths, bool(sg),
             int(negative), bool(use_hs), int(window), bool(cbow_mean), float(lr_start), float(lr_end),
             float(words_before), float(total_words), int(max_sentence_length), seeds, out_words, out_loss,
             out_examples, bool(compute_loss), bool(shared_negatives))
-    if nslices <= 1:
-        if nslices == 1:
-            _train_slice(0, *args)
-        return
-    errors = []
-
-    def run(t):
-        try:
-            _train_slice(t, *args)
-        except BaseException as exc:  # re-raised on the calling thread below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=run, args=(t,), name=f"lmlab-w2v-{t}") for t in range(1, nslices)]
-    for th in workers:
-        th.start()
-    run(0)
-    for th in workers:
-        th.join()
-    if errors:
-        raise errors[0]
+    run_slices(_train_slice, len(bounds) - 1, args, "lmlab-w2v")

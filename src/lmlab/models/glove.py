@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lmlab.errors import ConfigError, TrainingError
+from lmlab.models._compiled import load_kernels
 from lmlab.models.word2vec import EncodedCorpus, EpochStats, encode_corpus
 
 __all__ = ["CooccurrenceMatrix", "GloVe", "GloVeConfig", "count_cooccurrences", "glove_loss"]
@@ -47,6 +48,10 @@ class GloVeConfig:
     max_vocab: int = 0
     epochs: int = 25
     lr: float = 0.05
+    #: "reference": AdaGrad as the reference GloVe code does it, accumulating the squares of the lr-scaled
+    #: gradients (equivalent to textbook AdaGrad with rate 1 and the accumulator starting at 1/lr^2);
+    #: "textbook": accumulate the squared gradients themselves (steps shrink ~1/lr times faster)
+    adagrad: Literal["reference", "textbook"] = "reference"
     x_max: float = 100.0
     alpha: float = 0.75
     #: "w+wt": the sum of word and context vectors (the paper's choice); "w": word vectors only
@@ -78,6 +83,8 @@ class GloVeConfig:
         for name in ("lr", "x_max", "alpha"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.adagrad not in ("reference", "textbook"):
+            problems.append(f"adagrad must be 'reference' or 'textbook', got {self.adagrad!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -126,12 +133,30 @@ class CooccurrenceMatrix:
         return out
 
 
+def aggregate_sorted(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``vals`` over equal ``keys``; returns the sorted unique keys and their float64 sums (summed in the
+    order the values come, within each key)."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    v = vals[order].astype(np.float64)
+    del order
+    if len(k) == 0:
+        return k, v
+    starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+    return k[starts], np.add.reduceat(v, starts)
+
+
+def _read_at(path: Path, dtype: Any, start: int, count: int) -> np.ndarray:
+    with open(path, "rb") as fh:
+        fh.seek(int(start) * np.dtype(dtype).itemsize)
+        return np.fromfile(fh, dtype=dtype, count=int(count))
+
+
 def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, memory_mb: int = 512,
                         dense_words: int = 0, seed: int = 1,
                         log: Callable[[str], None] | None = None) -> CooccurrenceMatrix:
     """Count co-occurrences of ``enc`` within ``memory_mb`` and write them, shuffled, to ``workdir/cooc.bin``."""
-    from lmlab.models import _glove_kernels as K
-
+    K = load_kernels("_glove_kernels")
     t0 = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -141,13 +166,14 @@ def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, me
         dense_words = int(np.sqrt(budget / 4 / 8))  # a quarter of the budget for the float64 dense block
     dense_k = min(dense_words, vocab_size)
     dense = np.zeros((dense_k, dense_k), dtype=np.float64)
-    buf_cap = max(1 << 16, (budget // 4) // 12)  # int64 key + float32 weight
+    # int64 key + float32 weight; a spill sorts and aggregates the buffer with ~3x its size in temporaries
+    buf_cap = max(1 << 16, (budget // 8) // 12)
     buf_keys = np.empty(buf_cap, dtype=np.int64)
     buf_vals = np.empty(buf_cap, dtype=np.float32)
     runs: list[tuple[Path, Path, int]] = []
 
     def spill(n: int) -> None:
-        keys, vals = K.aggregate_sorted(buf_keys[:n], buf_vals[:n])
+        keys, vals = aggregate_sorted(buf_keys[:n], buf_vals[:n])
         kp = workdir / f"run{len(runs):04d}.keys"
         vp = workdir / f"run{len(runs):04d}.vals"
         keys.tofile(kp)
@@ -155,7 +181,7 @@ def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, me
         runs.append((kp, vp, len(keys)))
 
     buf_len = 0
-    for chunk in enc.iter_chunks(1 << 22):
+    for chunk in enc.iter_chunks(max(1 << 16, min(1 << 22, budget // 32))):  # int32 tokens, 1/8 of the budget
         pos = 0
         while pos < len(chunk):
             pos, buf_len = K.count_cooccurrences(chunk, pos, window, vocab_size, dense, dense_k,
@@ -166,9 +192,11 @@ def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, me
     if buf_len:
         spill(buf_len)
     buf_keys = buf_vals = np.empty(0)  # free the buffer before merging
-    # merge the sorted runs by key range and scatter the result at random into shuffle buckets
+    # merge the sorted runs by key range and scatter the result at random into shuffle buckets. Each bucket is
+    # later loaded and shuffled whole (12 bytes a record plus an 8-byte index, plus the shuffled copy), and each
+    # key range passes through ~100 bytes of temporaries per entry: both are sized to stay within ``budget``
     total_upper = sum(n for _, _, n in runs) + int(np.count_nonzero(dense))
-    num_buckets = max(1, int(np.ceil(total_upper * 16 / (budget / 2))))
+    num_buckets = max(1, int(np.ceil(total_upper * 32 / budget)))
     rng = np.random.default_rng(seed)
     bucket_paths = [workdir / f"bucket{b:04d}.bin" for b in range(num_buckets)]
     bucket_files = [open(p, "wb") for p in bucket_paths]
@@ -193,30 +221,38 @@ def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, me
             scatter(di.astype(np.int32), dj.astype(np.int32), dense[di, dj].astype(np.float32))
         del dense, di, dj
         if runs:
-            key_maps = [np.memmap(kp, dtype=np.int64, mode="r") if n else np.zeros(0, np.int64)
-                        for kp, _, n in runs]
-            max_key = np.int64(vocab_size) * vocab_size
-            per_range = max(1, int((budget / 2) // 16))
-            num_ranges = max(1, int(np.ceil(sum(n for _, _, n in runs) / per_range)))
-            edges = np.linspace(0, max_key, num_ranges + 1).astype(np.int64)
-            for r in range(num_ranges):
-                lo_key, hi_key = edges[r], edges[r + 1] if r + 1 < num_ranges else max_key + 1
+            # key ranges sized by the data, not by key space (the frequent words' rows hold most entries): a
+            # range ends at the smallest of the keys that lie ``quota`` entries past each run's position, so no
+            # run gives more than ``quota`` entries and a range holds at most ``per_range``
+            max_key = int(vocab_size) * int(vocab_size)
+            per_range = max(1, int(budget // 128))
+            quota = max(1, per_range // len(runs))
+            starts = [0] * len(runs)  # where each run's next key range begins
+            while any(starts[t] < n for t, (_, _, n) in enumerate(runs)):
+                hi_key = max_key
+                for t, (kp, _, n) in enumerate(runs):
+                    if starts[t] + quota < n:
+                        hi_key = min(hi_key, int(_read_at(kp, np.int64, starts[t] + quota, 1)[0]))
                 parts_k, parts_v = [], []
-                for (_kp, vp, n), km in zip(runs, key_maps, strict=True):
-                    if n == 0:
+                for t, (kp, vp, n) in enumerate(runs):
+                    if starts[t] >= n:
                         continue
-                    a, b = np.searchsorted(km, [lo_key, hi_key])
+                    # a short-lived map for the binary search only: a map kept open would hold every page it
+                    # ever touched in this process's resident memory
+                    km = np.memmap(kp, dtype=np.int64, mode="r")
+                    a, b = starts[t], int(np.searchsorted(km, hi_key))
+                    del km
                     if b > a:
-                        parts_k.append(np.array(km[a:b]))
-                        with open(vp, "rb") as fh:
-                            fh.seek(int(a) * 4)
-                            parts_v.append(np.fromfile(fh, dtype=np.float32, count=int(b - a)))
+                        parts_k.append(_read_at(kp, np.int64, a, b - a))
+                        parts_v.append(_read_at(vp, np.float32, a, b - a))
+                    starts[t] = b
                 if not parts_k:
                     continue
-                keys, vals = K.aggregate_sorted(np.concatenate(parts_k), np.concatenate(parts_v))
+                keys, vals = aggregate_sorted(np.concatenate(parts_k), np.concatenate(parts_v))
+                del parts_k, parts_v
                 scatter((keys // vocab_size).astype(np.int32), (keys % vocab_size).astype(np.int32),
                         vals.astype(np.float32))
-            del key_maps
+                del keys, vals
     finally:
         for fh in bucket_files:
             fh.close()
@@ -299,28 +335,24 @@ class GloVe:
 
     def step(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, threads: int = 1) -> float:
         """One AdaGrad step per entry, in order (Hogwild when threads > 1); returns the summed loss."""
-        import numba
-
-        from lmlab.models import _glove_kernels as K
-
+        K = load_kernels("_glove_kernels")
         cfg = self.config
         n = len(rows)
         parts = max(1, min(threads, n))
-        numba.set_num_threads(max(1, min(parts, numba.config.NUMBA_NUM_THREADS)))
         bounds = np.linspace(0, n, parts + 1).astype(np.int64)
         out = np.zeros(parts, dtype=np.float64)
         K.glove_block(np.ascontiguousarray(rows, np.int32), np.ascontiguousarray(cols, np.int32),
                       np.ascontiguousarray(vals, np.float32), bounds, self.w, self.wt, self.b, self.bt,
                       self.gw, self.gwt, self.gb, self.gbt, np.float32(cfg.x_max), np.float32(cfg.alpha),
-                      np.float32(cfg.lr), out)
+                      np.float32(cfg.lr), out, cfg.adagrad == "reference")
         return float(out.sum())
 
     def train_cooccurrences(self, cooc: CooccurrenceMatrix, words: list[str], counts: np.ndarray | None = None,
                             log: Callable[[str], None] | None = None,
                             on_epoch: Callable[[EpochStats], None] | None = None) -> GloVe:
-        from lmlab.models import _glove_kernels as K
         from lmlab.vectors import KeyedVectors
 
+        K = load_kernels("_glove_kernels")
         cfg = self.config
         self.init_params(cooc.vocab_size)
         threads = cfg.num_threads

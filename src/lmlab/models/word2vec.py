@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lmlab.errors import ConfigError, DataError
+from lmlab.models._compiled import load_kernels
 
 __all__ = [
     "EncodedCorpus",
@@ -83,6 +84,8 @@ class Word2VecConfig:
     min_lr: float = 1e-4
     #: CBOW: average the context vectors (True) or sum them
     cbow_mean: bool = True
+    #: input vectors start uniform in [-init_scale/D, init_scale/D): 0.5 is word2vec.c's range, 1.0 gensim 4's
+    init_scale: float = 0.5
     #: worker threads (0: every core); one thread with a fixed seed is exactly reproducible
     threads: int = 0
     seed: int = 1
@@ -120,6 +123,8 @@ class Word2VecConfig:
             problems.append(f"lr must be > 0, got {self.lr}")
         if self.min_lr < 0:
             problems.append(f"min_lr must be >= 0, got {self.min_lr}")
+        if self.init_scale < 0:
+            problems.append(f"init_scale must be >= 0, got {self.init_scale}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -420,12 +425,13 @@ class Word2Vec:
         """Train on an already encoded corpus (see :func:`encode_corpus`)."""
         from lmlab.vectors import KeyedVectors
 
-        K = load_kernels()
+        K = load_kernels("_w2v_kernels")
 
         cfg = self.config
         vocab_size, dim = len(enc.words), cfg.embed_dim
         rng = np.random.default_rng(cfg.seed)
-        syn0 = ((rng.random((vocab_size, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
+        spread = dim / (2 * cfg.init_scale) if cfg.init_scale > 0 else np.inf  # (u - 0.5) / spread
+        syn0 = ((rng.random((vocab_size, dim), dtype=np.float32) - 0.5) / spread).astype(np.float32)
         syn1neg = np.zeros((vocab_size if cfg.negative else 1, dim), dtype=np.float32)
         if cfg.hs and vocab_size > 1:
             codes, points, lengths = K.build_huffman(enc.counts)
@@ -506,20 +512,6 @@ class Word2Vec:
         return self.wv.save(run_dir, model_type=MODEL_TYPE,
                             sections={"model": config_to_dict(self.config), **extra},
                             metrics=[h.as_dict() for h in self.history])
-
-
-def load_kernels():
-    """The compiled word2vec kernel module, or a one-line error that says how to build it."""
-    try:
-        from lmlab.models import _w2v_kernels
-    except ImportError as exc:
-        from lmlab.errors import LmlabError
-
-        raise LmlabError(
-            f"the compiled word2vec kernel (lmlab.models._w2v_kernels) is missing ({exc}); it is built when the "
-            "package is installed: run `pip install -e .` (or `make setup`) with a C compiler available"
-        ) from None
-    return _w2v_kernels
 
 
 def _split_bounds(chunk: np.ndarray, parts: int) -> np.ndarray:
