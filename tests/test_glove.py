@@ -173,3 +173,8 @@ def test_glove_cli_and_config_errors(shakespeare, tmp_path, capsys):
     assert "GloVe option" in capsys.readouterr().err
     with pytest.raises(Exception, match="x_max must be > 0"):
         GloVe(GloVeConfig(x_max=0))
+    assert main(["embed", "train", "--algo", "glove", "--corpus", str(shakespeare), "--out", str(tmp_path / "d"),
+                 "adagrad=fancy"]) == 2
+    err = capsys.readouterr().err
+    assert "adagrad" in err and "textbook" in err, err
+    assert not (tmp_path / "d").exists()

@@ -256,6 +256,17 @@ def test_epoch_loss_is_the_mean_example_loss(shakespeare):
     assert hs.history[0].loss == pytest.approx(expected, rel=2e-2)
 
 
+@pytest.mark.parametrize("scale", [0.5, 1.0])
+def test_init_scale_sets_the_range_of_the_starting_vectors(shakespeare, scale):
+    # lr ~ 0: the vectors stay where they started, uniform in [-scale/D, scale/D)
+    m = Word2Vec(Word2VecConfig(epochs=1, threads=1, lr=1e-12, min_lr=0.0, min_count=5, embed_dim=50,
+                                init_scale=scale)).fit(shakespeare)
+    v = m.wv.vectors
+    assert np.abs(v).max() <= scale / 50
+    assert np.abs(v).max() > 0.99 * scale / 50
+    assert abs(float(v.mean())) < 0.01 * scale / 50
+
+
 def test_single_thread_runs_are_reproducible(shakespeare):
     cfg = dict(arch="cbow", epochs=1, threads=1, min_count=5, max_vocab=800)
     a = Word2Vec(Word2VecConfig(seed=3, **cfg)).fit(shakespeare)
@@ -358,6 +369,8 @@ def test_one_shot_generator_and_bad_config_are_refused():
         Word2Vec(Word2VecConfig(negative=0, hs=False))
     with pytest.raises(ConfigError, match="window must be >= 1"):
         Word2VecConfig(window=0).validate()
+    with pytest.raises(ConfigError, match="init_scale must be >= 0"):
+        Word2VecConfig(init_scale=-1.0).validate()
 
 
 # ---------------------------------------------------------------------------------------------------------
