@@ -162,6 +162,19 @@ def build_alias_table(weights):
     return prob_arr.astype(np.float32), alias_arr
 
 
+cdef inline Py_ssize_t _pop_smallest(int64_t[::1] count, Py_ssize_t *pos1, Py_ssize_t *pos2):
+    """The smaller of the next leaf (``pos1``, moving down) and the next inner node (``pos2``, moving up);
+    advances that queue."""
+    cdef Py_ssize_t i
+    if pos1[0] >= 0 and count[pos1[0]] < count[pos2[0]]:
+        i = pos1[0]
+        pos1[0] -= 1
+    else:
+        i = pos2[0]
+        pos2[0] += 1
+    return i
+
+
 def build_huffman(counts):
     """Huffman tree over word counts sorted in decreasing order (word2vec.c's two-queue O(V) build).
 
@@ -190,18 +203,8 @@ def build_huffman(counts):
     cdef Py_ssize_t root = 2 * v - 2
     for a in range(v - 1):
         # the two smallest among leaves (scanned downwards) and inner nodes (scanned upwards)
-        if pos1 >= 0 and count[pos1] < count[pos2]:
-            min1 = pos1
-            pos1 -= 1
-        else:
-            min1 = pos2
-            pos2 += 1
-        if pos1 >= 0 and count[pos1] < count[pos2]:
-            min2 = pos1
-            pos1 -= 1
-        else:
-            min2 = pos2
-            pos2 += 1
+        min1 = _pop_smallest(count, &pos1, &pos2)
+        min2 = _pop_smallest(count, &pos1, &pos2)
         count[v + a] = count[min1] + count[min2]
         parent[min1] = v + a
         parent[min2] = v + a
