@@ -291,6 +291,9 @@ def summarize(runs: list[dict]) -> dict:
             "ws353": _median([r["quality"]["ws353"] for r in rs]),
             "simlex": _median([r["quality"]["simlex"] for r in rs]),
             "analogy": _median([r["quality"]["analogy"] for r in rs]),
+            # every seed's figures, to see the spread behind each median
+            "per_seed": {m: [r["quality"][m] for r in rs] for m in ("ws353", "simlex", "analogy")}
+            | {"words_per_s": [r.get("words_per_s") for r in rs]},
         }
     ratios = {}
     for name, algo, target in (("sg", "sg", 2.0), ("cbow", "cbow", 1.5), ("sg-shared", "sg", 2.0)):
