@@ -148,11 +148,12 @@ def worker(args: argparse.Namespace) -> dict:
     raw_words = int(args.raw_words)
     rec: dict = {"impl": impl, "algo": algo, "seed": seed, "threads": args.threads}
     t_start = time.perf_counter()
-    if impl == "gensim":
+    if impl in ("gensim", "gensim-iter"):
         import logging
 
         import gensim
         from gensim.models import Word2Vec as GW2V
+        from gensim.models.word2vec import LineSentence
 
         logging.disable(logging.CRITICAL)
         rec["version"] = gensim.__version__
@@ -161,12 +162,17 @@ def worker(args: argparse.Namespace) -> dict:
                  workers=args.threads, sg=1 if algo == "sg" else 0, seed=seed, hs=0,
                  # word2vec.c's (and lmlab's) starting rates; gensim's default alpha is 0.025 for both
                  alpha=0.025 if algo == "sg" else 0.05, min_alpha=1e-4)
+        # "gensim": corpus_file mode, gensim's fastest. Each of its workers measures its epoch progress as its own
+        # sentences over the whole corpus's, so with W workers alpha decays only 1/W of the way within an epoch and
+        # restarts at the next one (word2vec_corpusfile.pyx, get_next_alpha): with 2 workers it ends near
+        # alpha(0.9), not min_alpha. "gensim-iter": the same model fed by LineSentence, whose schedule is linear.
+        source = {"corpus_file": str(corpus)} if impl == "gensim" else {"corpus_iterable": LineSentence(str(corpus))}
         t0 = time.perf_counter()
-        m.build_vocab(corpus_file=str(corpus))
+        m.build_vocab(**source)
         rec["vocab_s"] = time.perf_counter() - t0
         t0, c0 = time.perf_counter(), _cpu_s()
-        m.train(corpus_file=str(corpus), total_examples=m.corpus_count, total_words=m.corpus_total_words,
-                epochs=args.epochs)
+        m.train(**source, total_examples=m.corpus_count, total_words=m.corpus_total_words, epochs=args.epochs)
+        rec["min_alpha_yet_reached"] = float(m.min_alpha_yet_reached)
         rec["train_s"] = time.perf_counter() - t0
         rec["train_cpu_s"] = _cpu_s() - c0
         rec["peak_rss_mb"] = _peak_rss_mb()
