@@ -302,8 +302,11 @@ def summarize(runs: list[dict]) -> dict:
             | {"words_per_s": [r.get("words_per_s") for r in rs]},
         }
     ratios = {}
-    for name, algo, target in (("sg", "sg", 2.0), ("cbow", "cbow", 1.5), ("sg-shared", "sg", 2.0)):
-        a, g = out.get(f"{algo}/{'lmlab-shared' if name == 'sg-shared' else 'lmlab'}"), out.get(f"{algo}/gensim")
+    # "-vs-gensim-iter": against gensim on the linear schedule (see the worker); the targets are against "gensim"
+    for name, algo, target in (("sg", "sg", 2.0), ("cbow", "cbow", 1.5), ("sg-shared", "sg", 2.0),
+                               ("sg-vs-gensim-iter", "sg", 2.0), ("cbow-vs-gensim-iter", "cbow", 1.5)):
+        ref = "gensim-iter" if name.endswith("gensim-iter") else "gensim"
+        a, g = out.get(f"{algo}/{'lmlab-shared' if name == 'sg-shared' else 'lmlab'}"), out.get(f"{algo}/{ref}")
         if not a or not g:
             continue
         speed = a["words_per_s"] / g["words_per_s"]
