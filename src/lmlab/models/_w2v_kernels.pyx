@@ -519,24 +519,18 @@ def _train_slice(int t, const int32_t[::1] tokens, const int64_t[::1] bounds, fl
     cdef float *hbuf = <float *>malloc(m.dim * sizeof(float))
     m.rows = <float **>malloc((negative + 1) * sizeof(float *))
     m.scores = <float *>malloc((negative + 1) * sizeof(float))
-    if sent == NULL or drawn == NULL or neu1e == NULL or hbuf == NULL or m.rows == NULL or m.scores == NULL:
-        free(sent)
-        free(drawn)
-        free(neu1e)
-        free(hbuf)
-        free(m.rows)
-        free(m.scores)
-        raise MemoryError("word2vec kernel: could not allocate its work buffers")
     cdef int64_t k
-    for k in range(slots):
-        drawn[k] = -1
     try:
+        if sent == NULL or drawn == NULL or neu1e == NULL or hbuf == NULL or m.rows == NULL or m.scores == NULL:
+            raise MemoryError("word2vec kernel: could not allocate its work buffers")
+        for k in range(slots):
+            drawn[k] = -1
         with nogil:
             _train_range(&m, &tokens[0], bounds[t], bounds[t + 1], sg, window, cbow_mean, lr_start, lr_end,
                          words_before, <double>nslices, total_words, max_sentence_length, seeds[t],
                          shared_negatives, sent, drawn, neu1e, hbuf, &out_words[t], &out_loss[t],
                          &out_examples[t])
-    finally:
+    finally:  # free(NULL) is a no-op
         free(sent)
         free(drawn)
         free(neu1e)
