@@ -56,10 +56,10 @@ def bench_seed(train, test, epochs: int, threads: int, impls: set[str]) -> dict:
     import torch
 
     from lmlab.data.classification import ClassifyDataset, TextEncoder
-    from lmlab.models.classifier import resolve_run_config
+    from lmlab.recipes.classify import ClassifyRecipe
 
     torch.set_num_threads(threads)
-    run = resolve_run_config("seed-lstm", [f"epochs={epochs}", "train.progress=false", "train.tensorboard=false"])
+    run = ClassifyRecipe.resolve("seed-lstm", [f"epochs={epochs}", "train.progress=false", "train.tensorboard=false"])
     labels = sorted({e.label for e in train})
     encoder = TextEncoder(run.data).fit([e.text for e in train])
     tr = ClassifyDataset.build(train, encoder, labels)
@@ -171,7 +171,7 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
     import torch
 
     from lmlab.callbacks import StepTimes
-    from lmlab.models.classifier import resolve_run_config, train_classifier
+    from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.pipelines import Classifier
 
     torch.set_num_threads(threads)
@@ -180,22 +180,23 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
     t_all = time.perf_counter()
     vectors, w2v = None, None
     if w2v_extra is not None:
-        vectors, w2v = pretrain_vectors(train, w2v_extra, workdir, threads, resolve_run_config("bilstm", base))
+        vectors, w2v = pretrain_vectors(train, w2v_extra, workdir, threads, ClassifyRecipe.resolve("bilstm", base))
     if fit:
         t_probe = time.perf_counter()
         stamps = StepTimes()
-        pr = resolve_run_config("bilstm", [*base, "train.max_steps=30", "train.max_time_s=0", "data.val_split=0.01"])
-        train_classifier(pr, train, str(workdir / "imdb-bilstm-probe"), overwrite=True, callbacks=[stamps], log=lambda *_: None)
+        pr = ClassifyRecipe.resolve("bilstm", [*base, "train.max_steps=30", "train.max_time_s=0", "data.val_split=0.01"])
+        ClassifyRecipe(pr, data=train, log=lambda *_: None).train(workdir / "imdb-bilstm-probe", overwrite=True, callbacks=[stamps])
         gaps = [b - a for a, b in zip(stamps.times[5:], stamps.times[6:], strict=False)]
         step_s = statistics.mean(gaps)
         probe = {"mean_step_s": round(step_s, 4), "probe_s": round(time.perf_counter() - t_probe, 1)}
         probe["max_steps"] = max(50, int(budget_s * 0.92 / step_s))
         base.append(f"train.max_steps={probe['max_steps']}")
         print(f"  bilstm probe: {probe}", flush=True)
-    run = resolve_run_config("bilstm", base)
+    run = ClassifyRecipe.resolve("bilstm", base)
     t0 = time.perf_counter()
-    result = train_classifier(run, train, str(workdir / "imdb-bilstm"), overwrite=True, pretrained_vectors=vectors,
-                              log=lambda *_: print("  " + str(_[0]), flush=True))
+    recipe = ClassifyRecipe(run, data=train, pretrained_vectors=vectors,
+                            log=lambda *_: print("  " + str(_[0]), flush=True))
+    result = recipe.train(workdir / "imdb-bilstm", overwrite=True)
     took = time.perf_counter() - t0
     total = time.perf_counter() - t_all
     report = Classifier.from_run_dir(workdir / "imdb-bilstm").evaluate(test)
@@ -204,13 +205,13 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
         "macro_f1": report["macro_f1"],
         "train_wall_s": round(took, 1),
         "total_s": round(total, 1),
-        "steps": result["step"],
-        "best_val_accuracy": result["best"],
+        "steps": result.step,
+        "best_val_accuracy": result.best,
         "budget_s": budget_s,
         "overrides": list(overrides),
         "probe": probe,
         "word2vec": w2v,
-        "pretrained": result.get("pretrained"),
+        "pretrained": (result.notes[0] if result.notes else None),
         "torch_threads": threads,
     }
 
@@ -218,7 +219,7 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
 def bench_cv(examples, folds: int, threads: int, workdir: Path, budget_s: float) -> dict:
     import torch
 
-    from lmlab.models.classifier import resolve_run_config, train_classifier
+    from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.pipelines import Classifier
 
     torch.set_num_threads(threads)
@@ -229,12 +230,12 @@ def bench_cv(examples, folds: int, threads: int, workdir: Path, budget_s: float)
         test_idx = set(order[k::folds])
         tr = [examples[i] for i in order if i not in test_idx]
         te = [examples[i] for i in sorted(test_idx)]
-        run = resolve_run_config(
+        run = ClassifyRecipe.resolve(
             "bilstm",
             ["data.max_len=80", f"train.max_time_s={budget_s}", "train.progress=false", "train.tensorboard=false", f"train.seed={k}"],
         )
         t0 = time.perf_counter()
-        train_classifier(run, tr, str(workdir / f"cv{k}"), overwrite=True, log=lambda *_: None)
+        ClassifyRecipe(run, data=tr, log=lambda *_: None).train(workdir / f"cv{k}", overwrite=True)
         times.append(time.perf_counter() - t0)
         accs.append(Classifier.from_run_dir(workdir / f"cv{k}").evaluate(te)["accuracy"])
         print(f"  fold {k + 1}/{folds}: accuracy {accs[-1]:.4f} ({times[-1]:.0f} s)", flush=True)

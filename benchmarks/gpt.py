@@ -2,12 +2,12 @@
 
 Parts (choose with --parts a,b,c):
 
-(a) nanoGPT's documented CPU configuration (configs/gpt/nanogpt-cpu.yaml: 4 layers, 4 heads, 128 wide, context
+(a) nanoGPT's documented CPU configuration (lmlab/configs/gpt/nanogpt-cpu.yaml: 4 layers, 4 heads, 128 wide, context
     64, batch 12, 2000 iterations, lr 1e-3 -> 1e-4 cosine, no dropout), trained twice in this process on the
     same batches from the same initial weights: once by lmlab's Trainer (with its callbacks: metrics file,
     checkpoints, TensorBoard) and once by a bare hand-written PyTorch loop. Reports both validation losses
     (target <= 1.88, nanoGPT's number) and tokens/s (target: the Trainer within 5% of the bare loop).
-(b) the recommended preset (configs/gpt/char.yaml) trained by the Trainer with a wall-clock limit
+(b) the recommended preset (lmlab/configs/gpt/char.yaml) trained by the Trainer with a wall-clock limit
     (--b-max-time-s, default 900 s = 15 min); target: validation loss <= 1.60 within that time.
 (c) generation speed of the recommended architecture (context raised to 256 so that 256 tokens fit) with and
     without the KV cache, 256 tokens (1 prompt token + 255 new, greedy); target: >= 5x with the cache.
@@ -214,7 +214,7 @@ def part_a(args, workdir: Path, train: np.ndarray, val: np.ndarray, vocab_size: 
         seeds[seed], estimators[seed] = r["val_loss"], r["nanogpt_estimator"]
     median_val = statistics.median(seeds.values())
     return {
-        "config": "configs/gpt/nanogpt-cpu.yaml",
+        "config": "lmlab/configs/gpt/nanogpt-cpu.yaml",
         "mode": "parallel processes" if args.a_parallel else f"sequential, {' then '.join(arms)}",
         **results,
         "trainer_over_bare_tokens_per_s": round(ratio, 4),

@@ -48,7 +48,7 @@ RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 def build_models(root: Path, rebuild: bool) -> tuple[Path, Path, list[str]]:
     """A classifier and a character LM, trained briefly through lmlab's public training APIs."""
     from lmlab.config import TrainConfig
-    from lmlab.models.classifier import resolve_run_config, train_classifier
+    from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.models.rnn_lm import LMDataConfig, LMRunConfig, RNNLMConfig, train_lm
 
     root.mkdir(parents=True, exist_ok=True)
@@ -60,9 +60,9 @@ def build_models(root: Path, rebuild: bool) -> tuple[Path, Path, list[str]]:
     if rebuild or not (clf / "model.safetensors").is_file():
         data = root / "sst2-train-8k.tsv"
         data.write_text("\n".join([header, *rows[:8000]]) + "\n", encoding="utf-8")
-        run = resolve_run_config("bilstm", ["model.embed_dim=64", "model.hidden_dim=64", "train.epochs=1",
+        run = ClassifyRecipe.resolve("bilstm", ["model.embed_dim=64", "model.hidden_dim=64", "train.epochs=1",
                                             "train.progress=false", "train.tensorboard=false", "data.min_freq=1"])
-        train_classifier(run, str(data), str(clf), overwrite=True, log=lambda *_: None)
+        ClassifyRecipe(run, data=str(data), log=lambda *_: None).train(clf, overwrite=True)
     lm = root / "shakespeare-char-lstm"
     if rebuild or not (lm / "model.safetensors").is_file():
         text = root / "tinyshakespeare-200k.txt"

@@ -29,14 +29,16 @@ def _quiet(*_args, **_kwargs) -> None:
 
 
 def build_classifier(shared_data: Path, out: Path) -> Path:
-    from lmlab.models.classifier import resolve_run_config, train_classifier
+    from lmlab.recipes.classify import ClassifyRecipe
 
     data = out.parent / "sst2-slice.tsv"
     with gzip.open(shared_data / "sst2" / "train.tsv.gz", "rt", encoding="utf-8") as src:
         data.write_text("".join(line for _, line in zip(range(601), src, strict=False)), encoding="utf-8")
-    run = resolve_run_config("bilstm", [*TINY_TRAIN, "model.embed_dim=16", "model.hidden_dim=16", "model.bag_dim=8", "model.bigram_buckets=4096",
-                                        "data.val_split=0.1", "data.min_freq=1", "train.batch_size=32"])
-    train_classifier(run, str(data), str(out), log=_quiet)
+    recipe = ClassifyRecipe.from_preset(
+        "bilstm", [*TINY_TRAIN, "model.embed_dim=16", "model.hidden_dim=16", "model.bag_dim=8",
+                   "model.bigram_buckets=4096", "data.val_split=0.1", "data.min_freq=1", "train.batch_size=32"],
+        data=str(data), log=_quiet)
+    recipe.train(out)
     return out
 
 

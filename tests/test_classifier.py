@@ -16,9 +16,9 @@ from lmlab.models.classifier import (
     ClassifierConfig,
     TextClassifier,
     keras_parameter_count,
-    resolve_run_config,
 )
 from lmlab.pipelines import Classifier
+from lmlab.recipes.classify import ClassifyRecipe
 
 TINY = ["model.embed_dim=16", "model.lstm_dims=[8, 8]", "model.dense_dim=8", "train.progress=false", "train.tensorboard=false"]
 TINY_BI = ["model.embed_dim=16", "model.hidden_dim=8", "model.bag_dim=8", "model.bigram_buckets=4096", "train.progress=false", "train.tensorboard=false", "data.max_len=40"]
@@ -44,7 +44,7 @@ def _train(rt_slice, out, *extra, preset="seed-lstm", tiny=TINY):
 
 # ------------------------------------------------------------------------------------------------ the model
 def test_seed_lstm_matches_keras_parameter_count_and_shapes():
-    run = resolve_run_config("seed-lstm")
+    run = ClassifyRecipe.resolve("seed-lstm")
     run.model.vocab_size, run.model.num_classes = 10000, 2
     model = TextClassifier(run.model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -16,7 +16,8 @@ from lmlab.config import (
     resolve_short_overrides,
 )
 from lmlab.errors import ConfigError
-from lmlab.models.classifier import ClassifierConfig, ClassifyRunConfig, resolve_run_config
+from lmlab.models.classifier import ClassifierConfig
+from lmlab.recipes.classify import ClassifyRecipe, ClassifyRunConfig
 from lmlab.schedules import lr_at
 
 
@@ -69,7 +70,7 @@ def test_every_shipped_classify_preset_loads_and_builds():
     names = list_presets("classify")
     assert {"seed-lstm", "bilstm"} <= set(names)
     for name in names:
-        run = resolve_run_config(name)
+        run = ClassifyRecipe.resolve(name)
         run.model.vocab_size, run.model.num_classes = 100, 2
         from lmlab.models.classifier import TextClassifier
 

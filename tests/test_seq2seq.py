@@ -306,7 +306,7 @@ def test_every_preset_loads_and_builds(codecs):
     assert {"gru-bahdanau", "lstm-luong", "transformer", "tour-small"} <= set(names)
     for name in names:
         run = resolve_run_config(name)
-        text = (REPO / "configs" / "seq2seq" / f"{name}.yaml").read_text()
+        text = (REPO / "src" / "lmlab" / "configs" / "seq2seq" / f"{name}.yaml").read_text()
         assert text.startswith("# lmlab seq2seq train")
         run.model.src_vocab_size, run.model.tgt_vocab_size = 100, 100
         model = Seq2Seq(run.model)

@@ -150,6 +150,7 @@ _SCRIPT = textwrap.dedent(
     from test_trainer import TinyNet, _data, _collate
     from lmlab.config import TrainConfig
     from lmlab.data.loader import EpochLoader
+    from lmlab.errors import TrainingInterrupted
     from lmlab.trainer import Trainer
 
     class Slow(TinyNet):
@@ -159,7 +160,11 @@ _SCRIPT = textwrap.dedent(
 
     torch.manual_seed(0)
     cfg = TrainConfig(epochs=1000, batch_size=16, save_every=3, progress=False, tensorboard=False)
-    Trainer(cfg, Slow(), EpochLoader(_data(), 16, collate_fn=_collate), run_dir={run!r}).fit(resume={resume})
+    try:
+        Trainer(cfg, Slow(), EpochLoader(_data(), 16, collate_fn=_collate), run_dir={run!r}).fit(resume={resume})
+    except TrainingInterrupted as err:
+        print(err, flush=True)
+        sys.exit(err.exit_code)
     print("finished", flush=True)
     """
 )
@@ -199,13 +204,13 @@ def test_sigkill_mid_epoch_resumes_from_last_checkpoint(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs POSIX signals")
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     run_dir = tmp_path / "r"
     proc = _spawn(run_dir)
     _wait_for_checkpoint(run_dir, 3)
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "interrupted at step" in out and "finished" in out
+    assert proc.returncode == 130, err  # TrainingInterrupted.exit_code: what a shell expects after Ctrl-C
+    assert "interrupted at step" in out and "finished" not in out
     step = json.loads((run_dir / "checkpoints" / "last.json").read_text())["step"]
     assert f"interrupted at step {step}" in out

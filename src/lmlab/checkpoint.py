@@ -41,6 +41,13 @@ def _lmlab_version() -> str:
     return __version__
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give: 0o666 less the process umask (mkstemp uses 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
@@ -51,6 +58,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -76,26 +84,157 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise CheckpointError(f"{path}: {what} is truncated or not valid JSON ({err}); re-create the run") from None
 
 
-def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create ``path`` for a new run; refuse to reuse a non-empty folder unless asked to overwrite or resume."""
+#: what a run directory may hold besides the files above (every family's artefacts; a folder name stands for
+#: everything in it). ``--overwrite`` replaces a folder only when everything in it is one of these.
+RUN_ENTRIES = frozenset({
+    CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, "checkpoints", "tensorboard", "data", "tokens",
+    "tokenizer.json", "vocab.json", "src_codec.json", "tgt_codec.json", "labels.json",
+    "vectors.safetensors", "vectors.txt", "vectors.bin", "vectors.glove.txt", "vectors.npy",
+    "train.bin", "val.bin", "eval.bin", "cooc.bin", "curves.png", "samples.txt", "report.md", "report.html",
+})
+#: the hidden sibling that holds a run replaced by ``--overwrite`` until the new run has its first checkpoint
+REPLACED_SUFFIX = ".lmlab-replaced"
+
+
+def _is_run_entry(name: str) -> bool:
+    return (
+        name in RUN_ENTRIES
+        or name.endswith((".png", ".meta.json"))
+        or (name.startswith(".") and name.endswith(".tmp"))  # a temporary file of an atomic write
+    )
+
+
+def replaced_path(path: str | Path) -> Path:
+    """Where ``--overwrite`` keeps the old run of ``path`` while the new one starts."""
+    path = Path(path)
+    return path.parent / f".{path.name}{REPLACED_SUFFIX}"
+
+
+def _describe(entries: list[str], limit: int = 4) -> str:
+    shown = ", ".join(entries[:limit])
+    return shown + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
+
+
+def check_new_run_dir(path: str | Path, overwrite: bool = False, inputs=()) -> None:
+    """Refuse, before anything is read or written, a ``--out`` that a new run may not use. Deletes nothing.
+
+    A new run needs an empty or missing folder. With ``--overwrite`` it may also replace an lmlab run (a folder
+    holding only run files), never the working directory or one of its ancestors, never a folder that holds
+    (or is) one of the run's ``inputs``, never a folder with other files.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"{path} exists and is not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
-        if resume:
-            return path
-        if not overwrite:
+    aside = replaced_path(path)
+    if aside.exists():
+        raise CheckpointError(
+            f"{aside} holds a run that an interrupted --overwrite had set aside; move it back "
+            f"(mv {aside} {path}) or delete it, then run again"
+        )
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not overwrite:
+        raise CheckpointError(
+            f"{path} already exists and is not empty; pass --overwrite to replace it, "
+            "--resume to continue it, or choose another --out"
+        )
+    target = path.resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise CheckpointError(
+            f"--overwrite refuses to replace {path}: it is the working directory or one of its parents; "
+            "choose a new folder for --out (e.g. --out runs/NAME)"
+        )
+    for item in inputs:
+        if item is None or str(item) == "-":
+            continue
+        source = Path(item).resolve()
+        if source == target or target in source.parents:
             raise CheckpointError(
-                f"{path} already exists and is not empty; pass --overwrite to replace it, "
-                "--resume to continue it, or choose another --out"
+                f"--overwrite refuses to replace {path}: it holds the input {item}; choose another --out"
             )
-        for child in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not _is_run_entry(p.name))
+    if foreign:
+        raise CheckpointError(
+            f"--overwrite refuses to replace {path}: it holds files that are not an lmlab run's "
+            f"({_describe(foreign)}); move them away or choose another --out"
+        )
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """Whether a run directory holds something a user would miss: resume state or trained weights."""
+    path = Path(path)
+    return (path / "checkpoints" / "last.json").is_file() or (path / WEIGHTS_FILE).is_file() or any(
+        (path / name).is_file() for name in ("vectors.safetensors", "vectors.txt", "vectors.bin")
+    )
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class StagedRunDir:
+    """A new run in ``path`` that replaces an old one only once it has something to keep.
+
+    ``with StagedRunDir(path, replace=True):`` moves an existing run (already allowed by
+    :func:`check_new_run_dir`) to a hidden sibling and creates ``path`` afresh. If the body fails before the
+    new run has a checkpoint, the new folder is removed and the old run moved back, untouched; once the new run
+    has a checkpoint (or the body finishes), the old run is deleted. A process killed in between leaves the old
+    run in the sibling, which the next start names. With ``replace=False`` (resume) it only makes sure ``path``
+    exists.
+    """
+
+    def __init__(self, path: str | Path, replace: bool = True) -> None:
+        self.path = Path(path)
+        self.replace = replace
+        self.aside: Path | None = None
+        self.created = False
+
+    def __enter__(self) -> Path:
+        if self.replace:
+            if self.path.is_dir() and any(self.path.iterdir()):
+                self.aside = replaced_path(self.path)
+                os.replace(self.path, self.aside)
+            self.created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self.replace and not has_checkpoint(self.path):
+            if self.created:
+                _remove_tree(self.path)
+            if self.aside is not None:
+                _remove_tree(self.path)
+                os.replace(self.aside, self.path)
+                self.aside = None
+            return
+        if self.aside is not None:
+            _remove_tree(self.aside)
+            self.aside = None
+
+
+def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = False, inputs=()) -> Path:
+    """Create ``path`` for a new run (replacing an old run only under the rules of :func:`check_new_run_dir`).
+
+    Prefer :class:`StagedRunDir`, which keeps the old run until the new one has a checkpoint; this deletes the
+    old run's files at once (the checks still protect everything that is not a run's).
+    """
+    path = Path(path)
+    if resume:
+        if not path.is_dir() or not any(path.iterdir()):
+            raise CheckpointError(
+                f"cannot resume: {path} does not exist or is empty; drop --resume to start a new run"
+            )
+        return path
+    check_new_run_dir(path, overwrite=overwrite, inputs=inputs)
+    if path.is_dir():
+        for child in list(path.iterdir()):
             if child.is_dir() and not child.is_symlink():
-                child.rmdir()
+                _remove_tree(child)
             else:
                 child.unlink()
-    elif resume:
-        raise CheckpointError(f"cannot resume: {path} does not exist or is empty; drop --resume to start a new run")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -143,10 +282,22 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata
     os.close(fd)
     try:
         save_file(flat, tmp, metadata=metadata)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _last_checkpoint_weights(run_dir: Path) -> Path | None:
+    """The weights of a run's newest resume checkpoint, if it has one."""
+    pointer = run_dir / "checkpoints" / "last.json"
+    try:
+        folder = json.loads(pointer.read_text(encoding="utf-8")).get("dir", "")
+    except (OSError, ValueError, AttributeError):
+        return None
+    weights = run_dir / "checkpoints" / str(folder) / WEIGHTS_FILE
+    return weights if folder and weights.is_file() else None
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -154,6 +305,14 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     path = Path(path)
+    if not path.is_file() and path.name == WEIGHTS_FILE:
+        last = _last_checkpoint_weights(path.parent)
+        if last is not None:
+            import sys
+
+            print(f"warning: {path} is missing (training stopped before the first evaluation); "
+                  f"using the last checkpoint's weights ({last})", file=sys.stderr)
+            path = last
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
     try:
@@ -215,6 +374,22 @@ def torch_save_state(path: str | Path, obj: Any) -> None:
 def append_metrics(run_dir: str | Path, record: Mapping[str, Any]) -> None:
     with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(dict(record)) + "\n")
+
+
+def truncate_metrics(run_dir: str | Path, step: int) -> None:
+    """Drop the records logged after ``step`` (and a line cut off by a crash): a resumed run logs them again."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or int(record.get("step", 0) or 0) <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -3,7 +3,7 @@
 Every config in lmlab is a dataclass. ``config_from_dict`` builds one from a plain dict and rejects unknown keys
 (suggesting the nearest valid one) and wrong value types, reporting every problem at once before any heavy work
 starts. ``parse_overrides`` turns ``train.lr=1e-3`` style command-line arguments into a nested dict, and
-``load_preset`` reads a shipped preset (``configs/<family>/<name>.yaml``) or a user's YAML/JSON file.
+``load_preset`` reads a shipped preset (``lmlab/configs/<family>/<name>.yaml``) or a user's YAML/JSON file.
 """
 
 from __future__ import annotations
@@ -46,8 +46,12 @@ _Loader.add_implicit_resolver(
 def yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
-#: Where the shipped presets live (repo root ``configs/``; the package is installed in editable/src layout).
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: Where the shipped presets live: package data ``lmlab/configs/<family>/<name>.yaml``, read through
+#: importlib.resources so that a wheel install finds them as an editable one does.
+def _preset_folder(family: str):
+    from importlib.resources import files
+
+    return files("lmlab") / "configs" / family
 
 
 @dataclass
@@ -93,6 +97,30 @@ class TrainConfig:
     num_threads: int = 0
     progress: bool = True
     tensorboard: bool = True
+
+    def validate(self) -> None:
+        """Checks that need no data, run when the config is built (before anything is read or written)."""
+        import math
+
+        problems = []
+        for name in ("lr", "weight_decay", "grad_clip", "max_time_s", "min_lr", "eps", "momentum", "lr_decay"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                problems.append(f"train.{name} must be a finite number, got {value}")
+        if math.isfinite(self.lr) and self.lr <= 0:
+            problems.append(f"train.lr must be > 0, got {self.lr}")
+        for name in ("epochs", "max_steps", "eval_every", "save_every", "warmup_steps", "patience", "num_threads",
+                     "decay_start_epoch"):
+            if getattr(self, name) < 0:
+                problems.append(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "grad_accum_steps", "log_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "max_time_s"):
+            if getattr(self, name) < 0:
+                problems.append(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 def _type_name(tp: Any) -> str:
@@ -291,15 +319,27 @@ def resolve_short_overrides(overrides: dict, sections: dict[str, type]) -> dict:
 
 
 def list_presets(family: str) -> list[str]:
-    folder = CONFIGS_DIR / family
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    folder = _preset_folder(family)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_config_file(path: Path) -> dict:
+def preset_text(family: str, name: str) -> str | None:
+    """The text of the shipped preset ``name`` of ``family``, or None when there is none."""
+    item = _preset_folder(family) / f"{name}.yaml"
+    return item.read_text(encoding="utf-8") if item.is_file() else None
+
+
+def read_config_file(path: Path, text: str | None = None) -> dict:
     """Read a YAML or JSON config file into a dict, naming the file and line on a syntax error."""
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    if text is None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 (byte {err.start}); save it as UTF-8") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml_load(text)
     except json.JSONDecodeError as err:
@@ -316,13 +356,13 @@ def read_config_file(path: Path) -> dict:
 
 
 def load_preset(name_or_path: str, family: str) -> dict:
-    """Read a shipped preset by name (``configs/<family>/<name>.yaml``) or a YAML/JSON file by path."""
+    """Read a shipped preset by name (``lmlab/configs/<family>/<name>.yaml``) or a YAML/JSON file by path."""
     path = Path(name_or_path)
     if path.suffix in {".yaml", ".yml", ".json"} or path.exists():
         return read_config_file(path)
-    candidate = CONFIGS_DIR / family / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return read_config_file(candidate)
+    text = preset_text(family, name_or_path)
+    if text is not None:
+        return read_config_file(Path(f"{family}/{name_or_path}.yaml"), text)
     names = list_presets(family)
     near = difflib.get_close_matches(name_or_path, names, n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""

@@ -27,3 +27,9 @@ class CheckpointError(LmlabError):
 
 class TrainingError(LmlabError):
     """Training cannot continue (for example a NaN loss); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(LmlabError):
+    """Training was stopped by Ctrl-C (SIGINT) after saving a checkpoint; exits with 130 as shells expect."""
+
+    exit_code = 130

@@ -20,7 +20,7 @@ Stop *strings* are a text-level concern: the caller decodes the tokens and passe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,6 +262,111 @@ def trim_at_stop(text: str, stop: Sequence[str]) -> str:
     """``text`` cut just before the first stop string (the stop string itself is removed)."""
     i = find_stop(text, stop)
     return text if i < 0 else text[:i]
+
+
+class TextStream:
+    """Generated token ids -> text pieces, in time linear in the output length.
+
+    Each new token is decoded together with the token before it only (``decode(ids[k-1:])`` minus
+    ``decode(ids[k-1:k])``, as Hugging Face's streamers do), so a codec whose text for a token depends on its
+    neighbour (a word joined by a space, a line break after ``<eos>``) gives the same text as decoding the whole
+    output at once. Text is held back while it ends in an unfinished multi-byte character (U+FFFD from
+    byte-level BPE) or could still be the start of a stop string; ``push`` returns what is certain.
+    """
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str] = ()) -> None:
+        self.decode = decode
+        self.stop = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.ids: list[int] = []
+        self.prefix = 0  # ids[prefix:read] are the context decoded with each new token
+        self.read = 0  # ids[:read] are turned into text
+        self.pending = ""  # decoded text not yet emitted
+        self.tail = ""  # the last ``hold`` characters emitted: a stop string may start there
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        """Add one generated token; return the text that is now certain ("" if none). After a stop string was
+        found, ``stopped`` is True and the text up to it has been returned."""
+        self.ids.append(token)
+        text = self.decode(self.ids[self.prefix :])
+        if text.endswith("\ufffd"):  # an unfinished multi-byte character: wait for its other bytes
+            return ""
+        before = self.decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
+        new = text[len(before) :] if text.startswith(before) else text
+        self.prefix, self.read = self.read, len(self.ids)
+        self.pending += new
+        window = self.tail + self.pending
+        cut = find_stop(window, self.stop)
+        if cut >= 0:
+            self.stopped = True
+            out = window[len(self.tail) : cut] if cut > len(self.tail) else ""
+            self.pending = ""
+            return out
+        keep = min(self.hold, len(self.pending))
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(self.pending) - keep :]
+        if out:
+            self.tail = (self.tail + out)[-self.hold :] if self.hold else ""
+        return out
+
+    def flush(self) -> str:
+        """The held-back text once generation has ended (nothing after a stop string)."""
+        if self.stopped:
+            return ""
+        text = self.decode(self.ids[self.prefix :])
+        before = self.decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
+        rest = text[len(before) :] if self.read < len(self.ids) else ""
+        out, self.pending = self.pending + rest, ""
+        self.read = self.prefix = len(self.ids)
+        return out
+
+
+def stream_generate(
+    step_fn: StepFn,
+    prompt_ids: Sequence[int],
+    cfg: SamplingConfig,
+    decode: Callable[[Sequence[int]], str],
+    eos_id: int | None = None,
+    state: Any = None,
+    extra_final: dict | None = None,
+    device: Any = None,
+) -> Iterator[dict]:
+    """THE streaming loop of every text generator (RNN LM, GPT, SeqGAN): sample after ``prompt_ids`` (one
+    row) and yield ``{"text": piece}`` as soon as each piece is certain, then one final
+    ``{"finish_reason": "length" | "stop" | "eos", "prompt_tokens": n, "completion_tokens": m, **extra_final}``.
+    Stop strings are cut from the output; closing the iterator early stops the generation."""
+    stream = TextStream(decode, cfg.stop)
+    produced = 0
+    finish = "length"
+    prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
+    for _, token in iter_generate(step_fn, prompt, cfg, state=state, eos_id=eos_id):
+        produced += 1
+        piece = stream.push(token)
+        if piece:
+            yield {"text": piece}
+        if stream.stopped:
+            finish = "stop"
+            break
+    if finish == "length" and produced < cfg.max_new_tokens:
+        finish = "eos"
+    rest = stream.flush()
+    if rest:
+        yield {"text": rest}
+    yield {"finish_reason": finish, "prompt_tokens": len(prompt_ids), "completion_tokens": produced,
+           **(extra_final or {})}
+
+
+def collect_stream(events: Iterable[dict]) -> dict:
+    """``{"text", "finish_reason", ...}`` from a stream of events: what ``generate`` returns."""
+    pieces: list[str] = []
+    final: dict = {}
+    for event in events:
+        if "text" in event:
+            pieces.append(event["text"])
+        else:
+            final = event
+    return {"text": "".join(pieces), **final}
 
 
 # --- beam search --------------------------------------------------------------------------------------------

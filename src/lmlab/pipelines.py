@@ -1,7 +1,7 @@
 """Text in, text out: the pipelines that the CLI and the server both call.
 
 ``load(run_dir)`` reads ``config.json``'s ``model_type`` and returns the pipeline registered for it in
-:mod:`lmlab.registry`. Each pipeline splits inference into preprocess -> forward -> postprocess with JSON-friendly
+:mod:`lmlab.registry` (its recipe's ``load``). Each pipeline splits inference into preprocess -> forward -> postprocess with JSON-friendly
 inputs and outputs.
 """
 
@@ -17,8 +17,7 @@ from lmlab import checkpoint, registry
 def load(run_dir: str | Path, device: str = "cpu"):
     """Return the ready pipeline for a trained run directory."""
     config = checkpoint.load_config(run_dir)
-    cls = registry.resolve(registry.entry(config["model_type"]).pipeline)
-    return cls.from_run_dir(run_dir, device=device)
+    return registry.recipe(config["model_type"]).load(run_dir, device=device)
 
 
 class Classifier:
@@ -36,18 +35,9 @@ class Classifier:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, device: str = "cpu") -> Classifier:
-        from lmlab.config import config_from_dict
-        from lmlab.data.classification import TextEncoder
-        from lmlab.models.classifier import ClassifyRunConfig, TextClassifier
+        from lmlab.recipes.classify import ClassifyRecipe
 
-        run_dir = Path(run_dir)
-        config = checkpoint.load_config(run_dir, "classifier")
-        sections = {k: config[k] for k in ("model", "data", "train") if k in config}
-        run = config_from_dict(ClassifyRunConfig, sections, where=f"{run_dir / checkpoint.CONFIG_FILE}")
-        encoder = TextEncoder.from_dict(checkpoint.read_json(run_dir / "tokenizer.json", "tokenizer.json"), run.data)
-        model = TextClassifier(run.model)
-        checkpoint.load_weights(run_dir / checkpoint.WEIGHTS_FILE, model)
-        return cls(model, encoder, config["labels"], config, run_dir, device)
+        return ClassifyRecipe.load(run_dir, device)
 
     def info(self) -> dict:
         return {
@@ -117,9 +107,8 @@ class Generator:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, device: str = "cpu") -> Generator:
-        config = checkpoint.load_config(run_dir)
-        model_cls = registry.resolve(registry.entry(config["model_type"]).model)
-        model, codec = model_cls.load_for_generation(run_dir, device)
+        config = checkpoint.load_config(run_dir, "rnn_lm")
+        model, codec = registry.recipe(config["model_type"]).load_for_generation(run_dir, device)
         return cls(model, codec, config["model_type"], Path(run_dir))
 
     def info(self) -> dict:
@@ -143,56 +132,26 @@ class Generator:
         """Yield ``{"text": piece}`` as soon as each piece is certain, then one final
         ``{"finish_reason": "length" | "stop" | "eos", "prompt_tokens": n, "completion_tokens": m}``.
         Closing the iterator early stops the generation."""
-        from lmlab.generation import find_stop, iter_generate
+        from lmlab.generation import stream_generate
 
         cfg = self.sampling_config(config, **overrides)
         ids = self.codec.encode_prompt(prompt) if prompt else []
         ids = ids or self.codec.start_ids()
-        device = next(self.model.parameters()).device
         model = self.model
 
         def step(input_ids, state):
             with torch.no_grad():
                 return model.step(input_ids, state)
 
-        hold = max((len(s) for s in cfg.stop), default=1) - 1
-        out_ids: list[int] = []
-        emitted = 0
-        text = ""
-        finish = "length"
-        for _, token in iter_generate(step, torch.tensor([ids], device=device), cfg, eos_id=self.codec.eos_id):
-            out_ids.append(token)
-            text = self.codec.decode(out_ids)
-            cut = find_stop(text, cfg.stop)
-            if cut >= 0:
-                if cut > emitted:
-                    yield {"text": text[emitted:cut]}
-                emitted = len(text)
-                finish = "stop"
-                break
-            safe = len(text) - hold
-            if text.endswith("\ufffd"):  # an incomplete multi-byte character (byte-level BPE)
-                safe = min(safe, len(text) - 1)
-            if safe > emitted:
-                yield {"text": text[emitted:safe]}
-                emitted = safe
-        if finish == "length" and len(out_ids) < cfg.max_new_tokens:
-            finish = "eos"
-        if len(text) > emitted:
-            yield {"text": text[emitted:]}
-        yield {"finish_reason": finish, "prompt_tokens": len(ids), "completion_tokens": len(out_ids)}
+        device = next(self.model.parameters()).device
+        yield from stream_generate(step, ids, cfg, self.codec.decode, eos_id=self.codec.eos_id, device=device)
 
     def generate(self, prompt: str, config=None, **overrides) -> dict:
         """``{"text", "finish_reason", "prompt_tokens", "completion_tokens"}``: the continuation of ``prompt``
         (without the prompt and without any stop string)."""
-        pieces: list[str] = []
-        final: dict = {}
-        for event in self.stream(prompt, config, **overrides):
-            if "text" in event:
-                pieces.append(event["text"])
-            else:
-                final = event
-        return {"text": "".join(pieces), **final}
+        from lmlab.generation import collect_stream
+
+        return collect_stream(self.stream(prompt, config, **overrides))
 
 
 __all__ = ["load", "Classifier", "Generator"]

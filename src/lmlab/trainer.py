@@ -36,7 +36,7 @@ from torch import nn
 from lmlab import callbacks as cb
 from lmlab import checkpoint, distributed
 from lmlab.config import TrainConfig
-from lmlab.errors import ConfigError, TrainingError
+from lmlab.errors import ConfigError, TrainingError, TrainingInterrupted
 from lmlab.schedules import lr_at
 
 
@@ -178,17 +178,16 @@ class Trainer:
     def _validate_config(self) -> None:
         cfg = self.config
         problems = []
-        if cfg.lr <= 0:
-            problems.append(f"train.lr must be > 0, got {cfg.lr}")
+        try:
+            cfg.validate()
+        except ConfigError as err:
+            problems.append(str(err))
         if cfg.epochs < 1 and cfg.max_steps < 1:
             problems.append("set train.epochs >= 1 or train.max_steps >= 1")
         if cfg.grad_accum_steps < 1:
             problems.append(f"train.grad_accum_steps must be >= 1, got {cfg.grad_accum_steps}")
         if cfg.grad_clip < 0:
             problems.append(f"train.grad_clip must be >= 0 (0 disables clipping), got {cfg.grad_clip}")
-        for key in ("eval_every", "save_every", "max_steps", "warmup_steps", "patience"):
-            if getattr(cfg, key) < 0:
-                problems.append(f"train.{key} must be >= 0, got {getattr(cfg, key)}")
         if cfg.patience and self.val_data is None:
             problems.append("train.patience needs validation data (--val PATH or --val-split)")
         if problems:
@@ -206,7 +205,8 @@ class Trainer:
         np_state = np.random.get_state()
         tensors = {
             "model": self.model.state_dict(),
-            "optimizer": {"optimizers": [o.state_dict() for o in self.optimizers], "rng": rng},
+            "optimizer": {"optimizers": [o.state_dict() for o in self.optimizers], "rng": rng,
+                          "carried": self._carried_state()},
         }
         extra = {
             "format_version": checkpoint.FORMAT_VERSION,
@@ -221,9 +221,24 @@ class Trainer:
         }
         return tensors, extra
 
+    def _carriers(self) -> list[tuple[str, Any]]:
+        """The objects whose state between batches is part of a checkpoint: the model and the training data may
+        implement ``training_state() -> dict`` (tensors and plain containers only) and
+        ``load_training_state(state)`` (e.g. the RNN LM's hidden state carried from batch to batch)."""
+        owners = [("model", self.model), ("train_data", self.train_data)]
+        return [(n, o) for n, o in owners if callable(getattr(o, "training_state", None))]
+
+    def _carried_state(self) -> dict[str, Any]:
+        return {name: owner.training_state() for name, owner in self._carriers()}
+
     def _load_resume_state(self) -> None:
         if self.run_dir is None:
             raise ConfigError("resume needs a run directory")
+        if not (self.run_dir / "checkpoints" / "last.json").is_file():
+            raise checkpoint.CheckpointError(
+                f"cannot resume {self.run_dir}: it was stopped before its first checkpoint; "
+                "start it again with --overwrite"
+            )
         folder = cb.find_last_checkpoint(self.run_dir)
         extra = checkpoint.read_json(folder / "trainer_state.json", "trainer state")
         checkpoint.load_weights(folder / checkpoint.WEIGHTS_FILE, self.model)
@@ -232,6 +247,9 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{folder}/optimizer.pt holds a different number of optimizers")
         for opt, state in zip(self.optimizers, saved["optimizers"], strict=True):
             opt.load_state_dict(state)
+        for name, owner in self._carriers():
+            if name in saved.get("carried", {}):
+                owner.load_training_state(saved["carried"][name])
         rng = saved["rng"]
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
@@ -249,6 +267,8 @@ class Trainer:
             bad_evals=extra["bad_evals"],
             train_time_s=extra.get("train_time_s", 0.0),
         )
+        if distributed.is_main():  # the steps after this checkpoint will be logged again
+            checkpoint.truncate_metrics(self.run_dir, self.state.step)
 
     # -------------------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -386,9 +406,9 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
         self.state.train_time_s = time.monotonic() - started
         self._emit("on_fit_end")
-        if self._interrupted and distributed.is_main():
+        if self._interrupted:
             where = f"; resume with --resume ({self.run_dir})" if self.run_dir else ""
-            print(f"interrupted at step {self.state.step}: checkpoint saved{where}", flush=True)
+            raise TrainingInterrupted(f"interrupted at step {self.state.step}: checkpoint saved{where}")
         if self._stop_reason and distributed.is_main() and cfg.progress:
             print(self._stop_reason, flush=True)
         return last_logs

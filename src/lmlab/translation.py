@@ -64,7 +64,7 @@ class DecodeConfig:
 
 @dataclass
 class Seq2SeqRunConfig:
-    """A whole seq2seq run: ``data``, ``model``, ``train`` and ``decode`` sections (see configs/seq2seq/)."""
+    """A whole seq2seq run: ``data``, ``model``, ``train`` and ``decode`` sections (see lmlab/configs/seq2seq/)."""
 
     data: ParallelDataConfig = field(default_factory=ParallelDataConfig)
     model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
@@ -84,7 +84,7 @@ def check_beam(beam_size: Any, n_best: Any = 1) -> None:
 
 
 def resolve_run_config(preset: str, overrides=()) -> Seq2SeqRunConfig:
-    """Preset (a name in ``configs/seq2seq`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
+    """Preset (a name in ``lmlab/configs/seq2seq`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
     from lmlab.config import resolve_run_config as resolve
 
     return resolve(Seq2SeqRunConfig, "seq2seq", preset, overrides)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -48,31 +47,21 @@ def classify() -> None:
 def train(data, fmt, text_column, label_column, encoding, val, val_split, preset, pretrained_vectors,
           freeze_embeddings, out, overwrite, resume, overrides) -> None:
     """Train a classifier; overrides like epochs=2 or model.hidden_dim=256 follow the options."""
-    from lmlab.models.classifier import resolve_run_config, train_classifier
+    from lmlab import distributed
+    from lmlab.recipes.classify import ClassifyRecipe
 
     extra = list(overrides)
     if val_split is not None:
         extra.append(f"data.val_split={val_split}")
     if freeze_embeddings is not None:
         extra.append(f"model.freeze_embeddings={str(freeze_embeddings).lower()}")
-    run = resolve_run_config(preset, extra)
-    result = train_classifier(
-        run,
-        data,
-        out,
-        val=val,
-        reader_options=_reader_kwargs(fmt, text_column, label_column, encoding),
-        overwrite=overwrite,
-        resume=resume,
-        pretrained_vectors=pretrained_vectors,
-        log=click.echo,
+    recipe = ClassifyRecipe.from_preset(
+        preset, extra, data=data, val=val, pretrained_vectors=pretrained_vectors,
+        reader_options=_reader_kwargs(fmt, text_column, label_column, encoding), log=click.echo,
     )
-    from lmlab import distributed
-
+    result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():
-        best = result.get("best")
-        shown = f", best {run.train.early_stopping_metric} {best:.4f}" if best == best and best is not None else ""
-        click.echo(f"trained {result['step']} steps{shown}; run directory: {out}")
+        click.echo(result.summary())
 
 
 @classify.command("eval")
@@ -83,13 +72,10 @@ def train(data, fmt, text_column, label_column, encoding, val, val_split, preset
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def evaluate(run_dir, data, fmt, text_column, label_column, encoding, confusion_png, as_json) -> None:
     """Accuracy, macro precision/recall/F1 and the confusion matrix of RUN_DIR on --data."""
-    from lmlab.data.readers import load_examples
     from lmlab.metrics import format_confusion_matrix
-    from lmlab.pipelines import Classifier
+    from lmlab.recipes.classify import ClassifyRecipe
 
-    pipe = Classifier.from_run_dir(run_dir)
-    examples = load_examples(data, min_classes=1, **_reader_kwargs(fmt, text_column, label_column, encoding))
-    report = pipe.evaluate(examples)
+    report = ClassifyRecipe.evaluate(run_dir, data, **_reader_kwargs(fmt, text_column, label_column, encoding))
     if confusion_png:
         from lmlab.plots import plot_confusion
 
@@ -114,9 +100,9 @@ def evaluate(run_dir, data, fmt, text_column, label_column, encoding, confusion_
 @click.option("--jsonl", is_flag=True, help="One JSON object per input.")
 def predict(run_dir, text, file, jsonl) -> None:
     """Label TEXT (or every line of --file, or of stdin with -) with its probability."""
-    from lmlab.pipelines import Classifier
+    from lmlab.recipes.classify import ClassifyRecipe
 
-    pipe = Classifier.from_run_dir(run_dir)
+    pipe = ClassifyRecipe.load(run_dir)
     texts = read_inputs(text, file)
     for t, result in zip(texts, pipe.predict(texts), strict=True):
         if jsonl:
@@ -125,4 +111,4 @@ def predict(run_dir, text, file, jsonl) -> None:
             click.echo(f"{result['label']}\t{result['probability']:.4f}\t{t}")
 
 
-__all__ = ["classify", "Path"]
+__all__ = ["classify"]

@@ -18,7 +18,7 @@ def lm() -> None:
 @lm.command("train")
 @click.option("--data", required=True, type=click.Path(), help="Training text (.txt/.gz/.jsonl; PTB/WikiText files work as they are).")
 @click.option("--val", default=None, type=click.Path(), help="Validation text (default: hold out data.val_fraction of --data).")
-@click.option("--preset", default="ptb-recommended", show_default=True, help="A preset in configs/lm (ptb-small, ptb-recommended, char-shakespeare, ...) or a YAML/JSON file.")
+@click.option("--preset", default="ptb-recommended", show_default=True, help="A preset in lmlab/configs/lm (ptb-small, ptb-recommended, char-shakespeare, ...) or a YAML/JSON file.")
 @run_dir_options
 @overrides_argument
 def train(data, val, preset, out, overwrite, resume, overrides) -> None:

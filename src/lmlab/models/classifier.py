@@ -33,9 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.config import TrainConfig
-from lmlab.data.classification import ClassifyBatch, ClassifyDataConfig
-from lmlab.data.vocab import DEFAULT_SPECIALS
 from lmlab.errors import ConfigError
 from lmlab.models.rnn import PaddedBiRNN
 
@@ -212,7 +209,8 @@ class TextClassifier(nn.Module):
             return torch.stack([1 - p, p], dim=-1)
         return torch.softmax(logits, dim=-1)
 
-    def loss(self, batch: ClassifyBatch) -> dict:
+    def loss(self, batch) -> dict:
+        """``batch`` has ``ids`` (B, T), ``lengths`` (B,) and ``labels`` (B,) (lmlab.data.classification's)."""
         logits = self.forward(batch.ids, batch.lengths)
         if self.sigmoid_out:
             loss = F.binary_cross_entropy_with_logits(logits, batch.labels.float())
@@ -237,141 +235,3 @@ def keras_parameter_count(config: ClassifierConfig) -> int:
         feat = c.dense_dim
     out = 1 if (c.binary_sigmoid and c.num_classes == 2) else c.num_classes
     return total + feat * out + out
-
-
-# ------------------------------------------------------------------------------------------- the run config
-@dataclass
-class ClassifyRunConfig:
-    """The whole config of a classification run: ``model``, ``data`` and ``train`` sections."""
-
-    model: ClassifierConfig = field(default_factory=ClassifierConfig)
-    data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-
-
-def resolve_run_config(preset: str, overrides=()) -> ClassifyRunConfig:
-    """Preset (a name in ``configs/classify`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
-    from lmlab.config import resolve_run_config as resolve
-
-    return resolve(ClassifyRunConfig, "classify", preset, overrides)
-
-def _compare_for_resume(old: dict, new: dict, run_dir) -> None:
-    from lmlab.config import check_resume_compatible
-
-    check_resume_compatible(old, new, run_dir, ignore={"model": {"vocab_size", "num_classes"}})
-
-def train_classifier(
-    run: ClassifyRunConfig,
-    data: str,
-    out: str,
-    *,
-    val: str | None = None,
-    reader_options: dict | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    pretrained_vectors: str | None = None,
-    callbacks=None,
-    log=print,
-) -> dict:
-    """Read labelled text, fit the tokenizer, build the model and train it with :class:`lmlab.trainer.Trainer`.
-
-    Writes the run directory ``out`` (config.json, tokenizer.json, model.safetensors, metrics.jsonl,
-    checkpoints/) and returns the final validation metrics.
-    """
-    import random as _random
-    from pathlib import Path
-
-    from lmlab import checkpoint, distributed
-    from lmlab.config import config_to_dict
-    from lmlab.data.classification import ClassifyDataset, TextEncoder, collate
-    from lmlab.data.loader import EpochLoader
-    from lmlab.data.readers import load_examples
-    from lmlab.trainer import Trainer, seed_everything
-
-    reader_options = dict(reader_options or {})
-    distributed.init()
-    run_dir = Path(out)
-    saved = None
-    if resume:
-        saved = checkpoint.load_config(run_dir, "classifier")
-        _compare_for_resume(saved, config_to_dict(run), run_dir)
-    elif distributed.is_main():
-        checkpoint.prepare_run_dir(run_dir, overwrite=overwrite)
-    distributed.barrier()
-
-    train_examples = load_examples(data, **reader_options)
-    if val:
-        val_examples = load_examples(val, min_classes=1, **reader_options)
-    elif run.data.val_split > 0:
-        order = list(range(len(train_examples)))
-        _random.Random(run.train.seed).shuffle(order)
-        n_val = max(1, int(round(len(order) * run.data.val_split)))
-        val_examples = [train_examples[i] for i in order[:n_val]]
-        train_examples = [train_examples[i] for i in order[n_val:]]
-    else:
-        val_examples = []
-
-    if saved is not None:
-        labels = saved["labels"]
-        encoder = TextEncoder.from_dict(checkpoint.read_json(run_dir / "tokenizer.json", "tokenizer.json"), run.data)
-    else:
-        labels = sorted({ex.label for ex in train_examples})
-        encoder = TextEncoder(run.data).fit([ex.text for ex in train_examples])
-    run.model.vocab_size = encoder.vocab_size
-    run.model.num_classes = len(labels)
-    seed_everything(run.train.seed)  # the initial weights depend on the seed only
-    model = TextClassifier(run.model)
-    found_msg = None
-    if pretrained_vectors and saved is None:
-        from lmlab.vectors import load_vectors
-
-        kv = load_vectors(pretrained_vectors)
-        itos = encoder.itos()
-        table = torch.zeros(run.model.vocab_size, run.model.embed_dim)
-        found = torch.zeros(run.model.vocab_size, dtype=torch.bool)
-        if kv.vector_size != run.model.embed_dim:
-            raise ConfigError(
-                f"{pretrained_vectors}: vectors have dimension {kv.vector_size} but model.embed_dim is "
-                f"{run.model.embed_dim}; add the override model.embed_dim={kv.vector_size}"
-            )
-        for i, word in enumerate(itos):
-            if word in kv:
-                table[i] = torch.as_tensor(kv[word])
-                found[i] = True
-        model.load_pretrained(table, found)
-        specials = {*DEFAULT_SPECIALS, run.data.oov_token}
-        words = [i for i, w in enumerate(itos) if w not in specials]
-        hits = int(found[words].sum())
-        found_msg = f"pretrained vectors: {hits} of {len(words)} vocabulary words found in {pretrained_vectors}"
-        log(found_msg)
-
-    if distributed.is_main() and saved is None:
-        checkpoint.save_config(
-            run_dir,
-            "classifier",
-            {**config_to_dict(run), "labels": labels, "pretrained_vectors": pretrained_vectors},
-        )
-        checkpoint.atomic_write_json(run_dir / "tokenizer.json", encoder.to_dict())
-
-    train_ds = ClassifyDataset.build(train_examples, encoder, labels, source=str(data))
-    val_ds = ClassifyDataset.build(val_examples, encoder, labels, source=str(val or data)) if val_examples else None
-    by_len = (lambda item: len(item[0])) if run.model.arch == "bilstm" else None
-    train_loader = EpochLoader(train_ds, run.train.batch_size, shuffle=True, seed=run.train.seed, collate_fn=collate, sort_key=by_len)
-    val_loader = (
-        EpochLoader(val_ds, max(run.train.batch_size, 64), shuffle=False, collate_fn=collate, sort_key=by_len)
-        if val_ds
-        else None
-    )
-    log(
-        f"classify: {len(train_ds)} train / {len(val_ds) if val_ds else 0} val examples, "
-        f"{len(labels)} classes, vocab {encoder.vocab_size}, "
-        f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters"
-    )
-    trainer = Trainer(run.train, model, train_loader, val_loader, run_dir=run_dir, callbacks=callbacks or ())
-    trainer.fit(resume=resume)
-    result = {"step": trainer.state.step, "best": trainer.state.best_metric}
-    if found_msg:
-        result["pretrained"] = found_msg
-    return result

@@ -448,7 +448,7 @@ def _default_train_config():
 
 @dataclass
 class GPTRunConfig:
-    """The whole config of a GPT run: ``model``, ``data`` and ``train`` sections (``configs/gpt/*.yaml``)."""
+    """The whole config of a GPT run: ``model``, ``data`` and ``train`` sections (``lmlab/configs/gpt/*.yaml``)."""
 
     model: GPTConfig = field(default_factory=GPTConfig)
     data: TokenDataConfig = field(default_factory=TokenDataConfig)
@@ -458,7 +458,7 @@ class GPTRunConfig:
 
 
 def resolve_run_config(preset: str, overrides=()) -> GPTRunConfig:
-    """Preset (a name in ``configs/gpt`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
+    """Preset (a name in ``lmlab/configs/gpt`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
     from lmlab.config import resolve_run_config as resolve
 
     return resolve(GPTRunConfig, "gpt", preset, overrides)
@@ -688,7 +688,7 @@ class GPTGenerator:
     ):
         """Yield ``{"text": piece}`` as tokens are sampled, then ``{"finish_reason", "prompt_tokens",
         "completion_tokens"}`` (plus ``"prompt_truncated": n`` when the prompt was cut to the context)."""
-        from lmlab.generation import SamplingConfig, find_stop, iter_generate
+        from lmlab.generation import SamplingConfig, stream_generate
 
         cfg = SamplingConfig(
             max_new_tokens=max_new_tokens,
@@ -704,46 +704,17 @@ class GPTGenerator:
         ids, dropped = self.model.crop_prompt(ids)
         device = next(self.model.parameters()).device
         step = self.model.step_cached if self.use_cache else self.model.step_uncached
-        hold = max((len(s) for s in cfg.stop), default=1) - 1
-        out_ids: list[int] = []
-        emitted = 0
-        text = ""
-        finish = "length"
-        eos = self.codec.eos_id
-        prompt_ids = torch.tensor([ids], device=device)
-        with torch.no_grad():
-            for _, token in iter_generate(step, prompt_ids, cfg, eos_id=eos):
-                out_ids.append(token)
-                text = self.codec.decode(out_ids)
-                cut = find_stop(text, cfg.stop)
-                if cut >= 0:
-                    if cut > emitted:
-                        yield {"text": text[emitted:cut]}
-                    emitted = len(text)
-                    finish = "stop"
-                    break
-                safe = len(text) - hold
-                if text.endswith("\ufffd"):  # an incomplete multi-byte character (byte-level BPE)
-                    safe = min(safe, len(text) - 1)
-                if safe > emitted:
-                    yield {"text": text[emitted:safe]}
-                    emitted = safe
-        if finish == "length" and len(out_ids) < max_new_tokens:
-            finish = "eos"
-        if len(text) > emitted:
-            yield {"text": text[emitted:]}
-        final = {"finish_reason": finish, "prompt_tokens": len(ids), "completion_tokens": len(out_ids)}
-        if dropped:
-            final["prompt_truncated"] = dropped
-        yield final
+
+        def no_grad_step(input_ids, state):
+            with torch.no_grad():
+                return step(input_ids, state)
+
+        extra = {"prompt_truncated": dropped} if dropped else None
+        yield from stream_generate(no_grad_step, ids, cfg, self.codec.decode, eos_id=self.codec.eos_id,
+                                   extra_final=extra, device=device)
 
     def generate(self, prompt: str, **kwargs) -> dict:
         """``{"text", "finish_reason", "prompt_tokens", "completion_tokens"}`` (completion only, stop trimmed)."""
-        pieces = []
-        final: dict = {}
-        for event in self.stream(prompt, **kwargs):
-            if "text" in event:
-                pieces.append(event["text"])
-            else:
-                final = event
-        return {"text": "".join(pieces), **final}
+        from lmlab.generation import collect_stream
+
+        return collect_stream(self.stream(prompt, **kwargs))

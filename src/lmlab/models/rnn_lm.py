@@ -113,7 +113,7 @@ class LMRunConfig:
 
 
 def resolve_run_config(preset: str, overrides=()) -> LMRunConfig:
-    """Preset (a name in ``configs/lm`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
+    """Preset (a name in ``lmlab/configs/lm`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
     from lmlab.config import resolve_run_config as resolve
 
     return resolve(LMRunConfig, "lm", preset, overrides)

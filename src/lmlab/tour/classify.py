@@ -9,8 +9,7 @@ from lmlab.data.readers import load_examples
 
 def run_stop(ctx) -> None:
     from lmlab.metrics import format_confusion_matrix
-    from lmlab.models.classifier import resolve_run_config, train_classifier
-    from lmlab.pipelines import Classifier
+    from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.plots import plot_confusion, plot_curves
 
     examples = load_examples(ctx.data_dir / "rt-polarity.jsonl.gz")
@@ -19,19 +18,19 @@ def run_stop(ctx) -> None:
     test, train = examples[:n_test], examples[n_test:]
     run_dir = ctx.workdir / "seed-lstm"
     quiet = ["train.progress=false", "train.tensorboard=false"]
-    run = resolve_run_config("seed-lstm", [f"train.max_time_s={ctx.budget_s * 0.45:.0f}", *quiet])
+    run = ClassifyRecipe.resolve("seed-lstm", [f"train.max_time_s={ctx.budget_s * 0.45:.0f}", *quiet])
     ctx.log(f"training seed-lstm (the Keras tutorial model) on {len(train)} rt-polarity snippets, "
             f"at most {run.train.epochs} epochs or {run.train.max_time_s:.0f} s")
-    train_classifier(run, train, str(run_dir), overwrite=True, log=ctx.log)
-    pipe = Classifier.from_run_dir(run_dir)
+    ClassifyRecipe(run, data=train, log=ctx.log).train(run_dir, overwrite=True)
+    pipe = ClassifyRecipe.load(run_dir)
     report = pipe.evaluate(test)
     ctx.log(f"seed-lstm test accuracy {report['accuracy']:.3f} (macro F1 {report['macro_f1']:.3f}) on {report['n']} held-out snippets")
-    bi_run = resolve_run_config("bilstm", [f"train.max_time_s={ctx.budget_s * 0.3:.0f}", "data.max_len=80", "model.bigram_buckets=65536", *quiet])
+    bi_run = ClassifyRecipe.resolve("bilstm", [f"train.max_time_s={ctx.budget_s * 0.3:.0f}", "data.max_len=80", "model.bigram_buckets=65536", *quiet])
     ctx.log(f"training bilstm (the recommended model) for at most {bi_run.train.max_time_s:.0f} s")
-    train_classifier(bi_run, train, str(ctx.workdir / "bilstm"), overwrite=True, log=ctx.log)
-    bi_report = Classifier.from_run_dir(ctx.workdir / "bilstm").evaluate(test)
+    ClassifyRecipe(bi_run, data=train, log=ctx.log).train(ctx.workdir / "bilstm", overwrite=True)
+    bi_report = ClassifyRecipe.load(ctx.workdir / "bilstm").evaluate(test)
     ctx.log(f"bilstm test accuracy {bi_report['accuracy']:.3f} (macro F1 {bi_report['macro_f1']:.3f})")
-    pipe = Classifier.from_run_dir(ctx.workdir / "bilstm") if bi_report["accuracy"] > report["accuracy"] else pipe
+    pipe = ClassifyRecipe.load(ctx.workdir / "bilstm") if bi_report["accuracy"] > report["accuracy"] else pipe
     samples = [
         "a gorgeous, witty and moving film",
         "the plot is thin and the acting is wooden",

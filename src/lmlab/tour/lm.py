@@ -62,7 +62,7 @@ def run_stop(ctx) -> None:
         f"| bits per character | {metrics['bpc']:.3f} |\n"
         f"| perplexity per character | {metrics['ppl']:.2f} |\n\n"
         "Sampled with temperature 0.8 and top-p 0.95 (seed 0):\n\n```\n" + sample + "\n```\n\n"
-        "The full preset (`configs/lm/char-shakespeare.yaml`, 1x512) trains longer; see docs/language-models.md "
+        "The full preset (`lmlab/configs/lm/char-shakespeare.yaml`, 1x512) trains longer; see docs/language-models.md "
         "and benchmarks/lm.py.",
         images=[curves],
     )

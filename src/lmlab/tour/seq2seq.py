@@ -69,7 +69,7 @@ def run_stop(ctx) -> None:
         "lowercase text while the references are cased, which costs cased BLEU.\n\n"
         "| held-out English | model | reference |\n|---|---|---|\n" + samples + "\n\n"
         "The heat map shows, for each French output token (rows), the attention weights over the English "
-        "tokens (columns); each row sums to 1. Larger runs: `configs/seq2seq/gru-bahdanau.yaml` and "
+        "tokens (columns); each row sums to 1. Larger runs: `lmlab/configs/seq2seq/gru-bahdanau.yaml` and "
         "`transformer.yaml` on Multi30k (docs/seq2seq.md).",
         images=[png],
     )
