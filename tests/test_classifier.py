@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +282,57 @@ def test_pretrained_vectors_initialise_and_freeze_the_embedding(rt_slice, tmp_pa
     bad = main(["classify", "train", "--data", str(rt_slice / "train.jsonl"), "--preset", "bilstm", "--out", str(tmp_path / "pv2"),
                 "--pretrained-vectors", str(path), "train.max_steps=1", "model.embed_dim=8"])
     assert bad == 2 and "model.embed_dim=16" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- kill and resume
+_KILL_ARGS = ["model.embed_dim=16", "model.hidden_dim=8", "train.batch_size=16", "train.epochs=3", "train.save_every=4",
+              "train.num_threads=1", "train.device=cpu", "train.progress=false", "train.tensorboard=false",
+              "train.log_every=1", "data.val_split=0.1", "train.seed=3"]
+
+
+def _classify_cmd(rt_slice, out, *flags):
+    code = "import sys; from lmlab.cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, "classify", "train", "--data", str(rt_slice / "train.jsonl"),
+            "--preset", "bilstm", "--out", str(out), *flags, *_KILL_ARGS]
+
+
+def _wait_step(run_dir: Path, step: int, proc, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    pointer = run_dir / "checkpoints" / "last.json"
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(pointer.read_text())["step"] >= step:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_sigkill_at_three_points_then_resume_is_bit_identical(rt_slice, tmp_path):
+    """Kill -9 three times mid-training, resume each time: the final weights equal an uninterrupted run's."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(_classify_cmd(rt_slice, straight), env=env, check=True, capture_output=True)
+    run = tmp_path / "killed"
+    flags: list[str] = []
+    for step in (4, 16, 28):
+        proc = subprocess.Popen(_classify_cmd(rt_slice, run, *flags), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        _wait_step(run, step, proc)
+        proc.kill()
+        proc.wait()
+        flags = ["--resume"]
+    subprocess.run(_classify_cmd(rt_slice, run, "--resume"), env=env, check=True, capture_output=True)
+    for name in ("model.safetensors",):
+        a, b = load_tensors(straight / name), load_tensors(run / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    last_a = json.loads((straight / "checkpoints" / "last.json").read_text())
+    last_b = json.loads((run / "checkpoints" / "last.json").read_text())
+    assert last_a["step"] == last_b["step"]
+    wa = load_tensors(straight / "checkpoints" / last_a["dir"] / "model.safetensors")
+    wb = load_tensors(run / "checkpoints" / last_b["dir"] / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    steps = [(r["split"], r["step"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert len(steps) == len(set(steps)), "a step was logged twice after resume"
+    assert steps == [(r["split"], r["step"]) for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines())]

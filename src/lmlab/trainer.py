@@ -155,7 +155,8 @@ class Trainer:
         if distributed.is_main():
             if self.run_dir is not None:
                 self.checkpointer = cb.Checkpoint(self.run_dir, cfg.save_every)
-                own += [self.checkpointer, cb.MetricsLog(self.run_dir)]
+                # metrics first: a checkpoint then never covers a step whose record is not yet written
+                own += [cb.MetricsLog(self.run_dir), self.checkpointer]
                 if cfg.tensorboard:
                     own.append(cb.TensorBoard(self.run_dir))
             if cfg.progress:
