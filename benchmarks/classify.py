@@ -171,8 +171,8 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
     import torch
 
     from lmlab.callbacks import StepTimes
-    from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.pipelines import Classifier
+    from lmlab.recipes.classify import ClassifyRecipe
 
     torch.set_num_threads(threads)
     base = [f"train.max_time_s={budget_s}", "train.progress=false", "train.tensorboard=false", *overrides]
@@ -219,8 +219,8 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
 def bench_cv(examples, folds: int, threads: int, workdir: Path, budget_s: float) -> dict:
     import torch
 
-    from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.pipelines import Classifier
+    from lmlab.recipes.classify import ClassifyRecipe
 
     torch.set_num_threads(threads)
     order = list(range(len(examples)))

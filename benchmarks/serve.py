@@ -48,8 +48,8 @@ RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 def build_models(root: Path, rebuild: bool) -> tuple[Path, Path, list[str]]:
     """A classifier and a character LM, trained briefly through lmlab's public training APIs."""
     from lmlab.config import TrainConfig
-    from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.models.rnn_lm import LMDataConfig, LMRunConfig, RNNLMConfig, train_lm
+    from lmlab.recipes.classify import ClassifyRecipe
 
     root.mkdir(parents=True, exist_ok=True)
     with gzip.open(DATA / "sst2" / "train.tsv.gz", "rt", encoding="utf-8") as src:

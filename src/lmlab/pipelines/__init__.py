@@ -35,9 +35,19 @@ class Classifier:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, device: str = "cpu") -> Classifier:
-        from lmlab.recipes.classify import ClassifyRecipe
+        from lmlab.config import config_from_dict
+        from lmlab.data.classification import ClassifyDataConfig, TextEncoder
+        from lmlab.models.classifier import ClassifierConfig, TextClassifier
 
-        return ClassifyRecipe.load(run_dir, device)
+        run_dir = Path(run_dir)
+        saved = checkpoint.load_config(run_dir, cls.model_type)
+        where = f"{run_dir / checkpoint.CONFIG_FILE}"
+        model_cfg = config_from_dict(ClassifierConfig, saved.get("model"), where=f"{where}: model")
+        data_cfg = config_from_dict(ClassifyDataConfig, saved.get("data"), where=f"{where}: data")
+        encoder = TextEncoder.from_dict(checkpoint.read_json(run_dir / "tokenizer.json", "tokenizer.json"), data_cfg)
+        model = TextClassifier(model_cfg)
+        checkpoint.load_weights(run_dir / checkpoint.WEIGHTS_FILE, model)
+        return cls(model, encoder, saved["labels"], saved, run_dir, device)
 
     def info(self) -> dict:
         return {

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from lmlab import checkpoint
-from lmlab.config import TrainConfig, config_from_dict
+from lmlab.config import TrainConfig
 from lmlab.data.classification import ClassifyDataConfig, TextEncoder
 from lmlab.errors import ConfigError
 from lmlab.models.classifier import ClassifierConfig, TextClassifier
@@ -28,11 +28,6 @@ class ClassifyRunConfig:
     model: ClassifierConfig = field(default_factory=ClassifierConfig)
     data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-def saved_run_config(run_dir: Path, saved: dict) -> ClassifyRunConfig:
-    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
-    return config_from_dict(ClassifyRunConfig, sections, where=f"{run_dir / checkpoint.CONFIG_FILE}")
 
 
 class ClassifyRecipe(Recipe):
@@ -138,13 +133,7 @@ class ClassifyRecipe(Recipe):
     def load(cls, run_dir: str | Path, device: str = "cpu"):
         from lmlab.pipelines import Classifier
 
-        run_dir = Path(run_dir)
-        saved = checkpoint.load_config(run_dir, cls.model_type)
-        run = saved_run_config(run_dir, saved)
-        encoder = TextEncoder.from_dict(checkpoint.read_json(run_dir / "tokenizer.json", "tokenizer.json"), run.data)
-        model = TextClassifier(run.model)
-        checkpoint.load_weights(run_dir / checkpoint.WEIGHTS_FILE, model)
-        return Classifier(model, encoder, saved["labels"], saved, run_dir, device)
+        return Classifier.from_run_dir(run_dir, device)
 
     @classmethod
     def evaluate(cls, run_dir: str | Path, data: Any, **reader_options: Any) -> dict[str, Any]:

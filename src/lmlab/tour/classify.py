@@ -9,8 +9,8 @@ from lmlab.data.readers import load_examples
 
 def run_stop(ctx) -> None:
     from lmlab.metrics import format_confusion_matrix
-    from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.plots import plot_confusion, plot_curves
+    from lmlab.recipes.classify import ClassifyRecipe
 
     examples = load_examples(ctx.data_dir / "rt-polarity.jsonl.gz")
     random.Random(0).shuffle(examples)
