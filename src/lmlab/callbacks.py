@@ -56,6 +56,7 @@ class Checkpoint(Callback):
         self.run_dir = Path(run_dir)
         self.save_every = save_every
         self.saved_step = -1
+        self.pending = False
 
     def save(self, trainer: Trainer) -> Path:
         root = self.run_dir / "checkpoints"
@@ -86,11 +87,18 @@ class Checkpoint(Callback):
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self.save_every and trainer.state.step % self.save_every == 0:
-            self.save(trainer)
+            if trainer.evaluation_follows():
+                # save after this step's evaluation: a run killed in between then evaluates it again on resume
+                self.pending = True
+            else:
+                self.save(trainer)
 
     def on_eval_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if trainer.state.improved:
             self.save_weights(trainer)
+        if self.pending:
+            self.pending = False
+            self.save(trainer)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         self.save(trainer)

@@ -169,6 +169,14 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, event)(self, *args)
 
+    def evaluation_follows(self) -> bool:
+        """Whether the loop evaluates right after the current step's ``on_step_end`` (callbacks that save state
+        wait for it, so that a checkpoint always includes that evaluation)."""
+        if self._interrupted or self.val_data is None:
+            return False
+        cfg = self.config
+        return bool(cfg.eval_every and self.state.step % cfg.eval_every == 0) or self._stop_reason is not None
+
     def _steps_per_epoch(self) -> int | None:
         try:
             n = len(self.train_data)  # type: ignore[arg-type]
