@@ -18,14 +18,16 @@ from lmlab.data.parallel import (
     ParallelDataset,
     TruncationWarning,
     build_codecs,
+    collate_pairs,
     detokenize,
     load_pairs,
     read_aligned,
 )
 from lmlab.errors import ConfigError, DataError
 from lmlab.metrics import corpus_bleu, corpus_chrf
-from lmlab.models.seq2seq import Seq2Seq, Seq2SeqConfig, collate_pairs
-from lmlab.translation import Seq2SeqRunConfig, Translator, resolve_run_config, train_seq2seq
+from lmlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from lmlab.pipelines.translate import Translator
+from lmlab.recipes.seq2seq import Seq2SeqRecipe, Seq2SeqRunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "src" / "lmlab" / "assets" / "eng-fra-short.tsv.gz"
@@ -305,7 +307,7 @@ def test_every_preset_loads_and_builds(codecs):
     names = list_presets("seq2seq")
     assert {"gru-bahdanau", "lstm-luong", "transformer", "tour-small"} <= set(names)
     for name in names:
-        run = resolve_run_config(name)
+        run = Seq2SeqRecipe.resolve(name)
         text = (REPO / "src" / "lmlab" / "configs" / "seq2seq" / f"{name}.yaml").read_text()
         assert text.startswith("# lmlab seq2seq train")
         run.model.src_vocab_size, run.model.tgt_vocab_size = 100, 100
@@ -323,12 +325,12 @@ def trained_run(tmp_path_factory, tatoeba_pairs):
             self.model = trainer.model
 
     keep = Keep()
-    run = resolve_run_config(
+    run = Seq2SeqRecipe.resolve(
         "tour-small",
         ["model.embed_dim=32", "model.hidden_dim=64", "epochs=2", "train.batch_size=32", "progress=false", "log_every=5"],
     )
     out = tmp_path_factory.mktemp("s2s") / "run"
-    train_seq2seq(run, tatoeba_pairs, out, callbacks=[keep], log=lambda s: None)
+    Seq2SeqRecipe(run, src=tatoeba_pairs, log=lambda s: None).train(out, callbacks=[keep])
     return out, keep.model
 
 
