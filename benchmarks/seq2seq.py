@@ -1,6 +1,6 @@
 """Seq2seq on Multi30k (test_2016_flickr): GRU + Bahdanau attention and the Transformer preset, side by side.
 
-For each (preset, direction) it trains with ``lmlab.translation.train_seq2seq`` for at most ``--budget-min``
+For each (preset, direction) it trains with ``lmlab.recipes.seq2seq.Seq2SeqRecipe`` for at most ``--budget-min``
 minutes (``train.max_time_s``; the weights with the best validation loss are kept), translates the 1,000
 test sentences with beam search and reports sacreBLEU (with its signature), lowercased BLEU, chrF, wall times
 and tokens/s. Results go to ``benchmarks/results/seq2seq.json``.
@@ -51,7 +51,7 @@ def machine_info(device: str) -> dict:
 
 def run_one(preset: str, direction: str, args, epochs: int | None = None) -> dict:
     from lmlab.data.parallel import load_pairs, read_lines
-    from lmlab.translation import Translator, resolve_run_config, train_seq2seq
+    from lmlab.recipes.seq2seq import Seq2SeqRecipe
 
     src_lang, tgt_lang = direction.split("-")
     data = Path(args.data)
@@ -64,7 +64,7 @@ def run_one(preset: str, direction: str, args, epochs: int | None = None) -> dic
         "train.tensorboard=false",
         *args.override,
     ]
-    run = resolve_run_config(preset, overrides)
+    run = Seq2SeqRecipe.resolve(preset, overrides)
     train_pairs = load_pairs(data / f"train.{src_lang}.gz", data / f"train.{tgt_lang}.gz")
     if args.train_limit:
         train_pairs = train_pairs[: args.train_limit]
@@ -72,16 +72,16 @@ def run_one(preset: str, direction: str, args, epochs: int | None = None) -> dic
     out = Path(args.runs_dir) / f"{preset}-{direction}"
     print(f"== {preset} {direction}: {len(train_pairs)} training pairs, budget {args.budget_min:g} min", flush=True)
     started = time.perf_counter()
-    result = train_seq2seq(
-        run, train_pairs, out, val_pairs=val_pairs, overwrite=True, log=lambda s: print(s, flush=True),
-        data_description=f"Multi30k train {src_lang}->{tgt_lang}",
-    )
+    recipe = Seq2SeqRecipe(run, src=train_pairs, val_src=val_pairs, log=lambda s: print(s, flush=True),
+                           trained_on=f"Multi30k train {src_lang}->{tgt_lang}")
+    result = recipe.train(out, overwrite=True)
+    stats = recipe.stats
     train_wall = time.perf_counter() - started
     sources = read_lines(data / f"test_2016_flickr.{src_lang}.gz")
     refs = read_lines(data / f"test_2016_flickr.{tgt_lang}.gz")
     if args.eval_limit:
         sources, refs = sources[: args.eval_limit], refs[: args.eval_limit]
-    pipe = Translator.from_run_dir(out, device=args.device if args.device != "auto" else "cpu")
+    pipe = Seq2SeqRecipe.load(out, device=args.device if args.device != "auto" else "cpu")
     report = pipe.evaluate(sources, refs, beam_size=args.beam, batch_size=args.decode_batch)
     hyps = report.pop("hypotheses")
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -89,14 +89,14 @@ def run_one(preset: str, direction: str, args, epochs: int | None = None) -> dic
     row = {
         "preset": preset,
         "direction": direction,
-        "train_pairs": result["train_pairs"],
-        "parameters": result["num_parameters"],
-        "steps": result["step"],
-        "epochs_completed": result["epoch"],
-        "train_time_s": round(result["train_time_s"], 1),
+        "train_pairs": stats["train_pairs"],
+        "parameters": stats["num_parameters"],
+        "steps": result.step,
+        "epochs_completed": stats["epoch"],
+        "train_time_s": round(result.train_time_s, 1),
         "train_wall_s": round(train_wall, 1),
-        "train_tokens_per_s": round(result["tokens_per_s"] or 0.0, 1),
-        "best_val_loss": result["best"],
+        "train_tokens_per_s": round(stats["tokens_per_s"] or 0.0, 1),
+        "best_val_loss": result.best,
         "val_losses": val_losses,
         "test_sentences": report["n"],
         "bleu": round(report["bleu"], 2),

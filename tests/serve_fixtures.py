@@ -121,16 +121,16 @@ def build_lm(shared_data: Path, out: Path) -> Path:
 
 def build_translator(shared_data: Path, out: Path) -> Path:
     from lmlab.data.parallel import load_pairs
-    from lmlab.translation import resolve_run_config, train_seq2seq
+    from lmlab.recipes.seq2seq import Seq2SeqRecipe
 
     data = out.parent / "eng-fra-slice.tsv"
     with gzip.open(shared_data / "eng-fra" / "fra.txt.gz", "rt", encoding="utf-8") as src:
         rows = [line for _, line in zip(range(3000), src, strict=False)]
     data.write_text("".join("\t".join(r.rstrip("\n").split("\t")[:2]) + "\n" for r in rows[::3]), encoding="utf-8")
     pairs = load_pairs(data)
-    run = resolve_run_config("tour-small", [*TINY_TRAIN, "model.embed_dim=16", "model.hidden_dim=16",
-                                            "train.batch_size=32"])
-    train_seq2seq(run, pairs[:-40], out, val_pairs=pairs[-40:], log=_quiet)
+    run = Seq2SeqRecipe.resolve("tour-small", [*TINY_TRAIN, "model.embed_dim=16", "model.hidden_dim=16",
+                                               "train.batch_size=32"])
+    Seq2SeqRecipe(run, src=pairs[:-40], val_src=pairs[-40:], log=_quiet).train(out)
     return out
 
 

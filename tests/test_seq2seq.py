@@ -18,14 +18,16 @@ from lmlab.data.parallel import (
     ParallelDataset,
     TruncationWarning,
     build_codecs,
+    collate_pairs,
     detokenize,
     load_pairs,
     read_aligned,
 )
 from lmlab.errors import ConfigError, DataError
 from lmlab.metrics import corpus_bleu, corpus_chrf
-from lmlab.models.seq2seq import Seq2Seq, Seq2SeqConfig, collate_pairs
-from lmlab.translation import Seq2SeqRunConfig, Translator, resolve_run_config, train_seq2seq
+from lmlab.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from lmlab.pipelines.translate import Translator
+from lmlab.recipes.seq2seq import Seq2SeqRecipe, Seq2SeqRunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "src" / "lmlab" / "assets" / "eng-fra-short.tsv.gz"
@@ -305,7 +307,7 @@ def test_every_preset_loads_and_builds(codecs):
     names = list_presets("seq2seq")
     assert {"gru-bahdanau", "lstm-luong", "transformer", "tour-small"} <= set(names)
     for name in names:
-        run = resolve_run_config(name)
+        run = Seq2SeqRecipe.resolve(name)
         text = (REPO / "src" / "lmlab" / "configs" / "seq2seq" / f"{name}.yaml").read_text()
         assert text.startswith("# lmlab seq2seq train")
         run.model.src_vocab_size, run.model.tgt_vocab_size = 100, 100
@@ -323,12 +325,12 @@ def trained_run(tmp_path_factory, tatoeba_pairs):
             self.model = trainer.model
 
     keep = Keep()
-    run = resolve_run_config(
+    run = Seq2SeqRecipe.resolve(
         "tour-small",
         ["model.embed_dim=32", "model.hidden_dim=64", "epochs=2", "train.batch_size=32", "progress=false", "log_every=5"],
     )
     out = tmp_path_factory.mktemp("s2s") / "run"
-    train_seq2seq(run, tatoeba_pairs, out, callbacks=[keep], log=lambda s: None)
+    Seq2SeqRecipe(run, src=tatoeba_pairs, log=lambda s: None).train(out, callbacks=[keep])
     return out, keep.model
 
 
@@ -387,6 +389,73 @@ def test_cli_bad_input_exits_2(trained_run, tmp_path, capsys):
     assert f"{bad}:2: no tab" in capsys.readouterr().err
 
 
+def test_recipe_evaluate_and_the_old_import_path(trained_run, tatoeba_pairs, tmp_path):
+    run_dir, _ = trained_run
+    pairs = tatoeba_pairs[:6]
+    report = Seq2SeqRecipe.evaluate(run_dir, pairs, beam_size=2)
+    assert report["n"] == 6 and len(report["hypotheses"]) == 6 and 0 <= report["bleu"] <= 100
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    src.write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    ref.write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    from_files = Seq2SeqRecipe.evaluate(run_dir, src, ref, beam_size=2, limit=4)
+    assert from_files["hypotheses"] == report["hypotheses"][:4]
+    from lmlab.translation import Translator as Old  # documented in docs/api.md before the recipe contract
+
+    assert Old is Translator and isinstance(Translator.from_run_dir(run_dir), Translator)
+
+
+def test_val_size_holds_out_the_same_pairs_as_before(tatoeba_pairs):
+    import random
+
+    from lmlab.recipes.seq2seq import hold_out
+
+    for n, seed in [(1, 0), (37, 0), (100, 3), (299, 7)]:
+        order = list(range(len(tatoeba_pairs)))  # what `seq2seq train --val-size` did before the recipe
+        random.Random(seed).shuffle(order)
+        held = set(order[:n])
+        want_val = [p for i, p in enumerate(tatoeba_pairs) if i in held]
+        want_train = [p for i, p in enumerate(tatoeba_pairs) if i not in held]
+        assert hold_out(tatoeba_pairs, n, seed) == (want_train, want_val)
+    with pytest.raises(ConfigError, match="--val-size must be between 1 and 299"):
+        hold_out(tatoeba_pairs, 300, 0)
+
+
+def test_layering_data_never_imports_models():
+    """data/parallel.py reads and batches without the model; models/seq2seq.py imports torch, errors and models."""
+    import ast
+
+    def imports(path: Path) -> set[str]:
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+        return found
+
+    src = REPO / "src" / "lmlab"
+    assert not {m for m in imports(src / "data" / "parallel.py") if m.startswith("lmlab.models")}
+    lmlab_imports = {m for m in imports(src / "models" / "seq2seq.py") if m.startswith("lmlab")}
+    assert all(m == "lmlab.errors" or m.startswith("lmlab.models.") for m in lmlab_imports), lmlab_imports
+    from lmlab.data import parallel
+    from lmlab.models import seq2seq
+
+    # the codec's special ids are the ones the model pads, starts and stops with
+    assert (parallel.PAD_ID, parallel.UNK_ID, parallel.BOS_ID, parallel.EOS_ID) == (
+        seq2seq.PAD_ID, seq2seq.UNK_ID, seq2seq.BOS_ID, seq2seq.EOS_ID)
+
+
+def test_overwrite_with_missing_data_keeps_the_old_run(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    missing = tmp_path / "no-such-file.tsv"
+    assert main(["seq2seq", "train", "--src", str(missing), "--out", str(old), "--overwrite"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+
+
 def test_greedy_scores_match_log_probabilities(half_trained, codecs, tatoeba_pairs):
     (src,) = [codecs[0].encode(tatoeba_pairs[41][0])]
     ((ids, score),) = half_trained.decode_ids([src], greedy=True, max_len=30)[0]
@@ -416,3 +485,78 @@ def test_tour_stop_runs_scaled_down(tmp_path):
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "Translation with attention" in report and "I am a student." in report
     assert (out / "seq2seq" / "attention-i-am-a-student.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------------- exact resume (issue 21)
+
+
+def _train_cmd(data: Path, out: Path, resume: bool = False) -> list[str]:
+    """A tiny GRU run: dropout and teacher forcing 0.5 draw from the torch and Python RNGs; 90 steps cross three
+    epoch boundaries (a new shuffle each); validation at each epoch end tracks the best weights."""
+    return [
+        "seq2seq", "train", "--src", str(data), "--val-size", "50", "--preset", "tour-small", "--out", str(out),
+        *(["--resume"] if resume else []),
+        "model.embed_dim=16", "model.hidden_dim=16", "model.teacher_forcing=0.5", "train.batch_size=16",
+        "train.max_steps=90", "train.save_every=5", "train.log_every=5", "train.seed=3",
+        "train.num_threads=1", "train.device=cpu", "train.progress=false", "train.tensorboard=false",
+    ]  # fmt: skip
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    try:
+        return json.loads((run_dir / "checkpoints" / "last.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
+@pytest.mark.slow
+def test_sigkill_three_times_and_resume_ends_bit_identical(tmp_path, shared_data):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from lmlab.callbacks import find_last_checkpoint
+
+    data = tmp_path / "eng-fra-slice.tsv"
+    with gzip.open(shared_data / "eng-fra" / "fra.txt.gz", "rt", encoding="utf-8") as f:
+        rows = [line.split("\t")[:2] for _, line in zip(range(3000), f, strict=False)]
+    data.write_text("".join(f"{s}\t{t.strip()}\n" for s, t in rows[::6]), encoding="utf-8")  # 500 pairs
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    killed = tmp_path / "killed"
+    resume = False
+    for at_least in (15, 40, 65):
+        log = (tmp_path / f"stderr-{at_least}.txt").open("w")
+        proc = subprocess.Popen([sys.executable, "-m", "lmlab", *_train_cmd(data, killed, resume)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 120
+        while _checkpoint_step(killed) < at_least and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL: no handler runs
+        proc.wait()
+        log.close()
+        assert _checkpoint_step(killed) >= at_least, (tmp_path / f"stderr-{at_least}.txt").read_text()
+        assert _checkpoint_step(killed) < 90, "the run finished before it was killed; it should be longer"
+        resume = True
+    assert main(_train_cmd(data, killed, resume=True)) == 0
+    straight = tmp_path / "straight"
+    assert main(_train_cmd(data, straight)) == 0
+
+    for name in ("model.safetensors", "checkpoints/last"):
+        a_dir, b_dir = (killed / name, straight / name) if "." in name else (
+            find_last_checkpoint(killed) / "model.safetensors", find_last_checkpoint(straight) / "model.safetensors")
+        a, b = load_file(a_dir), load_file(b_dir)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{name}: weights differ after kill + resume"
+    records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    for split in ("train", "val"):
+        steps = [r["step"] for r in records if r.get("split") == split]
+        assert steps and len(steps) == len(set(steps)), f"{split} steps logged twice: {steps}"
+    # every loss the interrupted run logged is the uninterrupted run's at that step
+    want = {(r.get("split"), r["step"]): r for line in (straight / "metrics.jsonl").read_text().splitlines()
+            for r in [json.loads(line)]}
+    for r in records:
+        assert r.get("loss") == want[r.get("split"), r["step"]].get("loss")
+        assert r.get("val_loss") == want[r.get("split"), r["step"]].get("val_loss")

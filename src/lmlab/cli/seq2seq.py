@@ -18,10 +18,6 @@ def pair_options(func):
     return func
 
 
-def _limit(pairs, limit):
-    return pairs if not limit else pairs[:limit]
-
-
 @click.group("seq2seq")
 def seq2seq() -> None:
     """Train and evaluate sequence-to-sequence models (translation and other text-to-text pairs)."""
@@ -42,42 +38,20 @@ def seq2seq() -> None:
 def train(src, tgt, val_src, val_tgt, val_size, limit, reverse, src_field, tgt_field, encoding, skip_empty, preset,
           out, overwrite, resume, overrides) -> None:
     """Train a seq2seq model; overrides like epochs=2 or model.hidden_dim=256 follow the options."""
-    import random
-
-    from lmlab.data.parallel import load_pairs
-    from lmlab.errors import ConfigError
-    from lmlab.translation import resolve_run_config, train_seq2seq
+    from lmlab import distributed
+    from lmlab.recipes.seq2seq import Seq2SeqRecipe
 
     extra = list(overrides)
     if skip_empty:
         extra.append("data.on_empty=skip")
-    run = resolve_run_config(preset, extra)
-    opts = {"reverse": reverse, "src_field": src_field, "tgt_field": tgt_field, "encoding": encoding, "on_empty": run.data.on_empty}
-    pairs = _limit(load_pairs(src, tgt, **opts), limit)
-    if val_tgt and not val_src:
-        raise ConfigError("--val-tgt needs --val-src")
-    val_pairs = load_pairs(val_src, val_tgt, **opts) if val_src else None
-    if val_size:
-        if val_pairs:
-            raise ConfigError("give either --val-src or --val-size, not both")
-        if not 0 < val_size < len(pairs):
-            raise ConfigError(f"--val-size must be between 1 and {len(pairs) - 1} (the pairs read), got {val_size}")
-        order = list(range(len(pairs)))
-        random.Random(run.train.seed).shuffle(order)
-        held = set(order[:val_size])
-        val_pairs = [p for i, p in enumerate(pairs) if i in held]
-        pairs = [p for i, p in enumerate(pairs) if i not in held]
-    described = f"{src}" + (f" -> {tgt}" if tgt else "") + (" (reversed)" if reverse else "")
-    result = train_seq2seq(
-        run, pairs, out, val_pairs=val_pairs, overwrite=overwrite, resume=resume, log=click.echo,
-        data_description=f"{described}, {len(pairs)} pairs",
+    recipe = Seq2SeqRecipe.from_preset(
+        preset, extra, src=src, tgt=tgt, val_src=val_src, val_tgt=val_tgt, val_size=val_size, limit=limit,
+        reader_options={"reverse": reverse, "src_field": src_field, "tgt_field": tgt_field, "encoding": encoding},
+        log=click.echo,
     )
-    from lmlab import distributed
-
+    result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():
-        best = result.get("best")
-        shown = f", best {run.train.early_stopping_metric} {best:.4f}" if best is not None else ""
-        click.echo(f"trained {result['step']} steps ({result['train_time_s']:.0f} s){shown}; run directory: {out}")
+        click.echo(result.summary())
 
 
 @seq2seq.command("eval")
@@ -94,25 +68,14 @@ def evaluate(run_dir, src, ref, reverse, src_field, tgt_field, encoding, beam_si
              as_json) -> None:
     """sacreBLEU (with its signature), lowercased BLEU and chrF of RUN_DIR's translations of --src against --ref."""
     from lmlab.checkpoint import atomic_write_text
-    from lmlab.data.parallel import load_pairs, read_lines
-    from lmlab.errors import DataError
-    from lmlab.translation import Translator, check_beam
+    from lmlab.pipelines.translate import check_beam
+    from lmlab.recipes.seq2seq import Seq2SeqRecipe, read_eval_data
 
     check_beam(beam_size)
-    if ref is None:
-        pairs = load_pairs(src, None, reverse=reverse, src_field=src_field, tgt_field=tgt_field, encoding=encoding)
-        sources, refs = [s for s, _ in pairs], [t for _, t in pairs]
-    else:
-        sources, refs = read_lines(src, encoding), read_lines(ref, encoding)
-        if len(sources) != len(refs):
-            raise DataError(
-                f"{src} has {len(sources)} lines but the reference file {ref} has {len(refs)}; "
-                "give one reference per source line"
-            )
-    if limit:
-        sources, refs = sources[:limit], refs[:limit]
-    pipe = Translator.from_run_dir(run_dir)
-    report = pipe.evaluate(sources, refs, beam_size=beam_size, length_penalty=length_penalty)
+    sources, refs = read_eval_data(src, ref, limit, reverse=reverse, src_field=src_field, tgt_field=tgt_field,
+                                   encoding=encoding)
+    report = Seq2SeqRecipe.evaluate(run_dir, list(zip(sources, refs, strict=True)), beam_size=beam_size,
+                                    length_penalty=length_penalty)
     if hyp_out:
         atomic_write_text(hyp_out, "\n".join(report["hypotheses"]) + "\n")
     hyps = report.pop("hypotheses")
@@ -135,10 +98,11 @@ def evaluate(run_dir, src, ref, reverse, src_field, tgt_field, encoding, beam_si
 @click.option("--beam", "beam_size", default=5, show_default=True, type=int, help="Beam size (1 = greedy).")
 def attention(run_dir, sentence, out, beam_size) -> None:
     """Translate SENTENCE and draw the attention of each output token over the source as a heat map."""
-    from lmlab.translation import Translator, check_beam, plot_attention
+    from lmlab.pipelines.translate import check_beam, plot_attention
+    from lmlab.recipes.seq2seq import Seq2SeqRecipe
 
     check_beam(beam_size)
-    pipe = Translator.from_run_dir(run_dir)
+    pipe = Seq2SeqRecipe.load(run_dir)
     src_tokens, tgt_tokens, weights = pipe.attention(sentence, beam_size=beam_size)
     text = pipe.translate([sentence], beam_size=beam_size)[0]["translation"]
     plot_attention(src_tokens, tgt_tokens, weights, out, title=f"{sentence} -> {text}")
@@ -162,10 +126,11 @@ def translate(run_dir, text, file, beam_size, n_best, max_len, length_penalty, o
     import warnings
 
     from lmlab.data.parallel import TruncationWarning
-    from lmlab.translation import Translator, check_beam
+    from lmlab.pipelines.translate import check_beam
+    from lmlab.recipes.seq2seq import Seq2SeqRecipe
 
     check_beam(beam_size, n_best)
-    pipe = Translator.from_run_dir(run_dir)
+    pipe = Seq2SeqRecipe.load(run_dir)
     texts = read_inputs(text, file)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TruncationWarning)

@@ -11,7 +11,7 @@ Misaligned input is an error that names the files, both line counts and the firs
 side only. A :class:`TextCodec` turns text into ids and back (words via :class:`~lmlab.data.WordTokenizer` +
 :class:`~lmlab.data.Vocab`, or byte-level BPE via :class:`~lmlab.data.BPETokenizer`); source and target have
 their own codec or share one. :func:`make_loader` filters by length and buckets batches by length with
-:class:`~lmlab.data.loader.EpochLoader`.
+:class:`~lmlab.data.loader.EpochLoader` into :class:`Seq2SeqBatch` (what :class:`lmlab.models.seq2seq.Seq2Seq` reads).
 """
 
 from __future__ import annotations
@@ -24,12 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from lmlab.data.readers import open_text
 from lmlab.data.tokenizers import BPETokenizer, WordTokenizer
 from lmlab.data.vocab import Vocab, build_vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
 Pair = tuple[str, str]
+
+#: the special ids every :class:`TextCodec` reserves (and :mod:`lmlab.models.seq2seq` decodes with)
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 SRC_FIELD_GUESSES = ("src", "source", "input", "question", "prompt", "context")
 TGT_FIELD_GUESSES = ("tgt", "target", "output", "answer", "response", "summary", "reference")
@@ -289,7 +294,7 @@ class TextCodec:
         return [self.encode(t) for t in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids if int(i) not in (0, 2, 3)]
+        ids = [int(i) for i in ids if int(i) not in (PAD_ID, BOS_ID, EOS_ID)]
         if self.kind == "word":
             return detokenize(self.vocab.decode(ids))
         return self.tokenizer.decode(ids)
@@ -305,7 +310,7 @@ class TextCodec:
         total = unk = 0
         for ids in ids_lists:
             total += len(ids)
-            unk += sum(1 for i in ids if i == 1)
+            unk += sum(1 for i in ids if i == UNK_ID)
         return unk / max(total, 1)
 
     def to_dict(self) -> dict:
@@ -353,6 +358,46 @@ def build_codecs(pairs: Sequence[Pair], cfg: ParallelDataConfig) -> tuple[TextCo
 # ----------------------------------------------------------------------------------------------- batches
 
 
+@dataclass
+class Seq2SeqBatch:
+    """A padded batch: ``src`` (B, S), ``src_lengths`` (B,), ``tgt_in`` = <bos> y (B, T), ``tgt_out`` = y <eos>."""
+
+    src: torch.Tensor
+    src_lengths: torch.Tensor
+    tgt_in: torch.Tensor
+    tgt_out: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Seq2SeqBatch:
+        return Seq2SeqBatch(
+            self.src.to(device), self.src_lengths.to(device), self.tgt_in.to(device), self.tgt_out.to(device)
+        )
+
+    def __len__(self) -> int:
+        return self.src.shape[0]
+
+
+def pad_ids(seqs: list[list[int]], pad: int = PAD_ID) -> torch.Tensor:
+    """Right-pad lists of ids into a (B, max_len) long tensor."""
+    longest = max((len(s) for s in seqs), default=0)
+    out = torch.full((len(seqs), max(1, longest)), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def collate_pairs(items: list[tuple[list[int], list[int]]]) -> Seq2SeqBatch:
+    """Pad ``(src_ids, tgt_ids)`` pairs (without specials) into a :class:`Seq2SeqBatch`."""
+    srcs = [s for s, _ in items]
+    tgts = [t for _, t in items]
+    return Seq2SeqBatch(
+        src=pad_ids(srcs),
+        src_lengths=torch.tensor([len(s) for s in srcs], dtype=torch.long),
+        tgt_in=pad_ids([[BOS_ID, *t] for t in tgts]),
+        tgt_out=pad_ids([[*t, EOS_ID] for t in tgts]),
+    )
+
+
 class ParallelDataset:
     """Encoded pairs ``(src_ids, tgt_ids)`` (no specials), map-style for :class:`EpochLoader`."""
 
@@ -392,9 +437,8 @@ def length_key(item: tuple[list[int], list[int]]) -> int:
 
 
 def make_loader(dataset: ParallelDataset, batch_size: int, shuffle: bool = True, seed: int = 0):
-    """Length-bucketed, seeded batches of :class:`~lmlab.models.seq2seq.Seq2SeqBatch`."""
+    """Length-bucketed, seeded batches of :class:`Seq2SeqBatch`."""
     from lmlab.data.loader import EpochLoader
-    from lmlab.models.seq2seq import collate_pairs
 
     if len(dataset) == 0:
         raise DataError("no training pairs left after the length filter; raise data.max_src_len / max_tgt_len")

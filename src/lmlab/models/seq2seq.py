@@ -41,6 +41,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from lmlab.errors import ConfigError
 from lmlab.models.rnn import PaddedBiRNN
 
+#: the special ids of the vocabularies (lmlab.data.parallel.TextCodec reserves the same four)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
@@ -96,46 +97,6 @@ class Seq2SeqConfig:
             problems.append(f"model.decoder_layers must be >= 0, got {self.decoder_layers}")
         if problems:
             raise ConfigError("; ".join(problems))
-
-
-@dataclass
-class Seq2SeqBatch:
-    """A padded batch: ``src`` (B, S), ``src_lengths`` (B,), ``tgt_in`` = <bos> y (B, T), ``tgt_out`` = y <eos>."""
-
-    src: Tensor
-    src_lengths: Tensor
-    tgt_in: Tensor
-    tgt_out: Tensor
-
-    def to(self, device: torch.device | str) -> Seq2SeqBatch:
-        return Seq2SeqBatch(
-            self.src.to(device), self.src_lengths.to(device), self.tgt_in.to(device), self.tgt_out.to(device)
-        )
-
-    def __len__(self) -> int:
-        return self.src.shape[0]
-
-
-def collate_pairs(items: list[tuple[list[int], list[int]]]) -> Seq2SeqBatch:
-    """Pad ``(src_ids, tgt_ids)`` pairs (without specials) into a :class:`Seq2SeqBatch`."""
-    srcs = [s for s, _ in items]
-    tgts = [t for _, t in items]
-    return Seq2SeqBatch(
-        src=pad_ids(srcs),
-        src_lengths=torch.tensor([len(s) for s in srcs], dtype=torch.long),
-        tgt_in=pad_ids([[BOS_ID, *t] for t in tgts]),
-        tgt_out=pad_ids([[*t, EOS_ID] for t in tgts]),
-    )
-
-
-def pad_ids(seqs: list[list[int]], pad: int = PAD_ID) -> Tensor:
-    """Right-pad lists of ids into a (B, max_len) long tensor."""
-    longest = max((len(s) for s in seqs), default=0)
-    out = torch.full((len(seqs), max(1, longest)), pad, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -535,7 +496,9 @@ class TransformerEncoderDecoder(nn.Module):
 
 class Seq2Seq(nn.Module):
     """``Seq2Seq(config)``: the family's model. ``loss(batch)`` for the trainer; ``step`` / ``reorder_state``
-    / ``init_state`` for :mod:`lmlab.generation`; ``attention_weights`` for heat maps."""
+    / ``init_state`` for :mod:`lmlab.generation`; ``attention_weights`` for heat maps. A ``batch`` is anything
+    with ``src`` (B, S), ``src_lengths`` (B,), ``tgt_in`` = <bos> y and ``tgt_out`` = y <eos> (B, T), such as
+    :class:`lmlab.data.parallel.Seq2SeqBatch`."""
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
@@ -547,12 +510,12 @@ class Seq2Seq(nn.Module):
         self.config = config
         self.net = RNNEncoderDecoder(config) if config.arch == "rnn" else TransformerEncoderDecoder(config)
 
-    def forward(self, batch: Seq2SeqBatch) -> Tensor:
+    def forward(self, batch: Any) -> Tensor:
         tf = self.config.teacher_forcing if self.training else 1.0
         logits, _ = self.net(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing=tf)
         return logits  # (B, T, V)
 
-    def loss(self, batch: Seq2SeqBatch) -> dict[str, Any]:
+    def loss(self, batch: Any) -> dict[str, Any]:
         logits = self(batch)  # (B, T, V)
         flat = logits.reshape(-1, logits.shape[-1]).float()
         gold = batch.tgt_out.reshape(-1)

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import random
-
 EXAMPLES = ["I am a student.", "She is very happy.", "We are not afraid.", "He is taller than me.", "You are late."]
 
 
 def run_stop(ctx) -> None:
     from lmlab.data.parallel import load_pairs
-    from lmlab.translation import Translator, plot_attention, resolve_run_config, train_seq2seq
+    from lmlab.pipelines.translate import plot_attention
+    from lmlab.recipes.seq2seq import Seq2SeqRecipe, hold_out
 
     pairs = load_pairs(ctx.data_dir / "eng-fra-short.tsv.gz")
-    order = list(range(len(pairs)))
-    random.Random(0).shuffle(order)
-    held = set(order[:300])
-    test = [p for i, p in enumerate(pairs) if i in held]
-    train = [p for i, p in enumerate(pairs) if i not in held]
+    train, test = hold_out(pairs, 300, seed=0)
     budget = max(5.0, ctx.budget_s * 0.7)
     n_eval = max(20, int(len(test) * min(1.0, ctx.scale)))  # a scaled-down tour scores fewer pairs
-    run = resolve_run_config(
+    run = Seq2SeqRecipe.resolve(
         "tour-small",
         [
             f"train.max_time_s={budget:.0f}",
@@ -34,15 +29,16 @@ def run_stop(ctx) -> None:
         f"training a GRU encoder-decoder with Bahdanau attention on {len(train):,} English-French Tatoeba pairs "
         f"for {budget:.0f} s"
     )
-    result = train_seq2seq(run, train, run_dir, val_pairs=test, overwrite=True, log=ctx.log,
-                           data_description=f"bundled eng-fra-short.tsv.gz ({len(train)} pairs)")
-    pipe = Translator.from_run_dir(run_dir)
+    recipe = Seq2SeqRecipe(run, src=train, val_src=test, log=ctx.log,
+                           trained_on=f"bundled eng-fra-short.tsv.gz ({len(train)} pairs)")
+    result = recipe.train(run_dir, overwrite=True)
+    pipe = Seq2SeqRecipe.load(run_dir)
     outputs = pipe.translate(EXAMPLES, beam_size=5, n_best=3)
     for text, out in zip(EXAMPLES, outputs, strict=True):
         ctx.log(f"  {text:<24} -> {out['translation']}")
     report = pipe.evaluate([s for s, _ in test[:n_eval]], [t for _, t in test[:n_eval]], beam_size=5)
     ctx.log(
-        f"{result['step']} steps in {result['train_time_s']:.0f} s; {n_eval} held-out pairs: BLEU {report['bleu']:.1f} "
+        f"{result.step} steps in {result.train_time_s:.0f} s; {n_eval} held-out pairs: BLEU {report['bleu']:.1f} "
         f"(lowercased {report['bleu_lc']:.1f}), chrF {report['chrf']:.1f}  [{report['bleu_signature']}]"
     )
     src_tokens, tgt_tokens, weights = pipe.attention("I am a student.")
@@ -60,8 +56,8 @@ def run_stop(ctx) -> None:
     ctx.section(
         "Translation with attention: English -> French",
         f"A bidirectional GRU encoder and a GRU decoder with Bahdanau (additive) attention "
-        f"({result['num_parameters']:,} parameters, lowercased word vocabularies) trained for "
-        f"{result['train_time_s']:.0f} s ({result['step']} steps) on {result['train_pairs']:,} short Tatoeba pairs "
+        f"({recipe.stats['num_parameters']:,} parameters, lowercased word vocabularies) trained for "
+        f"{result.train_time_s:.0f} s ({result.step} steps) on {recipe.stats['train_pairs']:,} short Tatoeba pairs "
         "shipped with lmlab (CC BY 2.0, tatoeba.org). Beam search (beam 5, GNMT length penalty 0.6).\n\n"
         "| English | French (best) | next in the 3-best list |\n|---|---|---|\n" + rows + "\n\n"
         f"On {n_eval} held-out pairs: **BLEU {report['bleu']:.1f}** (lowercased {report['bleu_lc']:.1f}), "
