@@ -129,6 +129,29 @@ def test_weight_decay_only_on_matrices():
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_parameters()
 
 
+def test_other_optimizers_come_from_the_builder_passed_in():
+    from lmlab.trainer import build_optimizer
+
+    model = _model()
+    with pytest.raises(ConfigError, match="build_optimizer"):
+        model.configure_optimizers(TrainConfig(optimizer="sgd"))
+    (opt,) = model.configure_optimizers(TrainConfig(optimizer="sgd", lr=0.1), build_optimizer)
+    assert isinstance(opt, torch.optim.SGD)
+
+
+def test_model_module_imports_no_training_machinery():
+    """models/gpt.py is pure: torch, numpy, the standard library, lmlab.errors and other models (STYLE.md)."""
+    import ast
+
+    import lmlab.models.gpt as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    lmlab = {n for n in names if n.split(".")[0] == "lmlab"}
+    assert all(n in {"lmlab.errors", "lmlab.generation"} or n.startswith("lmlab.models") for n in lmlab), lmlab
+
+
 # ---------------------------------------------------------------------------------------------- generation
 @pytest.mark.parametrize("position", ["learned", "rope"])
 def test_kv_cache_generation_equals_uncached_token_for_token(position):
@@ -196,7 +219,7 @@ def test_overfit_one_batch(shakespeare: Path):
     batch = next(iter(SequentialBlocks(ids, 32, 4)))
     model = GPT(GPTConfig(vocab_size=codec.vocab_size, block_size=32, embed_dim=64, num_layers=2, num_heads=4))
     cfg = TrainConfig(optimizer="adamw", lr=3e-3, epochs=150, progress=False, tensorboard=False, num_threads=1,
-                      log_every=0)
+                      log_every=50)
     first = model.loss(batch)["loss"].item()
     Trainer(cfg, model, [batch]).fit()
     last = model.loss(batch)["loss"].item()
@@ -243,6 +266,18 @@ def test_random_blocks_are_reproducible_and_sharded_by_rank(monkeypatch):
     assert all(p.shape == (2, 16) for p in parts)
     assert torch.equal(torch.cat(parts), full["input_ids"])  # the ranks' shards make up the global batch
     assert list(sampler.iter_from(len(sampler) - 1))  # resume mid-epoch
+
+
+def test_random_blocks_resume_mid_epoch_replays_exactly_the_remaining_batches():
+    tokens = np.arange(3000, dtype=np.uint16)
+    sampler = RandomBlocks(tokens, block_size=8, batch_size=4, seed=11)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    restarted = RandomBlocks(tokens, block_size=8, batch_size=4, seed=11)  # a new process after a kill
+    restarted.set_epoch(2)
+    tail = list(restarted.iter_from(7))
+    assert len(tail) == len(full) - 7
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(tail, full[7:], strict=True))
 
 
 def test_world_size_that_does_not_divide_the_batch_says_which_sizes_work(monkeypatch):
@@ -322,6 +357,29 @@ def test_cli_train_resume_generate_eval(tiny_run: Path, shakespeare: Path, capsy
     result = json.loads(capsys.readouterr().out)
     assert rc == 0 and 1.0 < result["loss"] < 4.5
     assert result["tokens"] == 40_000  # 40,000 characters + the final line break, cut into blocks of 16
+
+
+def test_new_run_without_data_keeps_the_old_run(tiny_run: Path, tmp_path: Path, capsys):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    rc = main(["gpt", "train", "--out", str(old), "--overwrite", "--preset", "nanogpt-cpu", *TINY, *QUIET])
+    assert rc == 2 and "--data is required" in capsys.readouterr().err
+    assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+
+
+def test_adam_through_the_recipe_and_lmlab_load(shakespeare: Path, tmp_path: Path):
+    import lmlab
+
+    recipe = GPTRecipe.from_preset("nanogpt-cpu", [*TINY, *QUIET, "optimizer=adam", "max_steps=2", "eval_every=2"],
+                                   data=str(shakespeare), log=lambda _: None)
+    result = recipe.train(tmp_path / "run")
+    assert result.step == 2 and result.best is not None
+    pipe = lmlab.load(tmp_path / "run")
+    assert isinstance(pipe, GPTGenerator) and pipe.run.train.optimizer == "adam"
+    assert pipe.generate("ROMEO:", max_new_tokens=3, seed=0)["completion_tokens"] == 3
 
 
 def test_every_preset_loads_and_builds():
