@@ -39,7 +39,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from lmlab.callbacks import Callback, StepTimes  # noqa: E402
 from lmlab.data.tokens import RandomBlocks, TokenCodec, iter_text, write_token_file  # noqa: E402
-from lmlab.models.gpt import GPT, evaluate_tokens, resolve_run_config  # noqa: E402
+from lmlab.models.gpt import GPT  # noqa: E402
+from lmlab.recipes.gpt import GPTRecipe, evaluate_tokens  # noqa: E402
 from lmlab.schedules import lr_at  # noqa: E402
 from lmlab.trainer import Trainer  # noqa: E402
 
@@ -68,7 +69,7 @@ def machine_info(threads: int) -> dict:
 
 def prepare(data: Path, workdir: Path) -> tuple[TokenCodec, np.ndarray, np.ndarray]:
     """Character codec + token file; the first 90% of the tokens train, the last 10% validate."""
-    run = resolve_run_config("nanogpt-cpu")
+    run = GPTRecipe.resolve("nanogpt-cpu")
     codec = TokenCodec.fit(iter_text(data), run.data)
     tokens = write_token_file(iter_text(data), codec, workdir / "tokens.bin")
     cut = int(len(tokens) * 0.9)
@@ -141,7 +142,7 @@ def run_arm(
     extra = [f"max_steps={max_steps}"] if max_steps else []
     if seed is not None:
         extra.append(f"seed={seed}")
-    run = resolve_run_config(
+    run = GPTRecipe.resolve(
         "nanogpt-cpu", ["progress=false", f"num_threads={threads}", "eval_every=0", f"max_time_s={max_time_s}", *extra]
     )
     run.model.vocab_size = vocab_size
@@ -264,22 +265,20 @@ class CPUBudget(Callback):
 
 def part_b(args, workdir: Path, train: np.ndarray, val: np.ndarray, vocab_size: int) -> dict:
     """The product path, as `lmlab gpt train --preset char` runs it (its own 90/10 split of the same text)."""
-    from lmlab.models.gpt import train_gpt
-
     overrides = ["progress=false", f"num_threads={args.threads}", f"max_time_s={args.b_max_time_s}", *args.overrides]
-    run = resolve_run_config(args.b_preset, overrides)
+    run = GPTRecipe.resolve(args.b_preset, overrides)
     probe = None
     if args.b_fit_steps_s:
         # size the cosine horizon to this machine: time 30 steps of the same model, then plan the steps
         run.model.vocab_size = vocab_size
-        probe_run = resolve_run_config(args.b_preset, [*overrides, "max_steps=40"])
+        probe_run = GPTRecipe.resolve(args.b_preset, [*overrides, "max_steps=40"])
         probe_run.model.vocab_size = vocab_size
         _, stamps = bare_loop(probe_run, GPT(probe_run.model), train)
         step_s = statistics.median(b - a for a, b in zip(stamps[5:], stamps[6:], strict=False))
         planned = int(args.b_fit_steps_s / step_s) // 100 * 100
         probe = {"median_step_s": round(step_s, 4), "fit_seconds": args.b_fit_steps_s, "max_steps": planned}
         print(f"(b) probe: {probe}", flush=True)
-        run = resolve_run_config(args.b_preset, [*overrides, f"max_steps={planned}"])
+        run = GPTRecipe.resolve(args.b_preset, [*overrides, f"max_steps={planned}"])
     curve = ValCurve()
     callbacks: list[Callback] = [curve]
     if args.b_cpu_budget_s:
@@ -287,13 +286,14 @@ def part_b(args, workdir: Path, train: np.ndarray, val: np.ndarray, vocab_size: 
     run_dir = workdir / "b-run"
     start = time.perf_counter()
     cpu_start = time.process_time()
-    result = train_gpt(run, args.data, run_dir, overwrite=True, callbacks=callbacks)
+    recipe = GPTRecipe(run, data=args.data)
+    result = recipe.train(run_dir, overwrite=True, callbacks=callbacks)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
-    model = result["model"]
+    model = recipe.model
     final = evaluate_tokens(model, val, batch_size=run.data.eval_batch_size)
     reached = next((p for p in curve.points if p["val_loss"] <= 1.60), None)
-    steps = result["step"]
+    steps = result.step
     return {
         "preset": args.b_preset,
         "overrides": list(args.overrides),
@@ -306,7 +306,7 @@ def part_b(args, workdir: Path, train: np.ndarray, val: np.ndarray, vocab_size: 
         "cpu_s": round(cpu, 1),
         "cpu_budget_s": args.b_cpu_budget_s,
         "tokens_per_s": round(steps * run.train.batch_size * run.model.block_size / wall, 1),
-        "train_time_s": round(result["train_time_s"], 1),
+        "train_time_s": round(result.train_time_s, 1),
         "val_curve": curve.points,
         "final_val_loss": round(final["loss"], 4),
         "best_val_loss": round(min([p["val_loss"] for p in curve.points] + [final["loss"]]), 4),
@@ -322,7 +322,7 @@ def part_c(args, codec: TokenCodec) -> dict:
     arch = ["model.block_size=256", *args.overrides]
     if args.c_arch == "nanogpt-shakespeare-char":  # nanoGPT's config/train_shakespeare_char.py "baby GPT"
         arch = ["model.block_size=256", "model.num_layers=6", "model.num_heads=6", "model.embed_dim=384"]
-    run = resolve_run_config(args.b_preset, arch)
+    run = GPTRecipe.resolve(args.b_preset, arch)
     run.model.vocab_size = codec.vocab_size
     torch.manual_seed(0)
     model = GPT(run.model).eval()
@@ -354,9 +354,7 @@ def part_c(args, codec: TokenCodec) -> dict:
 
 
 def sample_text(run_dir: Path, prompt: str = "ROMEO:") -> str:
-    from lmlab.models.gpt import GPTGenerator
-
-    return GPTGenerator.from_run_dir(run_dir).generate(prompt, max_new_tokens=300, temperature=0.8, seed=1337)["text"]
+    return GPTRecipe.load(run_dir).generate(prompt, max_new_tokens=300, temperature=0.8, seed=1337)["text"]
 
 
 def main() -> None:

@@ -24,8 +24,9 @@ echo "== generate on CUDA"
 "$PY" - "$W/run" <<'PY'
 import sys, time, torch
 from lmlab.generation import SamplingConfig
-from lmlab.models.gpt import GPT, GPTConfig, load_gpt
-model, codec, run = load_gpt(sys.argv[1], device="cuda")
+from lmlab.models.gpt import GPT, GPTConfig
+from lmlab.recipes.gpt import GPTRecipe
+model, codec, run = GPTRecipe.load_model(sys.argv[1], device="cuda")
 prompt = torch.tensor([codec.encode("ROMEO:")], device="cuda")
 cfg = SamplingConfig(max_new_tokens=100, temperature=0)
 a = model.generate(prompt, cfg, use_cache=True); b = model.generate(prompt, cfg, use_cache=False)

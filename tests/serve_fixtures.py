@@ -147,14 +147,16 @@ def build_vectors(shared_data: Path, out: Path) -> Path:
 
 
 def build_gpt(shared_data: Path, out: Path) -> Path:
-    from lmlab.models.gpt import resolve_run_config, train_gpt
+    from lmlab.recipes.gpt import GPTRecipe
 
     data = out.parent / "shakespeare-slice.txt"
     with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as src:
         data.write_text(src.read(40_000), encoding="utf-8")
-    run = resolve_run_config("char", [*TINY_TRAIN, "model.block_size=64", "model.embed_dim=32", "model.num_layers=1",
-                                      "model.num_heads=2", "train.batch_size=8", "train.save_every=0"])
-    train_gpt(run, data, out, log=_quiet)
+    recipe = GPTRecipe.from_preset(
+        "char", [*TINY_TRAIN, "model.block_size=64", "model.embed_dim=32", "model.num_layers=1", "model.num_heads=2",
+                 "train.batch_size=8", "train.save_every=0"],
+        data=str(data), log=_quiet)
+    recipe.train(out)
     return out
 
 

@@ -81,9 +81,9 @@ def test_gpt_two_processes_follow_one_process_and_checkpoints_move_between_them(
     assert_close(curve(one), ref, range(11, 17))
     assert sorted(curve(two)) == sorted(curve(one)) == list(range(1, 17))
     # the weights written by the 2-process run load in this process (no "module." prefixes)
-    from lmlab.models.gpt import GPTGenerator
+    from lmlab.recipes.gpt import GPTRecipe
 
-    assert GPTGenerator.from_run_dir(one).generate("ROMEO:", max_new_tokens=5, seed=0)["completion_tokens"] == 5
+    assert GPTRecipe.load(one).generate("ROMEO:", max_new_tokens=5, seed=0)["completion_tokens"] == 5
 
 
 # --------------------------------------------------------------------------------------------- other families

@@ -25,14 +25,9 @@ from lmlab.data.tokens import (
 )
 from lmlab.errors import CheckpointError, ConfigError, DataError
 from lmlab.generation import SamplingConfig
-from lmlab.models.gpt import (
-    GPT,
-    GPTConfig,
-    GPTGenerator,
-    apply_rope,
-    num_parameters_formula,
-    resolve_run_config,
-)
+from lmlab.models.gpt import GPT, GPTConfig, apply_rope, num_parameters_formula
+from lmlab.pipelines.gpt import GPTGenerator
+from lmlab.recipes.gpt import GPTRecipe
 from lmlab.trainer import Trainer
 
 TINY = ["model.num_layers=2", "model.embed_dim=32", "model.num_heads=4", "model.block_size=16", "batch_size=8"]
@@ -134,6 +129,29 @@ def test_weight_decay_only_on_matrices():
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_parameters()
 
 
+def test_other_optimizers_come_from_the_builder_passed_in():
+    from lmlab.trainer import build_optimizer
+
+    model = _model()
+    with pytest.raises(ConfigError, match="build_optimizer"):
+        model.configure_optimizers(TrainConfig(optimizer="sgd"))
+    (opt,) = model.configure_optimizers(TrainConfig(optimizer="sgd", lr=0.1), build_optimizer)
+    assert isinstance(opt, torch.optim.SGD)
+
+
+def test_model_module_imports_no_training_machinery():
+    """models/gpt.py is pure: torch, numpy, the standard library, lmlab.errors and other models (STYLE.md)."""
+    import ast
+
+    import lmlab.models.gpt as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    lmlab = {n for n in names if n.split(".")[0] == "lmlab"}
+    assert all(n in {"lmlab.errors", "lmlab.generation"} or n.startswith("lmlab.models") for n in lmlab), lmlab
+
+
 # ---------------------------------------------------------------------------------------------- generation
 @pytest.mark.parametrize("position", ["learned", "rope"])
 def test_kv_cache_generation_equals_uncached_token_for_token(position):
@@ -201,7 +219,7 @@ def test_overfit_one_batch(shakespeare: Path):
     batch = next(iter(SequentialBlocks(ids, 32, 4)))
     model = GPT(GPTConfig(vocab_size=codec.vocab_size, block_size=32, embed_dim=64, num_layers=2, num_heads=4))
     cfg = TrainConfig(optimizer="adamw", lr=3e-3, epochs=150, progress=False, tensorboard=False, num_threads=1,
-                      log_every=0)
+                      log_every=50)
     first = model.loss(batch)["loss"].item()
     Trainer(cfg, model, [batch]).fit()
     last = model.loss(batch)["loss"].item()
@@ -250,6 +268,18 @@ def test_random_blocks_are_reproducible_and_sharded_by_rank(monkeypatch):
     assert list(sampler.iter_from(len(sampler) - 1))  # resume mid-epoch
 
 
+def test_random_blocks_resume_mid_epoch_replays_exactly_the_remaining_batches():
+    tokens = np.arange(3000, dtype=np.uint16)
+    sampler = RandomBlocks(tokens, block_size=8, batch_size=4, seed=11)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    restarted = RandomBlocks(tokens, block_size=8, batch_size=4, seed=11)  # a new process after a kill
+    restarted.set_epoch(2)
+    tail = list(restarted.iter_from(7))
+    assert len(tail) == len(full) - 7
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(tail, full[7:], strict=True))
+
+
 def test_world_size_that_does_not_divide_the_batch_says_which_sizes_work(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 5)
     sampler = RandomBlocks(np.arange(1000, dtype=np.uint16), 8, 12)
@@ -262,7 +292,7 @@ def test_embed_dim_not_divisible_by_num_heads_names_both():
     with pytest.raises(ConfigError, match=r"model.embed_dim=100 is not divisible by model.num_heads=8"):
         GPTConfig(vocab_size=10, embed_dim=100, num_heads=8).validate()
     with pytest.raises(ConfigError, match="embed_dim=100 is not divisible by model.num_heads=8"):
-        resolve_run_config("nanogpt-cpu", ["model.embed_dim=100", "model.num_heads=8"])
+        GPTRecipe.resolve("nanogpt-cpu", ["model.embed_dim=100", "model.num_heads=8"])
 
 
 def test_block_size_larger_than_the_corpus(tmp_path: Path, capsys):
@@ -329,11 +359,34 @@ def test_cli_train_resume_generate_eval(tiny_run: Path, shakespeare: Path, capsy
     assert result["tokens"] == 40_000  # 40,000 characters + the final line break, cut into blocks of 16
 
 
+def test_new_run_without_data_keeps_the_old_run(tiny_run: Path, tmp_path: Path, capsys):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    before = {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    rc = main(["gpt", "train", "--out", str(old), "--overwrite", "--preset", "nanogpt-cpu", *TINY, *QUIET])
+    assert rc == 2 and "--data is required" in capsys.readouterr().err
+    assert {p.relative_to(old): p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+
+
+def test_adam_through_the_recipe_and_lmlab_load(shakespeare: Path, tmp_path: Path):
+    import lmlab
+
+    recipe = GPTRecipe.from_preset("nanogpt-cpu", [*TINY, *QUIET, "optimizer=adam", "max_steps=2", "eval_every=2"],
+                                   data=str(shakespeare), log=lambda _: None)
+    result = recipe.train(tmp_path / "run")
+    assert result.step == 2 and result.best is not None
+    pipe = lmlab.load(tmp_path / "run")
+    assert isinstance(pipe, GPTGenerator) and pipe.run.train.optimizer == "adam"
+    assert pipe.generate("ROMEO:", max_new_tokens=3, seed=0)["completion_tokens"] == 3
+
+
 def test_every_preset_loads_and_builds():
     names = list_presets("gpt")
     assert {"nanogpt-cpu", "char", "bpe"} <= set(names)
     for name in names:
-        run = resolve_run_config(name)
+        run = GPTRecipe.resolve(name)
         run.model.vocab_size = 2048 if run.data.tokenizer == "bpe" else 65
         assert GPT(run.model).num_parameters() == num_parameters_formula(run.model)
         assert run.train.optimizer == "adamw" and run.train.max_steps > 0
@@ -359,3 +412,77 @@ def test_separate_validation_file(shakespeare: Path, tmp_path: Path):
     corpus = json.loads((out / "config.json").read_text())["corpus"]
     assert corpus["val"] == str(val) and corpus["val_tokens"] == 5000 + 1 and corpus["train_tokens"] == 40_001
     assert [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "val"]
+
+
+# ------------------------------------------------------------------------------------------ exact resume
+KILL_RUN = ["--preset", "char", "model.num_layers=1", "model.embed_dim=32", "model.num_heads=2", "model.block_size=32",
+            "model.dropout=0.1", "train.batch_size=8", "train.max_steps=60", "train.save_every=5",
+            "train.eval_every=20", "train.warmup_steps=5", "train.log_every=1", "train.seed=7", "train.device=cpu",
+            "train.num_threads=1", "train.progress=false", "train.tensorboard=false", "data.max_eval_tokens=2000"]
+
+
+def _train_process(data: Path, out: Path, resume: bool = False):
+    import os
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "lmlab", "gpt", "train", "--out", str(out), *KILL_RUN]
+    args += ["--resume"] if resume else ["--data", str(data)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    try:
+        return json.loads((run_dir / "checkpoints" / "last.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+@pytest.mark.slow
+def test_sigkill_three_times_and_resume_ends_bit_identical(shakespeare: Path, tmp_path: Path):
+    """Issue 21: a run killed (SIGKILL) at three points and resumed each time ends with exactly the weights of an
+    uninterrupted run: the random blocks continue at the saved position and the dropout RNG is restored."""
+    import signal
+    import time
+
+    from lmlab.callbacks import find_last_checkpoint
+
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    reference = _train_process(shakespeare, straight)  # uninterrupted, alongside
+    proc = _train_process(shakespeare, killed)
+    for i, at_least in enumerate((10, 25, 40)):
+        if i:
+            proc = _train_process(shakespeare, killed, resume=True)
+        deadline = time.monotonic() + 120
+        while _checkpoint_step(killed) < at_least and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.kill()
+        out, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, (at_least, out, err)  # killed mid-run, not finished
+        assert at_least <= _checkpoint_step(killed) < 60
+    proc = _train_process(shakespeare, killed, resume=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "trained 60 steps" in out, err
+    out, err = reference.communicate(timeout=120)
+    assert reference.returncode == 0, err
+
+    for name in ("model.safetensors", None):  # the best weights, then the last checkpoint's
+        a = _tensors(killed / name if name else find_last_checkpoint(killed) / "model.safetensors")
+        b = _tensors(straight / name if name else find_last_checkpoint(straight) / "model.safetensors")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["split"], r["step"]) for r in rows]
+    assert len(keys) == len(set(keys))  # no step logged twice
+    # every row logged is the uninterrupted run's row of that step, bit for bit
+    reference_rows = {(r["split"], r["step"]): r for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines())}
+    for r in rows:
+        assert r.get("loss", r.get("val_loss")) == reference_rows[r["split"], r["step"]].get(
+            "loss", reference_rows[r["split"], r["step"]].get("val_loss")), r

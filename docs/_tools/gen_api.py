@@ -38,6 +38,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
     ("Loading a trained model", [
         ("lmlab", ["load"]),
         ("lmlab.pipelines", ["Classifier", "Generator"]),
+        ("lmlab.pipelines.gpt", ["GPTGenerator"]),
         ("lmlab.translation", ["Translator"]),
         ("lmlab.vectors", ["KeyedVectors", "load_vectors"]),
     ]),
@@ -82,7 +83,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.models.seq2seq", ["Seq2SeqConfig", "Seq2Seq", "Attention"]),
         ("lmlab.models.textgan", ["SeqGANConfig", "SeqGAN", "Generator", "Discriminator", "SeqGANGenerator"]),
         ("lmlab.models.oracle", ["OracleConfig", "OracleLSTM"]),
-        ("lmlab.models.gpt", ["GPTConfig", "GPT", "GPTGenerator"]),
+        ("lmlab.models.gpt", ["GPTConfig", "GPT"]),
     ]),
     ("Serving", [
         ("lmlab.serve", ["create_app", "ServeLimits"]),

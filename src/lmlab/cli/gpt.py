@@ -30,16 +30,15 @@ def train(data, val, preset, out, overwrite, resume, overrides) -> None:
 
     Overrides such as max_steps=500 or model.embed_dim=256 follow the options."""
     from lmlab import distributed
-    from lmlab.models.gpt import resolve_run_config, train_gpt
+    from lmlab.recipes.gpt import GPTRecipe
 
-    run = resolve_run_config(preset, overrides)
-    result = train_gpt(run, data, out, val=val, overwrite=overwrite, resume=resume, log=_main_echo)
+    recipe = GPTRecipe.from_preset(preset, overrides, data=data, val=val, log=_main_echo)
+    result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():
-        best = result.get("best")
         shown = ""
-        if best is not None and best == best:
-            shown = f", best val_loss {best:.4f} (perplexity {_exp(best):.2f})"
-        click.echo(f"trained {result['step']} steps{shown}; run directory: {out}")
+        if result.best is not None:
+            shown = f", best {result.metric} {result.best:.4f} (perplexity {_exp(result.best):.2f})"
+        click.echo(f"trained {result.step} steps{shown}; run directory: {out}")
 
 
 def _main_echo(message: str) -> None:
@@ -63,9 +62,9 @@ def _exp(x: float) -> float:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(run_dir, data, max_tokens, device, as_json) -> None:
     """Loss (nats/token), perplexity and bits per token of RUN_DIR's model on --data."""
-    from lmlab.models.gpt import evaluate_gpt
+    from lmlab.recipes.gpt import GPTRecipe
 
-    result = evaluate_gpt(run_dir, data, device=device, max_tokens=max_tokens)
+    result = GPTRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens)
     if as_json:
         echo_json(result)
         return
@@ -89,11 +88,11 @@ def evaluate(run_dir, data, max_tokens, device, as_json) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 def generate(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed, no_cache, device) -> None:
     """Continue --prompt with RUN_DIR's model, printing the text as it is sampled."""
-    from lmlab.models.gpt import GPTGenerator
+    from lmlab.recipes.gpt import GPTRecipe
 
     if prompt == "-":
         prompt = sys.stdin.read()
-    pipe = GPTGenerator.from_run_dir(run_dir, device=device)
+    pipe = GPTRecipe.load(run_dir, device=device)
     pipe.use_cache = not no_cache
     click.echo(prompt, nl=False)
     final: dict = {}

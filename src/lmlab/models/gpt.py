@@ -17,31 +17,15 @@ the prompt is run once, then each new token attends to the cached keys and value
 from __future__ import annotations
 
 import math
-import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lmlab import checkpoint, distributed
-from lmlab.config import TrainConfig, config_to_dict
-from lmlab.data.tokens import (
-    RandomBlocks,
-    SequentialBlocks,
-    TokenCodec,
-    TokenDataConfig,
-    check_block_size,
-    iter_text,
-    open_token_file,
-    write_token_file,
-)
-from lmlab.errors import CheckpointError, ConfigError
+from lmlab.errors import ConfigError
 
 
 @dataclass
@@ -322,18 +306,30 @@ class GPT(nn.Module):
         return {"loss": loss, "num_tokens": n, "n": n}
 
     # --------------------------------------------------------------------------------------- optimisation
-    def configure_optimizers(self, cfg) -> list[torch.optim.Optimizer]:
-        """AdamW with weight decay on matrices (linear weights, embeddings) and none on biases/LayerNorms."""
-        if cfg.optimizer != "adamw":
-            from lmlab.trainer import build_optimizer
-
-            return [build_optimizer(self.named_parameters(), cfg)]
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Two parameter groups: matrices (linear weights, embeddings) with ``weight_decay``, the rest
+        (biases, LayerNorm gains) with none."""
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay},
+        return [
+            {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+
+    def configure_optimizers(
+        self, cfg: Any, build_optimizer: Callable[[Any, Any], torch.optim.Optimizer] | None = None
+    ) -> list[torch.optim.Optimizer]:
+        """AdamW over :meth:`optimizer_groups` (``cfg`` is a TrainConfig-like object: optimizer, lr, betas, eps,
+        weight_decay). Any other ``cfg.optimizer`` is built by ``build_optimizer(named_parameters, cfg)`` (the
+        trainer's generic builder, which the GPT recipe passes in)."""
+        if cfg.optimizer != "adamw":
+            if build_optimizer is None:
+                raise ConfigError(
+                    f"train.optimizer={cfg.optimizer!r}: GPT.configure_optimizers builds AdamW itself and needs "
+                    "build_optimizer for anything else; train through lmlab.recipes.gpt.GPTRecipe"
+                )
+            return [build_optimizer(self.named_parameters(), cfg)]
+        groups = self.optimizer_groups(cfg.weight_decay)
         fused = next(self.parameters()).device.type == "cuda"
         return [torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)]
 
@@ -404,12 +400,6 @@ class GPT(nn.Module):
         """The step function the generation pipeline calls (the cached one)."""
         return self.step_cached(input_ids, state)
 
-    @classmethod
-    def load_for_generation(cls, run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, TokenCodec]:
-        """(model in eval mode with its best weights, codec) of a trained run directory."""
-        model, codec, _ = load_gpt(run_dir, device)
-        return model, codec
-
     @torch.inference_mode()
     def step_uncached(self, input_ids: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
         """``lmlab.generation`` step function without a cache: re-run the last ``block_size`` tokens each time."""
@@ -434,287 +424,3 @@ class GPT(nn.Module):
             return generate(step, ids, sampling, on_token=on_token, eos_id=eos_id)
         finally:
             self.train(was_training)
-
-
-# ---------------------------------------------------------------------------------------- runs: train / load
-MODEL_TYPE = "gpt"
-
-
-def _default_train_config():
-    from lmlab.config import TrainConfig
-
-    return TrainConfig(optimizer="adamw", weight_decay=0.1, betas=[0.9, 0.99], schedule="cosine", grad_clip=1.0)
-
-
-@dataclass
-class GPTRunConfig:
-    """The whole config of a GPT run: ``model``, ``data`` and ``train`` sections (``lmlab/configs/gpt/*.yaml``)."""
-
-    model: GPTConfig = field(default_factory=GPTConfig)
-    data: TokenDataConfig = field(default_factory=TokenDataConfig)
-    train: TrainConfig = field(default_factory=_default_train_config)
-
-
-
-
-def resolve_run_config(preset: str, overrides=()) -> GPTRunConfig:
-    """Preset (a name in ``lmlab/configs/gpt`` or a YAML/JSON file) + ``key=value`` overrides -> a validated config."""
-    from lmlab.config import resolve_run_config as resolve
-
-    return resolve(GPTRunConfig, "gpt", preset, overrides)
-
-def _compare_for_resume(old: dict, new: dict, run_dir) -> None:
-    from lmlab.config import check_resume_compatible
-
-    check_resume_compatible(old, new, run_dir, ignore={"train": {"eval_every", "save_every", "compile", "precision"}, "model": {"vocab_size"}, "data": {"eval_batch_size", "max_eval_tokens"}})
-
-def prepare_tokens(
-    run: GPTRunConfig,
-    data: str | os.PathLike,
-    folder: Path,
-    val: str | os.PathLike | None = None,
-    log: Callable[[str], None] = print,
-) -> tuple[TokenCodec, np.ndarray, np.ndarray | None]:
-    """Fit the codec on ``data`` and write ``folder/train.bin`` (+ ``val.bin`` for a separate ``val`` file).
-
-    Without ``val``, the last ``data.val_fraction`` of the tokens is the validation split (a view of the same
-    memory map). Returns (codec, train tokens, validation tokens or None)."""
-    started = time.monotonic()
-    codec = TokenCodec.fit(iter_text(data, run.data.encoding), run.data)
-    codec.save(folder)
-    tokens = write_token_file(iter_text(data, run.data.encoding), codec, folder / "data" / "train.bin")
-    val_tokens = None
-    if val is not None:
-        val_tokens = write_token_file(iter_text(val, run.data.encoding), codec, folder / "data" / "val.bin")
-    log(
-        f"gpt: tokenized {data} once into {folder / 'data'} ({len(tokens):,} {codec.kind} tokens, "
-        f"vocab {codec.vocab_size:,}, {tokens.dtype}) in {time.monotonic() - started:.1f} s"
-    )
-    return codec, tokens, val_tokens
-
-
-def _open_tokens(folder: Path, run: GPTRunConfig) -> tuple[np.ndarray, np.ndarray | None]:
-    tokens = open_token_file(folder / "data" / "train.bin")
-    val_path = folder / "data" / "val.bin"
-    return tokens, (open_token_file(val_path) if val_path.is_file() else None)
-
-
-def split_tokens(tokens: np.ndarray, val_tokens: np.ndarray | None, fraction: float):
-    """(train, validation): the separate validation stream, or the last ``fraction`` of ``tokens``."""
-    if val_tokens is not None or fraction <= 0:
-        return tokens, val_tokens
-    cut = int(len(tokens) * (1 - fraction))
-    return tokens[:cut], tokens[cut:]
-
-
-def train_gpt(
-    run: GPTRunConfig,
-    data: str | os.PathLike | None,
-    out: str | os.PathLike,
-    *,
-    val: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    callbacks: Sequence[Any] = (),
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Tokenize ``data`` once into ``out/data/*.bin``, build a :class:`GPT` and train it with the Trainer.
-
-    Under ``torchrun`` rank 0 prepares the run directory and the token files while the other ranks wait, then
-    every rank maps the same files and reads its own rows of each global batch. With ``resume=True`` the saved
-    tokenizer and token files are reused (``data`` may then be None)."""
-    from lmlab.trainer import Trainer
-
-    distributed.init()
-    run_dir = Path(out)
-    saved = None
-    if resume:
-        saved = checkpoint.load_config(run_dir, MODEL_TYPE)
-        _compare_for_resume(saved, config_to_dict(run), run_dir)
-    elif data is None:
-        raise ConfigError("--data is required to start a new run (it may be left out only with --resume)")
-    else:
-        if distributed.is_main():
-            checkpoint.prepare_run_dir(run_dir, overwrite=overwrite)
-            prepare_tokens(run, data, run_dir, val, log)
-        distributed.barrier()
-    codec = TokenCodec.load(run_dir)
-    tokens, val_tokens = _open_tokens(run_dir, run)
-    train_tokens, val_tokens = split_tokens(tokens, val_tokens, run.data.val_fraction)
-    run.model.vocab_size = codec.vocab_size
-    torch.manual_seed(run.train.seed)
-    model = GPT(run.model)
-    train_data = RandomBlocks(train_tokens, run.model.block_size, run.train.batch_size, seed=run.train.seed)
-    val_data = None
-    if val_tokens is not None and len(val_tokens):
-        val_data = SequentialBlocks(
-            val_tokens, run.model.block_size, run.data.eval_batch_size, run.data.max_eval_tokens
-        )
-    if distributed.is_main():
-        if saved is None:
-            checkpoint.save_config(
-                run_dir,
-                MODEL_TYPE,
-                {
-                    **config_to_dict(run),
-                    "corpus": {
-                        "train": str(data),
-                        "val": str(val) if val is not None else f"last {run.data.val_fraction:g} of train",
-                        "train_tokens": int(len(train_tokens)),
-                        "val_tokens": int(len(val_tokens)) if val_tokens is not None else 0,
-                    },
-                },
-            )
-        log(
-            f"gpt: {len(train_tokens):,} train / {len(val_tokens) if val_tokens is not None else 0:,} val tokens, "
-            f"{run.model.num_layers} layers x {run.model.embed_dim} wide, {run.model.num_heads} heads, context "
-            f"{run.model.block_size}, {model.num_parameters():,} parameters; global batch {run.train.batch_size} "
-            f"x {run.model.block_size} tokens on {distributed.world_size()} process(es)"
-        )
-    trainer = Trainer(run.train, model, train_data, val_data, callbacks=callbacks, run_dir=run_dir)
-    last = trainer.fit(resume=resume)
-    return {
-        "step": trainer.state.step,
-        "best": trainer.state.best_metric,
-        "train_time_s": trainer.state.train_time_s,
-        "last": last,
-        "model": model,
-        "codec": codec,
-    }
-
-
-def load_gpt(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, TokenCodec, GPTRunConfig]:
-    """The trained model (best weights, eval mode), its codec and its run config."""
-    from lmlab.config import config_from_dict
-    from lmlab.trainer import resolve_device
-
-    saved = checkpoint.load_config(run_dir, MODEL_TYPE)
-    run = config_from_dict(
-        GPTRunConfig, {k: saved[k] for k in ("model", "data", "train") if k in saved}, where=f"{run_dir}/config.json"
-    )
-    codec = TokenCodec.load(run_dir)
-    if codec.vocab_size != run.model.vocab_size:
-        raise CheckpointError(
-            f"{run_dir}: the tokenizer has {codec.vocab_size} tokens but the model was built for "
-            f"{run.model.vocab_size}; the tokenizer files do not belong to this model"
-        )
-    model = GPT(run.model)
-    checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
-    model.to(resolve_device(device)).eval()
-    return model, codec, run
-
-
-@torch.no_grad()
-def evaluate_tokens(model: GPT, tokens: np.ndarray, batch_size: int = 32, max_tokens: int = 0) -> dict[str, float]:
-    """Mean next-token loss over every non-overlapping block of ``tokens``, its perplexity and bits/token."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in SequentialBlocks(tokens, model.config.block_size, batch_size, max_tokens):
-            logits = model(batch["input_ids"].to(device))  # (B, T, V)
-            targets = batch["targets"].to(device)
-            total += F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), reduction="sum").item()
-            count += targets.numel()
-    finally:
-        model.train(was_training)
-    loss = total / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2), "tokens": count}
-
-
-def evaluate_gpt(
-    run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu", max_tokens: int = 0
-) -> dict[str, float]:
-    """Loss (nats/token), perplexity and bits/token of a trained run on a text file (tokenized to a temp file),
-    over its first ``max_tokens`` tokens (0: all)."""
-    import tempfile
-
-    model, codec, run = load_gpt(run_dir, device)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokens = write_token_file(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin")
-        check_block_size(tokens, run.model.block_size, f"evaluation text {data}")
-        result = evaluate_tokens(model, tokens, run.data.eval_batch_size, max_tokens)
-        del tokens
-    return result
-
-
-# ------------------------------------------------------------------------------------------------- pipeline
-class GPTGenerator:
-    """Text in, text out for a trained GPT run: ``stream`` / ``generate`` as every lmlab Generator does.
-
-    A prompt longer than the context keeps its last ``block_size`` tokens; the final event then says how many
-    were dropped (``"prompt_truncated"``). Streaming holds back text that could still become a stop string.
-    """
-
-    model_type = MODEL_TYPE
-
-    def __init__(self, model: GPT, codec: TokenCodec, run: GPTRunConfig | None = None, run_dir: Path | None = None):
-        self.model = model.eval()
-        self.codec = codec
-        self.run = run
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.use_cache = True
-
-    @classmethod
-    def from_run_dir(cls, run_dir: str | os.PathLike, device: str = "cpu") -> GPTGenerator:
-        model, codec, run = load_gpt(run_dir, device)
-        return cls(model, codec, run, Path(run_dir))
-
-    def info(self) -> dict:
-        info = {
-            "model_type": self.model_type,
-            "vocab_size": self.codec.vocab_size,
-            "parameters": self.model.num_parameters(),
-            "tokenizer": self.codec.kind,
-            "block_size": self.model.config.block_size,
-            "architecture": config_to_dict(self.model.config),
-        }
-        if self.run_dir is not None:
-            saved = checkpoint.load_config(self.run_dir)
-            info["trained_on"] = saved.get("corpus", {})
-        return info
-
-    def stream(
-        self,
-        prompt: str,
-        max_new_tokens: int = 200,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        repetition_penalty: float = 1.0,
-        stop: Sequence[str] | str | None = None,
-        seed: int | None = None,
-    ):
-        """Yield ``{"text": piece}`` as tokens are sampled, then ``{"finish_reason", "prompt_tokens",
-        "completion_tokens"}`` (plus ``"prompt_truncated": n`` when the prompt was cut to the context)."""
-        from lmlab.generation import SamplingConfig, stream_generate
-
-        cfg = SamplingConfig(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            stop=[stop] if isinstance(stop, str) else list(stop or []),
-            seed=seed,
-        )
-        ids = self.codec.encode_prompt(prompt) if prompt else []
-        ids = ids or self.codec.start_ids()
-        ids, dropped = self.model.crop_prompt(ids)
-        device = next(self.model.parameters()).device
-        step = self.model.step_cached if self.use_cache else self.model.step_uncached
-
-        def no_grad_step(input_ids, state):
-            with torch.no_grad():
-                return step(input_ids, state)
-
-        extra = {"prompt_truncated": dropped} if dropped else None
-        yield from stream_generate(no_grad_step, ids, cfg, self.codec.decode, eos_id=self.codec.eos_id,
-                                   extra_final=extra, device=device)
-
-    def generate(self, prompt: str, **kwargs) -> dict:
-        """``{"text", "finish_reason", "prompt_tokens", "completion_tokens"}`` (completion only, stop trimmed)."""
-        from lmlab.generation import collect_stream
-
-        return collect_stream(self.stream(prompt, **kwargs))

@@ -1,21 +1,237 @@
-"""The GPT recipe (being moved onto :class:`lmlab.recipes.base.Recipe`)."""
+"""The GPT recipe: text -> token codec + memory-mapped token files -> :class:`GPT` -> a run directory.
+
+Inputs (keyword arguments of the recipe, as ``lmlab gpt train`` passes them): ``data`` (training text: a file
+or a folder; may be None on ``--resume``, which reuses the saved tokenizer and token files) and ``val`` (a
+separate validation text; otherwise the last ``data.val_fraction`` of the tokens is held out).
+
+The text is tokenized once into ``run_dir/data/train.bin`` (+ ``val.bin``) and training reads random blocks of
+it (:class:`lmlab.data.tokens.RandomBlocks`, whose batch ``i`` of epoch ``e`` depends on ``(seed, e, i)`` only,
+so a resumed run replays exactly the batches an uninterrupted one would see). Under ``torchrun`` rank 0 writes
+the token files while the other ranks wait, then every rank maps the same files.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from lmlab.models.gpt import GPTRunConfig
-from lmlab.recipes.base import Recipe
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmlab import checkpoint, distributed
+from lmlab.config import TrainConfig, config_from_dict
+from lmlab.data.tokens import (
+    RandomBlocks,
+    SequentialBlocks,
+    TokenCodec,
+    TokenDataConfig,
+    check_block_size,
+    iter_text,
+    open_token_file,
+    write_token_file,
+)
+from lmlab.errors import CheckpointError, ConfigError
+from lmlab.models.gpt import GPT, GPTConfig
+from lmlab.recipes.base import Recipe, TrainResult
 
 
+def _default_train_config() -> TrainConfig:
+    return TrainConfig(optimizer="adamw", weight_decay=0.1, betas=[0.9, 0.99], schedule="cosine", grad_clip=1.0)
+
+
+@dataclass
+class GPTRunConfig:
+    """The whole config of a GPT run: ``model``, ``data`` and ``train`` sections (``lmlab/configs/gpt/*.yaml``)."""
+
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: TokenDataConfig = field(default_factory=TokenDataConfig)
+    train: TrainConfig = field(default_factory=_default_train_config)
+
+
+def saved_run_config(run_dir: str | os.PathLike, saved: dict) -> GPTRunConfig:
+    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+    return config_from_dict(GPTRunConfig, sections, where=f"{run_dir}/config.json")
+
+
+# ------------------------------------------------------------------------------------------------ token files
+def prepare_tokens(
+    run: GPTRunConfig,
+    data: str | os.PathLike,
+    folder: Path,
+    val: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[TokenCodec, np.ndarray, np.ndarray | None]:
+    """Fit the codec on ``data``, save it in ``folder`` and write ``folder/data/train.bin`` (+ ``val.bin`` for a
+    separate ``val`` file). Returns (codec, train tokens, validation tokens or None)."""
+    started = time.monotonic()
+    codec = TokenCodec.fit(iter_text(data, run.data.encoding), run.data)
+    codec.save(folder)
+    tokens = write_token_file(iter_text(data, run.data.encoding), codec, folder / "data" / "train.bin")
+    val_tokens = None
+    if val is not None:
+        val_tokens = write_token_file(iter_text(val, run.data.encoding), codec, folder / "data" / "val.bin")
+    log(
+        f"gpt: tokenized {data} once into {folder / 'data'} ({len(tokens):,} {codec.kind} tokens, "
+        f"vocab {codec.vocab_size:,}, {tokens.dtype}) in {time.monotonic() - started:.1f} s"
+    )
+    return codec, tokens, val_tokens
+
+
+def open_tokens(folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The memory-mapped train tokens of a run and its separate validation tokens (None without ``--val``)."""
+    tokens = open_token_file(folder / "data" / "train.bin")
+    val_path = folder / "data" / "val.bin"
+    return tokens, (open_token_file(val_path) if val_path.is_file() else None)
+
+
+def split_tokens(tokens: np.ndarray, val_tokens: np.ndarray | None, fraction: float):
+    """(train, validation): the separate validation stream, or the last ``fraction`` of ``tokens``."""
+    if val_tokens is not None or fraction <= 0:
+        return tokens, val_tokens
+    cut = int(len(tokens) * (1 - fraction))
+    return tokens[:cut], tokens[cut:]
+
+
+@torch.no_grad()
+def evaluate_tokens(model: GPT, tokens: np.ndarray, batch_size: int = 32, max_tokens: int = 0) -> dict[str, float]:
+    """Mean next-token loss over every non-overlapping block of ``tokens``, its perplexity and bits/token."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in SequentialBlocks(tokens, model.config.block_size, batch_size, max_tokens):
+            logits = model(batch["input_ids"].to(device))  # (B, T, V)
+            targets = batch["targets"].to(device)
+            total += F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), reduction="sum").item()
+            count += targets.numel()
+    finally:
+        model.train(was_training)
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2), "tokens": count}
+
+
+# ---------------------------------------------------------------------------------------------------- recipe
 class GPTRecipe(Recipe):
     family = "gpt"
     model_type = "gpt"
     run_config = GPTRunConfig
     default_preset = "char"
+    resume_ignore: ClassVar[dict[str, Any]] = {
+        "train": {"eval_every", "save_every", "compile", "precision"},
+        "model": {"vocab_size"},
+        "data": {"eval_batch_size", "max_eval_tokens"},
+    }
+
+    def prepare(self, saved: dict | None, run_dir: Path) -> None:
+        """Tokenize ``data`` once into ``run_dir/data`` (rank 0; a new run only), then map the token files."""
+        run = self.config
+        data, val = self.inputs.get("data"), self.inputs.get("val")
+        if saved is None:
+            if data is None:
+                raise ConfigError("--data is required to start a new run (it may be left out only with --resume)")
+            if distributed.is_main():
+                prepare_tokens(run, data, run_dir, val, self._main_log)
+            distributed.barrier()
+        self.codec = TokenCodec.load(run_dir)
+        tokens, val_tokens = open_tokens(run_dir)
+        self.train_tokens, self.val_tokens = split_tokens(tokens, val_tokens, run.data.val_fraction)
+        run.model.vocab_size = self.codec.vocab_size
+        self.train_data = RandomBlocks(self.train_tokens, run.model.block_size, run.train.batch_size,
+                                       seed=run.train.seed)
+        self.val_data = None
+        if self.val_tokens is not None and len(self.val_tokens):
+            self.val_data = SequentialBlocks(
+                self.val_tokens, run.model.block_size, run.data.eval_batch_size, run.data.max_eval_tokens
+            )
+
+    def _main_log(self, message: str) -> None:
+        if distributed.is_main():
+            self.log(message)
+
+    def build_model(self) -> GPT:
+        return GPT(self.config.model)
+
+    def config_extras(self) -> dict[str, Any]:
+        run, val = self.config, self.inputs.get("val")
+        return {
+            "corpus": {
+                "train": str(self.inputs.get("data")),
+                "val": str(val) if val is not None else f"last {run.data.val_fraction:g} of train",
+                "train_tokens": int(len(self.train_tokens)),
+                "val_tokens": int(len(self.val_tokens)) if self.val_tokens is not None else 0,
+            }
+        }
+
+    def fit(self, run_dir: Path, resume: bool, callbacks) -> TrainResult:
+        from functools import partial
+
+        from lmlab.trainer import Trainer, build_optimizer
+
+        run, model = self.config, self.model
+        n_val = len(self.val_tokens) if self.val_tokens is not None else 0
+        self._main_log(
+            f"gpt: {len(self.train_tokens):,} train / {n_val:,} val tokens, "
+            f"{run.model.num_layers} layers x {run.model.embed_dim} wide, {run.model.num_heads} heads, context "
+            f"{run.model.block_size}, {model.num_parameters():,} parameters; global batch {run.train.batch_size} "
+            f"x {run.model.block_size} tokens on {distributed.world_size()} process(es)"
+        )
+        # the model builds its AdamW groups itself; any other optimizer comes from the trainer's builder
+        model.configure_optimizers = partial(GPT.configure_optimizers, model, build_optimizer=build_optimizer)
+        trainer = Trainer(run.train, model, self.train_data, self.val_data, callbacks=callbacks, run_dir=run_dir)
+        last = trainer.fit(resume=resume)
+        return TrainResult.from_trainer(trainer, last)
+
+    # ------------------------------------------------------------------------------------------ trained runs
+    @classmethod
+    def load_model(cls, run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, TokenCodec, GPTRunConfig]:
+        """The trained model (best weights, eval mode), its codec and its run config."""
+        from lmlab.trainer import resolve_device
+
+        saved = checkpoint.load_config(run_dir, cls.model_type)
+        run = saved_run_config(run_dir, saved)
+        codec = TokenCodec.load(run_dir)
+        if codec.vocab_size != run.model.vocab_size:
+            raise CheckpointError(
+                f"{run_dir}: the tokenizer has {codec.vocab_size} tokens but the model was built for "
+                f"{run.model.vocab_size}; the tokenizer files do not belong to this model"
+            )
+        model = GPT(run.model)
+        checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
+        model.to(resolve_device(device)).eval()
+        return model, codec, run
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu"):
-        from lmlab.models.gpt import GPTGenerator
+    def load_for_generation(cls, run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, TokenCodec]:
+        """(model in eval mode with its best weights, codec) of a trained run directory."""
+        model, codec, _ = cls.load_model(run_dir, device)
+        return model, codec
 
-        return GPTGenerator.from_run_dir(run_dir, device)
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike, device: str = "cpu"):
+        from lmlab.pipelines.gpt import GPTGenerator
+
+        model, codec, run = cls.load_model(run_dir, device)
+        return GPTGenerator(model, codec, run, Path(run_dir))
+
+    @classmethod
+    def evaluate(
+        cls, run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu", max_tokens: int = 0
+    ) -> dict[str, float]:
+        """Loss (nats/token), perplexity and bits/token of a trained run on a text file (tokenized to a temp file),
+        over its first ``max_tokens`` tokens (0: all)."""
+        import tempfile
+
+        model, codec, run = cls.load_model(run_dir, device)
+        with tempfile.TemporaryDirectory() as tmp:
+            tokens = write_token_file(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin")
+            check_block_size(tokens, run.model.block_size, f"evaluation text {data}")
+            result = evaluate_tokens(model, tokens, run.data.eval_batch_size, max_tokens)
+            del tokens
+        return result

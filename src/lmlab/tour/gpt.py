@@ -8,12 +8,12 @@ import time
 
 
 def run_stop(ctx) -> None:
-    from lmlab.models.gpt import GPTGenerator, resolve_run_config, train_gpt
     from lmlab.plots import plot_curves
+    from lmlab.recipes.gpt import GPTRecipe
 
     data = ctx.data_dir / "tinyshakespeare.txt.gz"
     budget = max(5.0, ctx.budget_s * 0.7)
-    run = resolve_run_config(
+    recipe = GPTRecipe.from_preset(
         "nanogpt-cpu",
         [
             "model.num_layers=2",
@@ -32,21 +32,24 @@ def run_stop(ctx) -> None:
             "train.tensorboard=false",
             "data.max_eval_tokens=20000",  # the first 20k held-out characters keep evaluation quick
         ],
+        data=str(data),
+        log=ctx.log,
     )
+    run = recipe.config
     run_dir = ctx.workdir / "tiny-gpt"
     ctx.log(
         f"training a {run.model.num_layers}-layer, {run.model.embed_dim}-wide character GPT (context "
         f"{run.model.block_size}) on the first 90% of tiny Shakespeare for {budget:.0f} s"
     )
-    result = train_gpt(run, data, run_dir, overwrite=True, log=ctx.log)
-    val_loss = result["best"]
-    tokens_seen = result["step"] * run.train.batch_size * run.model.block_size
-    vocab = result["codec"].vocab_size
+    result = recipe.train(run_dir, overwrite=True)
+    val_loss = result.best
+    tokens_seen = result.step * run.train.batch_size * run.model.block_size
+    vocab = recipe.codec.vocab_size
     ctx.log(
-        f"{result['step']} steps ({tokens_seen:,} characters) in {result['train_time_s']:.0f} s: validation loss "
+        f"{result.step} steps ({tokens_seen:,} characters) in {result.train_time_s:.0f} s: validation loss "
         f"{val_loss:.3f} nats/char = {val_loss / math.log(2):.3f} bits/char (uniform guessing: {math.log(vocab):.2f})"
     )
-    pipe = GPTGenerator.from_run_dir(run_dir)
+    pipe = GPTRecipe.load(run_dir)
     settings = {"max_new_tokens": 300, "temperature": 0.8, "top_p": 0.95, "seed": 0}
     sample = "ROMEO:" + pipe.generate("ROMEO:", **settings)["text"]
     ctx.log("sample (temperature 0.8, top-p 0.95, seed 0):\n" + sample)
@@ -69,7 +72,7 @@ def run_stop(ctx) -> None:
         f"A {run.model.num_layers}-layer, {run.model.num_heads}-head, {run.model.embed_dim}-wide decoder-only "
         f"Transformer ({pipe.model.num_parameters():,} parameters, pre-LayerNorm, tied embeddings, context "
         f"{run.model.block_size}) read {tokens_seen:,} characters of tiny Shakespeare in "
-        f"{result['train_time_s']:.0f} s ({result['step']} steps of {run.train.batch_size} random blocks). The "
+        f"{result.train_time_s:.0f} s ({result.step} steps of {run.train.batch_size} random blocks). The "
         "corpus was tokenized once into a memory-mapped uint16 file.\n\n"
         "| metric (20k held-out characters) | value |\n|---|---:|\n"
         f"| validation loss, nats per character | {val_loss:.3f} |\n"
