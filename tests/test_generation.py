@@ -11,14 +11,17 @@ import torch
 from lmlab.errors import ConfigError
 from lmlab.generation import (
     SamplingConfig,
+    TextStream,
     apply_repetition_penalty,
     beam_search,
+    collect_stream,
     draw_categorical,
     find_stop,
     generate,
     iter_generate,
     length_penalty_gnmt,
     sample_next,
+    stream_generate,
     top_k_filter,
     top_p_filter,
     trim_at_stop,
@@ -237,3 +240,162 @@ def test_beam_search_rejects_bad_settings() -> None:
         _beam(model, [1], beam_size=2, n_best=3)
     with pytest.raises(ConfigError, match="max_len"):
         _beam(model, [1], beam_size=2, max_len=0)
+
+
+# --- TextStream: incremental decoding of a generation ----------------------------------------------------
+
+STREAM_TEXT = "héllo wörld ünïcode 中文字符 emoji 🙂🚀 naïve café\nthe cat sat on the mat .\n"
+
+
+@pytest.fixture(scope="module")
+def codecs() -> dict:
+    """The RNN LM's codecs (char; word level joining words with spaces, <eos> as a line break; byte-level BPE
+    small enough that multi-byte characters are split across tokens), fitted on a text with such characters."""
+    from lmlab.models.rnn_lm import LMCodec, LMDataConfig
+
+    text = STREAM_TEXT * 20
+    return {kind: LMCodec.fit(text, LMDataConfig(tokenizer=kind, vocab_size=300 if kind == "bpe" else 0))
+            for kind in ("char", "word", "bpe")}
+
+
+def _stream_pieces(decode, ids, stop=()) -> tuple[list[str], TextStream]:
+    stream = TextStream(decode, stop)
+    pieces = []
+    for token in ids:
+        pieces.append(stream.push(token))
+        if stream.stopped:
+            break
+    pieces.append(stream.flush())
+    return pieces, stream
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_text_stream_pieces_concatenate_to_the_full_decode(codecs, kind) -> None:
+    import random
+
+    codec = codecs[kind]
+    ids = codec.encode_text(STREAM_TEXT * 3)[0].tolist()
+    pieces, _ = _stream_pieces(codec.decode, ids)
+    assert "".join(pieces) == codec.decode(ids)
+    assert sum(1 for p in pieces if p) > len(ids) // 4  # streamed piece by piece, not all at the end
+    if kind == "bpe":
+        split = [i for i in ids if codec.decode([i]).count("\ufffd")]
+        assert split, "the BPE must split some multi-byte character across tokens for this test to mean anything"
+        assert not any("\ufffd" in p for p in pieces)  # a partial character is held back, never sent
+    rng = random.Random(0)  # any ids a sampler may produce, specials (<pad> <bos> <eos>) included
+    for _ in range(200):
+        ids = [rng.randrange(codec.vocab_size) for _ in range(rng.randrange(1, 25))]
+        pieces, _ = _stream_pieces(codec.decode, ids)
+        assert "".join(pieces) == codec.decode(ids), ids
+
+
+def test_text_stream_word_level_spaces_and_line_breaks(codecs) -> None:
+    codec = codecs["word"]
+    v = codec.vocab
+    the, cat, eos, bos, pad = v.stoi["the"], v.stoi["cat"], v.eos_id, v.stoi["<bos>"], v.stoi["<pad>"]
+    cases = {
+        (the, cat, eos, the): " the cat\nthe",
+        (eos, the, eos, eos, cat): "\nthe\n\ncat",
+        (the, eos, bos, cat): " the\ncat",  # a token with no text between <eos> and a word: still no space
+        (the, eos, *([pad] * 12), cat): " the\ncat",  # a long run of them (past TextStream.max_context)
+    }
+    for ids, want in cases.items():
+        assert codec.decode(list(ids)) == want
+        pieces, _ = _stream_pieces(codec.decode, ids)
+        assert "".join(pieces) == want, ids
+
+
+def test_text_stream_cuts_stop_strings_spanning_pieces_exactly(codecs) -> None:
+    for kind in ("char", "bpe"):
+        codec = codecs[kind]
+        ids = codec.encode_text(STREAM_TEXT)[0].tolist()
+        full = codec.decode(ids)
+        for stop in ("o wö", "字符 em", "🙂🚀", "\nthe c", "mat ."):
+            pieces, stream = _stream_pieces(codec.decode, ids, [stop])
+            assert stream.stopped, (kind, stop)
+            assert "".join(pieces) == full[: full.index(stop)], (kind, stop)
+        # a prefix of a stop string is held back, then released when it turns out not to be one
+        pieces, stream = _stream_pieces(codec.decode, ids, ["cat!", "ünïx"])
+        assert not stream.stopped and "".join(pieces) == full
+        # the earliest of several stop strings wins, wherever the others are
+        pieces, _ = _stream_pieces(codec.decode, ids, ["the mat", "wörld"])
+        assert "".join(pieces) == full[: full.index("wörld")]
+
+
+class ScriptModel:
+    """A 'model' whose greedy choice is the next token of ``script`` (state: how many tokens it has produced)."""
+
+    def __init__(self, script: list[int], vocab: int) -> None:
+        self.script, self.vocab = script, vocab
+
+    def step(self, input_ids: torch.Tensor, state):
+        produced = 0 if state is None else state
+        logits = torch.zeros(input_ids.shape[0], self.vocab)  # (B, V)
+        logits[:, self.script[min(produced, len(self.script) - 1)]] = 10.0
+        return logits, produced + 1
+
+
+def test_stream_generate_cuts_a_stop_string_exactly_and_reports_it(codecs) -> None:
+    codec = codecs["bpe"]
+    ids = codec.encode_text(STREAM_TEXT)[0].tolist()
+    full = codec.decode(ids)
+    model = ScriptModel(ids, codec.vocab_size)
+    events = list(stream_generate(model.step, [0], SamplingConfig(max_new_tokens=len(ids), greedy=True,
+                                                                   stop=["🙂🚀 n"]), codec.decode))
+    result = collect_stream(events)
+    assert result["text"] == full[: full.index("🙂🚀 n")]
+    assert result["finish_reason"] == "stop" and result["completion_tokens"] < len(ids)
+    whole = collect_stream(stream_generate(model.step, [0], SamplingConfig(max_new_tokens=len(ids), greedy=True),
+                                           codec.decode))
+    assert whole["text"] == full and whole["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_text_stream_decodes_each_token_a_constant_number_of_times(codecs, kind) -> None:
+    """Issue 21 (6): the stream re-decoded the whole output for every new token (quadratic time)."""
+    codec = codecs[kind]
+    calls = {"n": 0, "ids": 0}
+
+    def counting_decode(ids):
+        calls["n"] += 1
+        calls["ids"] += len(ids)
+        return codec.decode(ids)
+
+    ids = codec.encode_text(STREAM_TEXT * 60)[0].tolist()
+    assert len(ids) > 1000
+    pieces, _ = _stream_pieces(counting_decode, ids, ["no such stop string"])
+    assert "".join(pieces) == codec.decode(ids)
+    assert calls["n"] <= 2 * len(ids) + 2
+    assert calls["ids"] <= 8 * len(ids)  # tokens decoded in all: linear in the output (quadratic was ~n^2/2)
+
+
+def test_sampling_config_is_built_in_one_place() -> None:
+    from lmlab.pipelines.base import GENERATION_OPTIONS, generation_options, sampling_config
+
+    cfg = sampling_config({"max_new_tokens": 7, "temperature": None, "top_k": None, "stop": "\n\n", "seed": None})
+    assert cfg == SamplingConfig(max_new_tokens=7, stop=["\n\n"])  # None = the default (a flag left out)
+    assert sampling_config(temperature=1e-6).temperature == 0.0 and sampling_config(temperature=1e-6).is_greedy
+    assert sampling_config(cfg, top_p=0.5) == SamplingConfig(max_new_tokens=7, stop=["\n\n"], top_p=0.5)
+    assert cfg.top_p == 1.0  # the starting config is not changed
+    with pytest.raises(ConfigError, match="unknown sampling option.*max_tokens"):
+        sampling_config(max_tokens=3)
+    with pytest.raises(ConfigError, match="top_p"):
+        sampling_config(top_p=2.0)
+    options = generation_options(sampling_config(greedy=True, temperature=0.7, stop=("a", "b"), seed=3))
+    assert tuple(options) == GENERATION_OPTIONS and options["temperature"] == 0.0 and options["stop"] == ["a", "b"]
+    assert sampling_config(options).is_greedy
+
+
+def test_text_stream_a_stop_string_finished_by_an_unfinished_character_at_the_end_is_cut() -> None:
+    """The last token ends in half a character: flush() still cuts a stop string that its text completes."""
+    table = {0: b"x", 1: b"a", 2: b"b\xe4", 3: b"\xb8\xad"}  # 2 + 3 = "b中"
+
+    def decode(ids):
+        return b"".join(table[i] for i in ids).decode("utf-8", "replace")
+
+    pieces, stream = _stream_pieces(decode, [0, 1, 2], ["ab"])
+    assert "".join(pieces) == "x" and stream.stopped
+    pieces, stream = _stream_pieces(decode, [0, 1, 2, 3, 0], ["b中x"])
+    assert "".join(pieces) == "xa" and stream.stopped
+    pieces, _ = _stream_pieces(decode, [0, 1, 2, 3, 0], ["zz"])
+    assert pieces[2] == "" and "".join(pieces) == "xab中x"  # the half character is held back, then sent whole

@@ -429,7 +429,7 @@ def test_embeddings_similar_and_analogy_match_the_vectors(client, app, serve_run
     mul = client.post("/v1/embeddings/analogy", json={"model": name, "a": "man", "b": "king", "c": "woman",
                                                       "topn": 3, "method": "3cosmul"})
     assert mul.status_code == 200, mul.text
-    want = kv.analogy("man", "king", "woman", topn=3, method=_analogy_method(kv, "3cosmul"))
+    want = kv.analogy("man", "king", "woman", topn=3, method=_analogy_method("3cosmul"))
     assert [(r["word"], r["score"]) for r in mul.json()["results"]] == [(w, pytest.approx(x)) for w, x in want]
     both = client.post("/v1/embeddings/similar", json={"model": name, "positive": ["king", "woman"],
                                                        "negative": ["man"], "topn": 4}).json()["results"]
@@ -581,6 +581,126 @@ def test_non_json_content_type_is_a_4xx(client):
 # --- the app factory and the CLI ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_only_assets_this_server_serves(client, page):
+    """Issue 21: /docs and /redoc loaded Swagger UI / ReDoc from a CDN, so they were blank offline."""
+    import re
+
+    html = client.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    assert "://" not in html.text, "an absolute URL: the page would need the network"
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html.text) + re.findall(r"url: '([^']+)'", html.text)
+    urls += re.findall(r'spec-url="([^"]+)"', html.text)
+    scripts = [u for u in urls if u.endswith(".js")]
+    assert scripts, f"{page} loads no script"
+    assert "/openapi.json" in urls
+    for url in urls:
+        assert url.startswith("/"), url
+        got = client.get(url)
+        assert got.status_code == 200, url
+        assert len(got.content) > (100_000 if url.endswith(".js") else 100), url
+    if page == "/docs":
+        assert '"validatorUrl": null' in html.text  # no badge fetched from validator.swagger.io
+        assert client.get("/docs/oauth2-redirect").status_code == 200
+    schema_paths = client.get("/openapi.json").json()["paths"]
+    assert not any(p.startswith(("/docs", "/redoc")) for p in schema_paths)
+
+
+def test_cli_serve_on_a_busy_port_exits_2_before_the_banner(serve_runs, monkeypatch, capsys):  # noqa: F811
+    """Issue 21: serve on a busy port printed the "serving ... playground" banner, then exited 3."""
+    import socket
+
+    import uvicorn
+
+    from lmlab.cli import main
+
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("uvicorn started although the port is taken")
+
+    monkeypatch.setattr(uvicorn, "run", must_not_start)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc = main(["serve", str(serve_runs["classifier"]), "--port", str(port)])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert "serving" not in out and "playground" not in out and NAMES["classifier"] not in out
+    assert len(err.strip().splitlines()) == 1
+    assert f"port {port} is already in use" in err and "--port" in err
+
+
+def _with_nonfinite(run_dir, dest, file_name, tensor_name=None):
+    """A copy of ``run_dir`` whose ``file_name`` has NaN and inf in one tensor (the first, or ``tensor_name``)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(run_dir, dest)
+    tensors = load_file(dest / file_name)
+    name = tensor_name or next(k for k, v in tensors.items() if v.is_floating_point())
+    t = tensors[name].clone()
+    t.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), float("nan")], dtype=t.dtype)
+    tensors[name] = t
+    save_file(tensors, dest / file_name)
+    return dest, name
+
+
+def test_weights_holding_nan_are_refused_with_a_one_line_reason(serve_runs, tmp_path, capsys):  # noqa: F811
+    """Issue 21: a weights file full of NaN was served without a word. A diverged run is refused (exit 2)."""
+    from lmlab import load
+    from lmlab.cli import main
+
+    run, name = _with_nonfinite(serve_runs["classifier"], tmp_path / "diverged", "model.safetensors")
+    load(run)  # still loads for inspection: only serving it is refused
+    with pytest.raises(CheckpointError, match=rf"3 of [\d,]+ values of weight '{name}' are NaN or infinite"):
+        create_app([run])
+    assert main(["serve", str(run), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(run) in err and "train.lr" in err
+    vectors, _ = _with_nonfinite(serve_runs["vectors"], tmp_path / "vectors-nan", "vectors.safetensors")
+    with pytest.raises(CheckpointError, match="'vectors'"):
+        create_app([vectors])
+    create_app([serve_runs["classifier"], serve_runs["vectors"]])  # the originals are served
+
+
+def test_pipelines_are_served_by_the_protocol_they_implement(app, serve_runs):  # noqa: F811
+    from lmlab.pipelines import base
+
+    expected = {"classifier": base.TextClassifier, "lm": base.TextGenerator, "gpt": base.TextGenerator,
+                "seqgan": base.TextGenerator, "translator": base.Translator, "vectors": base.WordVectors,
+                "glove": base.WordVectors}
+    for family, protocol in expected.items():
+        pipe = pipeline(app, family)
+        assert isinstance(pipe, protocol), family
+        assert base.capability_of(pipe) == app.state.models[NAMES[family]].kind
+
+    class Echo:  # any object implementing TextGenerator is served as a generator, whatever its class
+        def stream(self, prompt, **options):
+            yield {"text": prompt[::-1][: options["max_new_tokens"]]}
+            yield {"finish_reason": "length", "prompt_tokens": 1, "completion_tokens": 1}
+
+        def generate(self, prompt, **options):
+            return {"text": prompt[::-1]}
+
+        def info(self):
+            return {"model_type": "echo"}
+
+    assert base.capability_of(Echo()) == "generator"
+    with pytest.raises(ConfigError, match="implements none of the pipeline protocols"):
+        base.capability_of(object())
+    served = app.state.models[NAMES["lm"]]
+    original = served.pipeline
+    try:
+        served.pipeline = Echo()
+        with TestClient(app) as c:
+            got = c.post("/v1/completions", json={"model": NAMES["lm"], "prompt": "abc", "max_tokens": 2})
+        assert got.status_code == 200 and got.json()["choices"][0]["text"] == "cb"
+    finally:
+        served.pipeline = original
+
+
 def test_create_app_refuses_bad_run_dirs_and_limits(serve_runs, tmp_path):  # noqa: F811
     with pytest.raises(ConfigError, match="nothing to serve"):
         create_app([])
@@ -602,6 +722,7 @@ def test_cli_serve_builds_the_app_with_the_flags(serve_runs, monkeypatch, capsys
 
     from lmlab.cli import main
 
+    monkeypatch.setattr("lmlab.cli.serve.check_port_free", lambda host, port: None)  # tested on its own below
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level, timeout_keep_alive: seen.update(
         app=app, host=host, port=port, keep_alive=timeout_keep_alive))
@@ -625,6 +746,7 @@ def test_cli_serve_with_workers_hands_uvicorn_an_app_factory(serve_runs, monkeyp
     from lmlab.serve import SPEC_ENV, create_app_from_env
 
     monkeypatch.setenv(SPEC_ENV, "")  # restored after the test
+    monkeypatch.setattr("lmlab.cli.serve.check_port_free", lambda host, port: None)
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: seen.update(target=target, **kwargs))
     rc = main(["serve", str(serve_runs["classifier"]), str(serve_runs["lm"]), "--workers", "2", "--max-tokens", "9"])

@@ -270,7 +270,8 @@ class TextStream:
     Each new token is decoded together with the token before it only (``decode(ids[k-1:])`` minus
     ``decode(ids[k-1:k])``, as Hugging Face's streamers do), so a codec whose text for a token depends on its
     neighbour (a word joined by a space, a line break after ``<eos>``) gives the same text as decoding the whole
-    output at once. Text is held back while it ends in an unfinished multi-byte character (U+FFFD from
+    output at once. A token with no text of its own (``<pad>``, ``<bos>``) does not become that context: the
+    token before it stays. Text is held back while it ends in an unfinished multi-byte character (U+FFFD from
     byte-level BPE) or could still be the start of a stop string; ``push`` returns what is certain.
     """
 
@@ -279,23 +280,37 @@ class TextStream:
         self.stop = [s for s in stop if s]
         self.hold = max((len(s) for s in self.stop), default=1) - 1
         self.ids: list[int] = []
-        self.prefix = 0  # ids[prefix:read] are the context decoded with each new token
+        self.context: list[int] = []  # the last tokens that gave text, decoded with each new token
         self.read = 0  # ids[:read] are turned into text
         self.pending = ""  # decoded text not yet emitted
         self.tail = ""  # the last ``hold`` characters emitted: a stop string may start there
         self.stopped = False
 
+    def _new_text(self) -> tuple[str, list[int]] | None:
+        """The text of ``ids[read:]`` (decoded after the context) and those ids; None while it ends in an
+        unfinished multi-byte character."""
+        unread = self.ids[self.read :]
+        text = self.decode(self.context + unread)
+        if text.endswith("\ufffd"):
+            return None
+        before = self.decode(self.context) if self.context else ""
+        return (text[len(before) :] if text.startswith(before) else text), unread
+
     def push(self, token: int) -> str:
         """Add one generated token; return the text that is now certain ("" if none). After a stop string was
         found, ``stopped`` is True and the text up to it has been returned."""
         self.ids.append(token)
-        text = self.decode(self.ids[self.prefix :])
-        if text.endswith("\ufffd"):  # an unfinished multi-byte character: wait for its other bytes
+        decoded = self._new_text()
+        if decoded is None:  # an unfinished multi-byte character: wait for its other bytes
             return ""
-        before = self.decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
-        new = text[len(before) :] if text.startswith(before) else text
-        self.prefix, self.read = self.read, len(self.ids)
+        new, unread = decoded
+        if new:
+            self.context = unread
+        self.read = len(self.ids)
         self.pending += new
+        return self._emit(final=False)
+
+    def _emit(self, final: bool) -> str:
         window = self.tail + self.pending
         cut = find_stop(window, self.stop)
         if cut >= 0:
@@ -303,7 +318,7 @@ class TextStream:
             out = window[len(self.tail) : cut] if cut > len(self.tail) else ""
             self.pending = ""
             return out
-        keep = min(self.hold, len(self.pending))
+        keep = 0 if final else min(self.hold, len(self.pending))
         out = self.pending[: len(self.pending) - keep]
         self.pending = self.pending[len(self.pending) - keep :]
         if out:
@@ -311,15 +326,16 @@ class TextStream:
         return out
 
     def flush(self) -> str:
-        """The held-back text once generation has ended (nothing after a stop string)."""
+        """The held-back text once generation has ended, up to a stop string in it (nothing after one)."""
         if self.stopped:
             return ""
-        text = self.decode(self.ids[self.prefix :])
-        before = self.decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
-        rest = text[len(before) :] if self.read < len(self.ids) else ""
-        out, self.pending = self.pending + rest, ""
-        self.read = self.prefix = len(self.ids)
-        return out
+        if self.read < len(self.ids):  # the output ends in an unfinished character: its text as it is
+            unread = self.ids[self.read :]
+            text = self.decode(self.context + unread)
+            before = self.decode(self.context) if self.context else ""
+            self.pending += text[len(before) :] if text.startswith(before) else text
+            self.read = len(self.ids)
+        return self._emit(final=True)
 
 
 def stream_generate(

@@ -21,7 +21,6 @@ Every error is JSON ``{"error": {"message", "type", "param", "code"}}`` with a 4
 """
 
 import asyncio
-import inspect
 import json
 import logging
 import math
@@ -45,11 +44,18 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmlab.errors import ConfigError, LmlabError
+from lmlab.errors import CheckpointError, ConfigError, LmlabError
+from lmlab.pipelines.base import (
+    ANALOGY_METHODS,
+    MIN_TEMPERATURE,
+    capability_of,
+    generation_options,
+    sampling_config,
+)
 
 log = logging.getLogger("lmlab.serve")
 
-#: model kinds, the endpoints serving each, and how to recognise a pipeline of that kind
+#: model kinds (the capabilities of :mod:`lmlab.pipelines.base`) and the endpoints serving each
 KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "generator": ("/v1/completions",),
     "classifier": ("/v1/classify",),
@@ -60,9 +66,6 @@ KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
 
 #: how often a generation checks that its client is still connected (seconds)
 DISCONNECT_CHECK_S = 0.2
-
-#: a temperature below this is greedy decoding (dividing logits by, say, 1e-300 overflows to inf)
-MIN_TEMPERATURE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -132,19 +135,46 @@ class ServedModel:
 
 
 def kind_of(pipeline: Any) -> str:
-    """Which endpoints a pipeline can serve, from the pipeline interfaces it implements."""
-    if callable(getattr(pipeline, "stream", None)) and callable(getattr(pipeline, "generate", None)):
-        return "generator"
-    if callable(getattr(pipeline, "predict", None)) and hasattr(pipeline, "labels"):
-        return "classifier"
-    if callable(getattr(pipeline, "translate", None)):
-        return "translator"
-    if callable(getattr(pipeline, "most_similar", None)) and callable(getattr(pipeline, "analogy", None)):
-        return "vectors"
-    raise ConfigError(
-        f"cannot serve a {type(pipeline).__name__}: it is not a generator, classifier, translator or word-vector "
-        "pipeline"
-    )
+    """Which endpoints a pipeline can serve: the capability protocol (:mod:`lmlab.pipelines.base`) it implements."""
+    return capability_of(pipeline)
+
+
+def _weights_of(pipeline: Any) -> Iterable[tuple[str, Any]]:
+    """(name, array) of every weight a pipeline computes with: its ``model``'s state dict (parameters and
+    buffers) or, for word vectors, the ``vectors`` matrix."""
+    model = getattr(pipeline, "model", None)
+    if callable(getattr(model, "state_dict", None)):
+        yield from model.state_dict().items()
+    vectors = getattr(pipeline, "vectors", None)
+    if vectors is not None and hasattr(vectors, "dtype"):
+        yield "vectors", vectors
+
+
+def check_finite_weights(pipeline: Any, run_dir: Path) -> None:
+    """Refuse to serve a run whose floating-point weights hold NaN or infinity (a diverged training): every
+    answer it gave would be garbage (NaN probabilities, a generator stuck on one token) with no sign why."""
+    import numpy as np
+    import torch
+
+    bad: list[tuple[str, int, int]] = []
+    for name, value in _weights_of(pipeline):
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() or value.is_complex():
+                count = int((~torch.isfinite(value)).sum())
+                if count:
+                    bad.append((name, count, value.numel()))
+        elif isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.inexact):
+            count = int((~np.isfinite(value)).sum())
+            if count:
+                bad.append((name, count, value.size))
+    if bad:
+        name, count, total = bad[0]
+        more = f" (and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{run_dir}: {count:,} of {total:,} values of weight {name!r}{more} are NaN or infinite, so the model "
+            "cannot give meaningful answers; its training diverged: retrain it (lower train.lr, set train.grad_clip) "
+            "or serve a run saved before it diverged"
+        )
 
 
 def _json_friendly(obj: Any) -> Any:
@@ -172,6 +202,7 @@ def load_models(run_dirs: Iterable[str | Path], device: str = "cpu") -> dict[str
     for path in paths:
         pipeline = load(path, device=device)
         kind = kind_of(pipeline)
+        check_finite_weights(pipeline, path)
         raw_info = pipeline.info() if callable(getattr(pipeline, "info", None)) else {}
         try:
             info = _json_friendly(raw_info)
@@ -887,6 +918,8 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     app = FastAPI(
         title="lmlab",
         version=__version__,
+        docs_url=None,  # /docs and /redoc come from the packaged assets below, never from a CDN
+        redoc_url=None,
         description="Trained lmlab models behind an OpenAI-style HTTP API. Served: "
         + ", ".join(f"`{m.name}` ({m.kind})" for m in models.values())
         + ". Limits: " + ", ".join(f"{k}={v}" for k, v in asdict(limits).items()) + ".",
@@ -1004,11 +1037,10 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     async def completions(body: Req.Completion, request: Request):  # type: ignore[valid-type]
         """Continue ``prompt`` with a generator model (RNN LM or GPT). OpenAI-compatible subset."""
         served = get_model(body.model, "generator", "/v1/completions")
-        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        temperature = body.temperature if body.temperature >= MIN_TEMPERATURE else 0.0  # 1/T would overflow
-        params = {"prompt": body.prompt, "max_new_tokens": body.max_tokens, "temperature": temperature,
-                  "top_k": body.top_k, "top_p": body.top_p, "repetition_penalty": body.repetition_penalty,
-                  "stop": stop, "seed": body.seed}
+        cfg = sampling_config(max_new_tokens=body.max_tokens, temperature=body.temperature, top_k=body.top_k,
+                              top_p=body.top_p, repetition_penalty=body.repetition_penalty, stop=body.stop,
+                              seed=body.seed)
+        params = {"prompt": body.prompt, **generation_options(cfg)}
         gen = await runtime.start_generation(served.pipeline, params, request)
         first = await gen.next()
         if first[0] not in ("event", "end"):
@@ -1096,12 +1128,10 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     async def translate(body: Req.Translate) -> dict:  # type: ignore[valid-type]
         """Translate each text with beam search; ``n_best`` hypotheses each, best first."""
         served = get_model(body.model, "translator", "/v1/translate")
-        extra = {}
-        if "on_long" in inspect.signature(served.pipeline.translate).parameters:
-            extra["on_long"] = "error"  # a 422 that says so, never a silently truncated source sentence
+        # on_long="error" (part of the Translator protocol): a 422 that says so, never a silently truncated source
         results = await runtime.infer_batched(
             ("translate", served.name, body.beam_size, body.max_len, body.n_best), served.pipeline.translate,
-            list(body.texts), beam_size=body.beam_size, max_len=body.max_len, n_best=body.n_best, **extra)
+            list(body.texts), beam_size=body.beam_size, max_len=body.max_len, n_best=body.n_best, on_long="error")
         return {"object": "translation", "model": served.name, "results": [
             {"translation": r["translation"], "score": _finite(r["score"]),
              "n_best": [{"translation": h["translation"], "score": _finite(h["score"])} for h in r.get("n_best", [])]}
@@ -1123,9 +1153,11 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
         """``a`` is to ``b`` as ``c`` is to ...? (3CosAdd or 3CosMul; the query words are excluded)."""
         served = get_model(body.model, "vectors", "/v1/embeddings/analogy")
         pairs = await runtime.infer(served.pipeline.analogy, body.a, body.b, body.c, topn=body.topn,
-                                    method=_analogy_method(served.pipeline, body.method))
+                                    method=_analogy_method(body.method))
         return {"object": "analogy", "model": served.name, "query": {"a": body.a, "b": body.b, "c": body.c},
                 "results": [{"word": str(w), "score": _finite(s)} for w, s in pairs]}
+
+    _add_offline_docs(app)
 
     # -- playground ---------------------------------------------------------------------------------------
 
@@ -1139,12 +1171,49 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
     return app
 
 
-def _analogy_method(pipeline: Any, method: str) -> str:
-    """The API says ``3cosadd`` / ``3cosmul``; pass the spelling this KeyedVectors' ``analogy`` expects."""
-    param = inspect.signature(pipeline.analogy).parameters.get("method")
-    if param is not None and param.default in ("add", "mul"):
-        return {"3cosadd": "add", "3cosmul": "mul"}[method]
-    return method
+#: where the Swagger UI / ReDoc assets (the ``fastapi-offline`` package's copies) are served
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def _docs_assets_dir() -> Path:
+    """Swagger UI's bundle and CSS, ReDoc's standalone bundle and a favicon, as shipped by ``fastapi-offline``."""
+    return Path(str(resources.files("fastapi_offline").joinpath("static")))
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) loading their scripts and styles from this server only,
+    so they work offline (FastAPI's recipe for self-hosted docs assets)."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+
+    assets = DOCS_ASSETS_URL
+    app.mount(assets, StaticFiles(directory=_docs_assets_dir()), name="docs-assets")
+    redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{assets}/swagger-ui-bundle.js", swagger_css_url=f"{root}{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{assets}/favicon.png", oauth2_redirect_url=f"{root}{redirect_url}",
+            # validatorUrl null: no badge fetched from validator.swagger.io
+            swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None})
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{assets}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{assets}/favicon.png", with_google_fonts=False)
+
+
+def _analogy_method(method: str) -> str:
+    """The API says ``3cosadd`` / ``3cosmul``; the WordVectors protocol's ``analogy`` says ``add`` / ``mul``."""
+    return dict(zip(("3cosadd", "3cosmul"), ANALOGY_METHODS, strict=True))[method]
 
 
 def _sse(payload: dict) -> str:

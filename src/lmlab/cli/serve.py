@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
+from lmlab.errors import ConfigError
 from lmlab.serve import ServeLimits
 
 _D = ServeLimits()
@@ -55,6 +59,7 @@ def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_bat
 
     from lmlab.serve import create_app
 
+    check_port_free(host, port)  # before loading anything or printing the banner
     limits = ServeLimits(
         max_body_bytes=max_body_bytes, max_input_chars=max_input_chars, max_batch=max_batch, max_tokens=max_tokens,
         max_beam_size=max_beam_size, max_topn=max_topn, max_concurrent_generations=max_concurrent_generations,
@@ -83,3 +88,23 @@ def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_bat
     click.echo(f"starting {workers} worker processes (the limits apply to each)")
     uvicorn.run("lmlab.serve:create_app_from_env", factory=True, workers=workers, host=host, port=port,
                 log_level=log_level, timeout_keep_alive=keep_alive)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` the way uvicorn will (SO_REUSEADDR), then let go; a ConfigError (exit 2) naming the
+    port and the fix if that fails, so a busy port stops ``lmlab serve`` before the models load."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as err:
+        where = f"{host}:{port}"
+        if err.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} is already in use on {host} (another server is listening there); stop "
+                              f"it, or choose a free port with --port {port + 1 if port < 65535 else 8000}") from None
+        if err.errno == errno.EACCES:
+            raise ConfigError(f"not allowed to listen on {where} (ports below 1024 need privileges); choose a port "
+                              "above 1023 with --port 8000") from None
+        raise ConfigError(f"cannot listen on {where}: {err.strerror or err}; check --host (an address of this "
+                          "machine, or 0.0.0.0 for all) and --port") from None
