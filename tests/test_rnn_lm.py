@@ -11,22 +11,15 @@ import torch
 
 from lmlab.cli import main
 from lmlab.config import config_from_dict, list_presets, load_preset
+from lmlab.data.lm import BPTTBatches, LMCodec, LMDataConfig, read_text
 from lmlab.errors import ConfigError, DataError, TrainingError
 from lmlab.generation import SamplingConfig, beam_search
 from lmlab.models.rnn import select_state
-from lmlab.models.rnn_lm import (
-    RNNLM,
-    BPTTBatches,
-    LMCodec,
-    LMDataConfig,
-    LMRunConfig,
-    RNNLMConfig,
-    load_lm,
-    read_text,
-    resolve_run_config,
-    train_lm,
-)
+from lmlab.models.rnn_lm import RNNLM, RNNLMConfig
 from lmlab.pipelines import Generator, load
+from lmlab.recipes.lm import LMRecipe, LMRunConfig
+
+resolve_run_config = LMRecipe.resolve
 
 TINY = ["model.embed_dim=16", "model.hidden_dim=32", "model.num_layers=1", "train.progress=false",
         "train.tensorboard=false", "train.eval_every=0"]
@@ -198,7 +191,7 @@ def test_generator_pipeline_streams_stops_and_matches_greedy_beam(char_run: Path
     # top-k 1 is greedy
     assert pipe.generate("First", max_new_tokens=30, top_k=1, seed=1) == pipe.generate("First", max_new_tokens=30, greedy=True)
 
-    model, codec, _ = load_lm(char_run)
+    model, codec, _ = LMRecipe.load_model(char_run)
     prompt = codec.encode_prompt("First Citizen:")
     greedy = model.generate([prompt], SamplingConfig(greedy=True, max_new_tokens=25))[0]
 
@@ -218,8 +211,8 @@ def test_word_level_prompt_with_unknown_words_warns(tmp_path: Path, shared_data:
     data = tmp_path / "ptb-300.txt"
     data.write_text("\n".join(lines) + "\n")
     run = resolve_run_config("ptb-small", TINY + ["train.max_steps=3", "train.batch_size=4", "data.eval_batch_size=2"])
-    result = train_lm(run, data, tmp_path / "word", val=data, log=lambda s: None)
-    assert result["step"] == 3
+    result = LMRecipe(run, data=data, val=data, log=lambda s: None).train(tmp_path / "word")
+    assert result.step == 3
     pipe = Generator.from_run_dir(tmp_path / "word")
     with pytest.warns(UserWarning, match="'zyzzyva'"):
         text = pipe.generate("the zyzzyva said", max_new_tokens=12, seed=0)["text"]
@@ -260,7 +253,7 @@ def _blow_up(tmp_path: Path, data: Path) -> tuple[str, dict]:
                 "data.val_fraction=0"],
     )
     with pytest.raises(TrainingError) as err:
-        train_lm(run, data, tmp_path / "nan", log=lambda s: None)
+        LMRecipe(run, data=data, log=lambda s: None).train(tmp_path / "nan")
     pointer = json.loads((tmp_path / "nan" / "checkpoints" / "last.json").read_text())
     return str(err.value), pointer
 
@@ -285,12 +278,13 @@ def test_resume_continues_and_refuses_a_changed_model(tmp_path: Path, shakespear
 
     base = TINY + ["train.batch_size=4", "data.bptt=16", "data.val_fraction=0"]
     out = tmp_path / "run"
-    first = train_lm(resolve_run_config("char-shakespeare", base + ["train.max_steps=3"]), shakespeare_slice, out,
-                     log=lambda s: None)
-    assert first["step"] == 3
-    again = train_lm(resolve_run_config("char-shakespeare", base + ["train.max_steps=6"]), shakespeare_slice, out,
-                     resume=True, log=lambda s: None)
-    assert again["step"] == 6
+
+    def recipe(*extra: str) -> LMRecipe:
+        return LMRecipe.from_preset("char-shakespeare", base + list(extra), data=shakespeare_slice, log=lambda s: None)
+
+    first = recipe("train.max_steps=3").train(out)
+    assert first.step == 3
+    again = recipe("train.max_steps=6").train(out, resume=True)
+    assert again.step == 6
     with pytest.raises(CheckpointError, match="model.hidden_dim"):
-        train_lm(resolve_run_config("char-shakespeare", base + ["train.max_steps=9", "model.hidden_dim=48"]),
-                 shakespeare_slice, out, resume=True, log=lambda s: None)
+        recipe("train.max_steps=9", "model.hidden_dim=48").train(out, resume=True)
