@@ -446,3 +446,32 @@ def test_sigkill_three_times_and_resume_gives_the_uninterrupted_weights(tmp_path
         # step's checkpoint and its log line: the trainer writes the checkpoint first)
         key = "loss" if r["split"] == "train" else "val_loss"
         assert r[key] == straight[(r["split"], r["step"])][key]
+
+
+# ---------------------------------------------------------------------------------- the wrong family's run
+@pytest.mark.slow
+def test_lm_commands_on_another_familys_run_say_so_in_one_line(tmp_path: Path, shared_data: Path,
+                                                                shakespeare_slice: Path, capsys) -> None:
+    """Issue 21 item 4: ``lm generate`` on a classifier run was a traceback (AttributeError)."""
+    quick = ["train.max_steps=2", "train.progress=false", "train.tensorboard=false", "train.eval_every=0",
+             "train.num_threads=1", "train.device=cpu"]
+    reviews = tmp_path / "reviews.jsonl"
+    pos = (shared_data / "rt-polarity" / "rt-polarity.pos.utf8").read_text(encoding="utf-8").splitlines()[:40]
+    neg = (shared_data / "rt-polarity" / "rt-polarity.neg.utf8").read_text(encoding="utf-8").splitlines()[:40]
+    reviews.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for p, n in zip(pos, neg, strict=True)
+                               for t, lab in ((p, "pos"), (n, "neg"))), encoding="utf-8")
+    runs = {"classifier": tmp_path / "classifier", "gpt": tmp_path / "gpt", "word2vec": tmp_path / "vectors"}
+    assert main(["classify", "train", "--data", str(reviews), "--preset", "seed-lstm", "--out", str(runs["classifier"]),
+                 "model.embed_dim=8", "model.hidden_dim=8", "train.batch_size=16", *quick]) == 0
+    assert main(["gpt", "train", "--data", str(shakespeare_slice), "--preset", "char", "--out", str(runs["gpt"]),
+                 "model.block_size=16", "model.embed_dim=16", "model.num_layers=1", "model.num_heads=2",
+                 "train.batch_size=4", *quick]) == 0
+    assert main(["embed", "train", "--corpus", str(shakespeare_slice), "--out", str(runs["word2vec"]),
+                 "--dim", "8", "--epochs", "1", "--min-count", "5", "--threads", "1"]) == 0
+    capsys.readouterr()
+    for family, run in runs.items():
+        for command in (["generate", str(run), "--max-new-tokens", "3"], ["eval", str(run), "--data", str(reviews)]):
+            assert main(["lm", *command]) == 2, (family, command)
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+            assert err.startswith("error: ") and f"holds a '{family}' model, not 'rnn_lm'" in err, err
