@@ -38,6 +38,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -229,6 +230,7 @@ class EvalTimes:
 
     def __init__(self) -> None:
         self.points: list[dict] = []
+        self.epochs_done = 0
 
     def on_fit_start(self, trainer) -> None: ...
 
@@ -236,7 +238,8 @@ class EvalTimes:
 
     def on_epoch_end(self, trainer) -> None: ...
 
-    def on_fit_end(self, trainer) -> None: ...
+    def on_fit_end(self, trainer) -> None:
+        self.epochs_done = trainer.state.epoch
 
     def on_eval_end(self, trainer, metrics) -> None:
         self.points.append({"time_s": round(trainer.state.train_time_s, 1), "step": trainer.state.step,
@@ -249,11 +252,13 @@ def part_a(args) -> dict:
     from torch import nn
 
     from lmlab.config import TrainConfig
-    from lmlab.models.rnn_lm import RNNLM, BPTTBatches, LMCodec, RNNLMConfig, read_text, resolve_run_config
+    from lmlab.data.lm import BPTTBatches, LMCodec, read_text
+    from lmlab.models.rnn_lm import RNNLM, RNNLMConfig
+    from lmlab.recipes.lm import LMRecipe
     from lmlab.trainer import Trainer
 
     corpus = build_corpus()
-    run = resolve_run_config("ptb-small")
+    run = LMRecipe.resolve("ptb-small")
     text = read_text(corpus / "train.txt", run.data)
     codec = LMCodec.fit(text, run.data)
     ids, _ = codec.encode_text(text)
@@ -376,9 +381,10 @@ def gpu_check() -> dict:
     import torch
 
     from lmlab.config import TrainConfig
+    from lmlab.data.lm import BPTTBatches
     from lmlab.generation import SamplingConfig
     from lmlab.models.rnn import build_recurrent
-    from lmlab.models.rnn_lm import RNNLM, BPTTBatches, RNNLMConfig
+    from lmlab.models.rnn_lm import RNNLM, RNNLMConfig
     from lmlab.trainer import Trainer
 
     torch.backends.cudnn.allow_tf32 = False
@@ -420,8 +426,9 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
     import torch
 
     from lmlab.callbacks import StepTimes
-    from lmlab.models.rnn_lm import evaluate_lm, resolve_run_config, train_lm
+    from lmlab.recipes.lm import LMRecipe
 
+    resolve_run_config = LMRecipe.resolve
     extra = ["train.progress=false", "train.tensorboard=false", f"train.device={device}", *overrides]
     if minutes:
         extra.append(f"train.max_time_s={minutes * 60:.0f}")
@@ -436,7 +443,8 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
         # annealed rather than cut off mid-schedule. The classic "small" preset keeps its epoch-based step decay.
         stamps = StepTimes()
         probe = resolve_run_config(preset, extra + ["train.max_steps=14", "train.max_time_s=0", "train.eval_every=0"])
-        train_lm(probe, train, None, val=None, callbacks=[stamps], log=lambda s: None)
+        with tempfile.TemporaryDirectory() as probe_dir:
+            LMRecipe(probe, data=train, log=lambda s: None).train(Path(probe_dir) / "probe", callbacks=[stamps])
         per_step = statistics.median(b - a for a, b in zip(stamps.times[4:], stamps.times[5:], strict=False))
         probe_info = {"median_step_s": round(per_step, 4)}
         if eval_points:
@@ -448,19 +456,20 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
         print(f"[{preset}] probe: {probe_info}", flush=True)
     timer = EvalTimes()
     start = time.perf_counter()
-    result = train_lm(run, train, out, val=val, overwrite=True, callbacks=[timer], log=lambda s: print(f"[{tag}] {s}", flush=True))
+    recipe = LMRecipe(run, data=train, val=val, log=lambda s: print(f"[{tag}] {s}", flush=True))
+    result = recipe.train(out, overwrite=True, callbacks=[timer])
     wall = time.perf_counter() - start
     row = {
         "preset": preset,
         "overrides": overrides,
         "device": device,
         "torch_threads": torch.get_num_threads(),
-        "steps": result["step"],
-        "epochs_done": result["epoch"],
-        "train_time_s": round(result["train_time_s"], 1),
+        "steps": result.step,
+        "epochs_done": timer.epochs_done,
+        "train_time_s": round(result.train_time_s, 1),
         "wall_s": round(wall, 1),
-        "tokens_seen": result["step"] * run.train.batch_size * run.data.bptt,
-        "best_val_loss": round(result["best"], 4),
+        "tokens_seen": result.step * run.train.batch_size * run.data.bptt,
+        "best_val_loss": round(result.best, 4) if result.best is not None else float("nan"),
         "schedule_probe": probe_info,
         "val_curve": timer.points,
     }
@@ -471,7 +480,7 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
             row["best_val_nats_per_char"] = best["val_nats_per_char"]
             row["best_val_bpc"] = best["val_bpc"]
     if test is not None:
-        t = evaluate_lm(out, test, device=device if device != "auto" else "cpu")
+        t = LMRecipe.evaluate(out, test, device=device if device != "auto" else "cpu")
         row["test_loss"] = round(t["loss"], 4)
         row["test_ppl"] = round(t["ppl"], 2)
         row["test_tokens"] = int(t["tokens"])

@@ -104,7 +104,9 @@ class LiveServer:
 
 def build_lm(shared_data: Path, out: Path) -> Path:
     from lmlab.config import TrainConfig
-    from lmlab.models.rnn_lm import LMDataConfig, LMRunConfig, RNNLMConfig, train_lm
+    from lmlab.data.lm import LMDataConfig
+    from lmlab.models.rnn_lm import RNNLMConfig
+    from lmlab.recipes.lm import LMRecipe, LMRunConfig
 
     data = out.parent / "shakespeare-slice.txt"
     with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as src:
@@ -115,7 +117,7 @@ def build_lm(shared_data: Path, out: Path) -> Path:
         train=TrainConfig(max_steps=3, lr=3e-3, batch_size=16, progress=False, tensorboard=False, device="cpu",
                           log_every=100, num_threads=1),
     )
-    train_lm(run, data, out, log=_quiet)
+    LMRecipe(run, data=data, log=_quiet).train(out)
     return out
 
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -11,22 +17,15 @@ import torch
 
 from lmlab.cli import main
 from lmlab.config import config_from_dict, list_presets, load_preset
+from lmlab.data.lm import BPTTBatches, LMCodec, LMDataConfig, read_text
 from lmlab.errors import ConfigError, DataError, TrainingError
 from lmlab.generation import SamplingConfig, beam_search
 from lmlab.models.rnn import select_state
-from lmlab.models.rnn_lm import (
-    RNNLM,
-    BPTTBatches,
-    LMCodec,
-    LMDataConfig,
-    LMRunConfig,
-    RNNLMConfig,
-    load_lm,
-    read_text,
-    resolve_run_config,
-    train_lm,
-)
+from lmlab.models.rnn_lm import RNNLM, RNNLMConfig
 from lmlab.pipelines import Generator, load
+from lmlab.recipes.lm import LMRecipe, LMRunConfig
+
+resolve_run_config = LMRecipe.resolve
 
 TINY = ["model.embed_dim=16", "model.hidden_dim=32", "model.num_layers=1", "train.progress=false",
         "train.tensorboard=false", "train.eval_every=0"]
@@ -198,7 +197,7 @@ def test_generator_pipeline_streams_stops_and_matches_greedy_beam(char_run: Path
     # top-k 1 is greedy
     assert pipe.generate("First", max_new_tokens=30, top_k=1, seed=1) == pipe.generate("First", max_new_tokens=30, greedy=True)
 
-    model, codec, _ = load_lm(char_run)
+    model, codec, _ = LMRecipe.load_model(char_run)
     prompt = codec.encode_prompt("First Citizen:")
     greedy = model.generate([prompt], SamplingConfig(greedy=True, max_new_tokens=25))[0]
 
@@ -218,8 +217,8 @@ def test_word_level_prompt_with_unknown_words_warns(tmp_path: Path, shared_data:
     data = tmp_path / "ptb-300.txt"
     data.write_text("\n".join(lines) + "\n")
     run = resolve_run_config("ptb-small", TINY + ["train.max_steps=3", "train.batch_size=4", "data.eval_batch_size=2"])
-    result = train_lm(run, data, tmp_path / "word", val=data, log=lambda s: None)
-    assert result["step"] == 3
+    result = LMRecipe(run, data=data, val=data, log=lambda s: None).train(tmp_path / "word")
+    assert result.step == 3
     pipe = Generator.from_run_dir(tmp_path / "word")
     with pytest.warns(UserWarning, match="'zyzzyva'"):
         text = pipe.generate("the zyzzyva said", max_new_tokens=12, seed=0)["text"]
@@ -260,7 +259,7 @@ def _blow_up(tmp_path: Path, data: Path) -> tuple[str, dict]:
                 "data.val_fraction=0"],
     )
     with pytest.raises(TrainingError) as err:
-        train_lm(run, data, tmp_path / "nan", log=lambda s: None)
+        LMRecipe(run, data=data, log=lambda s: None).train(tmp_path / "nan")
     pointer = json.loads((tmp_path / "nan" / "checkpoints" / "last.json").read_text())
     return str(err.value), pointer
 
@@ -285,12 +284,194 @@ def test_resume_continues_and_refuses_a_changed_model(tmp_path: Path, shakespear
 
     base = TINY + ["train.batch_size=4", "data.bptt=16", "data.val_fraction=0"]
     out = tmp_path / "run"
-    first = train_lm(resolve_run_config("char-shakespeare", base + ["train.max_steps=3"]), shakespeare_slice, out,
-                     log=lambda s: None)
-    assert first["step"] == 3
-    again = train_lm(resolve_run_config("char-shakespeare", base + ["train.max_steps=6"]), shakespeare_slice, out,
-                     resume=True, log=lambda s: None)
-    assert again["step"] == 6
+
+    def recipe(*extra: str) -> LMRecipe:
+        return LMRecipe.from_preset("char-shakespeare", base + list(extra), data=shakespeare_slice, log=lambda s: None)
+
+    first = recipe("train.max_steps=3").train(out)
+    assert first.step == 3
+    again = recipe("train.max_steps=6").train(out, resume=True)
+    assert again.step == 6
     with pytest.raises(CheckpointError, match="model.hidden_dim"):
-        train_lm(resolve_run_config("char-shakespeare", base + ["train.max_steps=9", "model.hidden_dim=48"]),
-                 shakespeare_slice, out, resume=True, log=lambda s: None)
+        recipe("train.max_steps=9", "model.hidden_dim=48").train(out, resume=True)
+
+
+# ------------------------------------------------------------------------------------------- exact resume
+def test_carried_state_round_trips_and_resets_only_in_a_new_epoch() -> None:
+    torch.manual_seed(0)
+    model = RNNLM(RNNLMConfig(vocab_size=20, embed_dim=8, hidden_dim=8, num_layers=2))
+    batch = next(iter(BPTTBatches(torch.randint(0, 20, (400,)), batch_size=4, bptt=10)))
+    model.on_epoch_start(3)
+    model.loss(batch)
+    saved = model.training_state()
+    h, c = model.carried_state
+    assert saved["epoch"] == 3 and saved["is_tuple"] and torch.equal(saved["hidden"][0], h)
+
+    inside = RNNLM(RNNLMConfig(vocab_size=20, embed_dim=8, hidden_dim=8, num_layers=2))
+    inside.load_training_state(saved)
+    inside.on_epoch_start(3)  # resumed inside epoch 3: the next batch continues from the saved state
+    assert torch.equal(inside.carried_state[0], h) and torch.equal(inside.carried_state[1], c)
+    inside.on_epoch_start(4)
+    assert inside.carried_state is None
+
+    after = RNNLM(RNNLMConfig(vocab_size=20, embed_dim=8, hidden_dim=8, num_layers=2))
+    after.load_training_state(saved)
+    after.on_epoch_start(4)  # saved at the end of epoch 3: epoch 4 starts from zeros, as without a restart
+    assert after.carried_state is None
+
+    gru = RNNLM(RNNLMConfig(cell="gru", vocab_size=20, embed_dim=8, hidden_dim=8, num_layers=1))
+    gru.on_epoch_start(0)
+    gru.loss(batch)
+    restored = RNNLM(RNNLMConfig(cell="gru", vocab_size=20, embed_dim=8, hidden_dim=8, num_layers=1))
+    restored.load_training_state(gru.training_state())
+    restored.on_epoch_start(0)
+    assert torch.equal(restored.carried_state, gru.carried_state)
+    empty = RNNLM(RNNLMConfig(vocab_size=20, embed_dim=8, hidden_dim=8, num_layers=1))
+    empty.load_training_state(RNNLM(RNNLMConfig(vocab_size=20, embed_dim=8, hidden_dim=8, num_layers=1)).training_state())
+    assert empty.carried_state is None
+
+
+def test_resume_in_process_matches_an_uninterrupted_run(tmp_path: Path, shakespeare_slice: Path) -> None:
+    """Stopped (max_steps) inside an epoch and at an epoch's last batch, then resumed: the same weights."""
+    from lmlab.callbacks import find_last_checkpoint
+    from lmlab.checkpoint import load_tensors
+
+    data = tmp_path / "short.txt"
+    data.write_text(shakespeare_slice.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    base = TINY + ["train.batch_size=8", "data.bptt=32", "data.val_fraction=0", "train.schedule=constant",
+                   "train.warmup_steps=0", "model.dropout=0.2", "train.num_threads=1", "train.device=cpu"]
+
+    def train(out: Path, steps: int, resume: bool = False) -> int:
+        recipe = LMRecipe.from_preset("char-shakespeare", base + [f"train.max_steps={steps}"], data=data,
+                                      log=lambda s: None)
+        return recipe.train(out, resume=resume).step
+
+    assert train(tmp_path / "straight", 30) == 30
+    per_epoch = len(BPTTBatches(torch.zeros(len(read_text(data, LMDataConfig())), dtype=torch.long), 8, 32))
+    assert 8 <= per_epoch < 26
+    for stop in (5, per_epoch, per_epoch + 4):
+        out = tmp_path / f"stopped-{stop}"
+        train(out, stop)
+        assert train(out, 30, resume=True) == 30
+        a = load_tensors(tmp_path / "straight" / "model.safetensors")
+        b = load_tensors(out / "model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), f"resumed after step {stop}: weights differ"
+        last_a = load_tensors(find_last_checkpoint(tmp_path / "straight") / "model.safetensors")
+        last_b = load_tensors(find_last_checkpoint(out) / "model.safetensors")
+        assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+
+
+_KILLABLE = textwrap.dedent(
+    """
+    import sys, time
+    from lmlab.models import rnn_lm
+
+    loss = rnn_lm.RNNLM.loss
+    def slow_loss(self, batch):  # time to kill it between checkpoints; the numbers are untouched
+        time.sleep({pause})
+        return loss(self, batch)
+    rnn_lm.RNNLM.loss = slow_loss
+    from lmlab.cli import main
+    sys.exit(main({args!r}))
+    """
+)
+
+
+def _lm_process(args: list[str], pause: float) -> subprocess.Popen:
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    code = _KILLABLE.format(pause=pause, args=args)
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    pointer = run_dir / "checkpoints" / "last.json"
+    try:
+        return json.loads(pointer.read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_sigkill_three_times_and_resume_gives_the_uninterrupted_weights(tmp_path: Path, shakespeare_slice: Path) -> None:
+    """Issue 21: kill -9 at three points, --resume each time; the hidden state carried between BPTT batches is in
+    every checkpoint, so the final weights are bit-identical to an uninterrupted run (CPU, one thread)."""
+    from lmlab.callbacks import find_last_checkpoint
+    from lmlab.checkpoint import load_tensors
+
+    data = tmp_path / "short.txt"
+    data.write_text(shakespeare_slice.read_text(encoding="utf-8")[:3000], encoding="utf-8")  # ~10 batches/epoch
+
+    def args(out: Path, *extra: str) -> list[str]:
+        return ["lm", "train", "--data", str(data), "--preset", "char-shakespeare", "--out", str(out), *extra,
+                "model.embed_dim=16", "model.hidden_dim=32", "model.dropout=0.2", "train.batch_size=8",
+                "data.bptt=32", "data.eval_batch_size=4", "train.warmup_steps=5", "train.max_steps=36",
+                "train.eval_every=0", "train.save_every=3", "train.log_every=1", "train.seed=5",
+                "train.num_threads=1", "train.device=cpu", "train.progress=false", "train.tensorboard=false"]
+
+    straight = _lm_process(args(tmp_path / "straight"), pause=0.0)
+    killed = tmp_path / "killed"
+    proc = _lm_process(args(killed), pause=0.04)
+    for i, at in enumerate((6, 15, 24)):
+        deadline = time.monotonic() + 180
+        while _checkpoint_step(killed) < at:
+            assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()[1][-800:]}"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.01)
+        proc.kill()
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        assert _checkpoint_step(killed) < 36
+        proc = _lm_process(args(killed, "--resume"), pause=0.04 if i < 2 else 0.0)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "trained 36 steps" in out
+    out, err = straight.communicate(timeout=120)
+    assert straight.returncode == 0, err[-2000:]
+
+    for a, b in [
+        (tmp_path / "straight" / "model.safetensors", killed / "model.safetensors"),  # best weights
+        (find_last_checkpoint(tmp_path / "straight") / "model.safetensors", find_last_checkpoint(killed) / "model.safetensors"),
+    ]:
+        ta, tb = load_tensors(a), load_tensors(b)
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), f"{b} differs from {a}"
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["split"], r["step"]) for r in rows]
+    assert len(keys) == len(set(keys)), "metrics.jsonl logs a step twice"
+    lines = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    straight = {(r["split"], r["step"]): r for r in map(json.loads, lines)}
+    assert ("train", 36) in keys and set(keys) <= set(straight)
+    for r in rows:  # every logged loss is the uninterrupted run's (a row can be lost if the kill falls between the
+        # step's checkpoint and its log line: the trainer writes the checkpoint first)
+        key = "loss" if r["split"] == "train" else "val_loss"
+        assert r[key] == straight[(r["split"], r["step"])][key]
+
+
+# ---------------------------------------------------------------------------------- the wrong family's run
+@pytest.mark.slow
+def test_lm_commands_on_another_familys_run_say_so_in_one_line(tmp_path: Path, shared_data: Path,
+                                                                shakespeare_slice: Path, capsys) -> None:
+    """Issue 21 item 4: ``lm generate`` on a classifier run was a traceback (AttributeError)."""
+    quick = ["train.max_steps=2", "train.progress=false", "train.tensorboard=false", "train.eval_every=0",
+             "train.num_threads=1", "train.device=cpu"]
+    reviews = tmp_path / "reviews.jsonl"
+    pos = (shared_data / "rt-polarity" / "rt-polarity.pos.utf8").read_text(encoding="utf-8").splitlines()[:40]
+    neg = (shared_data / "rt-polarity" / "rt-polarity.neg.utf8").read_text(encoding="utf-8").splitlines()[:40]
+    reviews.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for p, n in zip(pos, neg, strict=True)
+                               for t, lab in ((p, "pos"), (n, "neg"))), encoding="utf-8")
+    runs = {"classifier": tmp_path / "classifier", "gpt": tmp_path / "gpt", "word2vec": tmp_path / "vectors"}
+    assert main(["classify", "train", "--data", str(reviews), "--preset", "seed-lstm", "--out", str(runs["classifier"]),
+                 "model.embed_dim=8", "model.hidden_dim=8", "train.batch_size=16", *quick]) == 0
+    assert main(["gpt", "train", "--data", str(shakespeare_slice), "--preset", "char", "--out", str(runs["gpt"]),
+                 "model.block_size=16", "model.embed_dim=16", "model.num_layers=1", "model.num_heads=2",
+                 "train.batch_size=4", *quick]) == 0
+    assert main(["embed", "train", "--corpus", str(shakespeare_slice), "--out", str(runs["word2vec"]),
+                 "--dim", "8", "--epochs", "1", "--min-count", "5", "--threads", "1"]) == 0
+    capsys.readouterr()
+    for family, run in runs.items():
+        for command in (["generate", str(run), "--max-new-tokens", "3"], ["eval", str(run), "--data", str(reviews)]):
+            assert main(["lm", *command]) == 2, (family, command)
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+            assert err.startswith("error: ") and f"holds a '{family}' model, not 'rnn_lm'" in err, err

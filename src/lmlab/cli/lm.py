@@ -24,14 +24,12 @@ def lm() -> None:
 def train(data, val, preset, out, overwrite, resume, overrides) -> None:
     """Train a language model; overrides like epochs=2 or model.hidden_dim=256 follow the options."""
     from lmlab import distributed
-    from lmlab.models.rnn_lm import resolve_run_config, train_lm
+    from lmlab.recipes.lm import LMRecipe
 
-    run = resolve_run_config(preset, overrides)
-    result = train_lm(run, data, out, val=val, overwrite=overwrite, resume=resume, log=click.echo)
+    recipe = LMRecipe.from_preset(preset, overrides, data=data, val=val, log=click.echo)
+    result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():
-        best = result["best"]
-        shown = f", best {run.train.early_stopping_metric} {best:.4f}" if best == best else ""
-        click.echo(f"trained {result['step']} steps in {result['train_time_s']:.0f} s{shown}; run directory: {out}")
+        click.echo(result.summary())
 
 
 @lm.command("eval")
@@ -44,11 +42,11 @@ def evaluate(run_dir, data, batch_size, device, as_json) -> None:
     """Loss (nats/token), perplexity, and nats/bits per character of the text, of RUN_DIR on --data."""
     import warnings
 
-    from lmlab.models.rnn_lm import evaluate_lm
+    from lmlab.recipes.lm import LMRecipe
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate_lm(run_dir, data, batch_size=batch_size, device=device)
+        result = LMRecipe.evaluate(run_dir, data, batch_size=batch_size, device=device)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     if as_json:
@@ -81,7 +79,7 @@ def generate(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, repetit
     import warnings
 
     from lmlab.generation import SamplingConfig
-    from lmlab.pipelines import Generator
+    from lmlab.recipes.lm import LMRecipe
 
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -95,7 +93,7 @@ def generate(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, repetit
         seed=seed,
         greedy=greedy,
     )
-    pipe = Generator.from_run_dir(run_dir, device=device)
+    pipe = LMRecipe.load(run_dir, device=device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         events = pipe.stream(prompt, cfg)

@@ -1,11 +1,40 @@
-"""The RNN language-model recipe (being moved onto :class:`lmlab.recipes.base.Recipe`)."""
+"""The RNN language-model recipe: text -> codec + :class:`RNNLM` trained with truncated BPTT -> a run directory.
+
+Inputs (keyword arguments of the recipe, as ``lmlab lm train`` passes them): ``data`` (the training text) and
+``val`` (optional validation text; otherwise the last ``data.val_fraction`` of the training text is held out).
+
+A run directory holds config.json (``model_type: rnn_lm``), tokenizer.json, vocab.json (not for BPE),
+model.safetensors, metrics.jsonl and checkpoints/ (whose resume state includes the hidden state carried
+between batches, so a resumed run continues exactly).
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from lmlab.models.rnn_lm import LMRunConfig
-from lmlab.recipes.base import Recipe
+from lmlab import checkpoint
+from lmlab.config import TrainConfig, config_from_dict
+from lmlab.data.lm import BPTTBatches, LMCodec, LMDataConfig, chars_per_token, read_text, split_tail
+from lmlab.models.rnn_lm import RNNLM, RNNLMConfig
+from lmlab.recipes.base import Recipe, TrainResult
+
+
+@dataclass
+class LMRunConfig:
+    """The whole config of a language-model run: ``model``, ``data`` and ``train`` sections."""
+
+    model: RNNLMConfig = field(default_factory=RNNLMConfig)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def saved_run_config(run_dir: Path, saved: dict) -> LMRunConfig:
+    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+    return config_from_dict(LMRunConfig, sections, where=f"{run_dir / checkpoint.CONFIG_FILE}")
 
 
 class LMRecipe(Recipe):
@@ -13,15 +42,98 @@ class LMRecipe(Recipe):
     model_type = "rnn_lm"
     run_config = LMRunConfig
     default_preset = "ptb-recommended"
+    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "impl"}}
+
+    def prepare(self, saved: dict | None, run_dir: Path) -> None:
+        run = self.config
+        data, val = self.inputs["data"], self.inputs.get("val")
+        text = read_text(data, run.data)
+        if val is not None:
+            val_text = read_text(val, run.data)
+        elif run.data.val_fraction > 0:
+            text, val_text = split_tail(text, run.data.val_fraction, run.data.tokenizer in ("whitespace", "word"))
+        else:
+            val_text = None
+        self.codec = LMCodec.load(run_dir, run.data.tokenizer) if saved is not None else LMCodec.fit(text, run.data)
+        run.model.vocab_size = self.codec.vocab_size
+        train_ids, self.train_unk = self.codec.encode_text(text)
+        self.train_tokens = train_ids.numel()
+        self.train_data = BPTTBatches(
+            train_ids, run.train.batch_size, run.data.bptt, "train", chars_per_token(text, train_ids.numel())
+        )
+        self.val_data = None
+        if val_text is not None:
+            val_ids, val_unk = self.codec.encode_text(val_text)
+            if val_unk:
+                self.log(f"lm: {val_unk} validation tokens are not in the vocabulary and count as <unk>")
+            self.val_data = BPTTBatches(
+                val_ids, run.data.eval_batch_size, run.data.bptt, "validation",
+                chars_per_token(val_text, val_ids.numel()),
+            )
+
+    def build_model(self) -> RNNLM:
+        return RNNLM(self.config.model)
+
+    def save_artifacts(self, run_dir: Path) -> None:
+        super().save_artifacts(run_dir)
+        self.codec.save(run_dir)
+
+    def fit(self, run_dir: Path, resume: bool, callbacks) -> TrainResult:
+        from lmlab.trainer import Trainer
+
+        run, train_data, val_data = self.config, self.train_data, self.val_data
+        params = sum(p.numel() for p in self.model.parameters())
+        self.log(
+            f"lm: {self.train_tokens:,} train tokens ({self.train_unk:,} <unk>) / "
+            f"{val_data.num_tokens if val_data else 0:,} val tokens, {run.data.tokenizer} vocab "
+            f"{self.codec.vocab_size:,}, {run.model.num_layers}x{run.model.hidden_dim} {run.model.cell}, "
+            f"{params:,} parameters, {len(train_data)} batches of {run.train.batch_size}x{run.data.bptt} per epoch"
+        )
+        trainer = Trainer(run.train, self.model, train_data, val_data, callbacks=callbacks, run_dir=run_dir)
+        last = trainer.fit(resume=resume)
+        return TrainResult.from_trainer(trainer, last)
+
+    # ------------------------------------------------------------------------------------ trained runs
+    @classmethod
+    def load_model(cls, run_dir: str | os.PathLike, device: str = "cpu") -> tuple[RNNLM, LMCodec, LMRunConfig]:
+        """The trained model (best weights, eval mode), its codec and its run config."""
+        from lmlab.trainer import resolve_device
+
+        run_dir = Path(run_dir)
+        run = saved_run_config(run_dir, checkpoint.load_config(run_dir, cls.model_type))
+        codec = LMCodec.load(run_dir, run.data.tokenizer)
+        model = RNNLM(run.model)
+        checkpoint.load_weights(run_dir / checkpoint.WEIGHTS_FILE, model)
+        model.to(resolve_device(device)).eval()
+        return model, codec, run
 
     @classmethod
-    def load_for_generation(cls, run_dir: str | Path, device: str = "cpu"):
-        from lmlab.models.rnn_lm import RNNLM
-
-        return RNNLM.load_for_generation(run_dir, device)
+    def load_for_generation(cls, run_dir: str | os.PathLike, device: str = "cpu") -> tuple[RNNLM, LMCodec]:
+        """The hook :class:`lmlab.pipelines.Generator` calls: the trained model (eval mode) and its codec."""
+        model, codec, _ = cls.load_model(run_dir, device)
+        return model, codec
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu"):
+    def load(cls, run_dir: str | os.PathLike, device: str = "cpu"):
         from lmlab.pipelines import Generator
 
-        return Generator.from_run_dir(run_dir, device)
+        model, codec = cls.load_for_generation(run_dir, device)
+        return Generator(model, codec, cls.model_type, Path(run_dir))
+
+    @classmethod
+    def evaluate(
+        cls, run_dir: str | os.PathLike, data: str | os.PathLike, batch_size: int | None = None, device: str = "cpu"
+    ) -> dict[str, Any]:
+        """Loss (nats/token), perplexity and per-character numbers of a trained run on a text file."""
+        model, codec, run = cls.load_model(run_dir, device)
+        text = read_text(data, run.data)
+        ids, unk = codec.encode_text(text)
+        if unk:
+            warnings.warn(f"{data}: {unk} tokens are not in the vocabulary and count as <unk>", UserWarning, stacklevel=2)
+        batches = BPTTBatches(
+            ids, batch_size or run.data.eval_batch_size, run.data.bptt, str(data), chars_per_token(text, ids.numel())
+        )
+        result = model.evaluate(batches)
+        result["oov_tokens"] = float(unk)
+        result["characters"] = float(len(text))
+        return result

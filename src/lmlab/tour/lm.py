@@ -8,9 +8,8 @@ import math
 
 def run_stop(ctx) -> None:
     from lmlab.generation import SamplingConfig
-    from lmlab.models.rnn_lm import resolve_run_config, train_lm
-    from lmlab.pipelines import Generator
     from lmlab.plots import plot_curves
+    from lmlab.recipes.lm import LMRecipe
 
     with gzip.open(ctx.data_dir / "tinyshakespeare.txt.gz", "rt", encoding="utf-8") as f:
         text = f.read()
@@ -19,7 +18,7 @@ def run_stop(ctx) -> None:
     train_path.write_text(text[:cut], encoding="utf-8")
     val_path.write_text(text[cut : cut + 20_000], encoding="utf-8")  # a 20k-character slice keeps evaluation quick
     budget = max(5.0, ctx.budget_s * 0.75)
-    run = resolve_run_config(
+    recipe = LMRecipe.from_preset(
         "char-shakespeare",
         [
             "model.hidden_dim=256",
@@ -34,20 +33,22 @@ def run_stop(ctx) -> None:
             "train.progress=false",
             "train.tensorboard=false",
         ],
+        data=train_path,
+        val=val_path,
+        log=ctx.log,
     )
+    run = recipe.config
     run_dir = ctx.workdir / "char-lstm"
     ctx.log(f"training a 1x{run.model.hidden_dim} character LSTM on {cut:,} characters of Shakespeare for {budget:.0f} s")
-    result = train_lm(run, train_path, run_dir, val=val_path, overwrite=True, log=ctx.log)
-    from lmlab.models.rnn_lm import evaluate_lm
-
-    metrics = evaluate_lm(run_dir, val_path)
-    chars_seen = result["step"] * run.train.batch_size * run.data.bptt
+    result = recipe.train(run_dir, overwrite=True)
+    metrics = LMRecipe.evaluate(run_dir, val_path)
+    chars_seen = result.step * run.train.batch_size * run.data.bptt
     ctx.log(
-        f"{result['step']} steps ({chars_seen:,} characters) in {result['train_time_s']:.0f} s: validation "
+        f"{result.step} steps ({chars_seen:,} characters) in {result.train_time_s:.0f} s: validation "
         f"{metrics['nats_per_char']:.3f} nats/char = {metrics['bpc']:.3f} bits/char (uniform guessing: "
-        f"{math.log(result['codec'].vocab_size):.2f} nats)"
+        f"{math.log(recipe.codec.vocab_size):.2f} nats)"
     )
-    pipe = Generator.from_run_dir(run_dir)
+    pipe = LMRecipe.load(run_dir)
     cfg = SamplingConfig(max_new_tokens=300, temperature=0.8, top_k=0, top_p=0.95, seed=0)
     sample = "ROMEO:" + pipe.generate("ROMEO:", cfg)["text"]
     ctx.log("sample (temperature 0.8, top-p 0.95, seed 0):\n" + sample)
@@ -55,8 +56,8 @@ def run_stop(ctx) -> None:
     ctx.section(
         "A character LSTM language model",
         f"A 1x{run.model.hidden_dim} LSTM read {chars_seen:,} characters of tiny Shakespeare "
-        f"({result['step']} steps of {run.train.batch_size}x{run.data.bptt}, truncated BPTT with the hidden state "
-        f"carried between batches) in {result['train_time_s']:.0f} s.\n\n"
+        f"({result.step} steps of {run.train.batch_size}x{run.data.bptt}, truncated BPTT with the hidden state "
+        f"carried between batches) in {result.train_time_s:.0f} s.\n\n"
         "| metric (20k held-out characters) | value |\n|---|---:|\n"
         f"| nats per character | {metrics['nats_per_char']:.3f} |\n"
         f"| bits per character | {metrics['bpc']:.3f} |\n"
