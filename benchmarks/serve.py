@@ -48,8 +48,10 @@ RESULTS = REPO / "benchmarks" / "results" / "serve.json"
 def build_models(root: Path, rebuild: bool) -> tuple[Path, Path, list[str]]:
     """A classifier and a character LM, trained briefly through lmlab's public training APIs."""
     from lmlab.config import TrainConfig
-    from lmlab.models.rnn_lm import LMDataConfig, LMRunConfig, RNNLMConfig, train_lm
+    from lmlab.data.lm import LMDataConfig
+    from lmlab.models.rnn_lm import RNNLMConfig
     from lmlab.recipes.classify import ClassifyRecipe
+    from lmlab.recipes.lm import LMRecipe, LMRunConfig
 
     root.mkdir(parents=True, exist_ok=True)
     with gzip.open(DATA / "sst2" / "train.tsv.gz", "rt", encoding="utf-8") as src:
@@ -74,7 +76,7 @@ def build_models(root: Path, rebuild: bool) -> tuple[Path, Path, list[str]]:
             train=TrainConfig(max_steps=150, lr=3e-3, batch_size=32, progress=False, tensorboard=False,
                               device="cpu", grad_clip=1.0),
         )
-        train_lm(run, text, lm, overwrite=True, log=lambda *_: None)
+        LMRecipe(run, data=text, log=lambda *_: None).train(lm, overwrite=True)
     return clf, lm, sentences
 
 
