@@ -284,11 +284,48 @@ def test_csv_several_text_columns(tmp_path):
 
 
 def test_jsonl_int_bool_float_labels(tmp_path):
+    # numbers and booleans become strings; 2.0 is the label "2" (a file holds one kind of label: see below)
     path = tmp_path / "d.jsonl"
-    path.write_text(
-        '{"text": "a", "label": 3}\n\n{"text": "b", "label": 2.0}\n{"text": "c", "label": true}\n', encoding="utf-8"
-    )
-    assert [e.label for e in read_labelled(path)] == ["3", "2", "true"]
+    path.write_text('{"text": "a", "label": 3}\n\n{"text": "b", "label": 2.0}\n', encoding="utf-8")
+    assert [e.label for e in read_labelled(path)] == ["3", "2"]
+    path.write_text('{"text": "c", "label": true}\n{"text": "d", "label": false}\n', encoding="utf-8")
+    assert [e.label for e in read_labelled(path)] == ["true", "false"]
+
+
+def test_jsonl_labels_of_mixed_kinds_are_refused(tmp_path):
+    # issue 21 item 5: 1, 1.0, "pos" / 0, "0", false trained a 4-class model ("1", "pos", "0", "false") silently
+    path = tmp_path / "mixed.jsonl"
+    labels = ["1", "0", "1.0", '"0"', '"pos"', "false"]
+    path.write_text("".join(f'{{"text": "t{i}", "label": {v}}}\n' for i, v in enumerate(labels)), encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_examples(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:4: the label \"0\" is a string, but at {path}:1 it is a number (1)")
+    assert "write every 'label' of the file the same way" in msg and "\n" not in msg
+    # a boolean among numbers, and a number among strings, are refused the same way
+    path.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": true}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: the label true is a boolean, but at .*mixed.jsonl:1 it is a number"):
+        load_examples(path)
+    path.write_text('{"text": "a", "label": "neg"}\n{"text": "b", "label": "pos"}\n{"text": "c", "label": 1}\n')
+    with pytest.raises(DataError, match=r'mixed.jsonl:3: the label 1 is a number, but .* a string \("neg"\)'):
+        load_examples(path)
+    # one kind per file is fine, and 1 / 1.0 are the same class
+    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 1.0}\n{"text": "c", "label": 0}\n')
+    assert check_labels(load_examples(path)) == {"1": 2, "0": 1}
+
+
+def test_one_number_written_two_ways_is_refused(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\na,1\nb,0\nc,1.0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"d.csv:4: the label '1.0' is the number '1' \(at .*d.csv:2\) written another way"):
+        load_examples(path)
+    path.write_text('{"text": "a", "label": "1"}\n{"text": "b", "label": "01"}\n{"text": "c", "label": "0"}\n')
+    path = path.rename(tmp_path / "d.jsonl")
+    with pytest.raises(DataError, match=r"d.jsonl:2: the label '01' is the number '1'"):
+        load_examples(path)
+    # numbers written one way, and words that float() would not take for numbers, are fine
+    path.write_text('{"text": "a", "label": "1"}\n{"text": "b", "label": "10"}\n{"text": "c", "label": "nan"}\n')
+    assert sorted(check_labels(load_examples(path))) == ["1", "10", "nan"]
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -12,7 +12,12 @@ Labelled formats (:func:`read_labelled`):
 
 * ``csv`` / ``tsv`` - a header row is required; text and label columns are chosen by name, several text
   columns are joined with a space. TSV is read without quote processing (as GLUE's files need).
-* ``jsonl`` - one JSON object per line (``.jsonl``, ``.jsonl.gz``, ...), text and label fields by name.
+* ``jsonl`` - one JSON object per line (``.jsonl``, ``.jsonl.gz``, ...), text and label fields by name. The
+  labels of a file are all strings, all numbers (``1`` and ``1.0`` are one label, ``"1"``) or all booleans
+  (``"true"``/``"false"``); a file that mixes them (``1``, ``"pos"``, ``false``) is refused, naming the lines.
+
+In every format, two labels that spell the same number differently (``"1"`` and ``"1.0"``) are refused too:
+they would silently become two classes.
 * ``fasttext`` - fastText's supervised format, ``__label__pos the text``, one example per line.
 * ``lines`` - one example per line, one file per label: ``rt-polarity.pos`` / ``rt-polarity.neg``. The path is
   the common prefix (``.../rt-polarity``), a directory holding such files, or a glob whose ``*`` is the label
@@ -459,6 +464,26 @@ class Example:
     where: str
 
 
+def _json_kind(value: object) -> str | None:
+    """``"string"``, ``"number"`` or ``"boolean"``: the JSON type of a label (None for others, refused later)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _number_key(label: str) -> float | None:
+    """The number a label spells (``"1"``, ``"1.0"`` and ``"01"`` spell 1), or None when it is not a number."""
+    try:
+        number = float(label)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
 def _label_to_str(value: object, where: str, field: str) -> str:
     if value is None:
         raise DataError(f"{where}: the label ({field!r}) is missing/null; every example needs a label")
@@ -706,6 +731,7 @@ class JSONLCorpus(LabelledCorpus):
         raise DataError(f"{self.path}: the file is empty; expected one JSON object per line")
 
     def __iter__(self) -> Iterator[Example]:
+        first: tuple[str | None, object, str] | None = None  # the first label's JSON kind, value and place
         with open_text(self.path, self.encoding) as f:
             for line in f:
                 if not line.strip():
@@ -725,7 +751,17 @@ class JSONLCorpus(LabelledCorpus):
                         raise DataError(f"{where}: field {name!r} is a {type(value).__name__}, expected a string")
                     parts.append(value)
                 text = _check_text(" ".join(parts), where)
-                yield Example(text, _label_to_str(record[self.label_field], where, self.label_field), where)
+                value = record[self.label_field]
+                kind = _json_kind(value)
+                if first is None:
+                    first = (kind, value, where)
+                elif kind != first[0] and kind is not None and first[0] is not None:
+                    raise DataError(
+                        f"{where}: the label {json.dumps(value, ensure_ascii=False)} is a {kind}, but at {first[2]} "
+                        f"it is a {first[0]} ({json.dumps(first[1], ensure_ascii=False)}); write every "
+                        f"{self.label_field!r} of the file the same way (e.g. all strings: \"1\", \"pos\")"
+                    )
+                yield Example(text, _label_to_str(value, where, self.label_field), where)
 
 
 def _find_label_files(path: Path) -> tuple[list[tuple[str, Path]], str]:
@@ -1009,12 +1045,24 @@ def check_labels(examples: Sequence[Example], min_classes: int = 2, source: str 
     """Check a list of examples is usable for training a classifier; return the label counts.
 
     Raises:
-        DataError: there are no examples, or fewer than ``min_classes`` distinct labels (the message says
-            which class and how many rows).
+        DataError: there are no examples, fewer than ``min_classes`` distinct labels (the message says
+            which class and how many rows), or one number written two ways (``1`` and ``1.0``), which would
+            make two classes.
     """
     if not examples:
         raise DataError(f"{source}: no examples found; the file is empty")
     counts = Counter(ex.label for ex in examples)
+    spelled: dict[float, Example] = {}  # the same number written two ways would be two classes
+    for ex in examples:
+        number = _number_key(ex.label)
+        if number is None:
+            continue
+        other = spelled.setdefault(number, ex)
+        if other.label != ex.label:
+            raise DataError(
+                f"{ex.where}: the label {ex.label!r} is the number {other.label!r} (at {other.where}) written "
+                "another way, which would make two classes; write every label of that class the same way"
+            )
     if len(counts) < min_classes:
         found = ", ".join(f"{label!r} ({n} rows)" for label, n in counts.most_common())
         raise DataError(
