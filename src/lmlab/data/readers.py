@@ -40,6 +40,7 @@ import lzma
 import os
 import re
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ __all__ = [
     "TextCorpus",
     "TokenizedCorpus",
     "check_labels",
+    "detect_bom",
     "detect_format",
     "load_examples",
     "open_text",
@@ -102,6 +104,50 @@ def _open_binary(path: Path) -> IO[bytes]:
     if name.endswith(".xz"):
         return lzma.open(path, "rb")
     return open(path, "rb")
+
+
+#: byte-order marks and the encoding to pass for each (the UTF-32 ones first: FF FE 00 00 starts with FF FE)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+#: what each compression suffix is called, and the command that tests such a file
+_COMPRESSED_KIND = {".gz": ("gzip", "gzip -t"), ".bz2": ("bzip2", "bzip2 -t"), ".xz": ("xz", "xz -t")}
+#: what a damaged compressed stream raises while it is read
+_COMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def detect_bom(data: bytes) -> str | None:
+    """The encoding whose byte-order mark starts ``data`` (``"utf-8"``, ``"utf-16"``, ``"utf-32"``), or None."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    return None
+
+
+def _compression_problem(path: Path) -> str | None:
+    """Why the compressed file ``path`` cannot be read to its end (CRC, truncation, bad data), or None."""
+    try:
+        with _open_binary(path) as f:
+            while f.read(1 << 20):
+                pass
+    except _COMPRESSION_ERRORS as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _corrupt_error(path: Path, reason: str, lineno: int | None = None) -> DataError:
+    kind, check = _COMPRESSED_KIND.get(path.suffix, ("compressed", "a decompressor"))
+    at = f" (noticed at line {lineno})" if lineno else ""
+    err = DataError(
+        f"{path}: the {kind} file is corrupt or truncated ({reason}){at}; re-create or re-download it "
+        f"(`{check} {path}` checks it)"
+    )
+    err.corrupt_file = True  # type: ignore[attr-defined]
+    return err
 
 
 def _suggest_encoding(raw: bytes) -> str:
@@ -162,8 +208,20 @@ class open_text:  # noqa: N801 - used like the builtin open()
         self._ensure_open()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+        if isinstance(exc, DataError):
+            # garbage out of a damaged compressed file (bad JSON, bad UTF-8 ...): say the file is damaged
+            corrupt = self._corruption(exc)
+            if corrupt is not None:
+                raise corrupt from None
+
+    def _corruption(self, exc: BaseException) -> DataError | None:
+        """For an error while reading a compressed file: a DataError saying the file is damaged, if it is."""
+        if self._stdin or self.path.suffix not in _COMPRESSED_KIND or getattr(exc, "corrupt_file", False):
+            return None
+        reason = _compression_problem(self.path)
+        return _corrupt_error(self.path, reason, self.lineno) if reason is not None else None
 
     def __iter__(self) -> Iterator[str]:
         self._ensure_open()
@@ -209,20 +267,30 @@ class open_text:  # noqa: N801 - used like the builtin open()
         if enc.startswith(_WIDE_ENCODINGS):
             yield from self._generate_wide()
             return
-        strip_bom = codecs.lookup(self.encoding).name == "utf-8"
+        codec = codecs.lookup(self.encoding).name
+        strip_bom = codec == "utf-8"
         try:
             for raw in self._file:
                 self.lineno += 1
+                if self.lineno == 1:
+                    bom = detect_bom(raw)
+                    if bom is not None and not (bom == "utf-8" and codec in ("utf-8", "utf-8-sig")):
+                        error = DataError(
+                            f"{where}:1: this file starts with a {bom.upper()} byte-order mark; pass --encoding "
+                            f"{bom} (encoding={bom!r})"
+                        )
+                        raise self._corruption(error) or error
                 try:
                     line = raw.decode(self.encoding)
                 except UnicodeDecodeError as exc:
                     bad = raw[exc.start : exc.start + 1]
                     suggestion = _suggest_encoding(raw)
-                    raise DataError(
+                    error = DataError(
                         f"{where}:{self.lineno}: byte 0x{bad.hex()} (byte {exc.start + 1} of the line) is not valid "
                         f"{self.encoding}; pass the file's encoding, e.g. --encoding {suggestion} "
                         f"(encoding={suggestion!r})"
-                    ) from None
+                    )
+                    raise self._corruption(error) or error from None
                 if strip_bom and self.lineno == 1 and line.startswith("\ufeff"):
                     line = line[1:]
                 if not self.keep_newlines:
@@ -231,11 +299,8 @@ class open_text:  # noqa: N801 - used like the builtin open()
                         if line.endswith("\r"):
                             line = line[:-1]
                 yield line
-        except (EOFError, OSError, lzma.LZMAError) as exc:
-            raise DataError(
-                f"{where}:{self.lineno + 1}: the compressed data is corrupt or truncated ({exc}); "
-                "re-create or re-download the file"
-            ) from None
+        except _COMPRESSION_ERRORS as exc:
+            raise _corrupt_error(self.path, str(exc) or type(exc).__name__, self.lineno + 1) from None
 
     def _generate_wide(self) -> Iterator[str]:
         assert self._file is not None
@@ -250,10 +315,13 @@ class open_text:  # noqa: N801 - used like the builtin open()
                 yield line
         except UnicodeError as exc:
             reason = getattr(exc, "reason", None) or str(exc)
-            raise DataError(
+            error = DataError(
                 f"{self.path}:{self.lineno + 1}: bytes are not valid {self.encoding} ({reason}); "
                 "pass the file's encoding, e.g. --encoding utf-8"
-            ) from None
+            )
+            raise self._corruption(error) or error from None
+        except _COMPRESSION_ERRORS as exc:
+            raise _corrupt_error(self.path, str(exc) or type(exc).__name__, self.lineno + 1) from None
 
 
 class _NoClose(io.RawIOBase):
@@ -929,7 +997,7 @@ def _starts_with_fasttext_label(path: Path) -> bool:
             for raw in itertools.islice(f, 20):
                 if raw.strip():
                     return raw.lstrip(b"\xef\xbb\xbf").startswith(FASTTEXT_LABEL_PREFIX.encode())
-    except (OSError, EOFError, lzma.LZMAError):
+    except _COMPRESSION_ERRORS:
         return False
     return False
 
