@@ -14,6 +14,7 @@ from lmlab.config import (
     load_preset,
     parse_overrides,
     resolve_short_overrides,
+    suggest_key,
 )
 from lmlab.errors import ConfigError
 from lmlab.models.classifier import ClassifierConfig
@@ -24,6 +25,38 @@ from lmlab.schedules import lr_at
 def test_unknown_key_suggests_nearest():
     with pytest.raises(ConfigError, match=r"train\.lrr: unknown key; did you mean 'lr'"):
         config_from_dict(ClassifyRunConfig, {"train": {"lrr": 0.1}})
+
+
+def test_unknown_key_suggestions_know_other_libraries_names():
+    # issue 21 item 9: train.learning_rate suggested early_stopping_mode (they share letters, not a word)
+    msg = ""
+    for section in ({"train": {"learning_rate": 0.1, "n_epochs": 2, "batch": 8, "grad_clipping": 1.0, "Batch-Size": 4}},
+                    {"model": {"hiden_dim": 8, "n_layers": 2, "dropout_rate": 0.1},
+                     "data": {"val_fraction": 0.2, "min_frequency": 2}}):
+        with pytest.raises(ConfigError) as err:
+            config_from_dict(ClassifyRunConfig, section)
+        msg += str(err.value)
+    for wrong, right in [("train.learning_rate", "lr"), ("train.n_epochs", "epochs"), ("train.batch", "batch_size"),
+                         ("train.grad_clipping", "grad_clip"), ("train.Batch-Size", "batch_size"),
+                         ("model.hiden_dim", "hidden_dim"), ("model.n_layers", "num_layers"),
+                         ("model.dropout_rate", "dropout"), ("data.val_fraction", "val_split"),
+                         ("data.min_frequency", "min_freq")]:
+        assert f"config.{wrong}: unknown key; did you mean '{right}'?" in msg
+    assert "early_stopping_mode" not in msg
+    # an alias is suggested only when the config has its target; a key like nothing lists the valid keys
+    assert suggest_key("n_head", ["num_heads", "num_layers"]) == "num_heads"
+    assert suggest_key("n_head", ["num_layers", "hidden_dim"]) is None
+    assert suggest_key("min_freq", ["min_count", "window"]) == "min_count"
+    with pytest.raises(ConfigError, match=r"train\.x_y_z: unknown key; valid keys: optimizer, lr, "):
+        config_from_dict(ClassifyRunConfig, {"train": {"x_y_z": 1}})
+
+
+def test_short_override_suggestion_names_its_section():
+    sections = {"model": ClassifierConfig, "train": TrainConfig}
+    with pytest.raises(ConfigError, match=r"override 'learning_rate': unknown key; did you mean 'lr' \(train\.lr=0\.1\)\?"):
+        resolve_short_overrides({"learning_rate": 0.1}, sections)
+    with pytest.raises(ConfigError, match=r"override 'qqq': unknown key; name its section too \(model\.KEY, train\.KEY\)"):
+        resolve_short_overrides({"qqq": 1}, sections)
 
 
 def test_wrong_types_are_all_reported_at_once():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import itertools
@@ -131,6 +132,108 @@ def test_open_text_truncated_gzip(tmp_path, rt):
     path.write_bytes(b"this is not gzip at all\n")
     with pytest.raises(DataError, match="corrupt or truncated"):
         list(open_text(path))
+
+
+def _gzip_with_bad_crc(text: bytes) -> bytes:
+    """A gzip file whose data decompresses (to ``text``) but whose CRC is wrong: a flipped bit in the data."""
+    data = bytearray(gzip.compress(text))
+    data[-8] ^= 0xFF  # the CRC32 trailer no longer matches what the data decompresses to
+    return bytes(data)
+
+
+def test_corrupt_gzip_is_named_as_such_not_as_bad_json(tmp_path):
+    # issue 21 item 9: a damaged .gz was reported as "not valid JSON" (or, for some damage, as a zlib traceback)
+    good = b"".join(b'{"text": "review %d", "label": "%s"}\n' % (i, b"pos" if i % 2 else b"neg") for i in range(40))
+    garbled = good[:200] + b'{"text: cut' + good[200:]  # what a damaged stream decompresses to
+    path = tmp_path / "reviews.jsonl.gz"
+    path.write_bytes(_gzip_with_bad_crc(garbled))
+    with pytest.raises(DataError) as err:
+        load_examples(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: the gzip file is corrupt or truncated (CRC check failed")
+    assert f"re-create or re-download it (`gzip -t {path}` checks it)" in msg and "JSON" not in msg
+    # the same for bytes that are not UTF-8, for a text corpus, and for damage that zlib itself notices
+    path.write_bytes(_gzip_with_bad_crc(good[:100] + b"\xff\xfe\n" + good[100:]))
+    with pytest.raises(DataError, match=r"reviews.jsonl.gz: the gzip file is corrupt or truncated"):
+        load_examples(path)
+    text = tmp_path / "corpus.txt.gz"
+    text.write_bytes(_gzip_with_bad_crc(b"caf\xe9\n"))
+    with pytest.raises(DataError, match=r"corpus.txt.gz: the gzip file is corrupt or truncated"):
+        list(TextCorpus(text))
+    damaged = bytearray(gzip.compress(good))
+    damaged[12] ^= 0x55  # in the deflate block header: zlib.error, which escaped as a traceback
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DataError, match=r"reviews.jsonl.gz: the gzip file is corrupt or truncated \(Error -3"):
+        load_examples(path)
+    # bz2 and xz name their own tools; an intact file with bad JSON is still bad JSON
+    for suffix, compress, tool in ((".bz2", bz2.compress, "bzip2 -t"), (".xz", lzma.compress, "xz -t")):
+        cut = tmp_path / f"r.jsonl{suffix}"
+        cut.write_bytes(compress(good)[:-30])
+        with pytest.raises(DataError, match=rf"r.jsonl{suffix}: the .* file is corrupt or truncated .*`{tool} "):
+            load_examples(cut)
+    path.write_bytes(gzip.compress(garbled))
+    with pytest.raises(DataError, match=r"reviews.jsonl.gz:6: not valid JSON"):
+        load_examples(path)
+
+
+@pytest.mark.parametrize(
+    "encoding,name",
+    [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32"), ("utf-32-be", "UTF-32")],
+)
+def test_a_byte_order_mark_names_the_encoding(tmp_path, encoding, name):
+    # issue 21 item 9: a UTF-16 file read as UTF-8 got the hint "--encoding cp1252"
+    path = tmp_path / "d.csv"
+    bom = {"utf-16-be": codecs.BOM_UTF16_BE, "utf-32-be": codecs.BOM_UTF32_BE}.get(encoding, b"")
+    path.write_bytes(bom + "text,label\ncafé,1\nthé,0\n".encode(encoding))
+    wanted = name.lower()
+    for given in ("utf-8", "cp1252", "latin-1"):  # cp1252 and latin-1 would decode it into garbage
+        with pytest.raises(DataError) as err:
+            load_examples(path, encoding=given)
+        assert str(err.value) == (
+            f"{path}:1: this file starts with a {name} byte-order mark; pass --encoding {wanted} "
+            f"(encoding='{wanted}')"
+        )
+    assert [(e.text, e.label) for e in load_examples(path, encoding=wanted)] == [("café", "1"), ("thé", "0")]
+
+
+def test_a_utf8_byte_order_mark_is_dropped_or_named(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_bytes(codecs.BOM_UTF8 + "café\nthé\n".encode())
+    assert list(open_text(path)) == list(open_text(path, encoding="utf-8-sig")) == ["café", "thé"]
+    with pytest.raises(DataError, match=r"d.txt:1: this file starts with a UTF-8 byte-order mark; pass --encoding utf-8"):
+        list(open_text(path, encoding="cp1252"))  # would read "ï»¿cafÃ©"
+    # no mark: a cp1252 file still gets the cp1252 hint
+    path.write_bytes("café\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"d.txt:1: byte 0xe9 .*--encoding cp1252"):
+        list(open_text(path))
+
+
+def test_stdin_is_decoded_as_strictly_as_a_file(tmp_path, monkeypatch):
+    # issue 21 item 9: `classify predict RUN -` replaced bad bytes by U+FFFD; --file with the same bytes refused them
+    import io
+    import sys
+
+    from lmlab.cli.common import read_inputs
+
+    raw = b"fine\ncaf\xe9 au lait\n"
+    path = tmp_path / "in.txt"
+    path.write_bytes(raw)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    with pytest.raises(DataError) as from_stdin:
+        read_inputs("-", None)
+    with pytest.raises(DataError) as from_file:
+        read_inputs(None, str(path))
+    tail = ":2: byte 0xe9 (byte 4 of the line) is not valid UTF-8; convert the text to UTF-8 first"
+    assert str(from_stdin.value).startswith("standard input" + tail)
+    assert str(from_file.value).startswith(f"--file {path}" + tail)
+    for text, file in (("-", None), (None, "-")):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("hé\n".encode("utf-16"))))
+        with pytest.raises(DataError, match=r"standard input: starts with a UTF-16 byte-order mark.*iconv -f utf-16"):
+            read_inputs(text, file)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(codecs.BOM_UTF8 + "héllo\n\nwörld\n".encode())))
+    assert read_inputs("-", None) == ["héllo", "wörld"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("already text\n"))  # a text stream without .buffer
+    assert read_inputs("-", None) == ["already text"]
 
 
 # ----------------------------------------------------------------------------------------------- TextCorpus
@@ -284,11 +387,48 @@ def test_csv_several_text_columns(tmp_path):
 
 
 def test_jsonl_int_bool_float_labels(tmp_path):
+    # numbers and booleans become strings; 2.0 is the label "2" (a file holds one kind of label: see below)
     path = tmp_path / "d.jsonl"
-    path.write_text(
-        '{"text": "a", "label": 3}\n\n{"text": "b", "label": 2.0}\n{"text": "c", "label": true}\n', encoding="utf-8"
-    )
-    assert [e.label for e in read_labelled(path)] == ["3", "2", "true"]
+    path.write_text('{"text": "a", "label": 3}\n\n{"text": "b", "label": 2.0}\n', encoding="utf-8")
+    assert [e.label for e in read_labelled(path)] == ["3", "2"]
+    path.write_text('{"text": "c", "label": true}\n{"text": "d", "label": false}\n', encoding="utf-8")
+    assert [e.label for e in read_labelled(path)] == ["true", "false"]
+
+
+def test_jsonl_labels_of_mixed_kinds_are_refused(tmp_path):
+    # issue 21 item 5: 1, 1.0, "pos" / 0, "0", false trained a 4-class model ("1", "pos", "0", "false") silently
+    path = tmp_path / "mixed.jsonl"
+    labels = ["1", "0", "1.0", '"0"', '"pos"', "false"]
+    path.write_text("".join(f'{{"text": "t{i}", "label": {v}}}\n' for i, v in enumerate(labels)), encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_examples(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:4: the label \"0\" is a string, but at {path}:1 it is a number (1)")
+    assert "write every 'label' of the file the same way" in msg and "\n" not in msg
+    # a boolean among numbers, and a number among strings, are refused the same way
+    path.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": true}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: the label true is a boolean, but at .*mixed.jsonl:1 it is a number"):
+        load_examples(path)
+    path.write_text('{"text": "a", "label": "neg"}\n{"text": "b", "label": "pos"}\n{"text": "c", "label": 1}\n')
+    with pytest.raises(DataError, match=r'mixed.jsonl:3: the label 1 is a number, but .* a string \("neg"\)'):
+        load_examples(path)
+    # one kind per file is fine, and 1 / 1.0 are the same class
+    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 1.0}\n{"text": "c", "label": 0}\n')
+    assert check_labels(load_examples(path)) == {"1": 2, "0": 1}
+
+
+def test_one_number_written_two_ways_is_refused(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\na,1\nb,0\nc,1.0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"d.csv:4: the label '1.0' is the number '1' \(at .*d.csv:2\) written another way"):
+        load_examples(path)
+    path.write_text('{"text": "a", "label": "1"}\n{"text": "b", "label": "01"}\n{"text": "c", "label": "0"}\n')
+    path = path.rename(tmp_path / "d.jsonl")
+    with pytest.raises(DataError, match=r"d.jsonl:2: the label '01' is the number '1'"):
+        load_examples(path)
+    # numbers written one way, and words that float() would not take for numbers, are fine
+    path.write_text('{"text": "a", "label": "1"}\n{"text": "b", "label": "10"}\n{"text": "c", "label": "nan"}\n')
+    assert sorted(check_labels(load_examples(path))) == ["1", "10", "nan"]
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -137,6 +137,90 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+#: names other libraries (and papers) use for lmlab's keys; each maps to lmlab's candidates, the first one the
+#: config has is suggested. Checked before the spelling similarity, which cannot know that learning_rate is lr.
+KEY_ALIASES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("learning_rate", "lr_rate", "learningrate", "learning_rate_init", "base_lr", "eta"), ("lr",)),
+    **dict.fromkeys(("n_epochs", "num_epochs", "nepochs", "max_epochs", "num_train_epochs", "epoch"), ("epochs",)),
+    **dict.fromkeys(
+        ("batch", "bs", "batchsize", "train_batch_size", "per_device_train_batch_size", "mini_batch_size"),
+        ("batch_size",),
+    ),
+    **dict.fromkeys(
+        ("max_iters", "max_iterations", "num_steps", "total_steps", "train_steps", "n_steps", "steps", "iterations"),
+        ("max_steps",),
+    ),
+    **dict.fromkeys(("warmup", "warmup_iters", "num_warmup_steps", "warmup_step"), ("warmup_steps",)),
+    **dict.fromkeys(
+        ("clip", "clip_grad", "clip_grad_norm", "max_grad_norm", "gradient_clip_val", "gradient_clipping"),
+        ("grad_clip",),
+    ),
+    **dict.fromkeys(("gradient_accumulation_steps", "accumulate_grad_batches", "grad_accum"), ("grad_accum_steps",)),
+    **dict.fromkeys(("wd", "l2", "weight_decay_rate"), ("weight_decay",)),
+    **dict.fromkeys(("eval_interval", "eval_steps", "eval_freq", "evaluate_every", "val_every"), ("eval_every",)),
+    **dict.fromkeys(("save_interval", "save_steps", "checkpoint_every", "ckpt_every"), ("save_every",)),
+    **dict.fromkeys(("log_interval", "logging_steps", "log_freq", "print_every"), ("log_every",)),
+    **dict.fromkeys(("early_stopping_patience", "early_stop_patience"), ("patience",)),
+    **dict.fromkeys(("random_seed", "rng_seed", "random_state"), ("seed",)),
+    **dict.fromkeys(("lr_scheduler", "scheduler", "lr_schedule"), ("schedule",)),
+    **dict.fromkeys(("threads", "n_threads", "nthreads", "workers"), ("num_threads",)),
+    **dict.fromkeys(
+        ("n_embd", "emb_dim", "embedding_dim", "emsize", "ninp", "embed_size", "embedding_size", "d_model"),
+        ("embed_dim", "hidden_dim"),
+    ),
+    **dict.fromkeys(("hidden_size", "nhid", "hidden", "n_hidden", "hidden_units", "units", "d_hidden"), ("hidden_dim",)),
+    **dict.fromkeys(("n_layer", "n_layers", "nlayers", "num_layer", "layers", "num_hidden_layers"), ("num_layers",)),
+    **dict.fromkeys(("n_head", "nhead", "n_heads", "num_attention_heads", "heads"), ("num_heads",)),
+    **dict.fromkeys(("dropout_rate", "dropout_prob", "pdrop", "p_dropout", "drop"), ("dropout",)),
+    **dict.fromkeys(
+        ("context_length", "context_size", "ctx_len", "seq_len", "max_seq_len", "n_ctx", "max_position_embeddings"),
+        ("block_size", "max_len"),
+    ),
+    **dict.fromkeys(("max_length", "maxlen", "max_seq_length"), ("max_len", "block_size")),
+    **dict.fromkeys(("vocab", "n_vocab", "ntokens", "ntoken", "vocabulary_size"), ("vocab_size", "num_words")),
+    **dict.fromkeys(("num_labels", "n_classes", "nclasses", "n_labels"), ("num_classes",)),
+    **dict.fromkeys(("min_count", "min_frequency", "min_df"), ("min_freq", "min_count")),
+    **dict.fromkeys(("min_freq",), ("min_count",)),
+    **dict.fromkeys(("val_fraction", "valid_split", "validation_split", "val_ratio"), ("val_split", "val_fraction")),
+    **dict.fromkeys(("val_split",), ("val_fraction",)),
+}
+
+
+def _similarity(key: str, choice: str) -> float:
+    """How alike two key names are: the whole strings and their ``_``-separated words, half each.
+
+    Comparing words keeps ``learning_rate`` away from ``early_stopping_mode`` (which share many letters but no
+    word), while ``grad_clipping`` stays close to ``grad_clip`` and ``hiden_dim`` to ``hidden_dim``."""
+    ratio = lambda a, b: difflib.SequenceMatcher(None, a, b).ratio()  # noqa: E731
+    whole = ratio(key, choice)
+    key_words = [w for w in key.split("_") if w]
+    choice_words = [w for w in choice.split("_") if w]
+    if not key_words or not choice_words:
+        return whole
+
+    def side(a: list[str], b: list[str]) -> float:
+        return sum(max(ratio(x, y) for y in b) for x in a) / len(a)
+
+    return (whole + (side(key_words, choice_words) + side(choice_words, key_words)) / 2) / 2
+
+
+def suggest_key(key: str, choices: Any, cutoff: float = 0.5) -> str | None:
+    """The valid key a user most likely meant by the unknown ``key``, or None.
+
+    Same name in another case or with dashes first, then :data:`KEY_ALIASES` (``learning_rate`` -> ``lr``), then
+    the closest spelling by :func:`_similarity`."""
+    choices = [str(c) for c in choices]
+    norm = str(key).strip().lower().replace("-", "_")
+    for choice in choices:
+        if choice.lower() == norm:
+            return choice
+    for candidate in KEY_ALIASES.get(norm, ()):
+        if candidate in choices:
+            return candidate
+    scored = sorted(((_similarity(norm, c.lower()), c) for c in choices), key=lambda sc: -sc[0])
+    return scored[0][1] if scored and scored[0][0] >= cutoff else None
+
+
 def _check_value(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     """Coerce ``value`` to ``tp`` (int -> float allowed) or record a problem."""
     origin = get_origin(tp)
@@ -209,8 +293,8 @@ def _build(cls: type[T], data: dict, where: str, problems: list[str]) -> T:
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
-            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(fields)}"
+            near = suggest_key(str(key), fields)
+            hint = f"; did you mean '{near}'?" if near else f"; valid keys: {', '.join(fields)}"
             problems.append(f"{where}.{key}: unknown key{hint}")
             continue
         kwargs[key] = _check_value(value, hints[key], f"{where}.{key}", problems)
@@ -312,8 +396,14 @@ def resolve_short_overrides(overrides: dict, sections: dict[str, type]) -> dict:
             )
         else:
             every = sorted({f"{s}.{f.name}" for s, c in sections.items() for f in dataclasses.fields(c)})
-            near = difflib.get_close_matches(key, [e.split(".", 1)[1] for e in every] + list(sections), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
+            near = suggest_key(key, sorted({e.split(".", 1)[1] for e in every}) + list(sections))
+            homes = [e for e in every if e.split(".", 1)[1] == near]
+            if near is None:
+                hint = f"; name its section too ({', '.join(f'{name}.KEY' for name in sections)})"
+            elif len(homes) == 1:
+                hint = f"; did you mean {near!r} ({homes[0]}={value})?"
+            else:
+                hint = f"; did you mean {near!r}?"
             raise ConfigError(f"override {key!r}: unknown key{hint}")
     return out
 

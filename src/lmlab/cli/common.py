@@ -12,19 +12,22 @@ from lmlab.errors import DataError
 
 
 def read_inputs(text: str | None, file: str | None) -> list[str]:
-    """Texts from a positional argument, ``--file F``, or standard input (``-`` as the text or the file)."""
+    """Texts from a positional argument, ``--file F``, or standard input (``-`` as the text or the file).
+
+    A file and standard input are decoded as strict UTF-8 alike: bytes that are not UTF-8 are an error naming
+    where they are, never silently replaced."""
     if text is not None and file is not None:
         raise click.UsageError("give either TEXT or --file, not both")
     if text == "-" or file == "-":
-        lines = sys.stdin.read().splitlines()
+        stdin = sys.stdin
+        raw = getattr(stdin, "buffer", None)
+        content = _decode_utf8(raw.read(), "standard input") if raw is not None else stdin.read()
+        lines = content.splitlines()
     elif file is not None:
         path = Path(file)
         if not path.is_file():
             raise DataError(f"--file {file}: no such file")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise DataError(f"--file {file}: not UTF-8 (byte {err.start}); convert it to UTF-8 first") from None
+        lines = _decode_utf8(path.read_bytes(), f"--file {file}").splitlines()
     elif text is not None:
         lines = [text]
     else:
@@ -33,6 +36,28 @@ def read_inputs(text: str | None, file: str | None) -> list[str]:
     if not lines:
         raise DataError("no input text (empty input)")
     return lines
+
+
+def _decode_utf8(data: bytes, what: str) -> str:
+    """``data`` as UTF-8 (a leading byte-order mark dropped); a DataError naming line and byte otherwise."""
+    from lmlab.data.readers import detect_bom
+
+    bom = detect_bom(data)
+    if bom is not None and bom != "utf-8":
+        raise DataError(
+            f"{what}: starts with a {bom.upper()} byte-order mark, but input text must be UTF-8; convert it first "
+            f"(e.g. iconv -f {bom} -t utf-8)"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(
+            f"{what}:{line}: byte 0x{data[err.start]:02x} (byte {column} of the line) is not valid UTF-8; "
+            "convert the text to UTF-8 first (e.g. iconv -f cp1252 -t utf-8)"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def run_dir_options(func):

@@ -12,7 +12,12 @@ Labelled formats (:func:`read_labelled`):
 
 * ``csv`` / ``tsv`` - a header row is required; text and label columns are chosen by name, several text
   columns are joined with a space. TSV is read without quote processing (as GLUE's files need).
-* ``jsonl`` - one JSON object per line (``.jsonl``, ``.jsonl.gz``, ...), text and label fields by name.
+* ``jsonl`` - one JSON object per line (``.jsonl``, ``.jsonl.gz``, ...), text and label fields by name. The
+  labels of a file are all strings, all numbers (``1`` and ``1.0`` are one label, ``"1"``) or all booleans
+  (``"true"``/``"false"``); a file that mixes them (``1``, ``"pos"``, ``false``) is refused, naming the lines.
+
+In every format, two labels that spell the same number differently (``"1"`` and ``"1.0"``) are refused too:
+they would silently become two classes.
 * ``fasttext`` - fastText's supervised format, ``__label__pos the text``, one example per line.
 * ``lines`` - one example per line, one file per label: ``rt-polarity.pos`` / ``rt-polarity.neg``. The path is
   the common prefix (``.../rt-polarity``), a directory holding such files, or a glob whose ``*`` is the label
@@ -35,6 +40,7 @@ import lzma
 import os
 import re
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,6 +60,7 @@ __all__ = [
     "TextCorpus",
     "TokenizedCorpus",
     "check_labels",
+    "detect_bom",
     "detect_format",
     "load_examples",
     "open_text",
@@ -97,6 +104,50 @@ def _open_binary(path: Path) -> IO[bytes]:
     if name.endswith(".xz"):
         return lzma.open(path, "rb")
     return open(path, "rb")
+
+
+#: byte-order marks and the encoding to pass for each (the UTF-32 ones first: FF FE 00 00 starts with FF FE)
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+#: what each compression suffix is called, and the command that tests such a file
+_COMPRESSED_KIND = {".gz": ("gzip", "gzip -t"), ".bz2": ("bzip2", "bzip2 -t"), ".xz": ("xz", "xz -t")}
+#: what a damaged compressed stream raises while it is read
+_COMPRESSION_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def detect_bom(data: bytes) -> str | None:
+    """The encoding whose byte-order mark starts ``data`` (``"utf-8"``, ``"utf-16"``, ``"utf-32"``), or None."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    return None
+
+
+def _compression_problem(path: Path) -> str | None:
+    """Why the compressed file ``path`` cannot be read to its end (CRC, truncation, bad data), or None."""
+    try:
+        with _open_binary(path) as f:
+            while f.read(1 << 20):
+                pass
+    except _COMPRESSION_ERRORS as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _corrupt_error(path: Path, reason: str, lineno: int | None = None) -> DataError:
+    kind, check = _COMPRESSED_KIND.get(path.suffix, ("compressed", "a decompressor"))
+    at = f" (noticed at line {lineno})" if lineno else ""
+    err = DataError(
+        f"{path}: the {kind} file is corrupt or truncated ({reason}){at}; re-create or re-download it "
+        f"(`{check} {path}` checks it)"
+    )
+    err.corrupt_file = True  # type: ignore[attr-defined]
+    return err
 
 
 def _suggest_encoding(raw: bytes) -> str:
@@ -157,8 +208,20 @@ class open_text:  # noqa: N801 - used like the builtin open()
         self._ensure_open()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+        if isinstance(exc, DataError):
+            # garbage out of a damaged compressed file (bad JSON, bad UTF-8 ...): say the file is damaged
+            corrupt = self._corruption(exc)
+            if corrupt is not None:
+                raise corrupt from None
+
+    def _corruption(self, exc: BaseException) -> DataError | None:
+        """For an error while reading a compressed file: a DataError saying the file is damaged, if it is."""
+        if self._stdin or self.path.suffix not in _COMPRESSED_KIND or getattr(exc, "corrupt_file", False):
+            return None
+        reason = _compression_problem(self.path)
+        return _corrupt_error(self.path, reason, self.lineno) if reason is not None else None
 
     def __iter__(self) -> Iterator[str]:
         self._ensure_open()
@@ -204,20 +267,30 @@ class open_text:  # noqa: N801 - used like the builtin open()
         if enc.startswith(_WIDE_ENCODINGS):
             yield from self._generate_wide()
             return
-        strip_bom = codecs.lookup(self.encoding).name == "utf-8"
+        codec = codecs.lookup(self.encoding).name
+        strip_bom = codec == "utf-8"
         try:
             for raw in self._file:
                 self.lineno += 1
+                if self.lineno == 1:
+                    bom = detect_bom(raw)
+                    if bom is not None and not (bom == "utf-8" and codec in ("utf-8", "utf-8-sig")):
+                        error = DataError(
+                            f"{where}:1: this file starts with a {bom.upper()} byte-order mark; pass --encoding "
+                            f"{bom} (encoding={bom!r})"
+                        )
+                        raise self._corruption(error) or error
                 try:
                     line = raw.decode(self.encoding)
                 except UnicodeDecodeError as exc:
                     bad = raw[exc.start : exc.start + 1]
                     suggestion = _suggest_encoding(raw)
-                    raise DataError(
+                    error = DataError(
                         f"{where}:{self.lineno}: byte 0x{bad.hex()} (byte {exc.start + 1} of the line) is not valid "
                         f"{self.encoding}; pass the file's encoding, e.g. --encoding {suggestion} "
                         f"(encoding={suggestion!r})"
-                    ) from None
+                    )
+                    raise self._corruption(error) or error from None
                 if strip_bom and self.lineno == 1 and line.startswith("\ufeff"):
                     line = line[1:]
                 if not self.keep_newlines:
@@ -226,11 +299,8 @@ class open_text:  # noqa: N801 - used like the builtin open()
                         if line.endswith("\r"):
                             line = line[:-1]
                 yield line
-        except (EOFError, OSError, lzma.LZMAError) as exc:
-            raise DataError(
-                f"{where}:{self.lineno + 1}: the compressed data is corrupt or truncated ({exc}); "
-                "re-create or re-download the file"
-            ) from None
+        except _COMPRESSION_ERRORS as exc:
+            raise _corrupt_error(self.path, str(exc) or type(exc).__name__, self.lineno + 1) from None
 
     def _generate_wide(self) -> Iterator[str]:
         assert self._file is not None
@@ -245,10 +315,13 @@ class open_text:  # noqa: N801 - used like the builtin open()
                 yield line
         except UnicodeError as exc:
             reason = getattr(exc, "reason", None) or str(exc)
-            raise DataError(
+            error = DataError(
                 f"{self.path}:{self.lineno + 1}: bytes are not valid {self.encoding} ({reason}); "
                 "pass the file's encoding, e.g. --encoding utf-8"
-            ) from None
+            )
+            raise self._corruption(error) or error from None
+        except _COMPRESSION_ERRORS as exc:
+            raise _corrupt_error(self.path, str(exc) or type(exc).__name__, self.lineno + 1) from None
 
 
 class _NoClose(io.RawIOBase):
@@ -457,6 +530,26 @@ class Example:
     text: str
     label: str
     where: str
+
+
+def _json_kind(value: object) -> str | None:
+    """``"string"``, ``"number"`` or ``"boolean"``: the JSON type of a label (None for others, refused later)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _number_key(label: str) -> float | None:
+    """The number a label spells (``"1"``, ``"1.0"`` and ``"01"`` spell 1), or None when it is not a number."""
+    try:
+        number = float(label)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 def _label_to_str(value: object, where: str, field: str) -> str:
@@ -706,6 +799,7 @@ class JSONLCorpus(LabelledCorpus):
         raise DataError(f"{self.path}: the file is empty; expected one JSON object per line")
 
     def __iter__(self) -> Iterator[Example]:
+        first: tuple[str | None, object, str] | None = None  # the first label's JSON kind, value and place
         with open_text(self.path, self.encoding) as f:
             for line in f:
                 if not line.strip():
@@ -725,7 +819,17 @@ class JSONLCorpus(LabelledCorpus):
                         raise DataError(f"{where}: field {name!r} is a {type(value).__name__}, expected a string")
                     parts.append(value)
                 text = _check_text(" ".join(parts), where)
-                yield Example(text, _label_to_str(record[self.label_field], where, self.label_field), where)
+                value = record[self.label_field]
+                kind = _json_kind(value)
+                if first is None:
+                    first = (kind, value, where)
+                elif kind != first[0] and kind is not None and first[0] is not None:
+                    raise DataError(
+                        f"{where}: the label {json.dumps(value, ensure_ascii=False)} is a {kind}, but at {first[2]} "
+                        f"it is a {first[0]} ({json.dumps(first[1], ensure_ascii=False)}); write every "
+                        f"{self.label_field!r} of the file the same way (e.g. all strings: \"1\", \"pos\")"
+                    )
+                yield Example(text, _label_to_str(value, where, self.label_field), where)
 
 
 def _find_label_files(path: Path) -> tuple[list[tuple[str, Path]], str]:
@@ -893,7 +997,7 @@ def _starts_with_fasttext_label(path: Path) -> bool:
             for raw in itertools.islice(f, 20):
                 if raw.strip():
                     return raw.lstrip(b"\xef\xbb\xbf").startswith(FASTTEXT_LABEL_PREFIX.encode())
-    except (OSError, EOFError, lzma.LZMAError):
+    except _COMPRESSION_ERRORS:
         return False
     return False
 
@@ -1009,12 +1113,24 @@ def check_labels(examples: Sequence[Example], min_classes: int = 2, source: str 
     """Check a list of examples is usable for training a classifier; return the label counts.
 
     Raises:
-        DataError: there are no examples, or fewer than ``min_classes`` distinct labels (the message says
-            which class and how many rows).
+        DataError: there are no examples, fewer than ``min_classes`` distinct labels (the message says
+            which class and how many rows), or one number written two ways (``1`` and ``1.0``), which would
+            make two classes.
     """
     if not examples:
         raise DataError(f"{source}: no examples found; the file is empty")
     counts = Counter(ex.label for ex in examples)
+    spelled: dict[float, Example] = {}  # the same number written two ways would be two classes
+    for ex in examples:
+        number = _number_key(ex.label)
+        if number is None:
+            continue
+        other = spelled.setdefault(number, ex)
+        if other.label != ex.label:
+            raise DataError(
+                f"{ex.where}: the label {ex.label!r} is the number {other.label!r} (at {other.where}) written "
+                "another way, which would make two classes; write every label of that class the same way"
+            )
     if len(counts) < min_classes:
         found = ", ".join(f"{label!r} ({n} rows)" for label, n in counts.most_common())
         raise DataError(
