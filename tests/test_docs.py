@@ -13,7 +13,8 @@ Three checks over ``docs/**/*.md``:
    ``docs/_tools/doccommands.py PAGE`` reruns a page's examples and pastes their real output under them. A command
    repeated verbatim by a later page (the Chinese quickstart repeats the English one) runs once.
 3. ``mkdocs build --strict`` succeeds (missing pages, broken links or anchors, pages left out of the nav and
-   mkdocstrings problems are all errors).
+   mkdocstrings problems are all errors). Each `` `module:Name` `` becomes a link to the line of src/ defining it
+   (the hook docs/_tools/code_links.py), which the equation-table check and the build check both verify.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = REPO_ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_tools"))
 try:
+    import code_links
     import doccommands
     import gen_api
     import import_tour_report
@@ -156,6 +158,9 @@ def test_equation_table_row_points_to_code_and_test(row: TableRow) -> None:
         except (ImportError, AttributeError) as exc:
             pytest.fail(f"{where}: `{module}:{qualname}` does not resolve: {type(exc).__name__}: {exc}")
         assert callable(obj) or isinstance(obj, property), f"{where}: `{module}:{qualname}` is not a function or class"
+        # the docs link it to its line of source (docs/_tools/code_links.py): that line must be found
+        line = code_links.definition_line(module, qualname)
+        assert line, f"{where}: `{module}:{qualname}`: no def/class line found in src/ for the source link"
     test_refs = TEST_REF.findall(test)
     assert test_refs, f"{where}: the Test cell {test!r} names no `tests/test_x.py::test_name`"
     for file, name in test_refs:
@@ -311,6 +316,12 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{(proc.stdout + proc.stderr)[-5000:]}"
     errata = (site / "errata" / "index.html").read_text(encoding="utf-8")
     assert 'class="arithmatex"' in errata, "math was not marked up for MathJax (pymdownx.arithmatex)"
+    rnn = (site / "rnn" / "index.html").read_text(encoding="utf-8")
+    line = code_links.definition_line("lmlab.models.rnn", "LSTMCell.forward")
+    link = f'href="../source/lmlab/models/rnn.py/#__codelineno-0-{line}"'
+    assert link in rnn, "the equation table does not link LSTMCell.forward to its source line"
+    source = (site / "source" / "lmlab" / "models" / "rnn.py" / "index.html").read_text(encoding="utf-8")
+    assert f'id="__codelineno-0-{line}"' in source and "LSTMCell" in source
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     assert 'id="lmlab.load"' in api, "the API reference does not document lmlab.load"
 

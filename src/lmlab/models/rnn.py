@@ -4,8 +4,9 @@ Every cell is a small module whose ``forward`` reads line by line like its docst
 :class:`LSTM`, :class:`GRU`) add layers, dropout between layers and a second, time-reversed direction, and run
 either our cells (``impl="reference"``, for learning and checking) or ``torch.nn``'s fused implementation
 (``impl="fused"``, the default, for speed). Both run on the *same* parameters: the cells own them, and the fused
-path hands them to ``torch.nn.LSTM``/``GRU``/``RNN`` under that module's names. :meth:`RecurrentStack.to_torch`
-and :meth:`RecurrentStack.from_torch` copy weights to and from a ``torch.nn`` module.
+path passes them, as the flat list ``torch.nn.LSTM``/``GRU``/``RNN`` would, straight to the op those modules end in
+(``torch.lstm``, ``torch.gru``, ``torch.rnn_tanh``, ``torch.rnn_relu``); nothing is copied or swapped into a module.
+:meth:`RecurrentStack.to_torch` and :meth:`RecurrentStack.from_torch` copy weights to and from a ``torch.nn`` module.
 
 Conventions (the same as ``torch.nn``): gate blocks are stacked in the order (i, f, g, o) for the LSTM and
 (r, z, n) for the GRU; each gate has two biases, ``b_i*`` on the input side and ``b_h*`` on the hidden side; states
@@ -171,8 +172,10 @@ class RecurrentStack(nn.Module):
         for layer in range(num_layers):
             layer_input = input_dim if layer == 0 else hidden_dim * self.num_directions
             self.layers.append(nn.ModuleList(self._make_cell(layer_input) for _ in range(self.num_directions)))
-        # The fused path calls a torch.nn module built on the meta device (it holds no memory) with our
-        # parameters swapped in by name. It is kept in a tuple so it is not registered as a submodule.
+        # A torch.nn module of the same configuration, built on the meta device (it holds no memory). It never
+        # runs: the fused path calls the op directly on our parameters and reads only its dropout, and
+        # load_torch checks a module to copy from against its type and sizes. Kept in a tuple so it is not
+        # registered as a submodule.
         with torch.device("meta"):
             self._fused = (self._make_torch_module(),)
 

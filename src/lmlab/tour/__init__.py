@@ -7,7 +7,6 @@ The stops run in the order of the theory: word vectors, classification, recurren
 
 from __future__ import annotations
 
-import html
 import importlib
 import importlib.util
 import shutil
@@ -106,71 +105,31 @@ def write_report(out: Path, sections: list[Section], timings: list[tuple[str, fl
         md.append(f"| {title} | {took:.0f} | {budget:.0f} |")
     md.append(f"| **total** | **{total:.0f}** | |")
     md.append("")
-    body_html = []
     for s in sections:
         md += [f"## {s.title}", "", s.markdown.strip(), ""]
-        body_html.append(f"<h2>{html.escape(s.title)}</h2>")
-        body_html.append(_markdown_to_html(s.markdown))
         for img in s.images:
-            rel = _rel(img, out)
-            md += [f"![{img.stem}]({rel})", ""]
-            body_html.append(f'<p><img src="{html.escape(rel)}" alt="{html.escape(img.stem)}" style="max-width:100%"></p>')
-    checkpoint.atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    rows = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{took:.0f}</td><td>{b:.0f}</td></tr>" for t, took, b in timings
-    )
+            md += [f"![{img.stem}]({_rel(img, out)})", ""]
+    text = "\n".join(md) + "\n"
+    checkpoint.atomic_write_text(out / "report.md", text)
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>lmlab tour report</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
-        "pre{background:#f4f4f4;padding:.8em;overflow-x:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:.3em .6em}</style></head><body>"
-        "<h1>lmlab tour report</h1><table><tr><th>stop</th><th>time (s)</th><th>budget (s)</th></tr>"
-        f"{rows}<tr><td><b>total</b></td><td><b>{total:.0f}</b></td><td></td></tr></table>"
-        + "".join(body_html)
-        + "</body></html>"
+        "<!doctype html>\n<html><head><meta charset='utf-8'><title>lmlab tour report</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;line-height:1.45}"
+        "pre{background:#f4f4f4;padding:.8em;overflow-x:auto}code{background:#f4f4f4;padding:0 .2em}"
+        "pre code{padding:0}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em}th{background:#f8f8f8}img{max-width:100%}</style>"
+        "</head><body>\n" + _markdown_to_html(text) + "\n</body></html>\n"
     )
     checkpoint.atomic_write_text(out / "report.html", page)
 
 
 def _markdown_to_html(text: str) -> str:
-    """Just enough Markdown for the report: fenced code, tables, lists and paragraphs."""
-    out, para, in_code, table = [], [], False, []
+    """Markdown -> HTML with Python-Markdown: tables, fenced code, code spans, emphasis, lists and images.
 
-    def flush_para() -> None:
-        if para:
-            out.append("<p>" + html.escape(" ".join(para)) + "</p>")
-            para.clear()
+    Raw HTML in the text is escaped, not passed through: a sample such as ``the <unk> cat`` must show as written.
+    """
+    import markdown
 
-    def flush_table() -> None:
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
-            cells = ["".join(f"<td>{html.escape(c.strip())}</td>" for c in r.strip().strip("|").split("|")) for r in rows]
-            out.append("<table>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table>")
-            table.clear()
-
-    for line in text.strip().splitlines():
-        if line.startswith("```"):
-            flush_para()
-            flush_table()
-            out.append("</pre>" if in_code else "<pre>")
-            in_code = not in_code
-        elif in_code:
-            out.append(html.escape(line))
-        elif line.strip().startswith("|"):
-            flush_para()
-            table.append(line)
-        elif not line.strip():
-            flush_para()
-            flush_table()
-        elif line.lstrip().startswith(("- ", "* ")):
-            flush_para()
-            flush_table()
-            out.append("<li>" + html.escape(line.lstrip()[2:]) + "</li>")
-        else:
-            flush_table()
-            para.append(line.strip())
-    flush_para()
-    flush_table()
-    if in_code:
-        out.append("</pre>")
-    return "\n".join(out).replace("<pre>\n", "<pre>")
+    renderer = markdown.Markdown(extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
+    renderer.preprocessors.deregister("html_block")
+    renderer.inlinePatterns.deregister("html")
+    return renderer.convert(text)
