@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.errors import ConfigError
 from lmlab.models._compiled import load_kernels
 
 __all__ = ["EpochStats", "Word2Vec", "Word2VecConfig", "keep_probabilities", "noise_distribution"]

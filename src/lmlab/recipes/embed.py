@@ -26,7 +26,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lmlab import checkpoint
-from lmlab.config import config_from_dict, config_to_dict, load_preset, merge, parse_overrides, resolve_short_overrides
+from lmlab.config import (
+    config_from_dict,
+    config_to_dict,
+    load_preset,
+    merge,
+    parse_overrides,
+    resolve_short_overrides,
+)
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.models.glove import GloVe, GloVeConfig
 from lmlab.models.word2vec import Word2Vec, Word2VecConfig
@@ -203,9 +210,9 @@ class _TrainedVectorsRecipe(VectorsRecipe):
                 self.log(f"resuming {run_dir} after epoch {model.epochs_done}/{model.config.epochs}")
             checkpoint.truncate_metrics(run_dir, model.epochs_done)
 
-            def on_epoch(stats) -> None:
-                save_training_state(run_dir, model.training_state())
+            def on_epoch(stats) -> None:  # metrics first: a resume truncates them back to the checkpoint
                 checkpoint.append_metrics(run_dir, {"step": stats.epoch, **stats.as_dict()})
+                save_training_state(run_dir, model.training_state())
 
             self._run_kernel(on_epoch)
         finally:
