@@ -122,8 +122,9 @@ def test_similar_refuses_a_query_that_cancels_to_zero(tiny_vectors, capsys):
 
 
 def _train_args(algo: str, corpus: Path, out: Path) -> list[str]:
+    small = ["--memory-mb", "16"] if algo == "glove" else []  # counting: a 16 MB dense block, not 128 MB
     return ["embed", "train", "--algo", algo, "--corpus", str(corpus), "--out", str(out), "--epochs", "5",
-            "--threads", "1", "--seed", "3", "--min-count", "2", "--dim", "48"]
+            "--threads", "1", "--seed", "3", "--min-count", "2", *small, "--dim", "48"]
 
 
 def test_resume_refuses_another_corpus(corpus_slice, tmp_path, capsys):
@@ -180,3 +181,20 @@ def test_killed_training_resumes_bit_identical(algo, corpus_slice, tmp_path, cap
     losses = [json.loads(line)["loss"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert losses == [json.loads(line)["loss"] for line in (straight / "metrics.jsonl").read_text().splitlines()]
     assert not (killed / ".work").exists()
+
+
+def test_word_vector_models_import_only_numpy_stdlib_errors_and_models():
+    import ast
+
+    for name in ("word2vec", "glove"):
+        tree = ast.parse((REPO_SRC / "lmlab" / "models" / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mod = node.module
+            elif isinstance(node, ast.Import):
+                mod = node.names[0].name
+            else:
+                continue
+            top = mod.split(".")[0]
+            ok = top != "lmlab" or mod == "lmlab.errors" or mod.startswith("lmlab.models")
+            assert ok and top not in ("torch",), f"models/{name}.py imports {mod}"
