@@ -144,18 +144,13 @@ def analogy(vectors, a, b, c, topn, method, restrict_vocab) -> None:
 def evaluate(vectors, pairs, analogies, restrict_vocab, method, on_malformed, sections, as_json) -> None:
     """Spearman correlation on word-similarity sets and accuracy on analogy questions."""
     from lmlab.errors import ConfigError
-    from lmlab.vectors import load_vectors
+    from lmlab.recipes.embed import VectorsRecipe
 
     if not pairs and not analogies:
         raise ConfigError("nothing to evaluate: pass --pairs FILE and/or --analogies FILE")
     _check_count(restrict_vocab, "--restrict-vocab", 0)
-    kv = load_vectors(vectors)
-    report: dict = {"pairs": {}, "analogies": {}}
-    for path in pairs:
-        report["pairs"][path] = kv.evaluate_word_pairs(path)
-    for path in analogies:
-        report["analogies"][path] = kv.evaluate_analogies(path, restrict_vocab=restrict_vocab or None,
-                                                          method=method, on_malformed=on_malformed)
+    report = VectorsRecipe.evaluate(vectors, pairs=pairs, analogies=analogies, restrict_vocab=restrict_vocab or None,
+                                    method=method, on_malformed=on_malformed)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
         return
