@@ -141,6 +141,7 @@ def pretrain_vectors(train, extra_texts, workdir: Path, threads: int, run) -> tu
     classifier tokenizes, with the classifier's embedding width; returns (run directory, facts)."""
     from lmlab.data.tokenizers import WordTokenizer
     from lmlab.models.word2vec import Word2Vec, Word2VecConfig
+    from lmlab.recipes.embed import fit_corpus, save_vectors
 
     t0 = time.perf_counter()
     tok = WordTokenizer(lowercase=run.data.lowercase, strip_html=run.data.strip_html)
@@ -148,9 +149,9 @@ def pretrain_vectors(train, extra_texts, workdir: Path, threads: int, run) -> tu
     cfg = Word2VecConfig(arch="cbow", embed_dim=run.model.embed_dim, window=5, negative=5, min_count=run.data.min_freq,
                          epochs=5, threads=threads, seed=1, compute_loss=False)
     model = Word2Vec(cfg)
-    model.fit(sentences, workdir=workdir / "w2v-work")
+    fit_corpus(model, sentences, workdir=workdir / "w2v-work")
     out = workdir / "imdb-w2v"
-    model.save(out)
+    save_vectors(model, out)
     took = time.perf_counter() - t0
     facts = {"arch": "cbow", "dim": cfg.embed_dim, "epochs": cfg.epochs, "texts": len(sentences),
              "tokens": sum(map(len, sentences)), "seconds": round(took, 1)}

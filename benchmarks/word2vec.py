@@ -61,10 +61,23 @@ HPARAMS = {"embed_dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _fit_small(model) -> None:
+    """Load (or compile) a model's kernels on a tiny corpus, without importing torch (the peak RSS is measured)."""
+    from lmlab.data.sentences import encode_corpus
+
+    with tempfile.TemporaryDirectory(prefix="warm-") as tmp:
+        enc = encode_corpus([["a", "b", "c", "d"] * 5] * 4, model.config, tmp, 1)
+        if hasattr(model, "timings"):
+            model.fit(enc, tmp)
+        else:
+            model.fit(enc)
+
+
 def prepare_corpus(src: Path, out: Path, max_words: int | None) -> dict:
     """Tokenize ``src`` into one paragraph per line (at most 10,000 words) in ``out``."""
     sys.path.insert(0, str(ROOT / "src"))
-    from lmlab.models.word2vec import Word2VecConfig, iter_sentences
+    from lmlab.data.sentences import iter_sentences
+    from lmlab.models.word2vec import Word2VecConfig
 
     cfg = Word2VecConfig(break_on="paragraph")
     words = sentences = 0
@@ -180,7 +193,8 @@ def worker(args: argparse.Namespace) -> dict:
         vectors = m.wv.vectors
         rec["vocab_size"] = len(words)
     elif impl in ("lmlab", "lmlab-shared") and algo in ("sg", "cbow"):
-        from lmlab.models.word2vec import Word2Vec, Word2VecConfig, encode_corpus
+        from lmlab.data.sentences import encode_corpus
+        from lmlab.models.word2vec import Word2Vec, Word2VecConfig
 
         cfg = Word2VecConfig(arch="skipgram" if algo == "sg" else "cbow", embed_dim=HPARAMS["embed_dim"],
                              window=HPARAMS["window"], negative=HPARAMS["negative"],
@@ -189,30 +203,35 @@ def worker(args: argparse.Namespace) -> dict:
                              compute_loss=args.loss, shared_negatives=impl == "lmlab-shared")
         # warm-up: load (or compile) the kernels before the clock starts
         warm = Word2VecConfig(arch=cfg.arch, epochs=1, min_count=1, threads=args.threads, compute_loss=args.loss)
-        Word2Vec(warm).fit([["a", "b", "c", "d"] * 5] * 4)
+        _fit_small(Word2Vec(warm))
         with tempfile.TemporaryDirectory(prefix="w2vbench-") as tmp:
             t0 = time.perf_counter()
             enc = encode_corpus(str(corpus), cfg, tmp, cfg.min_count)
             rec["vocab_s"] = time.perf_counter() - t0
             model = Word2Vec(cfg)
             t0, c0 = time.perf_counter(), _cpu_s()
-            model.train_encoded(enc)
+            model.fit(enc)
             rec["train_s"] = time.perf_counter() - t0
             rec["train_cpu_s"] = _cpu_s() - c0
         rec["peak_rss_mb"] = _peak_rss_mb()
         rec["epoch_loss"] = [h.loss for h in model.history]
-        words, vectors = model.wv.words, model.wv.vectors
+        words, vectors = model.words, model.vectors
         rec["vocab_size"] = len(words)
     elif impl == "lmlab" and algo == "glove":
+        from lmlab.data.sentences import encode_corpus
         from lmlab.models.glove import GloVe, GloVeConfig
 
         cfg = GloVeConfig(embed_dim=HPARAMS["embed_dim"], window=args.glove_window, min_count=HPARAMS["min_count"],
                           epochs=args.glove_epochs, threads=args.threads, seed=seed, tokenizer="whitespace",
                           lowercase=False, memory_mb=args.glove_memory_mb, adagrad=args.glove_adagrad)
         warm = GloVeConfig(epochs=1, min_count=1, threads=args.threads, memory_mb=1)
-        GloVe(warm).fit([["a", "b", "c", "d"] * 5] * 4)
+        _fit_small(GloVe(warm))
         with tempfile.TemporaryDirectory(prefix="glovebench-") as tmp:
-            model = GloVe(cfg).fit(str(corpus), workdir=tmp)
+            t0 = time.perf_counter()
+            enc = encode_corpus(str(corpus), cfg, tmp, cfg.min_count)
+            model = GloVe(cfg)
+            model.timings["encode_s"] = time.perf_counter() - t0
+            model.fit(enc, tmp)
         rec["vocab_s"] = model.timings["encode_s"]
         rec["count_s"] = model.timings["count_s"]
         rec["train_s"] = model.timings["train_s"]
@@ -222,7 +241,7 @@ def worker(args: argparse.Namespace) -> dict:
         rec["adagrad"] = args.glove_adagrad
         rec["peak_rss_mb"] = _peak_rss_mb()
         rec["epoch_loss"] = [h.loss for h in model.history]
-        words, vectors = model.wv.words, model.wv.vectors
+        words, vectors = model.words, model.vectors
         rec["vocab_size"] = len(words)
     else:
         raise SystemExit(f"unknown worker {impl} {algo}")

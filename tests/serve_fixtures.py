@@ -138,13 +138,14 @@ def build_translator(shared_data: Path, out: Path) -> Path:
 
 def build_vectors(shared_data: Path, out: Path) -> Path:
     from lmlab.models.word2vec import Word2Vec, Word2VecConfig
+    from lmlab.recipes.embed import fit_corpus, save_vectors
 
     corpus = out.parent / "shakespeare.txt"
     with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as src:
         corpus.write_text(src.read(400_000), encoding="utf-8")
     w2v = Word2Vec(Word2VecConfig(embed_dim=16, epochs=1, min_count=3, threads=1, compute_loss=False))
-    w2v.fit(str(corpus), log=_quiet)
-    w2v.save(out)
+    fit_corpus(w2v, str(corpus), log=_quiet)
+    save_vectors(w2v, out)
     return out
 
 
@@ -182,11 +183,12 @@ def build_seqgan(shared_data: Path, out: Path) -> Path:
 
 def build_glove(shared_data: Path, out: Path) -> Path:
     from lmlab.models.glove import GloVe, GloVeConfig
+    from lmlab.recipes.embed import fit_corpus, save_vectors
 
     corpus = out.parent / "shakespeare.txt"
     with gzip.open(shared_data / "tinyshakespeare" / "input.txt.gz", "rt", encoding="utf-8") as src:
         corpus.write_text(src.read(400_000), encoding="utf-8")
     glove = GloVe(GloVeConfig(embed_dim=16, epochs=2, min_count=3, threads=1, memory_mb=64))
-    glove.fit(str(corpus), workdir=out.parent / "glove-work", log=_quiet)
-    glove.save(out)
+    fit_corpus(glove, str(corpus), workdir=out.parent / "glove-work", log=_quiet)
+    save_vectors(glove, out)
     return out

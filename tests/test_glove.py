@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from lmlab.cli import main
+from lmlab.data.sentences import encode_corpus, iter_sentences
 from lmlab.models.glove import GloVe, GloVeConfig, count_cooccurrences, glove_loss
-from lmlab.models.word2vec import Word2VecConfig, encode_corpus, iter_sentences
+from lmlab.models.word2vec import Word2VecConfig
+from lmlab.recipes.embed import fit_corpus, save_vectors
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +149,17 @@ def test_reference_adagrad_is_textbook_adagrad_with_rate_1_and_accumulator_from_
 
 def test_glove_on_real_text_finds_neighbours_and_keeps_w_or_w_plus_wt(shakespeare, tmp_path):
     cfg = GloVeConfig(epochs=8, window=5, min_count=5, threads=2, x_max=10.0, seed=1)
-    model = GloVe(cfg).fit(shakespeare)
+    model = fit_corpus(GloVe(cfg), shakespeare)
     losses = [h.loss for h in model.history]
     assert losses[-1] < losses[0]
     near = {w for w, _ in model.wv.most_similar("thou", topn=10)}
     assert near & {"thee", "art", "dost", "hast", "wilt", "shalt", "thy"}, near
     np.testing.assert_allclose(model.wv.vectors, model.w + model.wt)
-    model.save(tmp_path / "run")
+    save_vectors(model, tmp_path / "run")
     import lmlab
 
     assert lmlab.load(tmp_path / "run").words == model.wv.words
-    only_w = GloVe(GloVeConfig(epochs=1, window=5, min_count=5, threads=1, keep="w", seed=1)).fit(shakespeare)
+    only_w = fit_corpus(GloVe(GloVeConfig(epochs=1, window=5, min_count=5, threads=1, keep="w", seed=1)), shakespeare)
     np.testing.assert_array_equal(only_w.wv.vectors, only_w.w)
 
 

@@ -12,15 +12,16 @@ import pytest
 import torch
 
 from lmlab.cli import main
+from lmlab.data.sentences import encode_corpus
 from lmlab.errors import ConfigError, DataError
 from lmlab.models import _w2v_kernels as K
 from lmlab.models.word2vec import (
     Word2Vec,
     Word2VecConfig,
-    encode_corpus,
     keep_probabilities,
     noise_distribution,
 )
+from lmlab.recipes.embed import fit_corpus, save_vectors
 
 
 @pytest.fixture(scope="module")
@@ -246,10 +247,10 @@ def test_epoch_loss_is_the_mean_example_loss(shakespeare):
     # (1 + negative) log 2 (minus the rare noise draws equal to the target, which are skipped), each
     # hierarchical-softmax example (code length) log 2.
     common = dict(epochs=1, threads=2, lr=1e-9, min_lr=0.0, min_count=3)
-    ns = Word2Vec(Word2VecConfig(negative=5, **common)).fit(shakespeare)
+    ns = fit_corpus(Word2Vec(Word2VecConfig(negative=5, **common)), shakespeare)
     assert ns.history[0].loss == pytest.approx(6 * math.log(2), rel=2e-3)
     assert ns.history[0].loss <= 6 * math.log(2)
-    hs = Word2Vec(Word2VecConfig(arch="cbow", negative=0, hs=True, sample=0, **common)).fit(shakespeare)
+    hs = fit_corpus(Word2Vec(Word2VecConfig(arch="cbow", negative=0, hs=True, sample=0, **common)), shakespeare)
     _, _, lengths = K.build_huffman(hs.wv.counts)
     freq = hs.wv.counts / hs.wv.counts.sum()
     expected = float((freq * lengths).sum() * math.log(2))  # every token is a centre once (sample=0)
@@ -259,8 +260,8 @@ def test_epoch_loss_is_the_mean_example_loss(shakespeare):
 @pytest.mark.parametrize("scale", [0.5, 1.0])
 def test_init_scale_sets_the_range_of_the_starting_vectors(shakespeare, scale):
     # lr ~ 0: the vectors stay where they started, uniform in [-scale/D, scale/D)
-    m = Word2Vec(Word2VecConfig(epochs=1, threads=1, lr=1e-12, min_lr=0.0, min_count=5, embed_dim=50,
-                                init_scale=scale)).fit(shakespeare)
+    m = fit_corpus(Word2Vec(Word2VecConfig(epochs=1, threads=1, lr=1e-12, min_lr=0.0, min_count=5, embed_dim=50,
+                                init_scale=scale)), shakespeare)
     v = m.wv.vectors
     assert np.abs(v).max() <= scale / 50
     assert np.abs(v).max() > 0.99 * scale / 50
@@ -269,9 +270,9 @@ def test_init_scale_sets_the_range_of_the_starting_vectors(shakespeare, scale):
 
 def test_single_thread_runs_are_reproducible(shakespeare):
     cfg = dict(arch="cbow", epochs=1, threads=1, min_count=5, max_vocab=800)
-    a = Word2Vec(Word2VecConfig(seed=3, **cfg)).fit(shakespeare)
-    b = Word2Vec(Word2VecConfig(seed=3, **cfg)).fit(shakespeare)
-    c = Word2Vec(Word2VecConfig(seed=4, **cfg)).fit(shakespeare)
+    a = fit_corpus(Word2Vec(Word2VecConfig(seed=3, **cfg)), shakespeare)
+    b = fit_corpus(Word2Vec(Word2VecConfig(seed=3, **cfg)), shakespeare)
+    c = fit_corpus(Word2Vec(Word2VecConfig(seed=4, **cfg)), shakespeare)
     assert np.array_equal(a.wv.vectors, b.wv.vectors)
     assert a.history[0].loss == b.history[0].loss
     assert not np.array_equal(a.wv.vectors, c.wv.vectors)
@@ -280,8 +281,8 @@ def test_single_thread_runs_are_reproducible(shakespeare):
 
 @pytest.fixture(scope="module")
 def trained(shakespeare):
-    sg = Word2Vec(Word2VecConfig(arch="skipgram", epochs=3, threads=2, min_count=5, seed=1)).fit(shakespeare)
-    cbow = Word2Vec(Word2VecConfig(arch="cbow", epochs=5, threads=2, min_count=5, seed=1)).fit(shakespeare)
+    sg = fit_corpus(Word2Vec(Word2VecConfig(arch="skipgram", epochs=3, threads=2, min_count=5, seed=1)), shakespeare)
+    cbow = fit_corpus(Word2Vec(Word2VecConfig(arch="cbow", epochs=5, threads=2, min_count=5, seed=1)), shakespeare)
     return {"skipgram": sg, "cbow": cbow}
 
 
@@ -327,7 +328,7 @@ def test_paragraph_mode_and_long_sentences(tmp_path):
 def test_save_and_load_run_dir(trained, tmp_path):
     import lmlab
 
-    trained["cbow"].save(tmp_path / "run")
+    save_vectors(trained["cbow"], tmp_path / "run")
     kv = lmlab.load(tmp_path / "run")
     assert np.array_equal(kv.vectors, trained["cbow"].wv.vectors)
     assert kv.words == trained["cbow"].wv.words
@@ -344,14 +345,14 @@ def test_empty_corpus_is_refused(tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("\n  \n\n")
     with pytest.raises(DataError, match="empty"):
-        Word2Vec(Word2VecConfig()).fit(str(path))
+        fit_corpus(Word2Vec(Word2VecConfig()), str(path))
 
 
 def test_every_word_below_min_count_says_how_many_and_the_largest_count(tmp_path):
     path = tmp_path / "rare.txt"
     path.write_text("the cat sat\nthe dog ran\n")
     with pytest.raises(DataError, match=r"5 distinct words, the most frequent occurs 2 times.*'the'"):
-        Word2Vec(Word2VecConfig(min_count=3)).fit(str(path))
+        fit_corpus(Word2Vec(Word2VecConfig(min_count=3)), str(path))
 
 
 def test_non_utf8_bytes_name_the_line(tmp_path):
@@ -359,12 +360,12 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
     with gzip.open(path, "wb") as fh:
         fh.write(b"good line\nna\xefve caf\xe9\n")
     with pytest.raises(DataError, match=r"bad\.txt\.gz:2: byte 0xef.*cp1252"):
-        Word2Vec(Word2VecConfig(min_count=1)).fit(str(path))
+        fit_corpus(Word2Vec(Word2VecConfig(min_count=1)), str(path))
 
 
 def test_one_shot_generator_and_bad_config_are_refused():
     with pytest.raises(DataError, match="one-shot"):
-        Word2Vec(Word2VecConfig(min_count=1)).fit(line for line in ["a b", "c d"])
+        fit_corpus(Word2Vec(Word2VecConfig(min_count=1)), (line for line in ["a b", "c d"]))
     with pytest.raises(ConfigError, match="no output layer"):
         Word2Vec(Word2VecConfig(negative=0, hs=False))
     with pytest.raises(ConfigError, match="window must be >= 1"):
@@ -421,8 +422,10 @@ def test_training_runs_without_numba_or_torch_in_the_process(tmp_path):
     corpus.write_text("the cat sat on the mat and the dog sat on the log\n" * 50, encoding="utf-8")
     code = (
         "import sys\n"
+        "from lmlab.data.sentences import encode_corpus\n"
         "from lmlab.models.word2vec import Word2Vec, Word2VecConfig\n"
-        f"m = Word2Vec(Word2VecConfig(epochs=1, min_count=1, threads=2, seed=1)).fit({str(corpus)!r})\n"
+        "m = Word2Vec(Word2VecConfig(epochs=1, min_count=1, threads=2, seed=1))\n"
+        f"m.fit(encode_corpus({str(corpus)!r}, m.config, {str(tmp_path / 'work')!r}))\n"
         "assert m.history[0].examples > 0\n"
         "print(sorted(k for k in ('numba', 'llvmlite', 'torch') if k in sys.modules))\n"
     )

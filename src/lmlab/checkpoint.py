@@ -91,6 +91,7 @@ RUN_ENTRIES = frozenset({
     "tokenizer.json", "vocab.json", "src_codec.json", "tgt_codec.json", "labels.json",
     "vectors.safetensors", "vectors.txt", "vectors.bin", "vectors.glove.txt", "vectors.npy",
     "train.bin", "val.bin", "eval.bin", "cooc.bin", "curves.png", "samples.txt", "report.md", "report.html",
+    ".work",  # word vectors: the encoded corpus while training
 })
 #: the hidden sibling that holds a run replaced by ``--overwrite`` until the new run has its first checkpoint
 REPLACED_SUFFIX = ".lmlab-replaced"

@@ -179,6 +179,12 @@ class KeyedVectors:
         query = np.zeros(self.vector_size, dtype=np.float32)
         for i, wgt in zip(ids, weights, strict=True):
             query += wgt * self.normed[i]
+        if float(np.linalg.norm(query)) <= 1e-6:
+            shown = " + ".join(positive) + "".join(f" - {w}" for w in negative)
+            raise ConfigError(
+                f"the query {shown.lstrip(' +')} cancels out to a zero vector, so every word would score 0; "
+                "use positive and negative words that differ"
+            )
         return self._nearest(query, set(ids), topn, restrict_vocab)
 
     def _nearest(self, query: np.ndarray, exclude: set[int], topn: int,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 
 import click
@@ -19,32 +18,10 @@ def embed() -> None:
 
 
 def _config_for(algo: str, options: dict, overrides: tuple[str, ...]):
-    from lmlab.config import config_from_dict, parse_overrides
-    from lmlab.errors import ConfigError
+    """The ``model`` config ``embed train`` would run (preset of ``algo`` + flags + overrides), validated."""
+    from lmlab.recipes.embed import recipe_from_cli
 
-    data = {k: v for k, v in options.items() if v is not None}
-    if algo == "glove":
-        from lmlab.models.glove import GloVeConfig as cls
-
-        for key in ("negative", "hs", "sample", "min_lr", "shared_negatives"):
-            if key in data and data[key] not in (False,):
-                raise ConfigError(f"--{key.replace('_', '-')} is a word2vec option; GloVe does not use it")
-            data.pop(key, None)
-    else:
-        from lmlab.models.word2vec import Word2VecConfig as cls
-
-        data["arch"] = "cbow" if algo == "cbow" else "skipgram"
-        if data.get("hs") and "negative" not in data:
-            data["negative"] = 0
-        for key in ("x_max", "alpha", "keep", "memory_mb"):
-            if key in data:
-                raise ConfigError(f"--{key.replace('_', '-')} is a GloVe option; use it with --algo glove")
-        if not data.get("hs"):
-            data.pop("hs", None)
-    extra = parse_overrides(list(overrides))
-    data.update(extra.get("model", {}) if isinstance(extra.get("model"), dict) else {})
-    data.update({k: v for k, v in extra.items() if k != "model"})
-    return config_from_dict(cls, data, where="embed")
+    return recipe_from_cli(algo, options, overrides).config.model
 
 
 @embed.command("train")
@@ -53,6 +30,7 @@ def _config_for(algo: str, options: dict, overrides: tuple[str, ...]):
 @click.option("--corpus", required=True, type=click.Path(), help="Text file(s) (.txt/.gz/.jsonl...) or a folder.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last completed epoch.")
 @click.option("--embed-dim", "--dim", "embed_dim", type=int, default=None, help="Vector size [100].")
 @click.option("--window", type=int, default=None, help="Context window [5 word2vec, 10 GloVe].")
 @click.option("--epochs", type=int, default=None, help="Passes over the corpus [5 word2vec, 25 GloVe].")
@@ -78,32 +56,20 @@ def _config_for(algo: str, options: dict, overrides: tuple[str, ...]):
 @click.option("--save-format", type=click.Choice(["word2vec", "word2vec-binary", "glove"]), multiple=True,
               help="Also write vectors.txt / vectors.bin in these formats.")
 @overrides_argument
-def train(algo, corpus, out, overwrite, save_format, overrides, **options) -> None:
+def train(algo, corpus, out, overwrite, resume, save_format, overrides, **options) -> None:
     """Train word vectors on CORPUS; KEY=VALUE overrides (e.g. ns_exponent=0.5) follow the options."""
-    from pathlib import Path
+    from lmlab.recipes.embed import recipe_from_cli
 
-    from lmlab.checkpoint import prepare_run_dir
+    recipe = recipe_from_cli(algo, options, overrides, corpus=corpus, save_formats=save_format, log=click.echo)
+    result = recipe.train(out, overwrite=overwrite, resume=resume)
+    click.echo(f"{result.notes[-1]}; run directory: {out}")
 
-    cfg = _config_for(algo, options, overrides)
-    run_dir = prepare_run_dir(out, overwrite=overwrite)
-    if algo == "glove":
-        from lmlab.models.glove import GloVe as Trainer
-    else:
-        from lmlab.models.word2vec import Word2Vec as Trainer
-    work = run_dir / ".work"  # the encoded corpus (and GloVe's counts) while training
-    try:
-        model = Trainer(cfg).fit(corpus, workdir=work, log=click.echo)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    model.save(run_dir)
-    for fmt in save_format:
-        if fmt == "word2vec":
-            model.wv.save_word2vec_format(Path(run_dir) / "vectors.txt")
-        elif fmt == "word2vec-binary":
-            model.wv.save_word2vec_format(Path(run_dir) / "vectors.bin", binary=True)
-        else:
-            model.wv.save_glove_format(Path(run_dir) / "vectors.glove.txt")
-    click.echo(f"{len(model.wv):,} words x {model.wv.vector_size} dims; run directory: {out}")
+
+def _check_count(value: int | None, option: str, minimum: int) -> None:
+    from lmlab.errors import ConfigError
+
+    if value is not None and value < minimum:
+        raise ConfigError(f"{option} must be >= {minimum}, got {value}")
 
 
 def _words_from(words: tuple[str, ...]) -> list[str]:
@@ -123,6 +89,8 @@ def similar(vectors, words, topn, negative, restrict_vocab, as_json) -> None:
     """Nearest neighbours (cosine) of each WORD; with --negative, of the sum of WORDS minus those."""
     from lmlab.vectors import load_vectors
 
+    _check_count(topn, "--topn/-n", 1)
+    _check_count(restrict_vocab, "--restrict-vocab", 0)
     kv = load_vectors(vectors)
     words = _words_from(words)
     queries = [[w] for w in words] if not negative else [words]
@@ -153,6 +121,8 @@ def analogy(vectors, a, b, c, topn, method, restrict_vocab) -> None:
     """A is to B as C is to ?  (lmlab embed analogy DIR man king woman)."""
     from lmlab.vectors import load_vectors
 
+    _check_count(topn, "--topn/-n", 1)
+    _check_count(restrict_vocab, "--restrict-vocab", 0)
     kv = load_vectors(vectors)
     hits = kv.analogy(a, b, c, topn=topn, method=method, restrict_vocab=restrict_vocab or None)
     click.echo(f"{a} : {b} :: {c} : ?")
@@ -174,17 +144,13 @@ def analogy(vectors, a, b, c, topn, method, restrict_vocab) -> None:
 def evaluate(vectors, pairs, analogies, restrict_vocab, method, on_malformed, sections, as_json) -> None:
     """Spearman correlation on word-similarity sets and accuracy on analogy questions."""
     from lmlab.errors import ConfigError
-    from lmlab.vectors import load_vectors
+    from lmlab.recipes.embed import VectorsRecipe
 
     if not pairs and not analogies:
         raise ConfigError("nothing to evaluate: pass --pairs FILE and/or --analogies FILE")
-    kv = load_vectors(vectors)
-    report: dict = {"pairs": {}, "analogies": {}}
-    for path in pairs:
-        report["pairs"][path] = kv.evaluate_word_pairs(path)
-    for path in analogies:
-        report["analogies"][path] = kv.evaluate_analogies(path, restrict_vocab=restrict_vocab or None,
-                                                          method=method, on_malformed=on_malformed)
+    _check_count(restrict_vocab, "--restrict-vocab", 0)
+    report = VectorsRecipe.evaluate(vectors, pairs=pairs, analogies=analogies, restrict_vocab=restrict_vocab or None,
+                                    method=method, on_malformed=on_malformed)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False))
         return

@@ -34,6 +34,7 @@ __all__ = [
     "CharTokenizer",
     "KERAS_FILTERS",
     "KerasTokenizer",
+    "VectorWordTokenizer",
     "WordTokenizer",
     "load_tokenizer",
     "pad_sequences",
@@ -50,6 +51,8 @@ _CJK_RE = re.compile(f"([{_CJK_CLASS}])")
 # A word: word characters, optionally joined by apostrophes (don't, o'clock, rock'n'roll); else one
 # non-space, non-word character (punctuation, symbols, emoji).
 _WORD_RE = re.compile(r"\w++(?:['\u2019]\w++)*+|[^\w\s]")  # possessive: no backtracking, faster
+# Word-vector words: runs of letters/digits, apostrophes inside words kept, punctuation and "_" dropped.
+_VECTOR_WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 # HTML tags such as <br />, <br>, <i>, </p>, <a href="...">.
 _HTML_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 
@@ -132,6 +135,54 @@ class WordTokenizer(_JSONFileMixin):
 
     def __repr__(self) -> str:
         return f"WordTokenizer(lowercase={self.lowercase}, strip_html={self.strip_html}, split_cjk={self.split_cjk})"
+
+
+class VectorWordTokenizer(_JSONFileMixin):
+    """The words word2vec and GloVe learn vectors for: no punctuation tokens, nothing stripped.
+
+    Args:
+        lowercase: Lowercase the text first.
+        mode: ``"words"`` - runs of letters and digits, apostrophes inside words kept (``don't``), every other
+            character a separator; ``"whitespace"`` - split on whitespace only (pre-tokenized corpora).
+
+    Example:
+        >>> VectorWordTokenizer().tokenize("Don't stop, O'Brien_2!")
+        ["don't", 'stop', "o'brien", '2']
+    """
+
+    MODES = ("words", "whitespace")
+
+    def __init__(self, lowercase: bool = True, mode: str = "words"):
+        if mode not in self.MODES:
+            raise ConfigError(f"word-vector tokenizer mode must be one of {', '.join(self.MODES)}, got {mode!r}")
+        self.lowercase = lowercase
+        self.mode = mode
+
+    def tokenize(self, text: str) -> list[str]:
+        """Return the words of ``text``."""
+        if self.lowercase:
+            text = text.lower()
+        if self.mode == "whitespace":
+            return text.split()
+        return _VECTOR_WORD_RE.findall(text)
+
+    __call__ = tokenize
+
+    def to_dict(self) -> dict:
+        """JSON-friendly description (``{"type": "vector_words", ...}``)."""
+        return {"type": "vector_words", "lowercase": self.lowercase, "mode": self.mode}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VectorWordTokenizer:
+        """Rebuild from :meth:`to_dict` output."""
+        _check_type(d, "vector_words")
+        return cls(lowercase=d["lowercase"], mode=d["mode"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VectorWordTokenizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"VectorWordTokenizer(lowercase={self.lowercase}, mode={self.mode!r})"
 
 
 class CharTokenizer(_JSONFileMixin):
@@ -569,6 +620,7 @@ _TOKENIZER_TYPES: dict[str, type] = {
     "char": CharTokenizer,
     "keras": KerasTokenizer,
     "bpe": BPETokenizer,
+    "vector_words": VectorWordTokenizer,
 }
 
 

@@ -2,7 +2,8 @@
 
 The driver for the kernels in :mod:`lmlab.models._glove_kernels`:
 
-1. the corpus is encoded once to an on-disk token array (shared with word2vec, :func:`encode_corpus`);
+1. the corpus is encoded once to an on-disk token array by the data layer (shared with word2vec,
+   :func:`lmlab.data.sentences.encode_corpus`);
 2. :func:`count_cooccurrences` scans it with a symmetric window and 1/distance weights. Pairs among the
    ``dense_words`` most frequent words go to a dense block; all other pairs go to a bounded buffer that is
    aggregated and spilled to sorted run files on disk. The runs are merged by key range, so memory is bounded
@@ -16,9 +17,8 @@ The vectors returned are ``W + W~`` (or ``W`` alone with ``keep="w"``).
 
 from __future__ import annotations
 
+import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ import numpy as np
 
 from lmlab.errors import ConfigError, TrainingError
 from lmlab.models._compiled import load_kernels
-from lmlab.models.word2vec import EncodedCorpus, EpochStats, encode_corpus
+from lmlab.models.word2vec import EpochStats
 
 __all__ = ["CooccurrenceMatrix", "GloVe", "GloVeConfig", "count_cooccurrences", "glove_loss"]
 
@@ -81,8 +81,9 @@ class GloVeConfig:
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "x_max", "alpha"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                problems.append(f"{name} must be > 0, got {value}")
         if self.adagrad not in ("reference", "textbook"):
             problems.append(f"adagrad must be 'reference' or 'textbook', got {self.adagrad!r}")
         if problems:
@@ -152,7 +153,7 @@ def _read_at(path: Path, dtype: Any, start: int, count: int) -> np.ndarray:
         return np.fromfile(fh, dtype=dtype, count=int(count))
 
 
-def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, memory_mb: int = 512,
+def count_cooccurrences(enc: Any, window: int, workdir: str | Path, memory_mb: int = 512,
                         dense_words: int = 0, seed: int = 1,
                         log: Callable[[str], None] | None = None) -> CooccurrenceMatrix:
     """Count co-occurrences of ``enc`` within ``memory_mb`` and write them, shuffled, to ``workdir/cooc.bin``."""
@@ -279,11 +280,15 @@ def count_cooccurrences(enc: EncodedCorpus, window: int, workdir: str | Path, me
 
 
 class GloVe:
-    """GloVe trainer. ``GloVe(config)`` constructs; ``fit(corpus)`` counts and trains; ``wv`` is the result.
+    """GloVe trainer. ``GloVe(config)`` constructs; ``fit(encoded_corpus, workdir)`` counts and trains;
+    ``words`` / ``vectors`` are the result (``wv``, their :class:`~lmlab.vectors.KeyedVectors`, is filled in by
+    :func:`lmlab.recipes.embed.fit_corpus`).
 
     ``history`` holds one :class:`~lmlab.models.word2vec.EpochStats` per epoch whose ``loss`` is the mean of
     ``f(x) (w.wt + b + bt - log x)^2 / 2`` over the non-zero entries (measured before each entry's step).
     """
+
+    config_cls = GloVeConfig
 
     def __init__(self, config: GloVeConfig | None = None):
         self.config = config or GloVeConfig()
@@ -293,20 +298,24 @@ class GloVe:
         self.timings: dict[str, float] = {}
         self.corpus_info: dict = {}
         self.w = self.wt = self.b = self.bt = None
+        self.words: list[str] = []
+        self.counts: np.ndarray | None = None
+        self.vectors: np.ndarray | None = None
+        self.epochs_done = 0
+        self._rng: np.random.Generator | None = None
 
-    def fit(self, corpus: Any, workdir: str | Path | None = None, log: Callable[[str], None] | None = None,
+    def fit(self, enc: Any, workdir: str | Path, log: Callable[[str], None] | None = None,
             on_epoch: Callable[[EpochStats], None] | None = None) -> GloVe:
+        """Count the co-occurrences of an encoded corpus (:func:`lmlab.data.sentences.encode_corpus`) in
+        ``workdir`` and train on them: from fresh weights, or from :meth:`load_training_state`'s epoch on."""
+        if not hasattr(enc, "iter_chunks"):
+            raise ConfigError(
+                f"GloVe.fit takes an encoded corpus, got {type(enc).__name__}; encode text with "
+                "lmlab.data.sentences.encode_corpus, or train from a file with lmlab.recipes.embed.GloVeRecipe"
+            )
         cfg = self.config
-        tmp = None
-        if workdir is None:
-            tmp = tempfile.mkdtemp(prefix="lmlab-glove-")
-            workdir = tmp
         try:
-            t0 = time.perf_counter()
-            enc = encode_corpus(corpus, cfg, workdir, cfg.min_count, cfg.max_vocab, log=log)
-            self.timings["encode_s"] = time.perf_counter() - t0
             cooc = count_cooccurrences(enc, cfg.window, workdir, cfg.memory_mb, cfg.dense_words, cfg.seed, log=log)
-            enc.path.unlink(missing_ok=True)
             self.timings["count_s"] = cooc.seconds
             self.corpus_info = {"num_tokens": enc.num_tokens, "num_raw_tokens": enc.num_raw_tokens,
                                 "vocab_size": len(enc.words), "nnz": cooc.nnz}
@@ -314,12 +323,28 @@ class GloVe:
             self.train_cooccurrences(cooc, enc.words, enc.counts, log=log, on_epoch=on_epoch)
             self.timings["train_s"] = time.perf_counter() - t1
         finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                for name in ("cooc.bin", "tokens.int32"):
-                    (Path(workdir) / name).unlink(missing_ok=True)
+            (Path(workdir) / "cooc.bin").unlink(missing_ok=True)
         return self
+
+    # -- state carried between epochs ------------------------------------------------------------------
+    _STATE_ARRAYS = ("w", "wt", "b", "bt", "gw", "gwt", "gb", "gbt")
+
+    def training_state(self) -> dict:
+        """The parameters, the AdaGrad accumulators, the block-order RNG and the epochs done."""
+        return {
+            "arrays": {k: getattr(self, k) for k in self._STATE_ARRAYS},
+            "epoch": self.epochs_done,
+            "rng": self._rng.bit_generator.state if self._rng is not None else None,
+            "history": [h.as_dict() for h in self.history],
+        }
+
+    def load_training_state(self, state: dict) -> None:
+        for k in self._STATE_ARRAYS:
+            setattr(self, k, np.ascontiguousarray(state["arrays"][k], dtype=np.float32))
+        self.epochs_done = int(state["epoch"])
+        self._rng = np.random.default_rng(self.config.seed)
+        self._rng.bit_generator.state = state["rng"]
+        self.history = [EpochStats(**h) for h in state.get("history", [])]
 
     def init_params(self, vocab_size: int) -> None:
         dim = self.config.embed_dim
@@ -350,17 +375,23 @@ class GloVe:
     def train_cooccurrences(self, cooc: CooccurrenceMatrix, words: list[str], counts: np.ndarray | None = None,
                             log: Callable[[str], None] | None = None,
                             on_epoch: Callable[[EpochStats], None] | None = None) -> GloVe:
-        from lmlab.vectors import KeyedVectors
-
         K = load_kernels("_glove_kernels")
         cfg = self.config
-        self.init_params(cooc.vocab_size)
+        if self._rng is None:
+            self.init_params(cooc.vocab_size)
+            self._rng = np.random.default_rng(cfg.seed)
+            self.history = []
+            self.epochs_done = 0
+        elif self.w.shape != (cooc.vocab_size, cfg.embed_dim):
+            raise ConfigError(
+                f"the saved training state holds {self.w.shape[0]} x {self.w.shape[1]} vectors but the corpus "
+                f"gives a vocabulary of {cooc.vocab_size} words x embed_dim {cfg.embed_dim}"
+            )
         threads = cfg.num_threads
         block = cfg.block_entries
         num_blocks = max(1, -(-cooc.nnz // block))
-        rng = np.random.default_rng(cfg.seed)
-        self.history = []
-        for epoch in range(cfg.epochs):
+        rng = self._rng
+        for epoch in range(self.epochs_done, cfg.epochs):
             t0 = time.perf_counter()
             total = 0.0
             for bi in rng.permutation(num_blocks):
@@ -375,22 +406,13 @@ class GloVe:
             if not np.isfinite(stats.loss):
                 raise TrainingError(f"epoch {epoch + 1}: the GloVe loss is {stats.loss}; lower lr (now {cfg.lr})")
             self.history.append(stats)
+            self.epochs_done = epoch + 1
             if log:
                 log(f"epoch {stats.epoch}/{cfg.epochs}  loss {stats.loss:.4f}  "
                     f"{stats.words_per_s / 1e6:.2f}M entries/s")
             if on_epoch:
                 on_epoch(stats)
-        vectors = self.w + self.wt if cfg.keep == "w+wt" else self.w.copy()
-        self.wv = KeyedVectors(words, vectors, counts=counts)
+        self.vectors = self.w + self.wt if cfg.keep == "w+wt" else self.w.copy()
+        self.words = list(words)
+        self.counts = None if counts is None else np.asarray(counts)
         return self
-
-    def save(self, run_dir: str | Path) -> Path:
-        if self.wv is None:
-            raise ConfigError("nothing to save: call fit() first")
-        from lmlab.config import config_to_dict
-
-        metrics = [h.as_dict() for h in self.history]
-        return self.wv.save(run_dir, model_type=MODEL_TYPE,
-                            sections={"model": config_to_dict(self.config), "corpus": self.corpus_info,
-                                      "timings": self.timings, "history": metrics},
-                            metrics=metrics)

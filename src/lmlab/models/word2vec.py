@@ -1,54 +1,34 @@
 """word2vec: skip-gram and CBOW with negative sampling or hierarchical softmax (Mikolov et al., 2013).
 
 This module is the thin Python driver; the compiled Hogwild kernels live in :mod:`lmlab.models._w2v_kernels`.
-
-The corpus is read once (:func:`encode_corpus`): words are counted and written as provisional ids to a file,
-then the vocabulary is chosen (``min_count``, ``max_vocab``, sorted by frequency) and the file is rewritten as
-the final ``int32`` token array (``-1`` ends a sentence). Training streams that array from disk in chunks, so
-memory holds the vocabulary, the two weight matrices and one chunk, whatever the corpus length.
+It trains from an encoded corpus (:class:`lmlab.data.sentences.EncodedCorpus`: a frequency-sorted vocabulary
+and an on-disk ``int32`` token array, ``-1`` ending each sentence), streamed from disk in chunks, so memory holds
+the vocabulary, the two weight matrices and one chunk, whatever the corpus length. Reading and tokenizing the
+text is the data layer's job; run directories and resume are the recipe's (:mod:`lmlab.recipes.embed`).
 
 Example:
-    >>> from lmlab.models.word2vec import Word2Vec, Word2VecConfig
-    >>> model = Word2Vec(Word2VecConfig(arch="skipgram", epochs=1)).fit("corpus.txt.gz")
-    >>> model.wv.most_similar("king")
-    >>> model.save("runs/w2v")
+    >>> from lmlab.recipes.embed import Word2VecRecipe
+    >>> Word2VecRecipe.from_preset("sgns", ["epochs=1"], corpus="corpus.txt.gz").train("runs/w2v")
+    >>> Word2VecRecipe.load("runs/w2v").most_similar("king")
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
-import re
-import shutil
-import tempfile
 import time
-from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from lmlab.errors import ConfigError, DataError
+from lmlab.errors import ConfigError
 from lmlab.models._compiled import load_kernels
 
-__all__ = [
-    "EncodedCorpus",
-    "Word2Vec",
-    "Word2VecConfig",
-    "encode_corpus",
-    "iter_sentences",
-    "keep_probabilities",
-    "noise_distribution",
-    "tokenize",
-]
+__all__ = ["EpochStats", "Word2Vec", "Word2VecConfig", "keep_probabilities", "noise_distribution"]
 
 MODEL_TYPE = "word2vec"
-VECTORS_FILE = "vectors.safetensors"
-VOCAB_FILE = "vocab.json"
-
-_WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -117,14 +97,14 @@ class Word2VecConfig:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.negative == 0 and not self.hs:
             problems.append("negative=0 and hs=false leave no output layer; set negative>0 or hs=true")
-        if self.sample < 0:
-            problems.append(f"sample must be >= 0, got {self.sample}")
-        if self.lr is not None and self.lr <= 0:
+        for name in ("sample", "ns_exponent", "min_lr", "init_scale"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                problems.append(f"{name} must be a finite number, got {value}")
+            elif name != "ns_exponent" and value < 0:
+                problems.append(f"{name} must be >= 0, got {value}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             problems.append(f"lr must be > 0, got {self.lr}")
-        if self.min_lr < 0:
-            problems.append(f"min_lr must be >= 0, got {self.min_lr}")
-        if self.init_scale < 0:
-            problems.append(f"init_scale must be >= 0, got {self.init_scale}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -140,202 +120,8 @@ class Word2VecConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Corpus: tokenize, count, encode to an on-disk int32 array
+# Sampling tables
 # ---------------------------------------------------------------------------------------------------------
-
-
-def tokenize(text: str, lowercase: bool = True, tokenizer: str = "words") -> list[str]:
-    """Split ``text`` into words the way the word-vector trainers do."""
-    if lowercase:
-        text = text.lower()
-    if tokenizer == "whitespace":
-        return text.split()
-    return _WORD_RE.findall(text)
-
-
-def _as_corpus(corpus: Any, encoding: str, text_field: str) -> Iterable:
-    from lmlab.data.readers import TextCorpus, require_restartable
-
-    if isinstance(corpus, (str, os.PathLike)):
-        return TextCorpus(corpus, encoding=encoding, text_field=text_field, unit="line")
-    require_restartable(corpus, "corpus")
-    return corpus
-
-
-def iter_sentences(corpus: Any, cfg: Any) -> Iterator[list[str]]:
-    """Yield the token lists (sentences) of ``corpus``: a path, a restartable iterable of lines (str) or of
-    token lists. ``cfg`` supplies lowercase, tokenizer, break_on, text_field, encoding, max_sentence_length."""
-    lines = _as_corpus(corpus, cfg.encoding, cfg.text_field)
-    limit = cfg.max_sentence_length
-    lower, tok = cfg.lowercase, cfg.tokenizer
-    paragraph: list[str] = []
-    for item in lines:
-        if isinstance(item, str):
-            words = tokenize(item, lower, tok)
-            if cfg.break_on == "paragraph":
-                if words:
-                    paragraph.extend(words)
-                    if len(paragraph) < limit:
-                        continue
-                elif not paragraph:
-                    continue
-                words, paragraph = paragraph, []
-        elif isinstance(item, (list, tuple)):
-            words = [w.lower() for w in item] if lower else list(item)
-        else:
-            raise DataError(
-                f"corpus items must be strings (lines) or lists of words, got {type(item).__name__}; "
-                "pass a path, a list of lines or a list of token lists"
-            )
-        for start in range(0, len(words), limit):
-            piece = words[start : start + limit]
-            if piece:
-                yield piece
-    if paragraph:
-        for start in range(0, len(paragraph), limit):
-            yield paragraph[start : start + limit]
-
-
-@dataclass
-class EncodedCorpus:
-    """The corpus as an int32 token file (``-1`` ends a sentence) plus its vocabulary."""
-
-    path: Path
-    words: list[str]
-    counts: np.ndarray  # (V,) int64, non-increasing
-    num_tokens: int  # in-vocabulary tokens (what training sees per epoch)
-    num_raw_tokens: int  # every token read, out-of-vocabulary ones included
-    num_sentences: int
-
-    def iter_chunks(self, chunk_tokens: int) -> Iterator[np.ndarray]:
-        """Yield int32 arrays that each end right after a sentence end, reading ``chunk_tokens`` at a time."""
-        leftover = np.empty(0, dtype=np.int32)
-        with open(self.path, "rb") as fh:
-            while True:
-                block = np.fromfile(fh, dtype=np.int32, count=chunk_tokens)
-                if len(block) == 0:
-                    break
-                if len(leftover):
-                    block = np.concatenate([leftover, block])
-                seps = np.flatnonzero(block == -1)
-                if len(seps) == 0:
-                    leftover = block
-                    continue
-                cut = int(seps[-1]) + 1
-                leftover = block[cut:].copy()
-                yield block[:cut]
-        if len(leftover):
-            yield np.concatenate([leftover, np.array([-1], dtype=np.int32)])
-
-
-def _most_common_preview(words: list[str], counts: np.ndarray, k: int = 3) -> str:
-    order = np.argsort(-counts, kind="stable")[:k]
-    return ", ".join(f"{words[i]!r} x{int(counts[i])}" for i in order)
-
-
-def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1, max_vocab: int = 0,
-                  log: Callable[[str], None] | None = None) -> EncodedCorpus:
-    """Read ``corpus`` once and write it to ``workdir/tokens.int32`` with a frequency-sorted vocabulary.
-
-    Raises:
-        DataError: the corpus holds no words, or no word occurs ``min_count`` times.
-    """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    raw_path = workdir / "tokens.raw.int32"
-    out_path = workdir / "tokens.int32"
-    index: dict[str, int] = {}
-    counts = np.zeros(1024, dtype=np.int64)
-    buf = array("i")  # 4 bytes per token, not a list of int objects
-    num_raw = 0
-    num_sentences = 0
-    t0 = time.perf_counter()
-
-    def flush(fh) -> None:
-        nonlocal counts
-        arr = np.frombuffer(buf, dtype=np.int32)
-        arr.tofile(fh)
-        ids = arr[arr >= 0]
-        if len(index) > len(counts):
-            counts = np.concatenate([counts, np.zeros(max(len(index), 2 * len(counts)) - len(counts), np.int64)])
-        counts[: len(index)] += np.bincount(ids, minlength=len(index))[: len(index)]
-        del arr, ids
-        del buf[:]
-
-    with open(raw_path, "wb") as fh:
-        setdefault = index.setdefault
-        for words in iter_sentences(corpus, cfg):
-            buf.extend([setdefault(w, len(index)) for w in words])
-            buf.append(-1)
-            num_raw += len(words)
-            num_sentences += 1
-            if len(buf) >= 1 << 20:
-                flush(fh)
-        flush(fh)
-    counts = counts[: len(index)]
-    if num_raw == 0:
-        raw_path.unlink(missing_ok=True)
-        raise DataError(f"the corpus {_describe(corpus)} is empty: it holds no words; check the path and the text field")
-    words_by_id = list(index)
-    index.clear()
-    kept = np.flatnonzero(counts >= min_count)
-    if len(kept) == 0:
-        raw_path.unlink(missing_ok=True)
-        raise DataError(
-            f"no word occurs min_count={min_count} times in {_describe(corpus)}: {len(counts)} distinct words, "
-            f"the most frequent occurs {int(counts.max())} times ({_most_common_preview(words_by_id, counts)}); "
-            "lower min_count or use a larger corpus"
-        )
-    order = kept[np.argsort(-counts[kept], kind="stable")]
-    if max_vocab and len(order) > max_vocab:
-        order = order[:max_vocab]
-    lut = np.full(len(counts) + 1, -2, dtype=np.int32)  # index id+1; lut[0] is the sentence end
-    lut[0] = -1
-    lut[order + 1] = np.arange(len(order), dtype=np.int32)
-    vocab_words = [words_by_id[i] for i in order]
-    vocab_counts = counts[order].copy()
-    del words_by_id
-    # pass 2: map provisional ids to final ids, drop out-of-vocabulary words and empty sentences
-    num_tokens = 0
-    kept_sentences = 0
-    prev_end = True
-    with open(raw_path, "rb") as src, open(out_path, "wb") as dst:
-        while True:
-            block = np.fromfile(src, dtype=np.int32, count=1 << 20)
-            if len(block) == 0:
-                break
-            mapped = lut[block + 1]
-            mapped = mapped[mapped != -2]
-            is_end = mapped == -1
-            prev = np.empty_like(is_end)
-            if len(is_end):
-                prev[0] = prev_end
-                prev[1:] = is_end[:-1]
-                keep = ~(is_end & prev)
-                mapped = mapped[keep]
-                prev_end = bool(mapped[-1] == -1) if len(mapped) else prev_end
-            num_tokens += int(np.count_nonzero(mapped >= 0))
-            kept_sentences += int(np.count_nonzero(mapped == -1))
-            mapped.tofile(dst)
-        if not prev_end:
-            np.array([-1], dtype=np.int32).tofile(dst)
-            kept_sentences += 1
-    raw_path.unlink(missing_ok=True)
-    if log:
-        log(
-            f"read {num_raw:,} words in {num_sentences:,} sentences ({time.perf_counter() - t0:.1f}s); "
-            f"vocabulary {len(vocab_words):,} words (min_count={min_count}), {num_tokens:,} tokens kept"
-        )
-    return EncodedCorpus(out_path, vocab_words, vocab_counts, num_tokens, num_raw, kept_sentences)
-
-
-def _describe(corpus: Any) -> str:
-    if isinstance(corpus, (str, os.PathLike)):
-        return str(corpus)
-    files = getattr(corpus, "files", None)
-    if files:
-        return ", ".join(str(f) for f in files[:2])
-    return f"({type(corpus).__name__})"
 
 
 def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
@@ -382,66 +168,96 @@ class EpochStats:
 
 
 class Word2Vec:
-    """Skip-gram / CBOW trainer. ``Word2Vec(config)`` constructs; ``fit(corpus)`` trains; ``wv`` is the result.
+    """Skip-gram / CBOW trainer. ``Word2Vec(config)`` constructs; ``fit(encoded_corpus)`` trains.
 
     Attributes after ``fit``:
-        wv: :class:`lmlab.vectors.KeyedVectors` of the input vectors.
+        words, counts: the vocabulary (most frequent first) and its counts; ``vectors`` the input vectors.
         history: one :class:`EpochStats` per epoch; ``loss`` is the mean loss per training example (per
             (centre, context) pair for skip-gram, per centre word for CBOW), summed over the positive and the
             noise words (or the Huffman-path nodes), measured before each example's update.
         syn1neg / syn1: the output vectors (negative sampling) and the Huffman inner-node vectors.
+
+    Training state between epochs (:meth:`training_state` / :meth:`load_training_state`): the three weight
+    matrices and the number of epochs done. Nothing else is carried: the learning rate is a function of the
+    words done, and each chunk's kernel RNG is seeded from ``(seed, epoch, chunk, thread)``, so a run resumed
+    at an epoch boundary continues exactly as an uninterrupted one (on one thread).
     """
+
+    config_cls = Word2VecConfig
 
     def __init__(self, config: Word2VecConfig | None = None):
         self.config = config or Word2VecConfig()
         self.config.validate()
-        self.wv = None
+        self.words: list[str] = []
+        self.counts: np.ndarray | None = None
+        self.vectors: np.ndarray | None = None
+        #: the :class:`~lmlab.vectors.KeyedVectors` of ``words`` / ``vectors``, filled in by
+        #: :func:`lmlab.recipes.embed.fit_corpus` (models do not import lmlab.vectors)
+        self.wv: Any = None
         self.history: list[EpochStats] = []
+        self.syn0: np.ndarray | None = None
         self.syn1neg: np.ndarray | None = None
         self.syn1: np.ndarray | None = None
+        self.epochs_done = 0
         self.corpus_info: dict = {}
 
-    def fit(self, corpus: Any, workdir: str | Path | None = None,
-            log: Callable[[str], None] | None = None,
-            on_epoch: Callable[[EpochStats], None] | None = None) -> Word2Vec:
-        """Encode ``corpus`` (path, or restartable iterable of lines / token lists) and train on it."""
+    # -- state carried between epochs ------------------------------------------------------------------
+    def training_state(self) -> dict:
+        """``{"arrays": {name: ndarray}, "epoch": n, "history": [...]}`` after ``epoch`` completed epochs."""
+        return {
+            "arrays": {"syn0": self.syn0, "syn1neg": self.syn1neg, "syn1": self.syn1},
+            "epoch": self.epochs_done,
+            "history": [h.as_dict() for h in self.history],
+        }
+
+    def load_training_state(self, state: dict) -> None:
+        """Continue from :meth:`training_state` output at the next ``fit``."""
+        arrays = state["arrays"]
+        self.syn0, self.syn1neg, self.syn1 = (np.ascontiguousarray(arrays[k], dtype=np.float32)
+                                              for k in ("syn0", "syn1neg", "syn1"))
+        self.epochs_done = int(state["epoch"])
+        self.history = [EpochStats(**{k: v for k, v in h.items()}) for h in state.get("history", [])]
+
+    def _init_weights(self, vocab_size: int, use_hs: bool) -> None:
         cfg = self.config
-        tmp = None
-        if workdir is None:
-            tmp = tempfile.mkdtemp(prefix="lmlab-w2v-")
-            workdir = tmp
-        try:
-            enc = encode_corpus(corpus, cfg, workdir, cfg.min_count, cfg.max_vocab, log=log)
-            self.train_encoded(enc, log=log, on_epoch=on_epoch)
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                (Path(workdir) / "tokens.int32").unlink(missing_ok=True)
-        return self
+        dim = cfg.embed_dim
+        rng = np.random.default_rng(cfg.seed)
+        spread = dim / (2 * cfg.init_scale) if cfg.init_scale > 0 else np.inf  # (u - 0.5) / spread
+        self.syn0 = ((rng.random((vocab_size, dim), dtype=np.float32) - 0.5) / spread).astype(np.float32)
+        self.syn1neg = np.zeros((vocab_size if cfg.negative else 1, dim), dtype=np.float32)
+        self.syn1 = np.zeros((max(vocab_size - 1, 1) if use_hs else 1, dim), dtype=np.float32)
+        self.epochs_done = 0
+        self.history = []
 
-    def train_encoded(self, enc: EncodedCorpus, log: Callable[[str], None] | None = None,
-                      on_epoch: Callable[[EpochStats], None] | None = None) -> Word2Vec:
-        """Train on an already encoded corpus (see :func:`encode_corpus`)."""
-        from lmlab.vectors import KeyedVectors
-
+    def fit(self, enc: Any, log: Callable[[str], None] | None = None,
+            on_epoch: Callable[[EpochStats], None] | None = None) -> Word2Vec:
+        """Train on an encoded corpus (:func:`lmlab.data.sentences.encode_corpus`): from fresh weights, or from
+        the state given to :meth:`load_training_state` (its epochs are skipped). ``on_epoch`` runs after each
+        epoch, when :meth:`training_state` holds that epoch's end."""
+        if not hasattr(enc, "iter_chunks"):
+            raise ConfigError(
+                f"Word2Vec.fit takes an encoded corpus, got {type(enc).__name__}; encode text with "
+                "lmlab.data.sentences.encode_corpus, or train from a file with lmlab.recipes.embed.Word2VecRecipe"
+            )
         K = load_kernels("_w2v_kernels")
 
         cfg = self.config
         vocab_size, dim = len(enc.words), cfg.embed_dim
-        rng = np.random.default_rng(cfg.seed)
-        spread = dim / (2 * cfg.init_scale) if cfg.init_scale > 0 else np.inf  # (u - 0.5) / spread
-        syn0 = ((rng.random((vocab_size, dim), dtype=np.float32) - 0.5) / spread).astype(np.float32)
-        syn1neg = np.zeros((vocab_size if cfg.negative else 1, dim), dtype=np.float32)
-        if cfg.hs and vocab_size > 1:
+        use_hs = bool(cfg.hs and vocab_size > 1)
+        if self.syn0 is None:
+            self._init_weights(vocab_size, use_hs)
+        elif self.syn0.shape != (vocab_size, dim):
+            raise ConfigError(
+                f"the saved training state holds {self.syn0.shape[0]} x {self.syn0.shape[1]} vectors but the corpus "
+                f"gives a vocabulary of {vocab_size} words x embed_dim {dim}"
+            )
+        syn0, syn1neg, syn1 = self.syn0, self.syn1neg, self.syn1
+        if use_hs:
             codes, points, lengths = K.build_huffman(enc.counts)
-            syn1 = np.zeros((max(vocab_size - 1, 1), dim), dtype=np.float32)
         else:
             codes = np.zeros((1, 1), dtype=np.uint8)
             points = np.zeros((1, 1), dtype=np.int32)
             lengths = np.zeros(vocab_size, dtype=np.int32)
-            syn1 = np.zeros((1, dim), dtype=np.float32)
-        use_hs = bool(cfg.hs and vocab_size > 1)
         prob, alias = K.build_alias_table(noise_distribution(enc.counts, cfg.ns_exponent))
         keep = keep_probabilities(enc.counts, cfg.sample)
         threads = cfg.num_threads
@@ -451,8 +267,12 @@ class Word2Vec:
         out_loss = np.zeros(threads, dtype=np.float64)
         out_examples = np.zeros(threads, dtype=np.int64)
         chunk_tokens = max(cfg.chunk_tokens, 4 * threads * cfg.max_sentence_length // 4)
-        self.history = []
-        for epoch in range(cfg.epochs):
+        self.words, self.counts = list(enc.words), np.asarray(enc.counts)
+        self.corpus_info = {
+            "num_tokens": enc.num_tokens, "num_raw_tokens": enc.num_raw_tokens,
+            "num_sentences": enc.num_sentences, "vocab_size": vocab_size,
+        }
+        for epoch in range(self.epochs_done, cfg.epochs):
             t0 = time.perf_counter()
             words_done = epoch * enc.num_tokens
             epoch_words = 0
@@ -487,31 +307,17 @@ class Word2Vec:
 
                 raise TrainingError(f"epoch {epoch + 1}: the loss is {stats.loss}; lower lr (now {lr_start})")
             self.history.append(stats)
+            self.epochs_done = epoch + 1
             if log:
                 log(f"epoch {stats.epoch}/{cfg.epochs}  loss {stats.loss:.4f}  lr {stats.lr:.5f}  "
                     f"{stats.words_per_s / 1e3:,.0f}k words/s")
             if on_epoch:
                 on_epoch(stats)
-        self.syn1neg = syn1neg if cfg.negative else None
-        self.syn1 = syn1 if use_hs else None
-        self.wv = KeyedVectors(enc.words, syn0, counts=enc.counts)
-        self.corpus_info = {
-            "num_tokens": enc.num_tokens, "num_raw_tokens": enc.num_raw_tokens,
-            "num_sentences": enc.num_sentences, "vocab_size": vocab_size,
-        }
+        self.vectors = syn0
         return self
 
-    # -- persistence -----------------------------------------------------------------------------------
-    def save(self, run_dir: str | Path) -> Path:
-        """Write the run directory: config.json, vectors.safetensors, vocab.json, metrics.jsonl."""
-        if self.wv is None:
-            raise ConfigError("nothing to save: call fit() first")
-        from lmlab.config import config_to_dict
-
-        extra = {"corpus": self.corpus_info, "history": [h.as_dict() for h in self.history]}
-        return self.wv.save(run_dir, model_type=MODEL_TYPE,
-                            sections={"model": config_to_dict(self.config), **extra},
-                            metrics=[h.as_dict() for h in self.history])
+    #: the name the equation tables of docs/word2vec.md cite
+    train_encoded = fit
 
 
 def _split_bounds(chunk: np.ndarray, parts: int) -> np.ndarray:
@@ -525,8 +331,3 @@ def _split_bounds(chunk: np.ndarray, parts: int) -> np.ndarray:
     cuts = seps[np.minimum(idx, len(seps) - 1)] + 1
     bounds = np.unique(np.concatenate([[0], cuts, [n]])).astype(np.int64)
     return bounds
-
-
-def read_run_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    return json.loads(path.read_text(encoding="utf-8"))

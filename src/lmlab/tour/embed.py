@@ -25,19 +25,18 @@ def _table(rows: list[tuple[str, list[tuple[str, float]]]]) -> str:
 
 
 def run_stop(ctx) -> None:
-    from lmlab.models.glove import GloVe, GloVeConfig
-    from lmlab.models.word2vec import Word2Vec, Word2VecConfig
+    from lmlab.recipes.embed import GloVeRecipe, Word2VecRecipe
     from lmlab.vectors import plot_words
 
     corpus = ctx.data_dir / "tinyshakespeare.txt.gz"
     epochs = max(1, round(5 * min(1.0, ctx.scale)))
     ctx.log(f"skip-gram with negative sampling on {corpus.name}: dim 100, window 5, 5 noise words, {epochs} epochs")
     t0 = time.monotonic()
-    sg = Word2Vec(Word2VecConfig(arch="skipgram", epochs=epochs, min_count=3, threads=0, seed=1))
-    sg.fit(corpus, workdir=ctx.workdir / "sg-work", log=ctx.log)
-    sg.save(ctx.workdir / "skipgram")
+    sg = Word2VecRecipe.from_preset("sgns", [f"epochs={epochs}", "min_count=3", "threads=0", "seed=1"],
+                                    corpus=str(corpus), log=ctx.log)
+    sg.train(ctx.workdir / "skipgram", overwrite=True)
     sg_s = time.monotonic() - t0
-    kv = sg.wv
+    kv = sg.model.wv
     neighbours = [(w, kv.most_similar(w, topn=5)) for w in QUERIES if w in kv]
     for word, hits in neighbours:
         ctx.log(f"  {word:>7}: " + ", ".join(f"{w} ({s:.2f})" for w, s in hits))
@@ -52,11 +51,11 @@ def run_stop(ctx) -> None:
     glove_epochs = max(2, round(10 * min(1.0, ctx.scale)))
     ctx.log(f"GloVe on the same text: window 10, x_max 10 (a small corpus), {glove_epochs} epochs")
     t0 = time.monotonic()
-    glove = GloVe(GloVeConfig(epochs=glove_epochs, window=10, min_count=3, x_max=10.0, threads=0, seed=1))
-    glove.fit(corpus, workdir=ctx.workdir / "glove-work", log=ctx.log)
-    glove.save(ctx.workdir / "glove")
+    glove = GloVeRecipe.from_preset("glove", [f"epochs={glove_epochs}", "window=10", "min_count=3", "x_max=10.0",
+                                              "threads=0", "seed=1"], corpus=str(corpus), log=ctx.log)
+    glove.train(ctx.workdir / "glove", overwrite=True)
     glove_s = time.monotonic() - t0
-    glove_neighbours = [(w, glove.wv.most_similar(w, topn=5)) for w in QUERIES if w in glove.wv]
+    glove_neighbours = [(w, glove.model.wv.most_similar(w, topn=5)) for w in QUERIES if w in glove.model.wv]
     for word, hits in glove_neighbours[:3]:
         ctx.log(f"  {word:>7}: " + ", ".join(f"{w} ({s:.2f})" for w, s in hits))
 
@@ -64,13 +63,13 @@ def run_stop(ctx) -> None:
     png = plot_words(kv, words, ctx.workdir / "embed-projection.png", method="both",
                      title="skip-gram vectors of tiny Shakespeare")
     ctx.log(f"2-D projection of {len(words)} words: {png}")
-    info = sg.corpus_info
+    info = sg.model.corpus_info
     ctx.section(
         "Word vectors: word2vec and GloVe",
         f"Skip-gram with negative sampling read tiny Shakespeare ({info['num_raw_tokens']:,} words, a vocabulary of "
         f"{info['vocab_size']:,} words seen at least 3 times) {epochs} times in {sg_s:.0f} s "
-        f"(training loss per example {sg.history[0].loss:.3f} -> {sg.history[-1].loss:.3f}). "
-        f"GloVe counted {glove.corpus_info['nnz']:,} non-zero co-occurrences and fitted them in {glove_s:.0f} s.\n\n"
+        f"(training loss per example {sg.model.history[0].loss:.3f} -> {sg.model.history[-1].loss:.3f}). "
+        f"GloVe counted {glove.model.corpus_info['nnz']:,} non-zero co-occurrences and fitted them in {glove_s:.0f} s.\n\n"
         "Skip-gram neighbours:\n\n" + _table(neighbours) + "\n\nGloVe neighbours:\n\n" + _table(glove_neighbours)
         + "\n\nAnalogies with 3CosAdd among the 5,000 most frequent words (a : b :: c : ?, best three):\n\n"
         "| question | answers |\n|---|---|\n" + "\n".join(analogy_rows)

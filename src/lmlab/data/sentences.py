@@ -1,0 +1,221 @@
+"""Word-vector corpora: text -> sentences of words -> an on-disk ``int32`` token array with its vocabulary.
+
+The corpus is read once (:func:`encode_corpus`): words are counted and written as provisional ids to a file,
+then the vocabulary is chosen (``min_count``, ``max_vocab``, sorted by frequency) and the file is rewritten as
+the final ``int32`` token array (``-1`` ends a sentence). word2vec and GloVe train from that array
+(:class:`EncodedCorpus`), so memory holds the vocabulary and one chunk, whatever the corpus length. Words come
+from :class:`lmlab.data.tokenizers.VectorWordTokenizer`, the one text layer every family uses.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmlab.data.readers import TextCorpus, require_restartable
+from lmlab.data.tokenizers import VectorWordTokenizer
+from lmlab.errors import DataError
+
+__all__ = ["EncodedCorpus", "encode_corpus", "iter_sentences", "tokenize", "tokenizer_for"]
+
+
+def tokenize(text: str, lowercase: bool = True, tokenizer: str = "words") -> list[str]:
+    """Split ``text`` into words the way the word-vector trainers do."""
+    return VectorWordTokenizer(lowercase=lowercase, mode=tokenizer).tokenize(text)
+
+
+def _as_corpus(corpus: Any, encoding: str, text_field: str) -> Iterable:
+    if isinstance(corpus, (str, os.PathLike)):
+        return TextCorpus(corpus, encoding=encoding, text_field=text_field, unit="line")
+    require_restartable(corpus, "corpus")
+    return corpus
+
+
+def tokenizer_for(cfg: Any) -> VectorWordTokenizer:
+    """The tokenizer a word-vector config asks for (``cfg.lowercase``, ``cfg.tokenizer``)."""
+    return VectorWordTokenizer(lowercase=cfg.lowercase, mode=cfg.tokenizer)
+
+
+def iter_sentences(corpus: Any, cfg: Any, tokenizer: Any = None) -> Iterator[list[str]]:
+    """Yield the token lists (sentences) of ``corpus``: a path, a restartable iterable of lines (str) or of
+    token lists. ``cfg`` supplies lowercase, tokenizer, break_on, text_field, encoding, max_sentence_length;
+    lines are split by ``tokenizer`` (default: :func:`tokenizer_for` ``(cfg)``)."""
+    lines = _as_corpus(corpus, cfg.encoding, cfg.text_field)
+    limit = cfg.max_sentence_length
+    lower = cfg.lowercase
+    split = (tokenizer or tokenizer_for(cfg)).tokenize
+    paragraph: list[str] = []
+    for item in lines:
+        if isinstance(item, str):
+            words = split(item)
+            if cfg.break_on == "paragraph":
+                if words:
+                    paragraph.extend(words)
+                    if len(paragraph) < limit:
+                        continue
+                elif not paragraph:
+                    continue
+                words, paragraph = paragraph, []
+        elif isinstance(item, (list, tuple)):
+            words = [w.lower() for w in item] if lower else list(item)
+        else:
+            raise DataError(
+                f"corpus items must be strings (lines) or lists of words, got {type(item).__name__}; "
+                "pass a path, a list of lines or a list of token lists"
+            )
+        for start in range(0, len(words), limit):
+            piece = words[start : start + limit]
+            if piece:
+                yield piece
+    if paragraph:
+        for start in range(0, len(paragraph), limit):
+            yield paragraph[start : start + limit]
+
+
+@dataclass
+class EncodedCorpus:
+    """The corpus as an int32 token file (``-1`` ends a sentence) plus its vocabulary."""
+
+    path: Path
+    words: list[str]
+    counts: np.ndarray  # (V,) int64, non-increasing
+    num_tokens: int  # in-vocabulary tokens (what training sees per epoch)
+    num_raw_tokens: int  # every token read, out-of-vocabulary ones included
+    num_sentences: int
+
+    def iter_chunks(self, chunk_tokens: int) -> Iterator[np.ndarray]:
+        """Yield int32 arrays that each end right after a sentence end, reading ``chunk_tokens`` at a time."""
+        leftover = np.empty(0, dtype=np.int32)
+        with open(self.path, "rb") as fh:
+            while True:
+                block = np.fromfile(fh, dtype=np.int32, count=chunk_tokens)
+                if len(block) == 0:
+                    break
+                if len(leftover):
+                    block = np.concatenate([leftover, block])
+                seps = np.flatnonzero(block == -1)
+                if len(seps) == 0:
+                    leftover = block
+                    continue
+                cut = int(seps[-1]) + 1
+                leftover = block[cut:].copy()
+                yield block[:cut]
+        if len(leftover):
+            yield np.concatenate([leftover, np.array([-1], dtype=np.int32)])
+
+
+def _most_common_preview(words: list[str], counts: np.ndarray, k: int = 3) -> str:
+    order = np.argsort(-counts, kind="stable")[:k]
+    return ", ".join(f"{words[i]!r} x{int(counts[i])}" for i in order)
+
+
+def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1, max_vocab: int = 0,
+                  log: Callable[[str], None] | None = None) -> EncodedCorpus:
+    """Read ``corpus`` once and write it to ``workdir/tokens.int32`` with a frequency-sorted vocabulary.
+
+    Raises:
+        DataError: the corpus holds no words, or no word occurs ``min_count`` times.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    raw_path = workdir / "tokens.raw.int32"
+    out_path = workdir / "tokens.int32"
+    index: dict[str, int] = {}
+    counts = np.zeros(1024, dtype=np.int64)
+    buf = array("i")  # 4 bytes per token, not a list of int objects
+    num_raw = 0
+    num_sentences = 0
+    t0 = time.perf_counter()
+
+    def flush(fh) -> None:
+        nonlocal counts
+        arr = np.frombuffer(buf, dtype=np.int32)
+        arr.tofile(fh)
+        ids = arr[arr >= 0]
+        if len(index) > len(counts):
+            counts = np.concatenate([counts, np.zeros(max(len(index), 2 * len(counts)) - len(counts), np.int64)])
+        counts[: len(index)] += np.bincount(ids, minlength=len(index))[: len(index)]
+        del arr, ids
+        del buf[:]
+
+    with open(raw_path, "wb") as fh:
+        setdefault = index.setdefault
+        for words in iter_sentences(corpus, cfg):
+            buf.extend([setdefault(w, len(index)) for w in words])
+            buf.append(-1)
+            num_raw += len(words)
+            num_sentences += 1
+            if len(buf) >= 1 << 20:
+                flush(fh)
+        flush(fh)
+    counts = counts[: len(index)]
+    if num_raw == 0:
+        raw_path.unlink(missing_ok=True)
+        raise DataError(f"the corpus {_describe(corpus)} is empty: it holds no words; check the path and the text field")
+    words_by_id = list(index)
+    index.clear()
+    kept = np.flatnonzero(counts >= min_count)
+    if len(kept) == 0:
+        raw_path.unlink(missing_ok=True)
+        raise DataError(
+            f"no word occurs min_count={min_count} times in {_describe(corpus)}: {len(counts)} distinct words, "
+            f"the most frequent occurs {int(counts.max())} times ({_most_common_preview(words_by_id, counts)}); "
+            "lower min_count or use a larger corpus"
+        )
+    order = kept[np.argsort(-counts[kept], kind="stable")]
+    if max_vocab and len(order) > max_vocab:
+        order = order[:max_vocab]
+    lut = np.full(len(counts) + 1, -2, dtype=np.int32)  # index id+1; lut[0] is the sentence end
+    lut[0] = -1
+    lut[order + 1] = np.arange(len(order), dtype=np.int32)
+    vocab_words = [words_by_id[i] for i in order]
+    vocab_counts = counts[order].copy()
+    del words_by_id
+    # pass 2: map provisional ids to final ids, drop out-of-vocabulary words and empty sentences
+    num_tokens = 0
+    kept_sentences = 0
+    prev_end = True
+    with open(raw_path, "rb") as src, open(out_path, "wb") as dst:
+        while True:
+            block = np.fromfile(src, dtype=np.int32, count=1 << 20)
+            if len(block) == 0:
+                break
+            mapped = lut[block + 1]
+            mapped = mapped[mapped != -2]
+            is_end = mapped == -1
+            prev = np.empty_like(is_end)
+            if len(is_end):
+                prev[0] = prev_end
+                prev[1:] = is_end[:-1]
+                keep = ~(is_end & prev)
+                mapped = mapped[keep]
+                prev_end = bool(mapped[-1] == -1) if len(mapped) else prev_end
+            num_tokens += int(np.count_nonzero(mapped >= 0))
+            kept_sentences += int(np.count_nonzero(mapped == -1))
+            mapped.tofile(dst)
+        if not prev_end:
+            np.array([-1], dtype=np.int32).tofile(dst)
+            kept_sentences += 1
+    raw_path.unlink(missing_ok=True)
+    if log:
+        log(
+            f"read {num_raw:,} words in {num_sentences:,} sentences ({time.perf_counter() - t0:.1f}s); "
+            f"vocabulary {len(vocab_words):,} words (min_count={min_count}), {num_tokens:,} tokens kept"
+        )
+    return EncodedCorpus(out_path, vocab_words, vocab_counts, num_tokens, num_raw, kept_sentences)
+
+
+def _describe(corpus: Any) -> str:
+    if isinstance(corpus, (str, os.PathLike)):
+        return str(corpus)
+    files = getattr(corpus, "files", None)
+    if files:
+        return ", ".join(str(f) for f in files[:2])
+    return f"({type(corpus).__name__})"
