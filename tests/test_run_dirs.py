@@ -120,11 +120,6 @@ def test_overwrite_refuses_a_parent_of_the_data_even_in_a_data_subfolder(tmp_pat
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoint._is_run_entry accepts a data/ (tokens/, checkpoints/ ...) folder whatever it holds; "
-    "it should look inside (fix belongs in checkpoint.py)",
-)
 def test_overwrite_refuses_a_data_folder_holding_user_files(tmp_path, capsys):
     data = write_labelled(tmp_path / "train.jsonl")
     (tmp_path / "mine" / "data").mkdir(parents=True)
@@ -260,7 +255,6 @@ def _family_data(family: str, folder: Path) -> Path:
 
 
 FAMILIES = ["lm", "gpt", "embed", "seq2seq"]
-NOT_PORTED = "family not on Recipe.train yet: its prepare_run_dir call does not pass the inputs, so a data/ folder counts as a run's"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -279,7 +273,7 @@ def test_other_families_refuse_a_parent_of_the_data(family, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "family",
-    [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=NOT_PORTED)) for f in FAMILIES],
+    FAMILIES,
 )
 def test_other_families_refuse_a_parent_of_the_data_in_a_data_subfolder(family, tmp_path, capsys):
     data = _family_data(family, tmp_path / "project" / "data")

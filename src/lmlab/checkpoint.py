@@ -97,7 +97,23 @@ RUN_ENTRIES = frozenset({
 REPLACED_SUFFIX = ".lmlab-replaced"
 
 
-def _is_run_entry(name: str) -> bool:
+#: what the folders among RUN_ENTRIES may hold (checkpoints, token files, TensorBoard events, work files)
+RUN_FOLDER_FILES = (".safetensors", ".json", ".pt", ".bin", ".int32", ".keys", ".vals", ".tmp")
+
+
+def _is_run_file_in_folder(path: Path) -> bool:
+    name = path.name
+    return name.endswith(RUN_FOLDER_FILES) or name.startswith("events.out.tfevents.")
+
+
+def _is_run_entry(entry: Path) -> bool:
+    """Whether ``entry`` (a child of a folder) is something an lmlab run writes. A folder counts only when every
+    file in it is a run's file, so a user's ``data/survey.csv`` is never taken for a run's token folder."""
+    name = entry.name
+    if entry.is_dir() and not entry.is_symlink():
+        return name in RUN_ENTRIES and all(
+            p.is_dir() or _is_run_file_in_folder(p) for p in entry.rglob("*")
+        )
     return (
         name in RUN_ENTRIES
         or name.endswith((".png", ".meta.json"))
@@ -154,7 +170,15 @@ def check_new_run_dir(path: str | Path, overwrite: bool = False, inputs=()) -> N
             raise CheckpointError(
                 f"--overwrite refuses to replace {path}: it holds the input {item}; choose another --out"
             )
-    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not _is_run_entry(p.name))
+    foreign = []
+    for p in sorted(path.iterdir()):
+        if _is_run_entry(p):
+            continue
+        if p.is_dir() and p.name in RUN_ENTRIES:  # a run's folder name holding other files: name them
+            foreign += [str(f.relative_to(path)) for f in sorted(p.rglob("*"))
+                        if not f.is_dir() and not _is_run_file_in_folder(f)]
+        else:
+            foreign.append(p.name + ("/" if p.is_dir() else ""))
     if foreign:
         raise CheckpointError(
             f"--overwrite refuses to replace {path}: it holds files that are not an lmlab run's "

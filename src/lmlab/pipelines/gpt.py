@@ -35,9 +35,10 @@ class GPTGenerator:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | os.PathLike, device: str = "cpu") -> GPTGenerator:
-        from lmlab.recipes.gpt import GPTRecipe
+        from lmlab import load  # the registry's recipe loads it (pipelines never import recipes)
 
-        return GPTRecipe.load(run_dir, device)
+        checkpoint.load_config(run_dir, "gpt")
+        return load(run_dir, device)
 
     def info(self) -> dict:
         info = {

@@ -56,9 +56,10 @@ class Translator:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, device: str = "cpu") -> Translator:
-        from lmlab.recipes.seq2seq import Seq2SeqRecipe
+        from lmlab import checkpoint, load  # the registry's recipe loads it (pipelines never import recipes)
 
-        return Seq2SeqRecipe.load(run_dir, device)
+        checkpoint.load_config(run_dir, "seq2seq")
+        return load(run_dir, device)
 
     def info(self) -> dict:
         m = self.run.model
