@@ -24,9 +24,6 @@ trainer's checkpoints, logging, Ctrl-C and NaN handling cover every phase.
 
 from __future__ import annotations
 
-
-from __future__ import annotations
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
