@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lmlab.callbacks import Callback  # noqa: E402
-from lmlab.config import load_preset, merge  # noqa: E402
+from lmlab.config import config_from_dict, config_to_dict, load_preset, merge  # noqa: E402
 from lmlab.models import textgan as tg  # noqa: E402
+from lmlab.recipes import gan as rg  # noqa: E402
 
 PAPER = {"random": 10.310, "mle": 9.038, "seqgan": 8.736}
 DATA = ROOT.parent / "shared" / "data" / "multi30k" / "tok"  # --data-dir overrides
@@ -60,6 +61,20 @@ def _log(tag):
     return lambda msg: print(f"[{tag}] {msg}", flush=True)
 
 
+def run_config(sections: dict) -> rg.GANRunConfig:
+    return config_from_dict(rg.GANRunConfig, sections, "config")
+
+
+def train(cfg: rg.GANRunConfig, log, prepared, init_generator=None, callbacks=()):
+    """One SeqGAN recipe run in a throw-away run directory -> (model, monitor)."""
+    import tempfile
+
+    recipe = rg.GANRecipe(cfg, log=log, prepared=prepared, init_generator=init_generator)
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe.train(Path(tmp) / "run", callbacks=callbacks)
+    return recipe.model, recipe.monitor
+
+
 def oracle_settings(args) -> dict:
     over = {
         "train": {"seed": args.seed, "device": args.device, "progress": False, "tensorboard": False, "num_threads": args.threads},
@@ -82,13 +97,13 @@ def run_oracle(args) -> dict:
         base = merge(base, parse_overrides(args.oracle_set))
     P, E, R = args.pretrain_epochs, args.mle_extra_epochs, args.adversarial_rounds
     guard = {"train": {"max_time_s": args.max_time_s}}
-    pre_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": P, "d_pretrain_steps": 0, "adversarial_rounds": 0}, **guard}))
+    pre_cfg = run_config(merge(base, {"gan": {"pretrain_epochs": P, "d_pretrain_steps": 0, "adversarial_rounds": 0}, **guard}))
     log = _log(f"oracle seed {args.seed}")
     t = time.monotonic()
-    prepared = tg.prepare_data(pre_cfg, log)
+    prepared = rg.prepare_data(pre_cfg, log)
     data_s = time.monotonic() - t
     t = time.monotonic()
-    pre_model, pre_mon = tg.train(pre_cfg, None, log=log, prepared=prepared)
+    pre_model, pre_mon = train(pre_cfg, log, prepared)
     pre_s = time.monotonic() - t
     snapshot = copy.deepcopy(pre_model.generator.state_dict())
     pre_curve = [(h["pretrain_epochs_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in pre_mon.history]
@@ -99,30 +114,30 @@ def run_oracle(args) -> dict:
         "pretrain_epochs": pre_mon.history[-1]["pretrain_epochs_done"],
         "oracle_data_nll": prepared.oracle.nll(prepared.train),
         "wall_s": {"oracle_data": data_s, "mle_pretrain": pre_s},
-        "config": {"pretrain": tg.config_to_dict(pre_cfg)},
+        "config": {"pretrain": config_to_dict(pre_cfg)},
     }
     if result["pretrain_epochs"] < P:
         result["incomplete"] = f"pre-training stopped by --max-time-s={args.max_time_s} at {result['pretrain_epochs']} epochs"
         result["mle_curve"] = pre_curve
         return result
-    gan_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": 0, "d_pretrain_steps": args.d_pretrain_steps, "adversarial_rounds": R, "d_steps_per_round": args.d_steps_per_round}, **guard}))
+    gan_cfg = run_config(merge(base, {"gan": {"pretrain_epochs": 0, "d_pretrain_steps": args.d_pretrain_steps, "adversarial_rounds": R, "d_steps_per_round": args.d_steps_per_round}, **guard}))
     gan_cfg.model = copy.deepcopy(pre_cfg.model)
     t = time.monotonic()
-    _, gan_mon = tg.train(gan_cfg, None, log=log, prepared=prepared, init_generator=snapshot)
+    _, gan_mon = train(gan_cfg, log, prepared, init_generator=snapshot)
     result["wall_s"]["seqgan_adversarial"] = time.monotonic() - t
     result["seqgan"] = gan_mon.history[-1]["val_nll_oracle"]
     result["seqgan_rounds"] = gan_mon.history[-1]["rounds_done"]
     result["seqgan_curve"] = [(P + h["rounds_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in gan_mon.history]
-    result["config"]["seqgan"] = tg.config_to_dict(gan_cfg)
-    mle_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": E, "d_pretrain_steps": 0, "adversarial_rounds": 0}, **guard}))
+    result["config"]["seqgan"] = config_to_dict(gan_cfg)
+    mle_cfg = run_config(merge(base, {"gan": {"pretrain_epochs": E, "d_pretrain_steps": 0, "adversarial_rounds": 0}, **guard}))
     mle_cfg.model = copy.deepcopy(pre_cfg.model)
     t = time.monotonic()
-    _, mle_mon = tg.train(mle_cfg, None, log=log, prepared=prepared, init_generator=snapshot)
+    _, mle_mon = train(mle_cfg, log, prepared, init_generator=snapshot)
     result["wall_s"]["mle_continued"] = time.monotonic() - t
     result["mle"] = mle_mon.history[-1]["val_nll_oracle"]
     result["mle_epochs"] = P + mle_mon.history[-1]["pretrain_epochs_done"]
     result["mle_curve"] = pre_curve + [(P + h["pretrain_epochs_done"], h["val_nll_oracle"], h["val_nll_test"]) for h in mle_mon.history[1:]]
-    result["config"]["mle_continued"] = tg.config_to_dict(mle_cfg)
+    result["config"]["mle_continued"] = config_to_dict(mle_cfg)
     return result
 
 
@@ -143,29 +158,30 @@ def run_real(args) -> dict:
         base = merge(base, parse_overrides(args.real_set))
     P, E, R = args.real_pretrain_epochs, args.real_mle_extra_epochs, args.real_adversarial_rounds
     log = _log("real")
-    mle_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": P + E, "d_pretrain_steps": 0, "adversarial_rounds": 0}}))
-    prepared = tg.prepare_data(mle_cfg, log)
+    mle_cfg = run_config(merge(base, {"gan": {"pretrain_epochs": P + E, "d_pretrain_steps": 0, "adversarial_rounds": 0}}))
+    prepared = rg.prepare_data(mle_cfg, log)
     spe = len(prepared.train) // mle_cfg.train.batch_size
     snap = Snapshot(P * spe)
     t = time.monotonic()
-    mle_model, mle_mon = tg.train(mle_cfg, None, log=log, prepared=prepared, callbacks=[snap])
+    mle_model, mle_mon = train(mle_cfg, log, prepared, callbacks=[snap])
     mle_s = time.monotonic() - t
-    gan_cfg = tg.build_run_config(merge(base, {"gan": {"pretrain_epochs": 0, "d_pretrain_steps": args.real_d_pretrain_steps, "adversarial_rounds": R, "d_steps_per_round": args.d_steps_per_round}}))
+    gan_cfg = run_config(merge(base, {"gan": {"pretrain_epochs": 0, "d_pretrain_steps": args.real_d_pretrain_steps, "adversarial_rounds": R, "d_steps_per_round": args.d_steps_per_round}}))
     gan_cfg.model = copy.deepcopy(mle_cfg.model)
     t = time.monotonic()
-    gan_model, gan_mon = tg.train(gan_cfg, None, log=log, prepared=prepared, init_generator=snap.state)
+    gan_model, gan_mon = train(gan_cfg, log, prepared, init_generator=snap.state)
     gan_s = time.monotonic() - t
     pre = tg.Generator(mle_cfg.model).to(mle_model.generator.head.weight.device)
     pre.load_state_dict(snap.state)
     temps = args.temperatures
+    codec = rg.codec_for(mle_cfg, prepared.vocab)
     t = time.monotonic()
     sweeps = {}
     for name, gen in (("mle_pretrained", pre), ("mle", mle_model.generator), ("seqgan", gan_model.generator)):
-        rows = tg.quality_diversity(gen, prepared.vocab, prepared.references, temps, args.real_samples, seed=args.seed)
+        rows = rg.quality_diversity(gen, codec, prepared.references, temps, args.real_samples, seed=args.seed)
         sweeps[name] = {"nll_test": tg.generator_nll(gen, prepared.heldout), "sweep": rows}
         log(f"{name}: nll_test {sweeps[name]['nll_test']:.4f}; " + "; ".join(f"T={r['temperature']}: BLEU-4 {r['bleu4']:.3f} SelfBLEU-4 {r['self_bleu4']:.3f}" for r in rows))
     samples = {
-        name: [tg.decode(s, prepared.vocab, mle_cfg.model.eos_id, mle_cfg.model.pad_id) for s in tg._sample_many(gen, 8, 1.0, 0).tolist()]
+        name: [codec.decode(s) for s in tg.sample_many(gen, 8, 1.0, 0).tolist()]
         for name, gen in (("mle", mle_model.generator), ("seqgan", gan_model.generator))
     }
     return {
@@ -180,14 +196,14 @@ def run_real(args) -> dict:
         "mle_curve": mle_mon.history,
         "seqgan_curve": gan_mon.history,
         "wall_s": {"mle_pretrain": snap.seconds, "mle_total": mle_s, "seqgan_adversarial": gan_s, "eval": time.monotonic() - t},
-        "config": {"mle": tg.config_to_dict(mle_cfg), "seqgan": tg.config_to_dict(gan_cfg)},
+        "config": {"mle": config_to_dict(mle_cfg), "seqgan": config_to_dict(gan_cfg)},
     }
 
 
 def cpu_timing(args) -> dict:
     """Wall time per step of each phase at the paper's oracle size, on this machine, and the extrapolated totals."""
     torch.set_num_threads(args.threads)
-    cfg = tg.build_run_config(load_preset("seqgan-oracle", "gan"))
+    cfg = run_config(load_preset("seqgan-oracle", "gan"))
     m = cfg.model
     m.vocab_size, m.max_len = 5000, 20
     model = tg.SeqGAN(m, cfg.gan)

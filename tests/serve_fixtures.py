@@ -164,20 +164,20 @@ def build_gpt(shared_data: Path, out: Path) -> Path:
 
 
 def build_seqgan(shared_data: Path, out: Path) -> Path:
-    from lmlab.models.textgan import resolve_run_config, train
+    from lmlab.recipes.gan import GANRecipe
 
     data = out.parent / "multi30k-captions.txt"
     with gzip.open(shared_data / "multi30k" / "tok" / "train.lc.norm.tok.en.gz", "rt", encoding="utf-8") as src:
         data.write_text("".join(line for _, line in zip(range(600), src, strict=False)), encoding="utf-8")
-    cfg = resolve_run_config(
+    recipe = GANRecipe.from_preset(
         "seqgan-multi30k",
         ["model.embed_dim=8", "model.hidden_dim=8", "model.max_len=12", "model.d_embed_dim=8",
          "model.d_filter_sizes=[2,3]", "model.d_num_filters=[4,4]", "gan.pretrain_epochs=1", "gan.d_pretrain_steps=1",
          "gan.adversarial_rounds=1", "gan.d_steps_per_round=1", "gan.rollout_num=1", "gan.eval_every_epochs=0",
          "gan.eval_every_rounds=0", "data.test_path=", "train.batch_size=64", "train.progress=false",
          "train.num_threads=1", "train.device=cpu"],
-        source="data", data_path=str(data))
-    train(cfg, out, log=_quiet)
+        source="data", data=str(data), log=_quiet)
+    recipe.train(out)
     return out
 
 

@@ -10,11 +10,13 @@ import torch
 
 from lmlab import metrics as M
 from lmlab.cli import main
-from lmlab.config import list_presets
+from lmlab.config import TrainConfig, list_presets
 from lmlab.data.loader import EpochLoader
+from lmlab.data.sentence_rows import encode_sentences, read_sentences
 from lmlab.errors import ConfigError, DataError, TrainingError
 from lmlab.models import textgan as tg
 from lmlab.models.oracle import OracleConfig, OracleLSTM, make_oracle_data
+from lmlab.recipes.gan import DataConfig, GANRecipe, GANRunConfig
 from lmlab.trainer import Trainer
 
 TINY = dict(vocab_size=20, embed_dim=8, hidden_dim=8, max_len=6, d_embed_dim=8, d_filter_sizes=[1, 2, 3], d_num_filters=[4, 4, 4])
@@ -161,9 +163,9 @@ def test_bad_configs_are_refused():
     with pytest.raises(ConfigError, match=">= 2 tokens"):
         OracleLSTM(OracleConfig(vocab_size=1))
     with pytest.raises(ConfigError, match="rollout_num"):
-        tg.resolve_run_config("tour", ["gan.rollout_num=0"])
+        GANRecipe.resolve("tour", ["gan.rollout_num=0"])
     with pytest.raises(ConfigError, match="did you mean"):
-        tg.resolve_run_config("tour", ["gan.rollout_nums=3"])
+        GANRecipe.resolve("tour", ["gan.rollout_nums=3"])
 
 
 def test_discriminator_seeing_one_class_is_explained():
@@ -172,17 +174,17 @@ def test_discriminator_seeing_one_class_is_explained():
         model.discriminator_loss(torch.randint(0, 20, (4, 6)), torch.zeros(0, 6, dtype=torch.long))
 
 
-def test_long_sentences_are_truncated_with_a_count(shared_data, capsys):
+def test_long_sentences_are_truncated_with_a_count(shared_data, tmp_path):
     from lmlab.data.vocab import build_vocab
 
-    lines = tg.read_sentences(shared_data / "multi30k" / "tok" / "val.lc.norm.tok.en", max_lines=300)
+    lines = read_sentences(shared_data / "multi30k" / "tok" / "val.lc.norm.tok.en", max_lines=300)
     vocab = build_vocab(lines)
-    seqs, cut = tg.encode_sentences(lines, vocab, 12)
+    seqs, cut = encode_sentences(lines, vocab, 12)
     assert seqs.shape == (300, 12)
     assert cut == sum(len(x) + 1 > 12 for x in lines) > 0
-    one_word = tg.DataConfig(path=str(shared_data / "multi30k" / "tok" / "val.lc.norm.tok.en"), max_lines=1, max_vocab=5)
+    one_word = DataConfig(path=str(shared_data / "multi30k" / "tok" / "val.lc.norm.tok.en"), max_lines=1, max_vocab=5)
     with pytest.raises(ConfigError, match="max_vocab"):
-        tg.prepare_data(tg.GANRunConfig(source="data", data=one_word))
+        GANRecipe(GANRunConfig(source="data", data=one_word)).prepare(None, tmp_path)
 
 
 def test_nan_rewards_stop_training_with_the_step_and_keep_the_checkpoint(tmp_path):
@@ -191,7 +193,7 @@ def test_nan_rewards_stop_training_with_the_step_and_keep_the_checkpoint(tmp_pat
     data = torch.randint(0, 20, (64, 6))
     loader = EpochLoader(data, 16, collate_fn=torch.stack, drop_last=True)
     model.rewards = lambda seqs, *a, **k: torch.full(seqs.shape, float("nan"))
-    tcfg = tg.TrainConfig(lr=0.01, batch_size=16, max_steps=tg.total_steps(4, cfg), progress=False, tensorboard=False)
+    tcfg = TrainConfig(lr=0.01, batch_size=16, max_steps=tg.total_steps(4, cfg), progress=False, tensorboard=False)
     with pytest.raises(TrainingError, match="at step 5") as err:
         Trainer(tcfg, model, loader, run_dir=tmp_path).fit()
     assert "last good checkpoint" in str(err.value)
@@ -203,7 +205,7 @@ def test_every_preset_loads_and_builds():
     names = list_presets("gan")
     assert {"seqgan-oracle", "seqgan-multi30k", "tour"} <= set(names)
     for name in names:
-        cfg = tg.resolve_run_config(name)
+        cfg = GANRecipe.resolve(name)
         cfg.model.vocab_size = 50
         tg.SeqGAN(cfg.model, cfg.gan)
 
@@ -266,3 +268,167 @@ def test_cli_needs_exactly_one_source(tmp_path, capsys):
     assert main(["gan", "train", "--out", str(tmp_path / "x")]) == 2
     assert main(["gan", "train", "--oracle", "--preset", "tour", "--out", str(tmp_path / "y"), "gan.rollout_num=0"]) == 2
     assert "rollout_num must be >= 1" in capsys.readouterr().err
+
+
+# --- layering, the pipeline's streaming loop, exact resume ---------------------------------------------------
+def test_the_model_module_imports_only_torch_stdlib_errors_and_models():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(tg.__file__).read_text(encoding="utf-8"))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    lmlab = {n for n in names if n.startswith("lmlab")}
+    assert all(n == "lmlab.errors" or n.startswith("lmlab.models.") for n in lmlab), lmlab
+    assert {n.split(".")[0] for n in names} <= {"__future__", "collections", "dataclasses", "typing", "torch", "lmlab"}
+
+
+def _old_stream(model, vocab, ids, sc, max_new_tokens):
+    """The SeqGAN pipeline's own streaming loop before it moved onto lmlab.generation.stream_generate (text and
+    finish reason; kept here to prove the outputs did not change)."""
+    from lmlab.generation import find_stop, sample_next
+
+    g = model.generator
+    gen = sc.make_generator("cpu")
+    state = logits = None
+    for i in [g.config.start_id, *ids]:
+        logits, state = g.step(torch.tensor([i]), state)
+    text, produced, finish = "", 0, "length"
+    history = torch.tensor([ids or [g.config.start_id]])
+    while produced < max_new_tokens:
+        tok = sample_next(logits, sc, gen, history)
+        produced += 1
+        t = int(tok.item())
+        if t in (g.config.eos_id, g.config.pad_id) and t >= 0:
+            return text, "eos", produced - 1
+        piece = vocab.itos[t] if not text else " " + vocab.itos[t]
+        cut = find_stop(text + piece, sc.stop)
+        if cut >= 0:
+            return (text + piece)[:cut], "stop", produced
+        text += piece
+        history = torch.cat([history, tok.view(1, 1)], dim=1)
+        logits, state = g.step(tok.view(1), state)
+    return text, finish, produced
+
+
+def test_stream_gives_the_same_outputs_as_the_old_loop_and_ends_at_eos_or_pad():
+    from lmlab.data.sentence_rows import SentenceCodec
+    from lmlab.data.vocab import Vocab
+    from lmlab.generation import SamplingConfig
+    from lmlab.pipelines.seqgan import SeqGANGenerator
+
+    vocab = Vocab(["a", "b", "c", "d", "e", "f", "g", "h"])  # <pad> 0, <unk> 1, <bos> 2, <eos> 3, words 4..11
+    torch.manual_seed(0)
+    model = tg.SeqGAN(tg.SeqGANConfig(**{**TINY, "vocab_size": len(vocab), "start_id": 2, "eos_id": 3, "pad_id": 0}))
+    with torch.no_grad():  # <pad> and <eos> likely enough that some rows end on each of them
+        model.generator.head.bias[[0, 3]] = 0.3
+    model.eval()
+    pipe = SeqGANGenerator(model, SentenceCodec(vocab, len(vocab), 3, 0))
+    endings = set()
+    settings = [{}, {"temperature": 0.7, "top_k": 5}, {"top_p": 0.8, "repetition_penalty": 1.3}, {"stop": ["c d"]},
+                {"stop": ["b"], "temperature": 1.5}]
+    for seed, n in zip(range(6), (2, 4, 2, 4, 2, 4), strict=True):
+        for prompt in ("", "a b", "h"):
+            for kw in settings:
+                got = pipe.generate(prompt, max_new_tokens=n, seed=seed, **kw)
+                sc = SamplingConfig(max_new_tokens=n, seed=seed, **kw)
+                text, finish, tokens = _old_stream(model, vocab, vocab.encode(prompt.split()), sc, n)
+                assert (got["text"], got["finish_reason"]) == (text, finish), (seed, prompt, kw)
+                assert got["completion_tokens"] == tokens and got["prompt_tokens"] == len(prompt.split())
+                endings.add(finish)
+    assert endings == {"eos", "length", "stop"}
+    # a row that draws <pad> ends like one that draws <eos>
+    with torch.no_grad():
+        model.generator.head.bias.fill_(-30.0)
+        model.generator.head.bias[0] = 30.0
+    assert pipe.generate("a", max_new_tokens=5, seed=0) == {
+        "text": "", "finish_reason": "eos", "prompt_tokens": 1, "completion_tokens": 0}
+
+
+def test_stream_on_an_oracle_run_continues_token_ids():
+    from lmlab.data.sentence_rows import SentenceCodec
+    from lmlab.pipelines.seqgan import SeqGANGenerator
+
+    model = tiny_gan().eval()
+    pipe = SeqGANGenerator(model, SentenceCodec(None, 20))
+    out = pipe.generate("3 4", max_new_tokens=4, seed=1)
+    assert out["finish_reason"] == "length" and len(out["text"].split()) == 4
+    assert all(0 <= int(w) < 20 for w in out["text"].split())
+    with pytest.raises(DataError, match="token ids"):
+        pipe.generate("a man")
+
+
+KILL_OVERRIDES = [
+    "oracle.vocab_size=60", "oracle.seq_len=8", "oracle.num_samples=256", "oracle.eval_samples=128",
+    "model.embed_dim=8", "model.hidden_dim=8", "model.d_filter_sizes=[2,3]", "model.d_num_filters=[4,4]",
+    "gan.pretrain_epochs=2", "gan.d_pretrain_steps=4", "gan.adversarial_rounds=3", "gan.d_steps_per_round=2",
+    "gan.rollout_num=2", "gan.eval_every_epochs=1", "gan.eval_every_rounds=1", "train.batch_size=32",
+    "train.save_every=2", "train.seed=3", "train.device=cpu", "train.log_every=1", *FAST,
+]
+# 8 batches per epoch: MLE steps 0-15, D pre-training 16-19, adversarial rounds (1 PG + 2 D steps) 20-28
+_KILL_SCRIPT = """
+import sys, time
+from lmlab.models import textgan
+step = textgan.SeqGAN.phase_step
+def slow(self, *a, **k):
+    time.sleep(0.08)  # time for the test to kill it between checkpoints; the numbers do not depend on it
+    return step(self, *a, **k)
+textgan.SeqGAN.phase_step = slow
+from lmlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_three_points_across_the_phases_then_resume_is_bit_exact(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from lmlab.checkpoint import load_tensors
+
+    src = str(Path(tg.__file__).resolve().parents[2])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def spawn(out, resume=False):
+        # a resumed run takes its saved config (the CLI refuses anything but train.* overrides then)
+        argv = ["gan", "train", "--out", str(out)] + (["--resume"] if resume else ["--oracle", "--preset", "tour", *KILL_OVERRIDES])
+        return subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, *argv],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def last_step(out):
+        pointer = out / "checkpoints" / "last.json"
+        try:
+            return json.loads(pointer.read_text())["step"]
+        except (OSError, ValueError):
+            return -1
+
+    reference = spawn(tmp_path / "straight")
+    run = tmp_path / "killed"
+    proc = spawn(run)
+    for stop_at in (6, 18, 24):  # MLE, D pre-training, adversarial
+        deadline = time.monotonic() + 60
+        while last_step(run) < stop_at and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before step {stop_at}: {proc.stderr.read()[-2000:]}"
+        proc.kill()
+        proc.communicate()
+        assert stop_at <= last_step(run) < 29
+        proc = spawn(run, resume=True)
+    for p in (proc, reference):
+        err = p.communicate(timeout=180)[1]
+        assert p.returncode == 0, err[-2000:]
+    for name in ("model.safetensors", f"checkpoints/{json.loads((run / 'checkpoints/last.json').read_text())['dir']}/model.safetensors"):
+        a, b = load_tensors(run / name), load_tensors(tmp_path / "straight" / name)
+        assert a.keys() == b.keys() and any(k.startswith("rollout_generator.") for k in a)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    for out in (run, tmp_path / "straight"):
+        records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        keys = [(r.get("split"), r.get("phase"), r["step"]) for r in records]
+        assert len(keys) == len(set(keys)), out
+        assert max(r["step"] for r in records) == 29
+    # (a kill between a checkpoint and the metrics line of that same step loses that one line: the trainer
+    # writes the checkpoint first)
+    assert {r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())} >= {0, 16, 29}

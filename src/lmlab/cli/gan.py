@@ -20,19 +20,21 @@ def gan() -> None:
 @overrides_argument
 def train(data_path, oracle, preset, out, overwrite, resume, overrides) -> None:
     """Pre-train by MLE, pre-train D, then adversarial rounds; overrides like gan.rollout_num=8 follow."""
-    from lmlab.models import textgan as tg
+    from lmlab.recipes.gan import GANRecipe
 
     if resume:
-        cfg = tg.saved_run_config(out, overrides)
+        recipe = GANRecipe.from_run(out, overrides, log=click.echo)
     else:
         if bool(data_path) == bool(oracle):
             raise click.UsageError("give exactly one of --data PATH or --oracle")
         preset = preset or ("seqgan-oracle" if oracle else "seqgan-multi30k")
-        cfg = tg.resolve_run_config(preset, overrides, "oracle" if oracle else "data", data_path)
-    model, monitor = tg.train(cfg, out, overwrite=overwrite, resume=resume, log=click.echo)
-    last = monitor.history[-1] if monitor.history else {}
-    shown = " ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_"))
-    click.echo(f"done: {shown}; run directory: {out}")
+        recipe = GANRecipe.from_preset(
+            preset, overrides, source="oracle" if oracle else "data", data=data_path, log=click.echo
+        )
+    result = recipe.train(out, overwrite=overwrite, resume=resume)
+    for note in result.notes:
+        click.echo(note)
+    click.echo(result.summary())
 
 
 @gan.command("eval")
@@ -45,15 +47,15 @@ def train(data_path, oracle, preset, out, overwrite, resume, overrides) -> None:
 def evaluate(run_dir, temperatures, samples, references, seed, as_json) -> None:
     """NLL-oracle (oracle runs) or BLEU-2..5, Self-BLEU-2..5 and held-out NLL (real data) of RUN_DIR."""
     from lmlab.errors import ConfigError
-    from lmlab.models import textgan as tg
+    from lmlab.recipes.gan import GANRecipe, format_eval
 
     if samples < 0:
         raise ConfigError(f"--samples must be >= 0, got {samples}")
-    result = tg.evaluate_run(run_dir, temperatures or (1.0,), samples, references, seed)
+    result = GANRecipe.evaluate(run_dir, references, temperatures=temperatures or (1.0,), num_samples=samples, seed=seed)
     if as_json:
         echo_json(result)
     else:
-        click.echo(tg.format_eval(result))
+        click.echo(format_eval(result))
 
 
 @gan.command("sample")
@@ -63,8 +65,7 @@ def evaluate(run_dir, temperatures, samples, references, seed, as_json) -> None:
 @click.option("--seed", type=int, default=None, help="Make the samples reproducible.")
 def sample(run_dir, n, temperature, seed) -> None:
     """Print N generated sequences (one per line)."""
-    from lmlab.models.textgan import SeqGANGenerator
+    from lmlab.recipes.gan import GANRecipe
 
-    pipe = SeqGANGenerator.from_run_dir(run_dir)
-    for line in pipe.sample(n, temperature, seed):
+    for line in GANRecipe.load(run_dir).sample(n, temperature, seed):
         click.echo(line)

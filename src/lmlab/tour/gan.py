@@ -9,21 +9,21 @@ from __future__ import annotations
 
 
 def run_stop(ctx) -> None:
-    from lmlab.models import textgan as tg
+    from lmlab.recipes.gan import GANRecipe
 
     scale = getattr(ctx, "scale", 1.0)
     overrides = ["train.progress=false", "train.tensorboard=false", f"train.max_time_s={max(5.0, ctx.budget_s * 0.9):.0f}"]
     if scale < 1.0:  # tests shrink the stop further
         overrides += ["gan.pretrain_epochs=2", "gan.adversarial_rounds=2", "gan.d_pretrain_steps=10", "oracle.num_samples=512"]
-    cfg = tg.resolve_run_config("tour", overrides, source="oracle")
-    o = cfg.oracle
+    recipe = GANRecipe.from_preset("tour", overrides, source="oracle", log=lambda m: ctx.log("  " + m))
+    o = recipe.config.oracle
     ctx.log(
         f"reduced oracle: vocab {o.vocab_size}, embedding/hidden {o.embed_dim}, length {o.seq_len}, "
         f"{o.num_samples} training sequences (the paper's: 5000 / 32 / 20 / 10,000)"
     )
     run_dir = ctx.workdir / "seqgan"
-    _, monitor = tg.train(cfg, run_dir, overwrite=True, log=lambda m: ctx.log("  " + m))
-    hist = monitor.history
+    recipe.train(run_dir, overwrite=True)
+    hist = recipe.monitor.history
     rows = [
         f"| {h['phase']} | {h['pretrain_epochs_done']:.0f} | {h['rounds_done']} | {h['val_nll_oracle']:.3f} | "
         f"{h['val_nll_test']:.3f} |"
@@ -41,7 +41,7 @@ def run_stop(ctx) -> None:
             "comparison with MLE."
         )
         ctx.log(verdict)
-    samples = tg.SeqGANGenerator.from_run_dir(run_dir).sample(3, seed=0)
+    samples = GANRecipe.load(run_dir).sample(3, seed=0)
     ctx.section(
         "SeqGAN on a reduced synthetic oracle",
         "A random LSTM (the *oracle*, N(0,1) weights) generates the training sequences and scores what the "

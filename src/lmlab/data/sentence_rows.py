@@ -1,0 +1,133 @@
+"""Sentence data: one sentence per line -> fixed-length id rows (SeqGAN's real-data input), and back to text.
+
+Tokens come from the shared tokenizers (``whitespace``: ``line.split()``, lowercased if asked; ``word``:
+:class:`lmlab.data.tokenizers.WordTokenizer`) and ids from :class:`lmlab.data.vocab.Vocab` (``<pad>``, ``<unk>``,
+``<bos>``, ``<eos>`` first), saved in a run directory as ``vocab.json``. :class:`SentenceCodec` is the text <-> ids
+codec of a trained run; a run on the synthetic oracle has no vocabulary and its text is the token ids themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lmlab.data.vocab import Vocab
+from lmlab.errors import DataError
+
+
+@dataclass
+class SentenceDataConfig:
+    """Real-data source (``source: data``): one sentence per line, whitespace-tokenised or WordTokenizer'd."""
+
+    path: str = ""
+    #: held-out sentences: BLEU references and held-out NLL ("" = none)
+    test_path: str = ""
+    tokenizer: Literal["whitespace", "word"] = "whitespace"
+    lowercase: bool = True
+    max_vocab: int = 5000
+    min_freq: int = 1
+    #: use only the first N lines (0: all)
+    max_lines: int = 0
+
+
+def sentence_tokenizer(kind: str = "whitespace", lowercase: bool = True) -> Callable[[str], list[str]]:
+    """``text -> tokens`` for ``data.tokenizer`` (``whitespace`` or ``word``)."""
+    if kind == "word":
+        from lmlab.data.tokenizers import WordTokenizer
+
+        return WordTokenizer(lowercase=lowercase).tokenize
+    return lambda line: (line.lower() if lowercase else line).split()
+
+
+def read_sentences(
+    path: str | Path, kind: str = "whitespace", lowercase: bool = True, max_lines: int = 0
+) -> list[list[str]]:
+    """Tokenised non-blank lines of a text file (.gz/.bz2/.xz ok)."""
+    from lmlab.data.readers import open_text
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file; pass one sentence per line (e.g. ../shared/data/multi30k/...)")
+    tokenize = sentence_tokenizer(kind, lowercase)
+    out = []
+    with open_text(p) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            out.append(tokenize(line))
+            if max_lines and len(out) >= max_lines:
+                break
+    if not out:
+        raise DataError(f"{p}: the file holds no non-blank lines")
+    return out
+
+
+def encode_sentences(
+    lines: Sequence[Sequence[str]], vocab: Vocab, max_len: int, where: str = "data"
+) -> tuple[Tensor, int]:
+    """Token lists -> (N, max_len) ids: tokens + <eos>, padded with <pad>; longer ones truncated (returns count)."""
+    eos, pad = vocab.eos_id, vocab.pad_id
+    rows, truncated = [], 0
+    for tokens in lines:
+        ids = vocab.encode(tokens) + [eos]
+        if len(ids) > max_len:
+            truncated += 1
+            ids = ids[:max_len]
+        rows.append(ids + [pad] * (max_len - len(ids)))
+    if not rows:
+        raise DataError(f"{where}: no sentences to train on; check the file (one sentence per line)")
+    return torch.tensor(rows, dtype=torch.long), truncated  # (N, max_len)
+
+
+class SentenceCodec:
+    """Text <-> ids of a sentence model: the vocabulary and tokenizer of a real-data run, or none (oracle runs,
+    whose "text" is space-separated token ids below ``vocab_size``)."""
+
+    def __init__(
+        self,
+        vocab: Vocab | None,
+        vocab_size: int,
+        eos_id: int = -1,
+        pad_id: int = -1,
+        tokenizer: str = "whitespace",
+        lowercase: bool = True,
+    ) -> None:
+        self.vocab = vocab
+        self.vocab_size = vocab_size
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.tokenize = sentence_tokenizer(tokenizer, lowercase) if vocab is not None else str.split
+
+    @property
+    def end_ids(self) -> list[int]:
+        """The ids that end a sentence (``<eos>`` and ``<pad>``; none for the oracle's fixed-length sequences)."""
+        return [i for i in dict.fromkeys((self.eos_id, self.pad_id)) if i >= 0]
+
+    def encode(self, text: str) -> list[int]:
+        words = self.tokenize(text)
+        if self.vocab is not None:
+            return self.vocab.encode(words)
+        try:
+            ids = [int(w) for w in words]
+        except ValueError:
+            raise DataError("an oracle run's prompt is a list of token ids, e.g. '12 4071 9'") from None
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise DataError(f"prompt ids {bad[:5]} are outside [0, {self.vocab_size})")
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids -> text, up to the first ``<eos>`` or ``<pad>`` (oracle runs: the ids)."""
+        words = []
+        for i in ids:
+            i = int(i)
+            if i in self.end_ids:
+                break
+            words.append(self.vocab.itos[i] if self.vocab is not None else str(i))
+        return " ".join(words)
