@@ -251,7 +251,7 @@ STREAM_TEXT = "héllo wörld ünïcode 中文字符 emoji 🙂🚀 naïve café\
 def codecs() -> dict:
     """The RNN LM's codecs (char; word level joining words with spaces, <eos> as a line break; byte-level BPE
     small enough that multi-byte characters are split across tokens), fitted on a text with such characters."""
-    from lmlab.models.rnn_lm import LMCodec, LMDataConfig
+    from lmlab.data.lm import LMCodec, LMDataConfig
 
     text = STREAM_TEXT * 20
     return {kind: LMCodec.fit(text, LMDataConfig(tokenizer=kind, vocab_size=300 if kind == "bpe" else 0))
