@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -367,3 +368,41 @@ def test_check_new_run_dir_deletes_nothing_and_prepare_run_dir_keeps_user_files(
         with pytest.raises(CheckpointError, match="working directory"):
             checkpoint.prepare_run_dir(target, overwrite=True)
     assert tree(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------- issue 21 item 9, small faults
+def test_a_run_killed_before_its_first_best_weights_loads_from_its_checkpoint(tmp_path, capsys):
+    data = write_labelled(tmp_path / "train.jsonl")
+    out = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "--out", str(out), *TINY]) == 0
+    (out / "model.safetensors").unlink()  # as if killed after a checkpoint but before the first evaluation
+    capsys.readouterr()
+    assert main(["classify", "predict", str(out), "a fine film"]) == 0
+    captured = capsys.readouterr()
+    assert "using the last checkpoint's weights" in captured.err
+    assert captured.out.strip()
+
+
+def test_negative_epochs_are_refused_even_with_max_steps():
+    from lmlab.config import TrainConfig, config_from_dict
+    from lmlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.epochs must be >= 0, got -1"):
+        config_from_dict(TrainConfig, {"epochs": -1, "max_steps": 10})
+    with pytest.raises(ConfigError, match=r"train.lr must be a finite number"):
+        config_from_dict(TrainConfig, {"lr": float("nan")})
+
+
+def test_run_files_follow_the_umask_not_0600(tmp_path):
+    from lmlab.checkpoint import atomic_write_json, save_tensors
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+        import torch
+
+        save_tensors(tmp_path / "w.safetensors", {"w": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
