@@ -68,6 +68,48 @@ def run_dir_options(func):
     return func
 
 
+def sampling_options(temperature: float = 1.0, short: bool = False):
+    """The sampling flags of every ``generate`` command (one definition; each family picks its default
+    temperature). The command receives them as keyword arguments; :func:`sampling_from_options` turns them into
+    the pipeline's generation options."""
+
+    def names(long: str, letter: str) -> tuple[str, ...]:
+        return (long, letter) if short else (long,)
+
+    def decorate(func):
+        for option in reversed([
+            click.option(*names("--max-new-tokens", "-n"), type=int, default=200, show_default=True,
+                         help="How many tokens to generate at most."),
+            click.option(*names("--temperature", "-t"), type=float, default=temperature, show_default=True,
+                         help="0 = greedy."),
+            click.option("--top-k", type=int, default=0, show_default=True,
+                         help="Sample among the k most likely tokens (0: off)."),
+            click.option("--top-p", type=float, default=1.0, show_default=True,
+                         help="Nucleus sampling mass in (0, 1] (1: off)."),
+            click.option("--repetition-penalty", type=float, default=1.0, show_default=True,
+                         help="> 1 discourages repeats."),
+            click.option("--stop", multiple=True, help="Stop before this string (repeatable); it is not printed."),
+            click.option("--seed", type=int, default=None, help="Make sampling reproducible."),
+            click.option("--greedy", is_flag=True, help="Always take the most likely token (as --temperature 0)."),
+        ]):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def sampling_from_options(options: dict) -> dict:
+    """Pop the :func:`sampling_options` flags out of a command's keyword arguments and return them, validated
+    by :func:`lmlab.pipelines.base.sampling_config`, as the keyword options every text generator's ``stream``
+    accepts."""
+    from lmlab.pipelines.base import generation_options, sampling_config
+
+    keys = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "seed", "greedy")
+    given = {k: options.pop(k) for k in keys if k in options}
+    given["stop"] = list(given.get("stop") or ())
+    return generation_options(sampling_config(given))
+
+
 def overrides_argument(func):
     return click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(func)
 

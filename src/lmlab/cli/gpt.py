@@ -11,7 +11,13 @@ import sys
 
 import click
 
-from lmlab.cli.common import echo_json, overrides_argument, run_dir_options
+from lmlab.cli.common import (
+    echo_json,
+    overrides_argument,
+    run_dir_options,
+    sampling_from_options,
+    sampling_options,
+)
 
 
 @click.group("gpt")
@@ -77,35 +83,21 @@ def evaluate(run_dir, data, max_tokens, device, as_json) -> None:
 @gpt.command("generate")
 @click.argument("run_dir", type=click.Path())
 @click.option("--prompt", "-p", default="", help="Text to continue ('-' reads it from stdin; empty: a new line).")
-@click.option("--max-new-tokens", "-n", default=200, show_default=True, type=int)
-@click.option("--temperature", "-t", default=0.8, show_default=True, type=float, help="0 = greedy.")
-@click.option("--top-k", default=0, show_default=True, type=int, help="Keep the k most likely tokens (0: all).")
-@click.option("--top-p", default=1.0, show_default=True, type=float, help="Nucleus sampling mass (1: off).")
-@click.option("--repetition-penalty", default=1.0, show_default=True, type=float)
-@click.option("--stop", multiple=True, help="Stop at this string (repeatable); it is not printed.")
-@click.option("--seed", default=None, type=int, help="Seed for reproducible samples.")
+@sampling_options(temperature=0.8, short=True)
 @click.option("--no-cache", is_flag=True, help="Recompute the whole context for every token (slow; for comparison).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-def generate(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed, no_cache, device) -> None:
+def generate(run_dir, prompt, no_cache, device, **sampling) -> None:
     """Continue --prompt with RUN_DIR's model, printing the text as it is sampled."""
     from lmlab.recipes.gpt import GPTRecipe
 
+    options = sampling_from_options(sampling)
     if prompt == "-":
         prompt = sys.stdin.read()
     pipe = GPTRecipe.load(run_dir, device=device)
     pipe.use_cache = not no_cache
     click.echo(prompt, nl=False)
     final: dict = {}
-    for event in pipe.stream(
-        prompt,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        stop=list(stop),
-        seed=seed,
-    ):
+    for event in pipe.stream(prompt, **options):
         if "text" in event:
             click.echo(event["text"], nl=False)
             sys.stdout.flush()

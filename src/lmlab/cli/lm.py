@@ -7,7 +7,13 @@ import sys
 
 import click
 
-from lmlab.cli.common import echo_json, overrides_argument, run_dir_options
+from lmlab.cli.common import (
+    echo_json,
+    overrides_argument,
+    run_dir_options,
+    sampling_from_options,
+    sampling_options,
+)
 
 
 @click.group("lm")
@@ -63,40 +69,22 @@ def evaluate(run_dir, data, batch_size, device, as_json) -> None:
 @lm.command("generate")
 @click.argument("run_dir", type=click.Path())
 @click.option("--prompt", default="", help="Text to continue ('-' reads standard input; empty starts a new line).")
-@click.option("--max-new-tokens", type=int, default=200, show_default=True)
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="0 = greedy.")
-@click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k most likely tokens (0: off).")
-@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass in (0, 1] (1: off).")
-@click.option("--repetition-penalty", type=float, default=1.0, show_default=True, help="> 1 discourages repeats.")
-@click.option("--stop", multiple=True, help="Stop before this string (repeatable).")
-@click.option("--seed", type=int, default=None, help="Make sampling reproducible.")
-@click.option("--greedy", is_flag=True, help="Always take the most likely token.")
+@sampling_options(temperature=1.0)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--no-prompt-echo", is_flag=True, help="Print only the continuation, not the prompt before it.")
-def generate(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed, greedy,
-             device, no_prompt_echo) -> None:
+def generate(run_dir, prompt, device, no_prompt_echo, **sampling) -> None:
     """Continue --prompt with text sampled from RUN_DIR, streamed as it is produced."""
     import warnings
 
-    from lmlab.generation import SamplingConfig
     from lmlab.recipes.lm import LMRecipe
 
+    options = sampling_from_options(sampling)
     if prompt == "-":
         prompt = sys.stdin.read()
-    cfg = SamplingConfig(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        stop=list(stop),
-        seed=seed,
-        greedy=greedy,
-    )
     pipe = LMRecipe.load(run_dir, device=device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        events = pipe.stream(prompt, cfg)
+        events = pipe.stream(prompt, **options)
         first = next(events, {})
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
