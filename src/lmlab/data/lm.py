@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lmlab.data.tokenizers import WhitespaceTokenizer  # noqa: F401  (moved; re-exported for old imports)
 from lmlab.errors import ConfigError, DataError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -61,19 +62,6 @@ class LMDataConfig:
 
 
 # ------------------------------------------------------------------------------------------- text <-> ids
-class WhitespaceTokenizer:
-    """Split on whitespace: the convention of the PTB and WikiText files (already tokenised, ``<unk>`` inside)."""
-
-    def __init__(self, lowercase: bool = False) -> None:
-        self.lowercase = lowercase
-
-    def tokenize(self, text: str) -> list[str]:
-        return (text.lower() if self.lowercase else text).split()
-
-    def to_dict(self) -> dict:
-        return {"type": "whitespace", "lowercase": self.lowercase}
-
-
 def read_text(path: str | os.PathLike, cfg: LMDataConfig) -> str:
     """The whole text of a file (``.gz``/``.bz2``/``.xz``, ``.jsonl`` records) with ``\\n`` line ends."""
     from lmlab.data.readers import TextCorpus
@@ -140,7 +128,7 @@ class LMCodec:
         from lmlab.data.vocab import Vocab
 
         d = checkpoint.read_json(Path(run_dir) / TOKENIZER_FILE, "tokenizer.json")
-        tok = WhitespaceTokenizer(d.get("lowercase", False)) if d.get("type") == "whitespace" else tokenizer_from_dict(d)
+        tok = tokenizer_from_dict(d)
         vocab = None if kind == "bpe" else Vocab.load(Path(run_dir) / VOCAB_FILE)
         return cls(kind, tok, vocab)
 

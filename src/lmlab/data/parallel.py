@@ -17,7 +17,6 @@ their own codec or share one. :func:`make_loader` filters by length and buckets 
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Literal
 import torch
 
 from lmlab.data.readers import open_text
-from lmlab.data.tokenizers import BPETokenizer, WordTokenizer
+from lmlab.data.tokenizers import BPETokenizer, WordTokenizer, detokenize_words
 from lmlab.data.vocab import Vocab, build_vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
@@ -229,23 +228,8 @@ def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- codecs
 
-_NO_SPACE_BEFORE = re.compile(r" ([.,!?;:%)\]}]|'s\b|n't\b)")
-_NO_SPACE_AFTER = re.compile(r"([(\[{]) ")
-_HYPHEN = re.compile(r"(\w) - (?=\w)")
-_APOSTROPHE_ELISION = re.compile(r"\b([cdjlmnstCDJLMNST]|qu|Qu|jusqu|lorsqu|puisqu) ' ")
-
-
-def detokenize(tokens: Sequence[str]) -> str:
-    """Join word tokens into text: no space before ``. , ! ? ; : )`` or after ``(``, ``a - b`` -> ``a-b``.
-
-    (French typography puts a space before ``! ? ;``; this simple rule does not, which sacreBLEU's
-    tokenizer makes irrelevant for BLEU.)
-    """
-    text = " ".join(tokens)
-    text = _NO_SPACE_BEFORE.sub(r"\1", text)
-    text = _NO_SPACE_AFTER.sub(r"\1", text)
-    text = _HYPHEN.sub(r"\1-", text)
-    return _APOSTROPHE_ELISION.sub(r"\1'", text)
+#: the punctuation-aware join of word tokens (kept here under its old name)
+detokenize = detokenize_words
 
 
 class TextCodec:
