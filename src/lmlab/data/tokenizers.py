@@ -37,6 +37,7 @@ from lmlab.errors import CheckpointError, ConfigError, DataError
 __all__ = [
     "BPETokenizer",
     "CharTokenizer",
+    "IdTokenizer",
     "KERAS_FILTERS",
     "KerasTokenizer",
     "SEGMENTERS",
@@ -768,6 +769,49 @@ class BPETokenizer(_JSONFileMixin):
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
 
+class IdTokenizer(_JSONFileMixin):
+    """Text that *is* token ids (``"12 4071 9"``): the SeqGAN oracle's "language", which has no words.
+
+    Args:
+        vocab_size: Ids must lie in ``[0, vocab_size)``.
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = int(vocab_size)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The whitespace-separated ids, as strings."""
+        return text.split()
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        return " ".join(tokens)
+
+    def encode(self, text: str) -> list[int]:
+        """The ids written in ``text`` (DataError for a non-number or an id out of range)."""
+        try:
+            ids = [int(w) for w in text.split()]
+        except ValueError:
+            raise DataError("an oracle run's prompt is a list of token ids, e.g. '12 4071 9'") from None
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise DataError(f"prompt ids {bad[:5]} are outside [0, {self.vocab_size})")
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(str(int(i)) for i in ids)
+
+    def to_dict(self) -> dict:
+        return {"type": "ids", "vocab_size": self.vocab_size}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> IdTokenizer:
+        _check_type(d, "ids")
+        return cls(d["vocab_size"])
+
+    def __repr__(self) -> str:
+        return f"IdTokenizer(vocab_size={self.vocab_size})"
+
+
 _TOKENIZER_TYPES: dict[str, type] = {
     "whitespace": WhitespaceTokenizer,
     "word": WordTokenizer,
@@ -775,6 +819,7 @@ _TOKENIZER_TYPES: dict[str, type] = {
     "keras": KerasTokenizer,
     "bpe": BPETokenizer,
     "vector_words": VectorWordTokenizer,
+    "ids": IdTokenizer,
 }
 
 

@@ -1,0 +1,85 @@
+"""The one text layer: ``Codec`` = tokenizer + vocabulary + plain options, and its JSON round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmlab.data.codec import Codec
+from lmlab.data.tokenizers import BPETokenizer, CharTokenizer, IdTokenizer, WhitespaceTokenizer, WordTokenizer
+from lmlab.errors import CheckpointError, ConfigError, DataError
+
+TEXTS = ["the cat sat on the mat .", "the dog sat .", "a cat , a dog !"]
+
+
+def test_word_codec_fits_encodes_and_decodes():
+    codec = Codec(WordTokenizer(), add_bos=True, add_eos=True).fit(TEXTS)
+    assert codec.vocab.itos[:5] == ["<pad>", "<unk>", "<bos>", "<eos>", "the"]
+    ids = codec.encode("The cat, a zebra!")
+    assert ids[0] == codec.bos_id == 2 and ids[-1] == 3 and codec.unk_id in ids
+    assert codec.decode(ids) == "the cat, a!"  # specials (<unk> too) dropped, punctuation joined
+    assert Codec(WordTokenizer(), codec.vocab, skip="framing").decode(ids) == "the cat, a <unk>!"
+    assert codec.encode_batch(["the dog", "a cat"]) == [codec.encode("the dog"), codec.encode("a cat")]
+    assert codec.vocab_size == len(codec.vocab) and codec.kind == "word"
+
+
+def test_lines_rule_and_eos_per_line():
+    codec = Codec(WhitespaceTokenizer(), split_lines="eos", join="lines", on_unknown="warn").fit(["a b\nb c"])
+    ids = codec.encode("a b\nc")
+    eos = codec.vocab.eos_id
+    assert ids.count(eos) == 2 and ids[2] == eos
+    assert codec.decode(ids) == " a b\nc\n"
+    assert codec.start_ids() == [eos]
+    with pytest.warns(UserWarning, match="not in the vocabulary"):
+        codec.encode_prompt("a zebra")
+
+
+def test_char_codec_errors_on_unknown_prompt_characters():
+    codec = Codec(CharTokenizer(), on_unknown="error").fit(["abc\n"])
+    assert codec.decode(codec.encode("cab")) == "cab"
+    assert codec.start_ids() == codec.encode("\n")
+    with pytest.raises(DataError, match="character"):
+        codec.encode_prompt("abz")
+
+
+def test_truncation_and_stop_at_end():
+    codec = Codec(WhitespaceTokenizer(), max_len=3, truncating="pre").fit(["a b c d"])
+    assert codec.encode("a b c d") == codec.vocab.encode(["b", "c", "d"])
+    stop = Codec(WhitespaceTokenizer(), codec.vocab, skip="none", end_ids=[3, 0], stop_at_end=True, join="space")
+    assert stop.decode([4, 5, 3, 6]) == "a b" and stop.eos_id == 3
+
+
+def test_own_id_tokenizers():
+    oracle = Codec(IdTokenizer(10), join="space")
+    assert oracle.encode("1 9") == [1, 9] and oracle.decode([1, 9]) == "1 9" and oracle.vocab_size == 10
+    with pytest.raises(DataError, match="outside"):
+        oracle.encode("12")
+    bpe = Codec(BPETokenizer.train(TEXTS * 20, vocab_size=270), skip="framing")
+    ids = bpe.encode("the cat sat")
+    assert bpe.vocab is None and bpe.decode([2, *ids, 3, 0]) == "the cat sat"
+    assert bpe.encode_batch(["the cat sat"]) == [ids]
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe", "ids"])
+def test_save_load_round_trip(tmp_path, kind):
+    if kind == "word":
+        codec = Codec(WordTokenizer(lowercase=False), add_eos=True, max_len=7).fit(TEXTS, max_size=8)
+    elif kind == "bpe":
+        codec = Codec(BPETokenizer.train(TEXTS * 20, vocab_size=270), split_lines="keepends")
+    else:
+        codec = Codec(IdTokenizer(50), end_ids=[3], stop_at_end=True)
+    codec.save(tmp_path / "codec.json")
+    again = Codec.load(tmp_path / "codec.json")
+    assert again == codec and again.options() == codec.options()
+    text = "the cat sat .\nthe dog" if kind != "ids" else "1 2 3 4"
+    assert again.encode(text) == codec.encode(text)
+    assert again.decode(codec.encode(text)) == codec.decode(codec.encode(text))
+
+
+def test_bad_options_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="split_lines must be one of none, eos, keepends"):
+        Codec(WordTokenizer(), split_lines="lines")
+    (tmp_path / "x.json").write_text('{"format": "lmlab.codec", "format_version": 99}')
+    with pytest.raises(CheckpointError, match="format_version 99"):
+        Codec.load(tmp_path / "x.json")
+    with pytest.raises(CheckpointError, match="not found|missing"):
+        Codec.load(tmp_path / "none.json")
