@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from lmlab.data.codec import Codec
@@ -83,3 +86,29 @@ def test_bad_options_and_files(tmp_path):
         Codec.load(tmp_path / "x.json")
     with pytest.raises(CheckpointError, match="not found|missing"):
         Codec.load(tmp_path / "none.json")
+
+
+# --- the codec files of run directories written before the one text layer (tests/data/old_codecs, made by
+# --- the old code from the same text) still load and give the same ids and text -----------------------------
+
+OLD = Path(__file__).parent / "data" / "old_codecs"
+PROBE = ["First Citizen:\nBefore we proceed any further, hear me speak.", "What say you, zebra?", "", "我喜欢 Rome!"]
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict:
+    return json.loads((OLD / "expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_seq2seq_old_codec_files_load(kind, expected, tmp_path):
+    from lmlab.data.parallel import load_text_codec
+
+    exp = expected[f"seq2seq-{kind}"]
+    codec = load_text_codec(OLD / f"seq2seq-{kind}" / "src_codec.json")
+    ids = [codec.encode(p) for p in PROBE]
+    assert ids == exp["ids"] and codec.vocab_size == exp["vocab_size"]
+    assert [codec.decode([2, *i, 3, 0]) for i in ids] == exp["text"]
+    assert [codec.pieces(i) for i in ids] == exp["pieces"]
+    codec.save(tmp_path / "src_codec.json")  # new runs: the uniform format, read by the same loader
+    assert load_text_codec(tmp_path / "src_codec.json").encode_batch(PROBE) == exp["ids"]
