@@ -112,3 +112,19 @@ def test_seq2seq_old_codec_files_load(kind, expected, tmp_path):
     assert [codec.pieces(i) for i in ids] == exp["pieces"]
     codec.save(tmp_path / "src_codec.json")  # new runs: the uniform format, read by the same loader
     assert load_text_codec(tmp_path / "src_codec.json").encode_batch(PROBE) == exp["ids"]
+
+
+@pytest.mark.parametrize("kind", ["whitespace", "word"])
+def test_seqgan_old_vocab_files_load(kind, expected):
+    from lmlab.data.sentence_rows import sentence_codec
+    from lmlab.data.vocab import Vocab
+
+    exp = expected[f"gan-{kind}"]
+    vocab = Vocab.load(OLD / f"gan-{kind}" / "vocab.json")  # a SeqGAN run keeps vocab.json; the tokenizer is in config
+    codec = sentence_codec(vocab, len(vocab), vocab.eos_id, vocab.pad_id, kind, True)
+    ids = [codec.encode(p) for p in PROBE]
+    assert ids == exp["ids"] and codec.end_ids == exp["end_ids"]
+    assert [codec.decode([*i, 3, 5, 0]) for i in ids] == exp["text"]
+    oracle = sentence_codec(None, 20)
+    assert oracle.encode("1 19 4") == expected["gan-oracle"]["ids"]
+    assert oracle.decode([1, 19, 4, 3]) == expected["gan-oracle"]["text"]
