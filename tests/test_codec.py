@@ -128,3 +128,16 @@ def test_seqgan_old_vocab_files_load(kind, expected):
     oracle = sentence_codec(None, 20)
     assert oracle.encode("1 19 4") == expected["gan-oracle"]["ids"]
     assert oracle.decode([1, 19, 4, 3]) == expected["gan-oracle"]["text"]
+
+
+@pytest.mark.parametrize("kind", ["word", "keras"])
+def test_classify_old_tokenizer_files_load(kind, expected):
+    from lmlab.data.classification import ClassifyDataConfig, TextEncoder
+
+    exp = expected[f"classify-{kind}"]
+    cfg = ClassifyDataConfig(**exp["cfg"])
+    old = json.loads((OLD / f"classify-{kind}" / "tokenizer.json").read_text(encoding="utf-8"))
+    enc = TextEncoder.from_dict(old, cfg)
+    assert enc.encode(PROBE) == exp["ids"] and enc.vocab_size == exp["vocab_size"] and enc.itos() == exp["itos"]
+    again = TextEncoder.from_dict(json.loads(json.dumps(enc.to_dict())), cfg)  # new runs: the uniform codec JSON
+    assert enc.to_dict()["format"] == "lmlab.codec" and again.encode(PROBE) == exp["ids"]

@@ -451,6 +451,10 @@ class KerasTokenizer(_JSONFileMixin):
         """Ids of one text (``texts_to_sequences`` of one text: the tokenizer's own ids)."""
         return self.texts_to_sequences([text])[0]
 
+    def encode_batch(self, texts: Sequence[str | Sequence[str]]) -> list[list[int]]:
+        """Ids of several texts (``texts_to_sequences``)."""
+        return self.texts_to_sequences(list(texts))
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ids (``sequences_to_texts`` of one sequence)."""
         return self.sequences_to_texts([ids])[0]
