@@ -141,3 +141,23 @@ def test_classify_old_tokenizer_files_load(kind, expected):
     assert enc.encode(PROBE) == exp["ids"] and enc.vocab_size == exp["vocab_size"] and enc.itos() == exp["itos"]
     again = TextEncoder.from_dict(json.loads(json.dumps(enc.to_dict())), cfg)  # new runs: the uniform codec JSON
     assert enc.to_dict()["format"] == "lmlab.codec" and again.encode(PROBE) == exp["ids"]
+
+
+@pytest.mark.parametrize("kind", ["whitespace", "word", "char", "bpe"])
+def test_rnn_lm_old_run_files_load(kind, expected, tmp_path):
+    import shutil
+    import warnings
+
+    from lmlab.data.lm import LMCodec
+
+    exp = expected[f"lm-{kind}"]
+    codec = LMCodec.load(OLD / f"lm-{kind}", kind)  # tokenizer.json (+ vocab.json) as the old code wrote them
+    ids, unk = codec.encode_text(PROBE[0] + "\n<unk> zebra\n")
+    assert ids.tolist() == exp["ids"] and unk == exp["unk"] and codec.vocab_size == exp["vocab_size"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert [codec.encode_prompt(p) for p in PROBE[:2]] == exp["prompts"]
+    assert codec.decode(exp["ids"]) == exp["text"] and codec.start_ids() == exp["start"]
+    codec.save(tmp_path)  # new runs keep the same two files
+    assert LMCodec.load(tmp_path, kind).encode_text(PROBE[0])[0].tolist() == codec.encode_text(PROBE[0])[0].tolist()
+    shutil.rmtree(tmp_path)

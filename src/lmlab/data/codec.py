@@ -37,6 +37,8 @@ from lmlab.errors import CheckpointError, ConfigError, DataError
 __all__ = ["CODEC_FORMAT_VERSION", "Codec"]
 
 CODEC_FORMAT_VERSION = 1
+TOKENIZER_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.json"
 
 _CHOICES = {
     "split_lines": ("none", "eos", "keepends"),
@@ -194,7 +196,9 @@ class Codec:
 
     def encode_prompt(self, text: str) -> list[int]:
         """Ids of a generation prompt; out-of-vocabulary tokens follow ``on_unknown``."""
-        if self.vocab is None or self.on_unknown == "unk":
+        if self.vocab is None:
+            return self._frame(list(self.tokenizer.encode(text)))  # a prompt is one piece, whatever split_lines says
+        if self.on_unknown == "unk":
             return self.encode(text)
         tokens = self.tokenizer.tokenize(text)
         if self.on_unknown == "error":
@@ -323,6 +327,40 @@ class Codec:
         from lmlab.checkpoint import read_json
 
         return cls.from_dict(read_json(path, "codec"), str(path))
+
+    # --- the split layout of RNN LM and GPT run directories: tokenizer.json + vocab.json ----------------------
+    def save_split(self, run_dir: str | os.PathLike) -> None:
+        """Write ``run_dir/tokenizer.json`` (the tokenizer) and ``run_dir/vocab.json`` (when there is a vocabulary).
+
+        The options are not saved: the family derives them from its run config."""
+        run_dir = Path(run_dir)
+        self.tokenizer.save(run_dir / TOKENIZER_FILE)
+        if self.vocab is not None:
+            self.vocab.save(run_dir / VOCAB_FILE)
+
+    @staticmethod
+    def load_split(run_dir: str | os.PathLike) -> tuple[Any, Vocab | None]:
+        """The tokenizer and vocabulary of a split-layout run directory (``vocab.json`` is read unless the
+        tokenizer has its own ids). CheckpointError naming a missing file and how to fix it."""
+        from lmlab.data.tokenizers import load_tokenizer
+
+        run_dir = Path(run_dir)
+        path = run_dir / TOKENIZER_FILE
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path} is missing: the run directory lacks the tokenizer its model was trained with; "
+                "copy tokenizer.json (and vocab.json) back from the training run, or re-train"
+            )
+        tok = load_tokenizer(path)
+        if hasattr(tok, "decode"):  # own ids (BPE)
+            return tok, None
+        vpath = run_dir / VOCAB_FILE
+        if not vpath.is_file():
+            raise CheckpointError(
+                f"{vpath} is missing: a {type(tok).__name__} model needs its vocabulary; copy vocab.json back "
+                "from the training run, or re-train"
+            )
+        return tok, Vocab.load(vpath)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Codec) and self.to_dict() == other.to_dict()
