@@ -161,3 +161,16 @@ def test_rnn_lm_old_run_files_load(kind, expected, tmp_path):
     codec.save(tmp_path)  # new runs keep the same two files
     assert LMCodec.load(tmp_path, kind).encode_text(PROBE[0])[0].tolist() == codec.encode_text(PROBE[0])[0].tolist()
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_gpt_old_run_files_load(kind, expected, tmp_path):
+    from lmlab.data.tokens import TokenCodec
+
+    exp = expected[f"gpt-{kind}"]
+    codec = TokenCodec.load(OLD / f"gpt-{kind}")
+    ids = [codec.encode(p) for p in PROBE]
+    assert ids == exp["ids"] and [codec.decode(i) for i in ids] == exp["text"]
+    assert codec.start_ids() == exp["start"] and codec.vocab_size == exp["vocab_size"] and codec.kind == kind
+    codec.save(tmp_path)
+    assert TokenCodec.load(tmp_path).encode_batch(PROBE) == exp["ids"]
