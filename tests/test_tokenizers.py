@@ -356,3 +356,14 @@ def test_unknown_segmenter_is_a_config_error_listing_the_registered_ones(toy_seg
         WordTokenizer(segmenter="jieba")
     with pytest.raises(ConfigError, match="unknown segmenter"):
         tokenizer_from_dict({"type": "word", "lowercase": True, "strip_html": True, "split_cjk": True, "segmenter": "x"})
+
+
+def test_word_vector_configs_reach_the_segmenter_hook(toy_segmenter):
+    from types import SimpleNamespace
+
+    from lmlab.data.sentences import tokenizer_for
+
+    old = SimpleNamespace(lowercase=True, tokenizer="words")  # today's configs: no segmenter field
+    assert tokenizer_for(old).tokenize("我喜欢这部 film") == ["我喜欢这部", "film"]
+    new = SimpleNamespace(lowercase=True, tokenizer="words", segmenter=toy_segmenter)
+    assert tokenizer_for(new).tokenize("我喜欢这部 film") == ["我喜", "欢这", "部", "film"]
