@@ -12,7 +12,7 @@ from lmlab import metrics as M
 from lmlab.cli import main
 from lmlab.config import TrainConfig, list_presets
 from lmlab.data.loader import EpochLoader
-from lmlab.data.sentence_rows import encode_sentences, read_sentences
+from lmlab.data.sentence_rows import encode_sentences, read_sentences, sentence_codec
 from lmlab.errors import ConfigError, DataError, TrainingError
 from lmlab.models import textgan as tg
 from lmlab.models.oracle import OracleConfig, OracleLSTM, make_oracle_data
@@ -312,7 +312,6 @@ def _old_stream(model, vocab, ids, sc, max_new_tokens):
 
 
 def test_stream_gives_the_same_outputs_as_the_old_loop_and_ends_at_eos_or_pad():
-    from lmlab.data.sentence_rows import SentenceCodec
     from lmlab.data.vocab import Vocab
     from lmlab.generation import SamplingConfig
     from lmlab.pipelines.seqgan import SeqGANGenerator
@@ -323,7 +322,7 @@ def test_stream_gives_the_same_outputs_as_the_old_loop_and_ends_at_eos_or_pad():
     with torch.no_grad():  # <pad> and <eos> likely enough that some rows end on each of them
         model.generator.head.bias[[0, 3]] = 0.3
     model.eval()
-    pipe = SeqGANGenerator(model, SentenceCodec(vocab, len(vocab), 3, 0))
+    pipe = SeqGANGenerator(model, sentence_codec(vocab, len(vocab), 3, 0))
     endings = set()
     settings = [{}, {"temperature": 0.7, "top_k": 5}, {"top_p": 0.8, "repetition_penalty": 1.3}, {"stop": ["c d"]},
                 {"stop": ["b"], "temperature": 1.5}]
@@ -346,11 +345,10 @@ def test_stream_gives_the_same_outputs_as_the_old_loop_and_ends_at_eos_or_pad():
 
 
 def test_stream_on_an_oracle_run_continues_token_ids():
-    from lmlab.data.sentence_rows import SentenceCodec
     from lmlab.pipelines.seqgan import SeqGANGenerator
 
     model = tiny_gan().eval()
-    pipe = SeqGANGenerator(model, SentenceCodec(None, 20))
+    pipe = SeqGANGenerator(model, sentence_codec(None, 20))
     out = pipe.generate("3 4", max_new_tokens=4, seed=1)
     assert out["finish_reason"] == "length" and len(out["text"].split()) == 4
     assert all(0 <= int(w) < 20 for w in out["text"].split())

@@ -22,6 +22,7 @@ from lmlab.data import (
     pad_sequences,
     tokenizer_from_dict,
 )
+from lmlab.data.tokenizers import VectorWordTokenizer
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
 
@@ -295,3 +296,74 @@ def test_keras_filters_beyond_ascii_and_multichar_split():
     assert tok.text_to_word_sequence("Wait—what! Ünïcode…") == ["wait", "what", "ünïcode…"]
     tok = KerasTokenizer(filters=",", split="||")
     assert tok.text_to_word_sequence("a,b||c d") == ["a", "b", "c d"]
+
+
+# --- one tokenizer interface: whitespace, detokenize, the segmenter hook ----------------------------------
+
+
+def test_whitespace_tokenizer_lives_with_the_others_and_round_trips():
+    from lmlab.data.lm import WhitespaceTokenizer as OldName
+    from lmlab.data.tokenizers import WhitespaceTokenizer
+
+    tok = WhitespaceTokenizer(lowercase=True)
+    assert OldName is WhitespaceTokenizer
+    assert tok.tokenize("The <unk> cat\tSAT") == ["the", "<unk>", "cat", "sat"]
+    assert tok.detokenize(["a", "b"]) == "a b"
+    assert tokenizer_from_dict({"type": "whitespace", "lowercase": True}) == tok  # the LM's old tokenizer.json
+
+
+def test_every_tokenizer_detokenizes():
+    assert WordTokenizer().detokenize(["hello", ",", "world", "!"]) == "hello, world!"
+    assert CharTokenizer().detokenize(list("ab c")) == "ab c"
+    assert VectorWordTokenizer().detokenize(["a", "b"]) == "a b"
+
+
+@pytest.fixture
+def toy_segmenter():
+    from lmlab.data.tokenizers import SEGMENTERS, register_segmenter
+
+    def pairs(run: str) -> list[str]:  # a toy "word segmenter": two characters per word
+        return [run[i : i + 2] for i in range(0, len(run), 2)]
+
+    register_segmenter("pairs", pairs)
+    yield "pairs"
+    SEGMENTERS.pop("pairs")
+
+
+def test_segmenter_default_keeps_the_old_split(toy_segmenter):
+    text = "我喜欢这部电影 great film"
+    assert WordTokenizer().tokenize(text) == ["我", "喜", "欢", "这", "部", "电", "影", "great", "film"]
+    assert VectorWordTokenizer().tokenize(text) == ["我喜欢这部电影", "great", "film"]  # word2vec: a run is a word
+    # a file written before the hook existed reads with the old behaviour
+    old = {"type": "word", "lowercase": True, "strip_html": True, "split_cjk": True}
+    assert tokenizer_from_dict(old).segmenter == "char"
+    assert tokenizer_from_dict({"type": "vector_words", "lowercase": True, "mode": "words"}).segmenter == "none"
+
+
+def test_registered_segmenter_splits_han_runs_and_is_saved(toy_segmenter, tmp_path):
+    text = "我喜欢这部电影, great film"
+    tok = WordTokenizer(segmenter=toy_segmenter)
+    assert tok.tokenize(text) == ["我喜", "欢这", "部电", "影", ",", "great", "film"]
+    assert VectorWordTokenizer(segmenter=toy_segmenter).tokenize(text) == ["我喜", "欢这", "部电", "影", "great", "film"]
+    assert tok.to_dict()["segmenter"] == "pairs"
+    tok.save(tmp_path / "tok.json")
+    again = load_tokenizer(tmp_path / "tok.json")
+    assert again == tok and again.tokenize(text) == tok.tokenize(text)
+
+
+def test_unknown_segmenter_is_a_config_error_listing_the_registered_ones(toy_segmenter):
+    with pytest.raises(ConfigError, match=r"unknown segmenter 'jieba'; registered: char, none, pairs"):
+        WordTokenizer(segmenter="jieba")
+    with pytest.raises(ConfigError, match="unknown segmenter"):
+        tokenizer_from_dict({"type": "word", "lowercase": True, "strip_html": True, "split_cjk": True, "segmenter": "x"})
+
+
+def test_word_vector_configs_reach_the_segmenter_hook(toy_segmenter):
+    from types import SimpleNamespace
+
+    from lmlab.data.sentences import tokenizer_for
+
+    old = SimpleNamespace(lowercase=True, tokenizer="words")  # today's configs: no segmenter field
+    assert tokenizer_for(old).tokenize("我喜欢这部 film") == ["我喜欢这部", "film"]
+    new = SimpleNamespace(lowercase=True, tokenizer="words", segmenter=toy_segmenter)
+    assert tokenizer_for(new).tokenize("我喜欢这部 film") == ["我喜", "欢这", "部", "film"]

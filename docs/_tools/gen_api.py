@@ -62,8 +62,10 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
     ("Data", [
         ("lmlab.data.readers", ["open_text", "TextCorpus", "CSVCorpus", "JSONLCorpus", "LinesPerLabelCorpus",
                                 "AclImdbCorpus", "read_labelled", "load_examples"]),
-        ("lmlab.data.tokenizers", ["WordTokenizer", "CharTokenizer", "KerasTokenizer", "BPETokenizer",
-                                   "VectorWordTokenizer", "pad_sequences", "load_tokenizer"]),
+        ("lmlab.data.tokenizers", ["WhitespaceTokenizer", "WordTokenizer", "CharTokenizer", "KerasTokenizer",
+                                   "BPETokenizer", "VectorWordTokenizer", "register_segmenter", "pad_sequences",
+                                   "load_tokenizer"]),
+        ("lmlab.data.codec", ["Codec"]),
         ("lmlab.data.sentences", ["iter_sentences", "encode_corpus", "EncodedCorpus"]),
         ("lmlab.data.vocab", ["Vocab", "build_vocab"]),
         ("lmlab.data.loader", ["EpochLoader"]),

@@ -3,12 +3,16 @@
 * :mod:`lmlab.data.readers` - ``open_text`` (.gz/.bz2/.xz, strict decoding with file:line errors),
   ``TextCorpus`` (lines for word2vec / LM corpora), ``read_labelled`` / ``load_examples`` (CSV, TSV, JSONL,
   fastText, one-file-per-label lines, the aclImdb layout) returning :class:`Example` objects.
-* :mod:`lmlab.data.tokenizers` - ``WordTokenizer``, ``CharTokenizer``, ``KerasTokenizer`` + ``pad_sequences``,
-  ``BPETokenizer``; all save to / load from one JSON file.
+* :mod:`lmlab.data.tokenizers` - ``WhitespaceTokenizer``, ``WordTokenizer`` (with the ``register_segmenter``
+  hook), ``CharTokenizer``, ``KerasTokenizer`` + ``pad_sequences``, ``BPETokenizer``; all save to / load from one
+  JSON file.
+* :mod:`lmlab.data.codec` - ``Codec``: a tokenizer + a ``Vocab`` + plain options, the text <-> ids layer of
+  every family.
 * :mod:`lmlab.data.vocab` - ``Vocab`` (specials ``<pad> <unk> <bos> <eos>`` at ids 0..3) and ``build_vocab``.
 * :mod:`lmlab.data.loader` - ``EpochLoader``: seeded, resumable, distributed-aware batching.
 """
 
+from lmlab.data.codec import Codec
 from lmlab.data.readers import (
     AclImdbCorpus,
     CSVCorpus,
@@ -30,9 +34,11 @@ from lmlab.data.tokenizers import (
     BPETokenizer,
     CharTokenizer,
     KerasTokenizer,
+    WhitespaceTokenizer,
     WordTokenizer,
     load_tokenizer,
     pad_sequences,
+    register_segmenter,
     tokenizer_from_dict,
 )
 from lmlab.data.vocab import DEFAULT_SPECIALS, Vocab, build_vocab
@@ -43,6 +49,7 @@ __all__ = [
     "BPETokenizer",
     "CSVCorpus",
     "CharTokenizer",
+    "Codec",
     "EpochLoader",
     "Example",
     "FastTextCorpus",
@@ -53,6 +60,7 @@ __all__ = [
     "TextCorpus",
     "TokenizedCorpus",
     "Vocab",
+    "WhitespaceTokenizer",
     "WordTokenizer",
     "build_vocab",
     "check_labels",
@@ -62,6 +70,7 @@ __all__ = [
     "open_text",
     "pad_sequences",
     "read_labelled",
+    "register_segmenter",
     "require_restartable",
     "tokenizer_from_dict",
 ]

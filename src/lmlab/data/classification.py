@@ -1,6 +1,6 @@
 """Labelled text -> tensors for classification: text encoders, datasets and the collate function.
 
-Two encoders, both saved as JSON in the run directory (``tokenizer.json``) so the vocabulary travels with the model:
+Two kinds of :class:`~lmlab.data.codec.Codec` (:func:`classify_codec`), both saved as JSON in the run directory (``tokenizer.json``) so the vocabulary travels with the model:
 
 - ``keras``: the classic Keras pipeline, exactly: ``Tokenizer(num_words, oov_token)`` then
   ``pad_sequences(maxlen, padding, truncating)`` (fixed-length rows, 0 = padding).
@@ -16,9 +16,10 @@ from typing import Literal
 
 import torch
 
+from lmlab.data.codec import Codec
 from lmlab.data.readers import Example
 from lmlab.data.tokenizers import KerasTokenizer, WordTokenizer, pad_sequences
-from lmlab.data.vocab import Vocab, build_vocab
+from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
 
@@ -48,39 +49,54 @@ class ClassifyDataConfig:
             raise ConfigError(f"data.num_words must be >= 3 for the keras tokenizer, got {self.num_words}")
 
 
-class TextEncoder:
-    """Turns texts into id lists; ``fit`` on training texts, JSON round-trip via ``to_dict``/``from_dict``."""
+def classify_codec(cfg: ClassifyDataConfig, tokenizer=None, vocab: Vocab | None = None) -> Codec:
+    """The classification family's :class:`~lmlab.data.codec.Codec`: ``keras`` (the Keras Tokenizer's own ids)
+    or ``word`` (WordTokenizer + Vocab); ids cut to ``max_len`` by the ``truncating`` rule."""
+    if tokenizer is None:
+        if cfg.tokenizer == "keras":
+            tokenizer = KerasTokenizer(num_words=cfg.num_words, oov_token=cfg.oov_token, lower=cfg.lowercase)
+        else:
+            tokenizer = WordTokenizer(lowercase=cfg.lowercase, strip_html=cfg.strip_html)
+    return Codec(tokenizer, vocab, max_len=cfg.max_len, truncating=cfg.truncating)
 
-    def __init__(self, cfg: ClassifyDataConfig) -> None:
+
+class TextEncoder:
+    """The classifier's texts -> id rows: a :class:`~lmlab.data.codec.Codec` (:func:`classify_codec`) plus the
+    family's row rules (keras: padded to ``max_len`` as Keras does; word: unpadded, never empty).
+
+    ``fit`` on training texts; saved in the run directory as ``tokenizer.json`` (the codec's JSON; runs written
+    before the one text layer hold a ``classify-encoder`` description, still read by :meth:`from_dict`).
+    """
+
+    def __init__(self, cfg: ClassifyDataConfig, codec: Codec | None = None) -> None:
         self.cfg = cfg
-        self.keras: KerasTokenizer | None = None
-        self.words: WordTokenizer | None = None
-        self.vocab: Vocab | None = None
+        self.codec = codec
+
+    @property
+    def keras(self) -> KerasTokenizer | None:
+        return self.codec.tokenizer if self.codec is not None and self.codec.vocab is None else None
+
+    @property
+    def vocab(self) -> Vocab | None:
+        return self.codec.vocab if self.codec is not None else None
 
     def fit(self, texts: Sequence[str]) -> TextEncoder:
         cfg = self.cfg
+        self.codec = classify_codec(cfg)
         if cfg.tokenizer == "keras":
-            self.keras = KerasTokenizer(num_words=cfg.num_words, oov_token=cfg.oov_token, lower=cfg.lowercase)
-            self.keras.fit_on_texts(texts)
+            self.codec.tokenizer.fit_on_texts(texts)
         else:
-            self.words = WordTokenizer(lowercase=cfg.lowercase, strip_html=cfg.strip_html)
-            self.vocab = build_vocab(
-                (self.words.tokenize(t) for t in texts), min_freq=cfg.min_freq, max_size=cfg.num_words or None
-            )
+            self.codec.fit(texts, min_freq=cfg.min_freq, max_size=cfg.num_words or None)
         return self
 
     @property
     def vocab_size(self) -> int:
-        if self.keras is not None:
-            return self.cfg.num_words
-        if self.vocab is not None:
-            return len(self.vocab)
-        raise DataError("the text encoder has not been fitted")
+        if self.codec is None:
+            raise DataError("the text encoder has not been fitted")
+        return self.cfg.num_words if self.keras is not None else self.codec.vocab_size
 
     def tokens(self, text: str) -> list[str]:
-        if self.keras is not None:
-            return self.keras.tokenize(text)
-        return self.words.tokenize(text)  # type: ignore[union-attr]
+        return self.codec.tokens(text)
 
     def itos(self) -> list[str]:
         """id -> token for every id below vocab_size (for pretrained-vector initialisation)."""
@@ -95,41 +111,28 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Id lists; keras: padded/truncated to max_len exactly as Keras; word: truncated, unpadded."""
         cfg = self.cfg
+        rows = self.codec.encode_batch(list(texts))
         if self.keras is not None:
-            seqs = self.keras.texts_to_sequences(list(texts))
-            return [list(map(int, row)) for row in pad_sequences(seqs, maxlen=cfg.max_len, padding=cfg.padding, truncating=cfg.truncating)]
-        out = []
-        for text in texts:
-            ids = self.vocab.encode(self.words.tokenize(text))  # type: ignore[union-attr]
-            if len(ids) > cfg.max_len:
-                ids = ids[: cfg.max_len] if cfg.truncating == "post" else ids[-cfg.max_len :]
-            out.append(ids or [self.vocab.stoi["<unk>"]])  # type: ignore[union-attr]
-        return out
+            return [list(map(int, row)) for row in pad_sequences(rows, maxlen=cfg.max_len, padding=cfg.padding, truncating=cfg.truncating)]
+        unk = self.vocab.stoi["<unk>"]  # type: ignore[union-attr]
+        return [ids or [unk] for ids in rows]
 
     def to_dict(self) -> dict:
-        if self.keras is not None:
-            return {"type": "classify-encoder", "mode": "keras", "tokenizer": self.keras.to_dict()}
-        return {
-            "type": "classify-encoder",
-            "mode": "word",
-            "tokenizer": self.words.to_dict(),  # type: ignore[union-attr]
-            "vocab": self.vocab.to_dict(),  # type: ignore[union-attr]
-        }
+        return self.codec.to_dict()
 
     @classmethod
     def from_dict(cls, d: dict, cfg: ClassifyDataConfig) -> TextEncoder:
-        enc = cls(cfg)
         try:
-            if d.get("type") != "classify-encoder":
+            if isinstance(d, dict) and d.get("format") == "lmlab.codec":
+                saved = Codec.from_dict(d, "tokenizer.json")
+                return cls(cfg, classify_codec(cfg, saved.tokenizer, saved.vocab))
+            if d.get("type") != "classify-encoder":  # written before the one text layer
                 raise KeyError("type")
             if d["mode"] == "keras":
-                enc.keras = KerasTokenizer.from_dict(d["tokenizer"])
-            else:
-                enc.words = WordTokenizer.from_dict(d["tokenizer"])
-                enc.vocab = Vocab.from_dict(d["vocab"])
+                return cls(cfg, classify_codec(cfg, KerasTokenizer.from_dict(d["tokenizer"])))
+            return cls(cfg, classify_codec(cfg, WordTokenizer.from_dict(d["tokenizer"]), Vocab.from_dict(d["vocab"])))
         except (KeyError, TypeError, AttributeError) as err:
             raise CheckpointError(f"tokenizer.json is not a classifier text encoder (missing {err})") from None
-        return enc
 
 
 @dataclass

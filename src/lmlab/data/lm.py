@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +19,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lmlab.data.codec import TOKENIZER_FILE, VOCAB_FILE, Codec  # noqa: F401  (file names kept here for old imports)
+from lmlab.data.tokenizers import WhitespaceTokenizer
 from lmlab.errors import ConfigError, DataError
-
-TOKENIZER_FILE = "tokenizer.json"
-VOCAB_FILE = "vocab.json"
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -61,19 +59,6 @@ class LMDataConfig:
 
 
 # ------------------------------------------------------------------------------------------- text <-> ids
-class WhitespaceTokenizer:
-    """Split on whitespace: the convention of the PTB and WikiText files (already tokenised, ``<unk>`` inside)."""
-
-    def __init__(self, lowercase: bool = False) -> None:
-        self.lowercase = lowercase
-
-    def tokenize(self, text: str) -> list[str]:
-        return (text.lower() if self.lowercase else text).split()
-
-    def to_dict(self) -> dict:
-        return {"type": "whitespace", "lowercase": self.lowercase}
-
-
 def read_text(path: str | os.PathLike, cfg: LMDataConfig) -> str:
     """The whole text of a file (``.gz``/``.bz2``/``.xz``, ``.jsonl`` records) with ``\\n`` line ends."""
     from lmlab.data.readers import TextCorpus
@@ -85,23 +70,33 @@ def read_text(path: str | os.PathLike, cfg: LMDataConfig) -> str:
     return text
 
 
-class LMCodec:
-    """Turns text into the model's token-id stream and ids back into text; saved in the run directory.
+def lm_options(kind: str) -> dict:
+    """The RNN LM's codec options for ``data.tokenizer``: word level, each line's tokens then ``<eos>``, decoded
+    with ``<eos>`` as a line break (unknown prompt words warn); characters decoded as they are (unknown prompt
+    characters are an error); BPE encoded line by line, newlines kept."""
+    if kind in ("whitespace", "word"):
+        return {"split_lines": "eos", "join": "lines", "on_unknown": "warn"}
+    if kind == "char":
+        return {"on_unknown": "error"}
+    return {"split_lines": "keepends"}
+
+
+class LMCodec(Codec):
+    """The RNN LM's :class:`~lmlab.data.codec.Codec` (options from :func:`lm_options`), saved in the run
+    directory as ``tokenizer.json`` + ``vocab.json`` (none for BPE).
 
     Word level (``whitespace``/``word``): every line becomes its tokens followed by ``<eos>``; unknown words map
     to ``<unk>``. Character level and BPE: the text is read as it is, newlines included.
     """
 
     def __init__(self, kind: str, tokenizer: Any, vocab: Any | None) -> None:
-        self.kind = kind
-        self.tokenizer = tokenizer
-        self.vocab = vocab  # a lmlab Vocab (None for BPE, whose ids come from the BPE model)
+        super().__init__(tokenizer, vocab, **lm_options(kind))
 
     # --- building and persistence -------------------------------------------------------------------------
     @classmethod
-    def fit(cls, text: str, cfg: LMDataConfig) -> LMCodec:
+    def fit(cls, text: str, cfg: LMDataConfig) -> LMCodec:  # type: ignore[override]
+        """Build the LM codec of ``cfg.tokenizer`` from the training text."""
         from lmlab.data.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
-        from lmlab.data.vocab import build_vocab
 
         if cfg.tokenizer == "bpe":
             tok = BPETokenizer.train(
@@ -114,125 +109,38 @@ class LMCodec:
             return cls("bpe", tok, None)
         if cfg.tokenizer == "char":
             tok = CharTokenizer(lowercase=cfg.lowercase)
-            token_lists = [tok.tokenize(text)]
+        elif cfg.tokenizer == "whitespace":
+            tok = WhitespaceTokenizer(cfg.lowercase)
         else:
-            tok = WhitespaceTokenizer(cfg.lowercase) if cfg.tokenizer == "whitespace" else WordTokenizer(
-                lowercase=cfg.lowercase, strip_html=False
-            )
-            token_lists = (tok.tokenize(line) for line in text.splitlines())
-        vocab = build_vocab(token_lists, min_freq=cfg.min_freq, max_size=cfg.vocab_size or None)
-        return cls(cfg.tokenizer, tok, vocab)
-
-    def to_dict(self) -> dict:
-        return self.tokenizer.to_dict()
+            tok = WordTokenizer(lowercase=cfg.lowercase, strip_html=False)
+        codec = cls(cfg.tokenizer, tok, None)
+        Codec.fit(codec, [text], min_freq=cfg.min_freq, max_size=cfg.vocab_size or None)
+        return codec
 
     def save(self, run_dir: str | Path) -> None:
-        from lmlab import checkpoint
-
-        checkpoint.atomic_write_json(Path(run_dir) / TOKENIZER_FILE, self.to_dict())
-        if self.vocab is not None:
-            self.vocab.save(Path(run_dir) / VOCAB_FILE)
+        """``run_dir/tokenizer.json`` and ``run_dir/vocab.json`` (:meth:`Codec.save_split`)."""
+        self.save_split(run_dir)
 
     @classmethod
-    def load(cls, run_dir: str | Path, kind: str) -> LMCodec:
-        from lmlab import checkpoint
-        from lmlab.data.tokenizers import tokenizer_from_dict
-        from lmlab.data.vocab import Vocab
-
-        d = checkpoint.read_json(Path(run_dir) / TOKENIZER_FILE, "tokenizer.json")
-        tok = WhitespaceTokenizer(d.get("lowercase", False)) if d.get("type") == "whitespace" else tokenizer_from_dict(d)
-        vocab = None if kind == "bpe" else Vocab.load(Path(run_dir) / VOCAB_FILE)
+    def load(cls, run_dir: str | Path, kind: str) -> LMCodec:  # type: ignore[override]
+        tok, vocab = cls.load_split(run_dir)
         return cls(kind, tok, vocab)
 
     # --- ids -----------------------------------------------------------------------------------------------
     @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size if self.vocab is None else len(self.vocab)
-
-    @property
     def word_level(self) -> bool:
         return self.kind in ("whitespace", "word")
 
-    @property
-    def eos_id(self) -> int | None:
-        """Generation never stops on a token here (``<eos>`` is a line break); use stop strings."""
-        return None
-
     def encode_text(self, text: str) -> tuple[Tensor, int]:
         """The id stream of ``text`` (int64, 1-D) and how many tokens were unknown (mapped to ``<unk>``)."""
-        if self.kind == "bpe":
-            lines = text.splitlines(keepends=True)
-            ids: list[int] = []
-            for chunk in self.tokenizer.encode_batch(lines):
-                ids.extend(chunk)
-            return torch.tensor(ids, dtype=torch.long), 0
-        unk = self.vocab.unk_id
-        if self.kind == "char":
-            ids = self.vocab.encode(self.tokenizer.tokenize(text))
-        else:
-            eos = self.vocab.eos_id
-            ids = []
-            for line in text.splitlines():
-                ids.extend(self.vocab.encode(self.tokenizer.tokenize(line)))
-                ids.append(eos)
-        tensor = torch.tensor(ids, dtype=torch.long)
+        tensor = torch.tensor(self.encode(text), dtype=torch.long)
+        if self.vocab is None:
+            return tensor, 0
         # a "<unk>" already in a PTB-style file is a word of the data, not an out-of-vocabulary event
         literal = text.count("<unk>") if self.kind == "whitespace" else 0
-        return tensor, max(0, int((tensor == unk).sum()) - literal)
+        return tensor, max(0, int((tensor == self.vocab.unk_id).sum()) - literal)
 
-    def encode_prompt(self, text: str) -> list[int]:
-        """Ids of a generation prompt. Characters outside the vocabulary are an error (naming them); unknown
-        words become ``<unk>`` with a warning."""
-        if self.kind == "bpe":
-            return self.tokenizer.encode(text)
-        tokens = self.tokenizer.tokenize(text)
-        if self.kind == "char":
-            unknown = sorted({t for t in tokens if t not in self.vocab})
-            if unknown:
-                shown = ", ".join(repr(c) for c in unknown[:10])
-                raise DataError(
-                    f"the prompt has {len(unknown)} character(s) this model never saw in training: {shown}; "
-                    "remove or replace them"
-                )
-            return self.vocab.encode(tokens)
-        unknown = [t for t in tokens if t not in self.vocab]
-        if unknown:
-            warnings.warn(
-                f"{len(unknown)} prompt word(s) are not in the vocabulary and are read as <unk>: "
-                + ", ".join(repr(w) for w in unknown[:10]),
-                UserWarning,
-                stacklevel=2,
-            )
-        return self.vocab.encode(tokens)
-
-    def start_ids(self) -> list[int]:
-        """What an empty prompt starts from: the end of a line (``<eos>`` or ``\\n``)."""
-        if self.word_level:
-            return [self.vocab.eos_id]
-        ids = self.tokenizer.encode("\n") if self.kind == "bpe" else self.vocab.encode(["\n"])
-        if not ids or (self.vocab is not None and ids[0] == self.vocab.unk_id):
-            return [self.vocab.unk_id if self.vocab is not None else 0]
-        return ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of generated ids. Word level: tokens joined by spaces, ``<eos>`` as a line break, and a leading
-        space (the text continues a prompt)."""
-        if self.kind == "bpe":
-            return self.tokenizer.decode(list(ids))
-        if self.kind == "char":
-            return "".join(self.vocab.decode(ids, skip_specials=True))
-        eos = self.vocab.eos_id
-        out: list[str] = []
-        for i, token in zip(ids, self.vocab.decode(ids), strict=True):
-            if i == eos:
-                out.append("\n")
-            elif token in ("<pad>", "<bos>"):
-                continue
-            else:
-                out.append(token if (out and out[-1] == "\n") else " " + token)
-        return "".join(out)
-
-    decode_continuation = decode
+    decode_continuation = Codec.decode
 
 
 # --------------------------------------------------------------------------------------------- batching

@@ -8,7 +8,7 @@ Three layouts are read, each giving a list of ``(source, target)`` strings:
 * JSON Lines (:func:`read_jsonl`) with one object per pair (``{"src": ..., "tgt": ...}``, or other field names).
 
 Misaligned input is an error that names the files, both line counts and the first line that is empty on one
-side only. A :class:`TextCodec` turns text into ids and back (words via :class:`~lmlab.data.WordTokenizer` +
+side only. A :class:`~lmlab.data.codec.Codec` (:func:`text_codec`) turns text into ids and back (words via :class:`~lmlab.data.WordTokenizer` +
 :class:`~lmlab.data.Vocab`, or byte-level BPE via :class:`~lmlab.data.BPETokenizer`); source and target have
 their own codec or share one. :func:`make_loader` filters by length and buckets batches by length with
 :class:`~lmlab.data.loader.EpochLoader` into :class:`Seq2SeqBatch` (what :class:`lmlab.models.seq2seq.Seq2Seq` reads).
@@ -17,7 +17,6 @@ their own codec or share one. :func:`make_loader` filters by length and buckets 
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,14 +25,15 @@ from typing import Literal
 
 import torch
 
+from lmlab.data.codec import Codec
 from lmlab.data.readers import open_text
-from lmlab.data.tokenizers import BPETokenizer, WordTokenizer
-from lmlab.data.vocab import Vocab, build_vocab
+from lmlab.data.tokenizers import BPETokenizer, WordTokenizer, detokenize_words, tokenizer_from_dict
+from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
 Pair = tuple[str, str]
 
-#: the special ids every :class:`TextCodec` reserves (and :mod:`lmlab.models.seq2seq` decodes with)
+#: the special ids every seq2seq codec reserves (and :mod:`lmlab.models.seq2seq` decodes with)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 SRC_FIELD_GUESSES = ("src", "source", "input", "question", "prompt", "context")
@@ -229,130 +229,63 @@ def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- codecs
 
-_NO_SPACE_BEFORE = re.compile(r" ([.,!?;:%)\]}]|'s\b|n't\b)")
-_NO_SPACE_AFTER = re.compile(r"([(\[{]) ")
-_HYPHEN = re.compile(r"(\w) - (?=\w)")
-_APOSTROPHE_ELISION = re.compile(r"\b([cdjlmnstCDJLMNST]|qu|Qu|jusqu|lorsqu|puisqu) ' ")
+#: the punctuation-aware join of word tokens (kept here under its old name)
+detokenize = detokenize_words
 
 
-def detokenize(tokens: Sequence[str]) -> str:
-    """Join word tokens into text: no space before ``. , ! ? ; : )`` or after ``(``, ``a - b`` -> ``a-b``.
-
-    (French typography puts a space before ``! ? ;``; this simple rule does not, which sacreBLEU's
-    tokenizer makes irrelevant for BLEU.)
-    """
-    text = " ".join(tokens)
-    text = _NO_SPACE_BEFORE.sub(r"\1", text)
-    text = _NO_SPACE_AFTER.sub(r"\1", text)
-    text = _HYPHEN.sub(r"\1-", text)
-    return _APOSTROPHE_ELISION.sub(r"\1'", text)
+def text_codec(tokenizer, vocab: Vocab | None = None) -> Codec:
+    """The seq2seq codec of one side: ids without specials; decoding drops ``<pad> <bos> <eos>`` (``<unk>``
+    shows) and joins words with the punctuation rule of :meth:`WordTokenizer.detokenize`."""
+    return Codec(tokenizer, vocab, skip="framing")
 
 
-class TextCodec:
-    """Text <-> ids for one side of a seq2seq model; ids 0..3 are ``<pad> <unk> <bos> <eos>``.
+def train_text_codec(texts: Sequence[str], cfg: ParallelDataConfig) -> Codec:
+    """A word (WordTokenizer + Vocab) or byte-level BPE codec built from ``texts``."""
+    if not texts:
+        raise DataError("cannot build a vocabulary from no text")
+    if cfg.tokenizer == "bpe":
+        try:
+            bpe = BPETokenizer.train(
+                texts, vocab_size=cfg.vocab_size, pre_tokenizer="byte_level", min_frequency=2, lowercase=cfg.lowercase
+            )
+        except DataError as err:
+            raise DataError(f"{err} (data.vocab_size)") from None
+        return text_codec(bpe)
+    codec = text_codec(WordTokenizer(lowercase=cfg.lowercase, strip_html=False))
+    return codec.fit(texts, min_freq=cfg.min_freq, max_size=cfg.vocab_size or None)
 
-    ``TextCodec.word(vocab, tokenizer)`` or ``TextCodec.bpe(bpe_tokenizer)``; build from texts with
-    :meth:`train`. ``encode`` gives ids without specials, ``decode`` text, ``pieces`` the token strings (for
-    attention plots). Saved as one JSON file holding the tokenizer and vocabulary.
-    """
 
-    def __init__(self, kind: str, tokenizer, vocab: Vocab | None = None) -> None:
-        self.kind = kind
-        self.tokenizer = tokenizer
-        self.vocab = vocab
+def load_text_codec(path: str | Path) -> Codec:
+    """A side's codec file: the uniform ``lmlab.codec`` format, or the ``lmlab.text_codec`` of earlier runs."""
+    from lmlab.checkpoint import read_json
 
-    @classmethod
-    def train(cls, texts: Sequence[str], cfg: ParallelDataConfig) -> TextCodec:
-        if not texts:
-            raise DataError("cannot build a vocabulary from no text")
-        if cfg.tokenizer == "bpe":
-            try:
-                bpe = BPETokenizer.train(
-                    texts, vocab_size=cfg.vocab_size, pre_tokenizer="byte_level", min_frequency=2, lowercase=cfg.lowercase
-                )
-            except DataError as err:
-                raise DataError(f"{err} (data.vocab_size)") from None
-            return cls("bpe", bpe)
-        tok = WordTokenizer(lowercase=cfg.lowercase, strip_html=False)
-        vocab = build_vocab(
-            (tok.tokenize(t) for t in texts), min_freq=cfg.min_freq, max_size=cfg.vocab_size or None
-        )
-        return cls("word", tok, vocab)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab) if self.kind == "word" else self.tokenizer.vocab_size
-
-    def encode(self, text: str) -> list[int]:
-        if self.kind == "word":
-            return self.vocab.encode(self.tokenizer.tokenize(text))
-        return self.tokenizer.encode(text)
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        if self.kind == "bpe":
-            return self.tokenizer.encode_batch(texts)
-        return [self.encode(t) for t in texts]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids if int(i) not in (PAD_ID, BOS_ID, EOS_ID)]
-        if self.kind == "word":
-            return detokenize(self.vocab.decode(ids))
-        return self.tokenizer.decode(ids)
-
-    def pieces(self, ids: Iterable[int]) -> list[str]:
-        """Readable token strings (byte-level BPE pieces decoded one by one)."""
-        ids = [int(i) for i in ids]
-        if self.kind == "word":
-            return self.vocab.decode(ids)
-        return [self.tokenizer.decode([i], skip_special=False) for i in ids]
-
-    def unk_rate(self, ids_lists: Iterable[Sequence[int]]) -> float:
-        total = unk = 0
-        for ids in ids_lists:
-            total += len(ids)
-            unk += sum(1 for i in ids if i == UNK_ID)
-        return unk / max(total, 1)
-
-    def to_dict(self) -> dict:
-        d = {"format": "lmlab.text_codec", "kind": self.kind, "tokenizer": self.tokenizer.to_dict()}
-        if self.vocab is not None:
-            d["vocab"] = self.vocab.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "codec") -> TextCodec:
-        from lmlab.data.tokenizers import tokenizer_from_dict
-
-        if not isinstance(d, dict) or d.get("format") != "lmlab.text_codec" or d.get("kind") not in ("word", "bpe"):
-            raise CheckpointError(f"{where}: not an lmlab text codec file")
+    d = read_json(path, "text codec")
+    if isinstance(d, dict) and d.get("format") == "lmlab.text_codec":  # written before the one text layer
+        if d.get("kind") not in ("word", "bpe"):
+            raise CheckpointError(f"{path}: not an lmlab text codec file")
         tok = tokenizer_from_dict(d["tokenizer"])
-        vocab = Vocab.from_dict(d["vocab"], where) if d["kind"] == "word" else None
-        if d["kind"] == "word" and vocab is None:
-            raise CheckpointError(f"{where}: word codec without a vocabulary")
-        return cls(d["kind"], tok, vocab)
-
-    def save(self, path: str | Path) -> None:
-        from lmlab.checkpoint import atomic_write_json
-
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> TextCodec:
-        from lmlab.checkpoint import read_json
-
-        return cls.from_dict(read_json(path, "text codec"), str(path))
-
-    def __repr__(self) -> str:
-        return f"TextCodec({self.kind}, vocab_size={self.vocab_size})"
+        if d["kind"] == "word" and d.get("vocab") is None:
+            raise CheckpointError(f"{path}: word codec without a vocabulary")
+        return text_codec(tok, Vocab.from_dict(d["vocab"], str(path)) if d["kind"] == "word" else None)
+    return Codec.from_dict(d, str(path))
 
 
-def build_codecs(pairs: Sequence[Pair], cfg: ParallelDataConfig) -> tuple[TextCodec, TextCodec]:
+def unk_rate(ids_lists: Iterable[Sequence[int]]) -> float:
+    """Share of ``<unk>`` ids in encoded sentences."""
+    total = unk = 0
+    for ids in ids_lists:
+        total += len(ids)
+        unk += sum(1 for i in ids if i == UNK_ID)
+    return unk / max(total, 1)
+
+
+def build_codecs(pairs: Sequence[Pair], cfg: ParallelDataConfig) -> tuple[Codec, Codec]:
     """Source and target codecs trained on ``pairs`` (the same object twice when ``cfg.shared_vocab``)."""
     cfg.validate()
     if cfg.shared_vocab:
-        codec = TextCodec.train([s for s, _ in pairs] + [t for _, t in pairs], cfg)
+        codec = train_text_codec([s for s, _ in pairs] + [t for _, t in pairs], cfg)
         return codec, codec
-    return TextCodec.train([s for s, _ in pairs], cfg), TextCodec.train([t for _, t in pairs], cfg)
+    return train_text_codec([s for s, _ in pairs], cfg), train_text_codec([t for _, t in pairs], cfg)
 
 
 # ----------------------------------------------------------------------------------------------- batches
@@ -408,7 +341,7 @@ class ParallelDataset:
 
     @classmethod
     def encode(
-        cls, pairs: Sequence[Pair], src: TextCodec, tgt: TextCodec, max_src_len: int, max_tgt_len: int
+        cls, pairs: Sequence[Pair], src: Codec, tgt: Codec, max_src_len: int, max_tgt_len: int
     ) -> ParallelDataset:
         """Encode and keep pairs with 1..max tokens on each side (the length filter)."""
         src_ids = src.encode_batch([s for s, _ in pairs])

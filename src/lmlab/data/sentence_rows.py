@@ -2,8 +2,8 @@
 
 Tokens come from the shared tokenizers (``whitespace``: ``line.split()``, lowercased if asked; ``word``:
 :class:`lmlab.data.tokenizers.WordTokenizer`) and ids from :class:`lmlab.data.vocab.Vocab` (``<pad>``, ``<unk>``,
-``<bos>``, ``<eos>`` first), saved in a run directory as ``vocab.json``. :class:`SentenceCodec` is the text <-> ids
-codec of a trained run; a run on the synthetic oracle has no vocabulary and its text is the token ids themselves.
+``<bos>``, ``<eos>`` first), saved in a run directory as ``vocab.json``. :func:`sentence_codec` builds the text <-> ids
+:class:`~lmlab.data.codec.Codec` of a trained run; a run on the synthetic oracle has no vocabulary and its text is the token ids themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lmlab.data.codec import Codec
+from lmlab.data.tokenizers import IdTokenizer
 from lmlab.data.vocab import Vocab
 from lmlab.errors import DataError
 
@@ -37,11 +39,13 @@ class SentenceDataConfig:
 
 def sentence_tokenizer(kind: str = "whitespace", lowercase: bool = True) -> Callable[[str], list[str]]:
     """``text -> tokens`` for ``data.tokenizer`` (``whitespace`` or ``word``)."""
-    if kind == "word":
-        from lmlab.data.tokenizers import WordTokenizer
+    return _tokenizer(kind, lowercase).tokenize
 
-        return WordTokenizer(lowercase=lowercase).tokenize
-    return lambda line: (line.lower() if lowercase else line).split()
+
+def _tokenizer(kind: str, lowercase: bool):
+    from lmlab.data.tokenizers import WhitespaceTokenizer, WordTokenizer
+
+    return WordTokenizer(lowercase=lowercase) if kind == "word" else WhitespaceTokenizer(lowercase=lowercase)
 
 
 def read_sentences(
@@ -85,49 +89,17 @@ def encode_sentences(
     return torch.tensor(rows, dtype=torch.long), truncated  # (N, max_len)
 
 
-class SentenceCodec:
-    """Text <-> ids of a sentence model: the vocabulary and tokenizer of a real-data run, or none (oracle runs,
-    whose "text" is space-separated token ids below ``vocab_size``)."""
-
-    def __init__(
-        self,
-        vocab: Vocab | None,
-        vocab_size: int,
-        eos_id: int = -1,
-        pad_id: int = -1,
-        tokenizer: str = "whitespace",
-        lowercase: bool = True,
-    ) -> None:
-        self.vocab = vocab
-        self.vocab_size = vocab_size
-        self.eos_id = eos_id
-        self.pad_id = pad_id
-        self.tokenize = sentence_tokenizer(tokenizer, lowercase) if vocab is not None else str.split
-
-    @property
-    def end_ids(self) -> list[int]:
-        """The ids that end a sentence (``<eos>`` and ``<pad>``; none for the oracle's fixed-length sequences)."""
-        return [i for i in dict.fromkeys((self.eos_id, self.pad_id)) if i >= 0]
-
-    def encode(self, text: str) -> list[int]:
-        words = self.tokenize(text)
-        if self.vocab is not None:
-            return self.vocab.encode(words)
-        try:
-            ids = [int(w) for w in words]
-        except ValueError:
-            raise DataError("an oracle run's prompt is a list of token ids, e.g. '12 4071 9'") from None
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise DataError(f"prompt ids {bad[:5]} are outside [0, {self.vocab_size})")
-        return ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Token ids -> text, up to the first ``<eos>`` or ``<pad>`` (oracle runs: the ids)."""
-        words = []
-        for i in ids:
-            i = int(i)
-            if i in self.end_ids:
-                break
-            words.append(self.vocab.itos[i] if self.vocab is not None else str(i))
-        return " ".join(words)
+def sentence_codec(
+    vocab: Vocab | None,
+    vocab_size: int,
+    eos_id: int = -1,
+    pad_id: int = -1,
+    tokenizer: str = "whitespace",
+    lowercase: bool = True,
+) -> Codec:
+    """The text <-> ids codec of a sentence model: the vocabulary and tokenizer of a real-data run, or none
+    (oracle runs, whose "text" is space-separated token ids below ``vocab_size``). Decoding stops at the first
+    ``<eos>``/``<pad>`` and joins the tokens with spaces."""
+    end_ids = [i for i in dict.fromkeys((eos_id, pad_id)) if i >= 0]
+    tok = _tokenizer(tokenizer, lowercase) if vocab is not None else IdTokenizer(vocab_size)
+    return Codec(tok, vocab, skip="none", end_ids=end_ids, stop_at_end=True, join="space")

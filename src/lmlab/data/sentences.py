@@ -39,8 +39,9 @@ def _as_corpus(corpus: Any, encoding: str, text_field: str) -> Iterable:
 
 
 def tokenizer_for(cfg: Any) -> VectorWordTokenizer:
-    """The tokenizer a word-vector config asks for (``cfg.lowercase``, ``cfg.tokenizer``)."""
-    return VectorWordTokenizer(lowercase=cfg.lowercase, mode=cfg.tokenizer)
+    """The tokenizer a word-vector config asks for (``cfg.lowercase``, ``cfg.tokenizer``, and ``cfg.segmenter``
+    when the config has one: a name in :data:`lmlab.data.tokenizers.SEGMENTERS`; default ``"none"``)."""
+    return VectorWordTokenizer(lowercase=cfg.lowercase, mode=cfg.tokenizer, segmenter=getattr(cfg, "segmenter", "none"))
 
 
 def iter_sentences(corpus: Any, cfg: Any, tokenizer: Any = None) -> Iterator[list[str]]:

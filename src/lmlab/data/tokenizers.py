@@ -4,6 +4,11 @@ Every tokenizer serialises to a JSON-friendly dict with a ``"type"`` key (``to_d
 one JSON file (``save`` / ``load``), so it travels with the model in the run directory.
 :func:`tokenizer_from_dict` and :func:`load_tokenizer` rebuild whichever kind was saved.
 
+Every tokenizer has ``tokenize(text) -> list[str]`` and ``detokenize(tokens) -> str``; the word tokenizers
+also take a *segmenter* (:data:`SEGMENTERS`, :func:`register_segmenter`) that splits runs of Chinese/Japanese
+characters into words. :class:`lmlab.data.codec.Codec` puts a tokenizer and a vocabulary together.
+
+* :class:`WhitespaceTokenizer` - split on whitespace (pre-tokenised PTB/WikiText files).
 * :class:`WordTokenizer` - Unicode-aware regex: runs of word characters (keeping contractions such as
   ``don't`` whole), each punctuation mark a token, CJK characters one per token; optional lowercasing and HTML
   tag (``<br />``) stripping.
@@ -20,7 +25,7 @@ import json
 import os
 import re
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +37,17 @@ from lmlab.errors import CheckpointError, ConfigError, DataError
 __all__ = [
     "BPETokenizer",
     "CharTokenizer",
+    "IdTokenizer",
     "KERAS_FILTERS",
     "KerasTokenizer",
+    "SEGMENTERS",
     "VectorWordTokenizer",
+    "WhitespaceTokenizer",
     "WordTokenizer",
+    "detokenize_words",
     "load_tokenizer",
     "pad_sequences",
+    "register_segmenter",
     "tokenizer_from_dict",
 ]
 
@@ -48,6 +58,7 @@ _CJK_CLASS = (
     "\U00020000-\U0003134f"  # supplementary ideographic planes (CJK extensions B-H, compatibility supplement)
 )
 _CJK_RE = re.compile(f"([{_CJK_CLASS}])")
+_CJK_RUN_RE = re.compile(f"[{_CJK_CLASS}]+")
 # A word: word characters, optionally joined by apostrophes (don't, o'clock, rock'n'roll); else one
 # non-space, non-word character (punctuation, symbols, emoji).
 _WORD_RE = re.compile(r"\w++(?:['\u2019]\w++)*+|[^\w\s]")  # possessive: no backtracking, faster
@@ -55,6 +66,63 @@ _WORD_RE = re.compile(r"\w++(?:['\u2019]\w++)*+|[^\w\s]")  # possessive: no back
 _VECTOR_WORD_RE = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 # HTML tags such as <br />, <br>, <i>, </p>, <a href="...">.
 _HTML_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Segmenters: how a run of Chinese/Japanese characters (written without spaces) becomes words
+# ---------------------------------------------------------------------------------------------------------
+
+#: name -> ``fn(run) -> list[str]``, applied to every maximal run of Han/kana characters. Built in: ``"char"``
+#: (one token per character, WordTokenizer's default) and ``"none"`` (the run is one token, the word-vector
+#: default). A tokenizer saves the segmenter's *name*; register the same name before loading it.
+SEGMENTERS: dict[str, Callable[[str], list[str]]] = {"char": list, "none": lambda run: [run]}
+
+
+def register_segmenter(name: str, fn: Callable[[str], list[str]]) -> None:
+    """Make ``fn`` available as ``WordTokenizer(segmenter=name)`` (e.g. a Chinese word segmenter).
+
+    ``fn`` receives a run of Chinese/Japanese characters and returns its words (their concatenation should be
+    the run). Registering a name again replaces it.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"a segmenter name must be a non-empty string, got {name!r}")
+    if not callable(fn):
+        raise ConfigError(f"segmenter {name!r} must be a function str -> list[str], got {type(fn).__name__}")
+    SEGMENTERS[name] = fn
+
+
+def _check_segmenter(name: str) -> str:
+    if name not in SEGMENTERS:
+        raise ConfigError(
+            f"unknown segmenter {name!r}; registered: {', '.join(sorted(SEGMENTERS))} "
+            "(register one with lmlab.data.tokenizers.register_segmenter(name, fn))"
+        )
+    return name
+
+
+def _segment(text: str, segmenter: str) -> str:
+    """``text`` with every run of CJK characters replaced by its segments, spaced apart."""
+    fn = SEGMENTERS[_check_segmenter(segmenter)]
+    return _CJK_RUN_RE.sub(lambda m: " " + " ".join(fn(m.group())) + " ", text)
+
+
+_NO_SPACE_BEFORE = re.compile(r" ([.,!?;:%)\]}]|'s\b|n't\b)")
+_NO_SPACE_AFTER = re.compile(r"([(\[{]) ")
+_HYPHEN = re.compile(r"(\w) - (?=\w)")
+_APOSTROPHE_ELISION = re.compile(r"\b([cdjlmnstCDJLMNST]|qu|Qu|jusqu|lorsqu|puisqu) ' ")
+
+
+def detokenize_words(tokens: Sequence[str]) -> str:
+    """Join word tokens into text: no space before ``. , ! ? ; : )`` or after ``(``, ``a - b`` -> ``a-b``.
+
+    (French typography puts a space before ``! ? ;``; this simple rule does not, which sacreBLEU's
+    tokenizer makes irrelevant for BLEU.)
+    """
+    text = " ".join(tokens)
+    text = _NO_SPACE_BEFORE.sub(r"\1", text)
+    text = _NO_SPACE_AFTER.sub(r"\1", text)
+    text = _HYPHEN.sub(r"\1-", text)
+    return _APOSTROPHE_ELISION.sub(r"\1'", text)
 
 
 def _check_type(d: dict, expected: str) -> None:
@@ -86,6 +154,43 @@ class _JSONFileMixin:
         return tok
 
 
+class WhitespaceTokenizer(_JSONFileMixin):
+    """Split on whitespace: the convention of the PTB and WikiText files (already tokenised, ``<unk>`` inside).
+
+    Args:
+        lowercase: Lowercase the text first.
+    """
+
+    def __init__(self, lowercase: bool = False) -> None:
+        self.lowercase = lowercase
+
+    def tokenize(self, text: str) -> list[str]:
+        """Return the whitespace-separated tokens of ``text``."""
+        return (text.lower() if self.lowercase else text).split()
+
+    __call__ = tokenize
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Tokens joined by single spaces."""
+        return " ".join(tokens)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly description (``{"type": "whitespace", ...}``)."""
+        return {"type": "whitespace", "lowercase": self.lowercase}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WhitespaceTokenizer:
+        """Rebuild from :meth:`to_dict` output."""
+        _check_type(d, "whitespace")
+        return cls(lowercase=d.get("lowercase", False))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WhitespaceTokenizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"WhitespaceTokenizer(lowercase={self.lowercase})"
+
+
 class WordTokenizer(_JSONFileMixin):
     """Split text into words and punctuation with a Unicode-aware regex.
 
@@ -93,17 +198,21 @@ class WordTokenizer(_JSONFileMixin):
         lowercase: Lowercase the text first (Unicode-aware ``str.lower``).
         strip_html: Replace HTML tags such as ``<br />`` (common in IMDb reviews) with a space and decode
             entities (``&amp;`` -> ``&``).
-        split_cjk: Make every Chinese/Japanese character its own token.
+        split_cjk: Separate runs of Chinese/Japanese characters from the words around them and split them
+            with ``segmenter``.
+        segmenter: Name in :data:`SEGMENTERS` splitting each such run: ``"char"`` (default) makes every
+            character its own token.
 
     Example:
         >>> WordTokenizer().tokenize("I didn't like it.<br /><br />Not at all!")
         ['i', "didn't", 'like', 'it', '.', 'not', 'at', 'all', '!']
     """
 
-    def __init__(self, lowercase: bool = True, strip_html: bool = True, split_cjk: bool = True):
+    def __init__(self, lowercase: bool = True, strip_html: bool = True, split_cjk: bool = True, segmenter: str = "char"):
         self.lowercase = lowercase
         self.strip_html = strip_html
         self.split_cjk = split_cjk
+        self.segmenter = _check_segmenter(segmenter)
 
     def tokenize(self, text: str) -> list[str]:
         """Return the tokens of ``text``."""
@@ -115,26 +224,42 @@ class WordTokenizer(_JSONFileMixin):
         if self.lowercase:
             text = text.lower()
         if self.split_cjk and not text.isascii() and _CJK_RE.search(text):
-            text = _CJK_RE.sub(r" \1 ", text)
+            if self.segmenter == "char":
+                text = _CJK_RE.sub(r" \1 ", text)
+            else:
+                text = _segment(text, self.segmenter)
         return _WORD_RE.findall(text)
 
     __call__ = tokenize
 
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Words joined into text with the punctuation rule of :func:`detokenize_words`."""
+        return detokenize_words(tokens)
+
     def to_dict(self) -> dict:
-        """JSON-friendly description (``{"type": "word", ...}``)."""
-        return {"type": "word", "lowercase": self.lowercase, "strip_html": self.strip_html, "split_cjk": self.split_cjk}
+        """JSON-friendly description (``{"type": "word", ...}``; files without ``segmenter`` read as ``"char"``)."""
+        return {
+            "type": "word", "lowercase": self.lowercase, "strip_html": self.strip_html, "split_cjk": self.split_cjk,
+            "segmenter": self.segmenter,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> WordTokenizer:
         """Rebuild from :meth:`to_dict` output."""
         _check_type(d, "word")
-        return cls(lowercase=d["lowercase"], strip_html=d["strip_html"], split_cjk=d["split_cjk"])
+        return cls(
+            lowercase=d["lowercase"], strip_html=d["strip_html"], split_cjk=d["split_cjk"],
+            segmenter=d.get("segmenter", "char"),
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, WordTokenizer) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"WordTokenizer(lowercase={self.lowercase}, strip_html={self.strip_html}, split_cjk={self.split_cjk})"
+        return (
+            f"WordTokenizer(lowercase={self.lowercase}, strip_html={self.strip_html}, split_cjk={self.split_cjk}, "
+            f"segmenter={self.segmenter!r})"
+        )
 
 
 class VectorWordTokenizer(_JSONFileMixin):
@@ -144,6 +269,8 @@ class VectorWordTokenizer(_JSONFileMixin):
         lowercase: Lowercase the text first.
         mode: ``"words"`` - runs of letters and digits, apostrophes inside words kept (``don't``), every other
             character a separator; ``"whitespace"`` - split on whitespace only (pre-tokenized corpora).
+        segmenter: Name in :data:`SEGMENTERS` splitting runs of Chinese/Japanese characters (``"words"`` mode
+            only); the default ``"none"`` keeps a run as one word.
 
     Example:
         >>> VectorWordTokenizer().tokenize("Don't stop, O'Brien_2!")
@@ -152,11 +279,12 @@ class VectorWordTokenizer(_JSONFileMixin):
 
     MODES = ("words", "whitespace")
 
-    def __init__(self, lowercase: bool = True, mode: str = "words"):
+    def __init__(self, lowercase: bool = True, mode: str = "words", segmenter: str = "none"):
         if mode not in self.MODES:
             raise ConfigError(f"word-vector tokenizer mode must be one of {', '.join(self.MODES)}, got {mode!r}")
         self.lowercase = lowercase
         self.mode = mode
+        self.segmenter = _check_segmenter(segmenter)
 
     def tokenize(self, text: str) -> list[str]:
         """Return the words of ``text``."""
@@ -164,25 +292,31 @@ class VectorWordTokenizer(_JSONFileMixin):
             text = text.lower()
         if self.mode == "whitespace":
             return text.split()
+        if self.segmenter != "none" and not text.isascii() and _CJK_RE.search(text):
+            text = _segment(text, self.segmenter)
         return _VECTOR_WORD_RE.findall(text)
 
     __call__ = tokenize
 
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Words joined by single spaces."""
+        return " ".join(tokens)
+
     def to_dict(self) -> dict:
-        """JSON-friendly description (``{"type": "vector_words", ...}``)."""
-        return {"type": "vector_words", "lowercase": self.lowercase, "mode": self.mode}
+        """JSON-friendly description (``{"type": "vector_words", ...}``; files without ``segmenter``: ``"none"``)."""
+        return {"type": "vector_words", "lowercase": self.lowercase, "mode": self.mode, "segmenter": self.segmenter}
 
     @classmethod
     def from_dict(cls, d: dict) -> VectorWordTokenizer:
         """Rebuild from :meth:`to_dict` output."""
         _check_type(d, "vector_words")
-        return cls(lowercase=d["lowercase"], mode=d["mode"])
+        return cls(lowercase=d["lowercase"], mode=d["mode"], segmenter=d.get("segmenter", "none"))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, VectorWordTokenizer) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
-        return f"VectorWordTokenizer(lowercase={self.lowercase}, mode={self.mode!r})"
+        return f"VectorWordTokenizer(lowercase={self.lowercase}, mode={self.mode!r}, segmenter={self.segmenter!r})"
 
 
 class CharTokenizer(_JSONFileMixin):
@@ -200,6 +334,10 @@ class CharTokenizer(_JSONFileMixin):
         return list(text.lower() if self.lowercase else text)
 
     __call__ = tokenize
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """The characters joined back into text."""
+        return "".join(tokens)
 
     def to_dict(self) -> dict:
         """JSON-friendly description (``{"type": "char", ...}``)."""
@@ -304,6 +442,22 @@ class KerasTokenizer(_JSONFileMixin):
         return list(text)
 
     tokenize = _sequence
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Words joined by ``split`` (a space by default)."""
+        return self.split.join(tokens)
+
+    def encode(self, text: str | Sequence[str]) -> list[int]:
+        """Ids of one text (``texts_to_sequences`` of one text: the tokenizer's own ids)."""
+        return self.texts_to_sequences([text])[0]
+
+    def encode_batch(self, texts: Sequence[str | Sequence[str]]) -> list[list[int]]:
+        """Ids of several texts (``texts_to_sequences``)."""
+        return self.texts_to_sequences(list(texts))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ids (``sequences_to_texts`` of one sequence)."""
+        return self.sequences_to_texts([ids])[0]
 
     def fit_on_texts(self, texts: Iterable[str | Sequence[str]]) -> KerasTokenizer:
         """Count words in ``texts`` (strings, or already split lists) and rebuild ``word_index``."""
@@ -568,6 +722,10 @@ class BPETokenizer(_JSONFileMixin):
         """The BPE pieces of ``text`` as strings."""
         return self.tokenizer.encode(text, add_special_tokens=False).tokens
 
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Text of BPE pieces (as :meth:`tokenize` returns them)."""
+        return self.tokenizer.decoder.decode(list(tokens))
+
     def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Token ids of ``text``, optionally framed with ``<bos>`` / ``<eos>``."""
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -615,12 +773,57 @@ class BPETokenizer(_JSONFileMixin):
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
 
+class IdTokenizer(_JSONFileMixin):
+    """Text that *is* token ids (``"12 4071 9"``): the SeqGAN oracle's "language", which has no words.
+
+    Args:
+        vocab_size: Ids must lie in ``[0, vocab_size)``.
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = int(vocab_size)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The whitespace-separated ids, as strings."""
+        return text.split()
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        return " ".join(tokens)
+
+    def encode(self, text: str) -> list[int]:
+        """The ids written in ``text`` (DataError for a non-number or an id out of range)."""
+        try:
+            ids = [int(w) for w in text.split()]
+        except ValueError:
+            raise DataError("an oracle run's prompt is a list of token ids, e.g. '12 4071 9'") from None
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise DataError(f"prompt ids {bad[:5]} are outside [0, {self.vocab_size})")
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(str(int(i)) for i in ids)
+
+    def to_dict(self) -> dict:
+        return {"type": "ids", "vocab_size": self.vocab_size}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> IdTokenizer:
+        _check_type(d, "ids")
+        return cls(d["vocab_size"])
+
+    def __repr__(self) -> str:
+        return f"IdTokenizer(vocab_size={self.vocab_size})"
+
+
 _TOKENIZER_TYPES: dict[str, type] = {
+    "whitespace": WhitespaceTokenizer,
     "word": WordTokenizer,
     "char": CharTokenizer,
     "keras": KerasTokenizer,
     "bpe": BPETokenizer,
     "vector_words": VectorWordTokenizer,
+    "ids": IdTokenizer,
 }
 
 

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,12 +27,11 @@ import torch
 
 from lmlab import distributed
 from lmlab.checkpoint import atomic_write_json
-from lmlab.data.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
+from lmlab.data.codec import TOKENIZER_FILE, VOCAB_FILE, Codec  # noqa: F401  (file names kept here for old imports)
+from lmlab.data.tokenizers import BPETokenizer, CharTokenizer
 from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
-TOKENIZER_FILE = "tokenizer.json"
-VOCAB_FILE = "vocab.json"
 #: characters of text handed to the tokenizer at once while writing a token file
 CHUNK_CHARS = 1 << 20
 
@@ -89,8 +88,9 @@ def _chunks(lines: Iterable[str], size: int = CHUNK_CHARS) -> Iterator[str]:
         yield "".join(buf)
 
 
-class TokenCodec:
-    """Text <-> token ids, with either a character :class:`Vocab` or a :class:`BPETokenizer`.
+class TokenCodec(Codec):
+    """The GPT's :class:`~lmlab.data.codec.Codec`: a character :class:`Vocab` or a :class:`BPETokenizer`, no
+    framing (a GPT reads one running stream of text), specials dropped when decoding.
 
     Build it from a corpus with :meth:`fit`; it saves ``tokenizer.json`` (and ``vocab.json`` for characters)
     into a run directory and :meth:`load` reads them back, so the vocabulary always travels with the model.
@@ -99,15 +99,10 @@ class TokenCodec:
     def __init__(self, tokenizer: CharTokenizer | BPETokenizer, vocab: Vocab | None = None) -> None:
         if isinstance(tokenizer, CharTokenizer) and vocab is None:
             raise ConfigError("a character codec needs its Vocab")
-        self.tokenizer = tokenizer
-        self.vocab = vocab
-
-    @property
-    def kind(self) -> str:
-        return "char" if isinstance(self.tokenizer, CharTokenizer) else "bpe"
+        super().__init__(tokenizer, vocab)
 
     @classmethod
-    def fit(cls, lines: Iterable[str], cfg: TokenDataConfig) -> TokenCodec:
+    def fit(cls, lines: Iterable[str], cfg: TokenDataConfig) -> TokenCodec:  # type: ignore[override]
         """Build the codec from an iterable of text lines (read once; a restartable corpus is fine)."""
         if cfg.tokenizer == "char":
             tok = CharTokenizer(lowercase=cfg.lowercase)
@@ -121,60 +116,18 @@ class TokenCodec:
         tok = BPETokenizer.train(_chunks(lines, 1 << 16), vocab_size=cfg.vocab_size, lowercase=cfg.lowercase)
         return cls(tok)
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab) if self.vocab is not None else self.tokenizer.vocab_size
-
-    @property
-    def eos_id(self) -> int | None:
-        """None: a GPT is trained on one running stream of text, which holds no end-of-text token."""
-        return None
-
-    def encode(self, text: str) -> list[int]:
-        if self.vocab is not None:
-            return self.vocab.encode(self.tokenizer.tokenize(text))
-        return self.tokenizer.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        if self.vocab is not None:
-            return "".join(self.vocab.decode(ids, skip_specials=True))
-        return self.tokenizer.decode(ids)
-
-    def encode_prompt(self, text: str) -> list[int]:
-        """Ids of a prompt (the pipeline contract of :class:`lmlab.pipelines.Generator`)."""
-        return self.encode(text)
-
-    def start_ids(self) -> list[int]:
-        """What an empty prompt starts from: a line break, as at the start of a new paragraph."""
-        return self.encode("\n") or [0]
-
     def save(self, run_dir: str | Path) -> None:
-        run_dir = Path(run_dir)
-        self.tokenizer.save(run_dir / TOKENIZER_FILE)
-        if self.vocab is not None:
-            self.vocab.save(run_dir / VOCAB_FILE)
+        """``run_dir/tokenizer.json`` (+ ``vocab.json``) (:meth:`Codec.save_split`)."""
+        self.save_split(run_dir)
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> TokenCodec:
-        run_dir = Path(run_dir)
-        path = run_dir / TOKENIZER_FILE
-        if not path.is_file():
+    def load(cls, run_dir: str | Path) -> TokenCodec:  # type: ignore[override]
+        tok, vocab = cls.load_split(run_dir)
+        if not isinstance(tok, (CharTokenizer, BPETokenizer)):
             raise CheckpointError(
-                f"{path} is missing: the run directory lacks the tokenizer its model was trained with; "
-                "copy tokenizer.json (and vocab.json) back from the training run, or re-train"
+                f"{Path(run_dir) / TOKENIZER_FILE}: a {type(tok).__name__} cannot drive a GPT; expected 'char' or 'bpe'"
             )
-        tok = load_tokenizer(path)
-        if isinstance(tok, CharTokenizer):
-            vpath = run_dir / VOCAB_FILE
-            if not vpath.is_file():
-                raise CheckpointError(
-                    f"{vpath} is missing: a character model needs its vocabulary; copy vocab.json back from "
-                    "the training run, or re-train"
-                )
-            return cls(tok, Vocab.load(vpath))
-        if not isinstance(tok, BPETokenizer):
-            raise CheckpointError(f"{path}: a {type(tok).__name__} cannot drive a GPT; expected 'char' or 'bpe'")
-        return cls(tok)
+        return cls(tok, vocab)
 
 
 # ------------------------------------------------------------------------------------------------ token files

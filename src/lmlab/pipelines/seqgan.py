@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lmlab.data.sentence_rows import SentenceCodec
+from lmlab.data.codec import Codec
 from lmlab.errors import ConfigError
 from lmlab.models.textgan import SeqGAN, sample_many
 
@@ -21,7 +21,7 @@ class SeqGANGenerator:
     model_type = "seqgan"
 
     def __init__(
-        self, model: SeqGAN, codec: SentenceCodec, trained_on: str = "", run_dir: str | Path | None = None
+        self, model: SeqGAN, codec: Codec, trained_on: str = "", run_dir: str | Path | None = None
     ) -> None:
         self.model = model
         self.codec = codec

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from lmlab.data.parallel import BOS_ID, EOS_ID, PAD_ID, TextCodec, collate_pairs, fit_source, pad_ids
+from lmlab.data.codec import Codec
+from lmlab.data.parallel import BOS_ID, EOS_ID, PAD_ID, collate_pairs, fit_source, pad_ids
 from lmlab.errors import ConfigError, DataError
 from lmlab.models.seq2seq import Seq2Seq
 
@@ -39,8 +40,8 @@ class Translator:
     def __init__(
         self,
         model: Seq2Seq,
-        src_codec: TextCodec,
-        tgt_codec: TextCodec,
+        src_codec: Codec,
+        tgt_codec: Codec,
         run: Any,
         run_dir: Path | None = None,
         trained_on: str = "",

@@ -24,7 +24,8 @@ from torch import Tensor
 from lmlab import checkpoint
 from lmlab.callbacks import Callback
 from lmlab.config import TrainConfig, config_from_dict, config_to_dict
-from lmlab.data.sentence_rows import SentenceCodec, SentenceDataConfig, encode_sentences, read_sentences
+from lmlab.data.codec import Codec
+from lmlab.data.sentence_rows import SentenceDataConfig, encode_sentences, read_sentences, sentence_codec
 from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 from lmlab.models.oracle import OracleConfig, OracleLSTM, make_oracle_data
@@ -239,7 +240,7 @@ class SeqGANMonitor(Callback):
 
 def quality_diversity(
     generator: Generator,
-    codec: SentenceCodec,
+    codec: Codec,
     references: Sequence[Sequence[str]],
     temperatures: Sequence[float],
     num_samples: int,
@@ -275,9 +276,9 @@ def format_eval(result: dict) -> str:
     return "\n".join(lines)
 
 
-def codec_for(run: GANRunConfig, vocab: Vocab | None) -> SentenceCodec:
+def codec_for(run: GANRunConfig, vocab: Vocab | None) -> Codec:
     m = run.model
-    return SentenceCodec(vocab, m.vocab_size, m.eos_id, m.pad_id, run.data.tokenizer, run.data.lowercase)
+    return sentence_codec(vocab, m.vocab_size, m.eos_id, m.pad_id, run.data.tokenizer, run.data.lowercase)
 
 
 # ---------------------------------------------------------------------------------------------------- recipe
@@ -390,7 +391,7 @@ class GANRecipe(Recipe):
 
     # ------------------------------------------------------------------------------------------ trained runs
     @classmethod
-    def load_parts(cls, run_dir: str | Path, device: str = "cpu") -> tuple[SeqGAN, GANRunConfig, SentenceCodec]:
+    def load_parts(cls, run_dir: str | Path, device: str = "cpu") -> tuple[SeqGAN, GANRunConfig, Codec]:
         """(model in eval mode, config, codec) of a trained run directory."""
         run_dir = Path(run_dir)
         run = saved_run_config(run_dir)

@@ -25,9 +25,9 @@ from lmlab.data.parallel import (
     Pair,
     ParallelDataConfig,
     ParallelDataset,
-    TextCodec,
     build_codecs,
     load_pairs,
+    load_text_codec,
     make_loader,
     read_lines,
 )
@@ -168,8 +168,8 @@ class Seq2SeqRecipe(Recipe):
             raise DataError("no training pairs")
         self.trained_on = self._described(len(pairs))
         if saved is not None:
-            self.src_codec = TextCodec.load(run_dir / SRC_CODEC_FILE)
-            self.tgt_codec = TextCodec.load(run_dir / TGT_CODEC_FILE)
+            self.src_codec = load_text_codec(run_dir / SRC_CODEC_FILE)
+            self.tgt_codec = load_text_codec(run_dir / TGT_CODEC_FILE)
         else:
             self.src_codec, self.tgt_codec = build_codecs(pairs, run.data)
         self.train_set = ParallelDataset.encode(
@@ -229,8 +229,8 @@ class Seq2SeqRecipe(Recipe):
         run_dir = Path(run_dir)
         saved = checkpoint.load_config(run_dir, cls.model_type)
         run = saved_run_config(run_dir, saved)
-        src_codec = TextCodec.load(run_dir / SRC_CODEC_FILE)
-        tgt_codec = TextCodec.load(run_dir / TGT_CODEC_FILE)
+        src_codec = load_text_codec(run_dir / SRC_CODEC_FILE)
+        tgt_codec = load_text_codec(run_dir / TGT_CODEC_FILE)
         model = Seq2Seq(run.model)
         checkpoint.load_weights(run_dir / checkpoint.WEIGHTS_FILE, model)
         return Translator(model, src_codec, tgt_codec, run, run_dir, saved.get("trained_on", ""), device)
