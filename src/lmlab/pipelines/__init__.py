@@ -164,4 +164,20 @@ class Generator:
         return collect_stream(self.stream(prompt, config, **overrides))
 
 
-__all__ = ["load", "Classifier", "Generator"]
+#: the other families' pipelines live in their own modules, imported when first asked for
+_LAZY = {
+    "GPTGenerator": "lmlab.pipelines.gpt",
+    "Translator": "lmlab.pipelines.translate",
+    "SeqGANGenerator": "lmlab.pipelines.seqgan",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lmlab.pipelines' has no attribute {name!r}")
+
+
+__all__ = ["load", "Classifier", "Generator", *_LAZY]
