@@ -8,6 +8,11 @@ Side by side in one run:
   (c) rt-polarity: 10-fold cross-validation of ``bilstm`` (as in the literature on this dataset).
 
     python benchmarks/classify.py [--parts seed,bilstm,cv] [--limit N] [--bilstm-budget-s 1200] [--folds 10]
+    python benchmarks/classify.py --quick     # all three parts, small and step-bounded (QUICK below), ~2 min
+
+``--quick`` sets the defaults in ``QUICK`` (options given on the command line still win): 1,000 train / 1,000
+test reviews, seed-lstm for 1 epoch, bilstm for 40 steps, 2 CV folds of 40 steps, one thread, so the numbers are
+deterministic; it writes benchmarks/results/classify.quick.json. Without Keras its column is skipped with a note.
 
 Keras is installed only for this benchmark (``pip install -e '.[bench]'``). Writes benchmarks/results/classify.json.
 """
@@ -30,6 +35,11 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LMLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results" / "classify.json"
+QUICK = {
+    "limit": 1000, "epochs": 1, "threads": 1, "no_fit": True, "bilstm_budget_s": 0,
+    "bilstm_overrides": ["train.max_steps=40"], "folds": 2, "cv_budget_s": 0, "cv_overrides": ["train.max_steps=40"],
+    "workdir": str(ROOT / "runs" / "bench-classify-quick"), "out": str(RESULTS.with_suffix(".quick.json")),
+}
 
 
 def _examples(path: Path, limit: int | None):
@@ -42,6 +52,12 @@ def _unlabeled(path: Path) -> list[str]:
     from lmlab.data.readers import load_examples
 
     return [e.text for e in load_examples(path, min_classes=1)]
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _sample(examples, limit: int | None, seed: int = 0):
@@ -217,7 +233,7 @@ def bench_bilstm(train, test, budget_s: float, threads: int, workdir: Path, over
     }
 
 
-def bench_cv(examples, folds: int, threads: int, workdir: Path, budget_s: float) -> dict:
+def bench_cv(examples, folds: int, threads: int, workdir: Path, budget_s: float, overrides=()) -> dict:
     import torch
 
     from lmlab.pipelines import Classifier
@@ -233,7 +249,8 @@ def bench_cv(examples, folds: int, threads: int, workdir: Path, budget_s: float)
         te = [examples[i] for i in sorted(test_idx)]
         run = ClassifyRecipe.resolve(
             "bilstm",
-            ["data.max_len=80", f"train.max_time_s={budget_s}", "train.progress=false", "train.tensorboard=false", f"train.seed={k}"],
+            ["data.max_len=80", f"train.max_time_s={budget_s}", "train.progress=false", "train.tensorboard=false", f"train.seed={k}",
+             *overrides],
         )
         t0 = time.perf_counter()
         ClassifyRecipe(run, data=tr, log=lambda *_: None).train(workdir / f"cv{k}", overwrite=True)
@@ -262,10 +279,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="bilstm: start the embedding from word2vec trained on the training + 50k unlabeled IMDb reviews")
     ap.add_argument("--no-fit", action="store_true", help="bilstm: keep the preset's epochs instead of sizing the schedule to the budget")
     ap.add_argument("--cv-budget-s", type=float, default=120, help="Training budget per fold.")
+    ap.add_argument("--cv-overrides", nargs="*", default=[], help="key=value overrides of the CV runs")
     ap.add_argument("--folds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench-classify"))
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--quick", action="store_true", help="small, step-bounded sizes (QUICK); writes classify.quick.json")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        ap.set_defaults(**QUICK)
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out)
@@ -286,7 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         result["data"]["imdb_train"], result["data"]["imdb_test"] = len(train), len(test)
     if "seed" in parts:
         print("(a) seed-lstm: lmlab vs Keras on IMDb ...", flush=True)
-        result["seed_lstm_imdb"] = bench_seed(train, test, args.epochs, args.threads, set(args.seed_impls.split(",")))
+        impls = set(args.seed_impls.split(","))
+        if "keras" in impls and args.quick and not _has("keras"):
+            print("  note: Keras is not installed (pip install -e '.[bench]'); --quick skips its column", flush=True)
+            impls.discard("keras")
+            result["skipped"] = ["keras (not installed)"]
+        result["seed_lstm_imdb"] = bench_seed(train, test, args.epochs, args.threads, impls)
     if "bilstm" in parts:
         print("(b) bilstm on IMDb ...", flush=True)
         result["bilstm_imdb"] = bench_bilstm(
@@ -294,11 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             w2v_extra=_unlabeled(DATA / "imdb" / "unsup.jsonl.gz") if args.bilstm_w2v else None,
         )
     if "cv" in parts:
-        print("(c) bilstm 10-fold CV on rt-polarity ...", flush=True)
+        print(f"(c) bilstm {args.folds}-fold CV on rt-polarity ...", flush=True)
         from lmlab.data.readers import load_examples
 
         rt = load_examples(DATA / "rt-polarity" / "rt-polarity.*.utf8", format="lines")
-        result["bilstm_rt_polarity_cv"] = bench_cv(rt, args.folds, args.threads, workdir, args.cv_budget_s)
+        result["bilstm_rt_polarity_cv"] = bench_cv(rt, args.folds, args.threads, workdir, args.cv_budget_s, args.cv_overrides)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)

@@ -171,6 +171,9 @@ def print_table(results: list[dict]) -> None:
               f"ms/token at the last mark / at the first: {res['stream_last_over_first']:.2f}")
 
 
+QUICK = {"tokens": 2_000, "windows": [500, 1_000, 2_000], "window": 200, "out": RESULTS.with_suffix(".quick.json")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=32_000, help="tokens to generate per model")
@@ -180,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="2,000 tokens, marks 500/1k/2k (QUICK); writes generation.quick.json")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(**QUICK)
     args = parser.parse_args(argv)
     marks = sorted(args.windows)
     if marks[-1] > args.tokens or marks[0] < args.window:

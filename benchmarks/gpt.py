@@ -16,6 +16,11 @@ Usage:
     python benchmarks/gpt.py                       # all parts, 2 threads, writes benchmarks/results/gpt.json
     python benchmarks/gpt.py --parts a --threads 2
     python benchmarks/gpt.py --parts b --b-max-time-s 900 model.embed_dim=160   # overrides for part (b)
+    python benchmarks/gpt.py --quick               # all parts, small and step-bounded (QUICK below), ~2 min
+
+``--quick`` sets the defaults in ``QUICK`` (options given on the command line still win): (a) 100 steps per arm,
+(b) the char preset for 100 steps (no time limit), (c) one repeat; one thread, so the losses are deterministic.
+It writes benchmarks/results/gpt.quick.json (the targets in the table are the full-size ones).
 """
 
 from __future__ import annotations
@@ -357,6 +362,12 @@ def sample_text(run_dir: Path, prompt: str = "ROMEO:") -> str:
     return GPTRecipe.load(run_dir).generate(prompt, max_new_tokens=300, temperature=0.8, seed=1337)["text"]
 
 
+QUICK = {
+    "a_max_steps": 100, "threads": 1, "b_max_time_s": 0.0, "c_repeats": 1, "overrides": ["max_steps=100", "eval_every=50"],
+    "workdir": REPO / "runs" / "bench-gpt-quick", "out": REPO / "benchmarks" / "results" / "gpt.quick.json",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="a,b,c", help="comma-separated parts to run: a, b, c")
@@ -382,6 +393,9 @@ def main() -> None:
     parser.add_argument("--c-arch", default="preset", choices=["preset", "nanogpt-shakespeare-char"],
                         help="(c): the --b-preset architecture with context 256, or nanoGPT's 6x384 Shakespeare model")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the part (b)/(c) preset")
+    parser.add_argument("--quick", action="store_true", help="small, step-bounded sizes (QUICK); writes gpt.quick.json")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(**QUICK)
     args = parser.parse_intermixed_args()
     torch.set_num_threads(args.threads)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]

@@ -19,6 +19,11 @@ Examples::
     python benchmarks/lm.py --parts a,b,c --b-minutes 10 --c-minutes 20 --threads 2
     python benchmarks/lm.py --parts b,c --parallel --cores-per-job 2     # every job on its own 2 cores
     python benchmarks/lm.py --build-corpus                                # just (re)build the word corpus
+    python benchmarks/lm.py --quick      # parts a, b, c small and step-bounded (QUICK below), a few minutes
+
+``--quick`` sets the defaults in ``QUICK`` (options given on the command line still win): (a) 20 steps, one
+repetition; (b) both presets for 30 steps each, (c) the char preset for 60 steps, no time budgets, one thread,
+so the losses are deterministic. It writes benchmarks/results/lm.quick.json.
 
 Results: benchmarks/results/lm.json (machine info, command, date, every number).
 """
@@ -596,6 +601,13 @@ def print_table(rows: list[dict]) -> None:
         print(f"| {r['part']} | {name} | {r['device']} | {r['steps']} | {r['tokens_seen']:,} | {r['train_time_s']:.0f} | {val} | {test} |")
 
 
+QUICK = {
+    "parts": "a,b,c", "a_steps": 20, "a_reps": 1, "threads": 1, "b_minutes": 0.0, "c_minutes": 0.0, "c_eval_points": 0,
+    "b_presets": "ptb-small+train.max_steps=30,train.eval_every=30;ptb-recommended+train.max_steps=30,train.eval_every=30",
+    "c_presets": "char-shakespeare+train.max_steps=60,train.eval_every=30", "out": str(RESULTS.with_suffix(".quick.json")),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="a,b,c", help="comma list of a, b, b-gpu, c")
@@ -615,6 +627,9 @@ def main() -> None:
     parser.add_argument("--cpus", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--build-corpus", action="store_true", help="only build the word corpus and exit")
+    parser.add_argument("--quick", action="store_true", help="small, step-bounded sizes (QUICK); writes lm.quick.json")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(**QUICK)
     args = parser.parse_args()
 
     if args.build_corpus:

@@ -6,6 +6,7 @@ gets the packed result exactly (tests/test_rnn.py) from padded batches. This ben
 of both, side by side in one process, for the shapes lmlab's classifier and seq2seq encoder use.
 
     python benchmarks/padded_rnn.py [--threads 1] [--reps 3]
+    python benchmarks/padded_rnn.py --quick     # one timed repetition; writes padded_rnn.quick.json
 
 Writes benchmarks/results/padded_rnn.json.
 """
@@ -74,11 +75,17 @@ def one(cell: str, B: int, T: int, I: int, H: int, reps: int) -> dict:
     return {"packed_s": round(t_packed, 4), "padded_s": round(t_padded, 4), "speedup": round(t_packed / t_padded, 2)}
 
 
+QUICK = {"reps": 1, "out": str(ROOT / "benchmarks" / "results" / "padded_rnn.quick.json")}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "padded_rnn.json"))
+    ap.add_argument("--quick", action="store_true", help="one repetition (QUICK); writes padded_rnn.quick.json")
+    if "--quick" in sys.argv[1:]:
+        ap.set_defaults(**QUICK)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []

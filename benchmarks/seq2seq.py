@@ -10,6 +10,12 @@ Examples::
     python benchmarks/seq2seq.py --runs gru-bahdanau:de-en --budget-min 40 --threads 1
     python benchmarks/seq2seq.py --runs gru-bahdanau:de-en,transformer:de-en,transformer:en-fr --budget-min 60
 
+``--quick`` runs the same three (preset, direction) pairs small (the defaults in ``QUICK``; options given on the
+command line still win): 2,000 training pairs, 1 epoch, no time budget, one thread, the first 100 test sentences,
+a BPE vocabulary of 4,000 (the word-level GRU's is smaller anyway), so losses and BLEU are deterministic. It writes benchmarks/results/seq2seq.quick.json::
+
+    python benchmarks/seq2seq.py --quick
+
 Targets on 2 CPU cores (issue 5): GRU + Bahdanau >= 30 BLEU within 60 min; Transformer >= 35 within 90 min.
 """
 
@@ -116,6 +122,13 @@ def run_one(preset: str, direction: str, args, epochs: int | None = None) -> dic
     return row
 
 
+QUICK = {
+    "budget_min": 0.0, "epochs": 1, "threads": 1, "train_limit": 2000, "eval_limit": 100,
+    "override": ["data.vocab_size=4000"],  # 2,000 pairs hold too few BPE merges for the transformer's 8,000
+    "runs_dir": str(REPO / "runs" / "bench-seq2seq-quick"), "out": str(REPO / "benchmarks" / "results" / "seq2seq.quick.json"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", default="gru-bahdanau:de-en,transformer:de-en,transformer:en-fr",
@@ -133,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default=str(REPO / "runs" / "bench-seq2seq"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "seq2seq.json"))
     p.add_argument("--override", action="append", default=[], help="extra KEY=VALUE config override (repeatable)")
+    p.add_argument("--quick", action="store_true", help="small sizes, no time budget (QUICK); writes seq2seq.quick.json")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        p.set_defaults(**QUICK)
     args = p.parse_args(argv)
 
     import torch

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/serve.py                 # ~6 min on 2 cores (plus ~3 min to build 2 models once)
     .venv/bin/python benchmarks/serve.py --duration 20   # shorter phases
+    .venv/bin/python benchmarks/serve.py --quick         # 8 clients, 5 s phases (QUICK); writes serve.quick.json
 
 Phases, against a server in a subprocess (``python -m lmlab serve``), first with one worker process, then
 with two (``--workers``):
@@ -297,6 +298,10 @@ def run_config(args, workers: int, clf: Path, lm: Path, names: dict, sentences: 
     return out
 
 
+QUICK = {"clients": 8, "duration": 5.0, "sequential_duration": 3.0, "slow_max_tokens": 50,
+         "out": RESULTS.with_suffix(".quick.json")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=64)
@@ -313,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="retrain the two models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="few clients, short phases (QUICK); writes serve.quick.json")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(**QUICK)
     args = parser.parse_args(argv)
 
     t_build = time.perf_counter()

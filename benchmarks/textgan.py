@@ -12,6 +12,10 @@ Self-BLEU-2..5 of 1,000 samples at each temperature, for the GAN and for the MLE
     python benchmarks/textgan.py                      # everything, paper-sized oracle (use a GPU)
     python benchmarks/textgan.py --smoke              # minutes on a CPU: tiny oracle, tiny real run
     python benchmarks/textgan.py --part cpu-timing    # per-step wall times on this machine, extrapolated
+    python benchmarks/textgan.py --quick              # --smoke sizes, few epochs/rounds, one seed (QUICK), ~2 min
+
+``--quick`` sets the defaults in ``QUICK`` (options given on the command line still win) and writes
+benchmarks/results/textgan.quick.json (and .png); its parts go to runs/bench-textgan-quick, one thread each.
 """
 
 from __future__ import annotations
@@ -380,6 +384,15 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+QUICK = {
+    "smoke": True, "seeds": [0], "threads": 1, "device": "cpu", "pretrain_epochs": 6, "adversarial_rounds": 3,
+    "d_pretrain_steps": 50, "d_steps_per_round": 3, "rollout_num": 4, "eval_every_epochs": 3,
+    "real_pretrain_epochs": 2, "real_mle_extra_epochs": 1, "real_adversarial_rounds": 2, "real_d_pretrain_steps": 50,
+    "real_samples": 200, "temperatures": [0.8, 1.0], "parts_dir": ROOT / "runs" / "bench-textgan-quick",
+    "out": ROOT / "benchmarks" / "results" / "textgan.quick.json",
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["all", "oracle", "real", "cpu-timing", "merge"], default="all")
@@ -412,6 +425,9 @@ def main() -> None:
     ap.add_argument("--with-cpu-timing", action="store_true", help="also run the cpu-timing part (on the CPU)")
     ap.add_argument("--attach", nargs="*", default=[], help="(merge) KEY=PATH: add a JSON file's content under KEY")
     ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="small sizes (QUICK); writes textgan.quick.json")
+    if "--quick" in sys.argv[1:]:
+        ap.set_defaults(**QUICK)
     args = ap.parse_args()
     if args.mle_extra_epochs is None:
         args.mle_extra_epochs = args.adversarial_rounds

@@ -26,6 +26,11 @@ Examples::
     python benchmarks/word2vec.py                                   # full run (long)
     python benchmarks/word2vec.py --max-words 2000000 --seeds 1 --algos sg,cbow
     python benchmarks/word2vec.py --parallel 4 --glove-threads 4    # 4 jobs at once, each on its own cores
+    python benchmarks/word2vec.py --quick     # first 1M words, one seed, one thread, GloVe 5 epochs (QUICK), ~2 min
+
+``--quick`` sets the defaults in ``QUICK`` (options given on the command line still win) and writes
+benchmarks/results/word2vec.quick.json; one thread makes lmlab's numbers deterministic. Without gensim its
+column is skipped with a note.
 
 Results: benchmarks/results/word2vec.json (machine info, command, date, every run, medians, ratios).
 """
@@ -53,6 +58,8 @@ EVAL_FILES = {
     "simlex": "simlex999/simlex999.gensim.txt",
     "analogy": "google-analogy/questions-words.txt",
 }
+QUICK = {"max_words": 1_000_000, "seeds": "1", "threads": 1, "glove_threads": 1, "glove_seeds": "1", "glove_epochs": 5,
+         "out": str(ROOT / "benchmarks" / "results" / "word2vec.quick.json")}
 HPARAMS = {"embed_dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "epochs": 5}
 
 
@@ -393,6 +400,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "word2vec.json"))
     ap.add_argument("--worker", nargs=3, metavar=("IMPL", "ALGO", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--raw-words", default="0", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="1M words, one seed, one thread (QUICK); writes word2vec.quick.json")
+    if "--quick" in sys.argv[1:]:
+        ap.set_defaults(**QUICK)
     args = ap.parse_args()
 
     if args.worker:
@@ -413,6 +423,12 @@ def main() -> None:
     glove_seeds = [int(s) for s in args.glove_seeds.split(",") if s]
     algos = [a for a in args.algos.split(",") if a]
     impls = [i for i in args.impls.split(",") if i]
+    if args.quick and any(i.startswith("gensim") for i in impls):
+        import importlib.util
+
+        if importlib.util.find_spec("gensim") is None:
+            print("note: gensim is not installed (pip install -e '.[bench]'); --quick skips its column", flush=True)
+            impls = [i for i in impls if not i.startswith("gensim")]
     jobs = []
     for seed in seeds:
         for algo in algos:
