@@ -406,3 +406,14 @@ def test_run_files_follow_the_umask_not_0600(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_vocab_files_follow_the_umask_too(tmp_path):
+    from lmlab.data.vocab import build_vocab
+
+    old = os.umask(0o022)
+    try:
+        build_vocab([["a", "b", "a"]]).save(tmp_path / "vocab.json")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "vocab.json").stat().st_mode & 0o777 == 0o644
