@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lmlab.cli import main
@@ -144,9 +146,46 @@ def test_embed_auto_segments_people_daily(daily, tmp_path, capsys):
     assert {"中国", "经济", "发展", "人民"} <= set(words[:200])
 
 
-def test_long_token_warning_names_the_fix(daily, tmp_path):
+def test_long_token_warning_names_the_fix(daily, tmp_path, capsys):
     out = tmp_path / "w"
-    with pytest.warns(UserWarning, match=r"dominated by long tokens.*data\.segmenter=jieba"):
-        assert main(["embed", "train", "--corpus", str(daily), "--out", str(out), "--epochs", "1", "--threads", "1",
-                     "--dim", "16", "data.segmenter=none"]) == 0
+    assert main(["embed", "train", "--corpus", str(daily), "--out", str(out), "--epochs", "1", "--threads", "1",
+                 "--dim", "16", "data.segmenter=none"]) == 0
+    assert re.search(r"warning: the vocabulary is dominated by long tokens.*data\.segmenter=jieba", capsys.readouterr().out)
     assert json.loads((out / "config.json").read_text(encoding="utf-8"))["tokenizer"]["segmenter"] == "none"
+    # the Python API (no log) warns; segmented text does not
+    from lmlab.data.sentences import encode_corpus, long_token_warning
+    from lmlab.models.word2vec import Word2VecConfig
+
+    with pytest.warns(UserWarning, match="dominated by long tokens"):
+        encode_corpus(daily.read_text(encoding="utf-8").splitlines(), Word2VecConfig(), tmp_path / "enc")
+    assert long_token_warning(["中国", "发展", "的"], np.array([100, 80, 300])) is None
+    assert long_token_warning(["english", "words"], np.array([500, 500])) is None
+
+
+def test_lm_seq2seq_and_gan_word_tokenizers_segment_chinese(tmp_path):
+    from lmlab.data.lm import LMCodec, LMDataConfig
+    from lmlab.data.parallel import ParallelDataConfig, build_codecs
+    from lmlab.data.sentence_rows import SentenceDataConfig, read_sentences, sentence_codec
+
+    logged: list[str] = []
+    lm = LMCodec.fit("我们今天去北京看电影。\n人民日报发表社论。\n", LMDataConfig(tokenizer="word"), logged.append)
+    assert lm.tokenizer.segmenter == "jieba" and "北京" in lm.vocab
+    assert logged == ["tokenizer: word, segmenter: jieba (auto: 100% Han characters)"]
+    assert LMCodec.fit("to be or not to be\n", LMDataConfig(tokenizer="word")).tokenizer.segmenter == "char"
+    # seq2seq: auto is decided per side (Chinese source, English target)
+    src, tgt = build_codecs([("我们今天去北京。", "We go to Beijing today."), ("他喜欢看电影。", "He likes films.")],
+                            ParallelDataConfig())
+    assert src.tokenizer.segmenter == "jieba" and tgt.tokenizer.segmenter == "char" and "北京" in src.vocab
+    # SeqGAN: the resolved choice goes into the run's config (its tokenizer is rebuilt from the config)
+    path = tmp_path / "zh.txt"
+    path.write_text("我们今天去北京看电影。\n人民日报发表社论。\n", encoding="utf-8")
+    data = SentenceDataConfig(path=str(path), tokenizer="word")
+    assert data.resolve_segmenter() == "jieba" and data.segmenter == "jieba"
+    lines = read_sentences(path, "word", True, 0, data.segmenter)
+    assert lines[0] == ["我们", "今天", "去", "北京", "看", "电影", "。"]
+    assert sentence_codec(None, 5).tokenizer is not None  # oracle runs unaffected
+    from lmlab.data.vocab import build_vocab
+
+    vocab = build_vocab(lines)
+    codec = sentence_codec(vocab, len(vocab), vocab.eos_id, vocab.pad_id, "word", True, "auto")  # a run from before
+    assert codec.tokenizer.segmenter == "char"

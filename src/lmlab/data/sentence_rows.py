@@ -48,12 +48,17 @@ class SentenceDataConfig:
 
     def resolve_segmenter(self, log: Callable[[str], None] | None = None) -> str:
         """Fix ``segmenter`` for this data (``auto``: decided on the first lines of ``path``) and return it."""
-        if self.tokenizer == "word" and self.segmenter == "auto" and self.path:
+        if self.tokenizer == "word" and self.segmenter == "auto" and self.path and Path(self.path).is_file():
             from lmlab.data.readers import open_text
 
+            sample, seen = [], 0
             with open_text(Path(self.path)) as fh:
-                sample = fh.read(200_000)
-            self.segmenter = resolve_segmenter("auto", [sample], "char", "word", log)
+                for line in fh:
+                    sample.append(line)
+                    seen += len(line)
+                    if seen >= 200_000:
+                        break
+            self.segmenter = resolve_segmenter("auto", sample, "char", "word", log)
         return self.segmenter
 
 

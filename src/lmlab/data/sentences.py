@@ -189,8 +189,8 @@ def _most_common_preview(words: list[str], counts: np.ndarray, k: int = 3) -> st
 def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1, max_vocab: int = 0,
                   log: Callable[[str], None] | None = None, tokenizer: Any = None) -> EncodedCorpus:
     """Read ``corpus`` once (split by ``tokenizer``, default :func:`tokenizer_for` ``(cfg)``) and write it to
-    ``workdir/tokens.int32`` with a frequency-sorted vocabulary. Warns (``UserWarning``) when Chinese text was
-    not segmented (:func:`long_token_warning`).
+    ``workdir/tokens.int32`` with a frequency-sorted vocabulary. Warns (through ``log``, else a ``UserWarning``)
+    when Chinese text was not segmented (:func:`long_token_warning`).
 
     Raises:
         DataError: the corpus holds no words, or no word occurs ``min_count`` times.
@@ -234,7 +234,9 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
     words_by_id = list(index)
     index.clear()
     warning = long_token_warning(words_by_id, counts)
-    if warning:
+    if warning and log:
+        log(f"warning: {warning}")
+    elif warning:
         warnings.warn(warning, UserWarning, stacklevel=2)
     kept = np.flatnonzero(counts >= min_count)
     if len(kept) == 0:
