@@ -189,3 +189,22 @@ def test_lm_seq2seq_and_gan_word_tokenizers_segment_chinese(tmp_path):
     vocab = build_vocab(lines)
     codec = sentence_codec(vocab, len(vocab), vocab.eos_id, vocab.pad_id, "word", True, "auto")  # a run from before
     assert codec.tokenizer.segmenter == "char"
+
+
+def test_segmenter_key_is_validated_in_every_family_config():
+    from lmlab.data.classification import ClassifyDataConfig
+    from lmlab.data.lm import LMDataConfig
+    from lmlab.data.parallel import ParallelDataConfig
+    from lmlab.data.sentence_rows import SentenceDataConfig
+    from lmlab.data.sentences import VectorDataConfig
+
+    for cfg in (ClassifyDataConfig(), LMDataConfig(tokenizer="word"), ParallelDataConfig(),
+                SentenceDataConfig(tokenizer="word"), VectorDataConfig()):
+        assert cfg.segmenter == "auto"
+        cfg.validate()
+        cfg.segmenter = "jeiba"
+        with pytest.raises(ConfigError, match=r"data.segmenter='jeiba' is unknown; choose one of auto, char, jieba"):
+            cfg.validate()
+        cfg.segmenter, cfg.user_dict = "char", "words.txt"
+        with pytest.raises(ConfigError, match="user_dict works with data.segmenter=jieba"):
+            cfg.validate()
