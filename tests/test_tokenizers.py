@@ -352,8 +352,8 @@ def test_registered_segmenter_splits_han_runs_and_is_saved(toy_segmenter, tmp_pa
 
 
 def test_unknown_segmenter_is_a_config_error_listing_the_registered_ones(toy_segmenter):
-    with pytest.raises(ConfigError, match=r"unknown segmenter 'jieba'; registered: char, none, pairs"):
-        WordTokenizer(segmenter="jieba")
+    with pytest.raises(ConfigError, match=r"unknown segmenter 'thulac'; registered: char, none, pairs \(optional: jieba"):
+        WordTokenizer(segmenter="thulac")
     with pytest.raises(ConfigError, match="unknown segmenter"):
         tokenizer_from_dict({"type": "word", "lowercase": True, "strip_html": True, "split_cjk": True, "segmenter": "x"})
 

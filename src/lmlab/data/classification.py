@@ -10,7 +10,7 @@ Two kinds of :class:`~lmlab.data.codec.Codec` (:func:`classify_codec`), both sav
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +18,15 @@ import torch
 
 from lmlab.data.codec import Codec
 from lmlab.data.readers import Example
-from lmlab.data.tokenizers import KerasTokenizer, WordTokenizer, pad_sequences
+from lmlab.data.tokenizers import (
+    AUTO_HAN_THRESHOLD,
+    KerasTokenizer,
+    WordTokenizer,
+    check_segmenter_option,
+    han_share,
+    pad_sequences,
+    resolve_segmenter,
+)
 from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
@@ -39,8 +47,15 @@ class ClassifyDataConfig:
     truncating: Literal["pre", "post"] = "post"
     #: fraction of the training data held out for validation when no --val file is given (0: none)
     val_split: float = 0.1
+    #: word tokenizer: how runs of Chinese/Japanese characters split into words: ``auto`` (Chinese text -> jieba
+    #: when installed, else one token per character; other text as before), ``jieba``, ``char``, ``none``
+    segmenter: str = "auto"
+    #: a jieba user dictionary (one word per line: word [freq] [tag]); its path and sha256 are saved with the run
+    user_dict: str = ""
 
     def validate(self) -> None:
+        if self.tokenizer == "word":
+            check_segmenter_option(self.segmenter, self.user_dict)
         if self.max_len < 1:
             raise ConfigError(f"data.max_len must be >= 1, got {self.max_len}")
         if not 0 <= self.val_split < 1:
@@ -49,14 +64,15 @@ class ClassifyDataConfig:
             raise ConfigError(f"data.num_words must be >= 3 for the keras tokenizer, got {self.num_words}")
 
 
-def classify_codec(cfg: ClassifyDataConfig, tokenizer=None, vocab: Vocab | None = None) -> Codec:
+def classify_codec(cfg: ClassifyDataConfig, tokenizer=None, vocab: Vocab | None = None, segmenter: str = "char") -> Codec:
     """The classification family's :class:`~lmlab.data.codec.Codec`: ``keras`` (the Keras Tokenizer's own ids)
-    or ``word`` (WordTokenizer + Vocab); ids cut to ``max_len`` by the ``truncating`` rule."""
+    or ``word`` (WordTokenizer with ``segmenter`` + Vocab); ids cut to ``max_len`` by the ``truncating`` rule."""
     if tokenizer is None:
         if cfg.tokenizer == "keras":
             tokenizer = KerasTokenizer(num_words=cfg.num_words, oov_token=cfg.oov_token, lower=cfg.lowercase)
         else:
-            tokenizer = WordTokenizer(lowercase=cfg.lowercase, strip_html=cfg.strip_html)
+            tokenizer = WordTokenizer(lowercase=cfg.lowercase, strip_html=cfg.strip_html, segmenter=segmenter,
+                                      user_dict=cfg.user_dict or None)
     return Codec(tokenizer, vocab, max_len=cfg.max_len, truncating=cfg.truncating)
 
 
@@ -80,9 +96,16 @@ class TextEncoder:
     def vocab(self) -> Vocab | None:
         return self.codec.vocab if self.codec is not None else None
 
-    def fit(self, texts: Sequence[str]) -> TextEncoder:
+    def fit(self, texts: Sequence[str], log: Callable[[str], None] | None = None) -> TextEncoder:
+        """Build the codec from the training texts (``data.segmenter=auto`` is resolved on them and logged)."""
         cfg = self.cfg
-        self.codec = classify_codec(cfg)
+        segmenter = "char"
+        if cfg.tokenizer == "word":
+            segmenter = resolve_segmenter(cfg.segmenter, texts, "char", "word", log)
+        elif log is not None and han_share(texts) > AUTO_HAN_THRESHOLD:
+            log("warning: the keras tokenizer splits only at spaces and punctuation, so Chinese text becomes whole "
+                "phrases; use data.tokenizer=word (Chinese words segmented by data.segmenter)")
+        self.codec = classify_codec(cfg, segmenter=segmenter)
         if cfg.tokenizer == "keras":
             self.codec.tokenizer.fit_on_texts(texts)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lmlab.data.codec import TOKENIZER_FILE, VOCAB_FILE, Codec  # noqa: F401  (file names kept here for old imports)
-from lmlab.data.tokenizers import WhitespaceTokenizer
+from lmlab.data.tokenizers import WhitespaceTokenizer, check_segmenter_option
 from lmlab.errors import ConfigError, DataError
 
 
@@ -43,8 +43,15 @@ class LMDataConfig:
     encoding: str = "utf-8"
     #: for .jsonl inputs: the field holding the text
     text_field: str = "text"
+    #: word tokenizer: how runs of Chinese/Japanese characters split into words: ``auto`` (Chinese text -> jieba
+    #: when installed, else one token per character; other text as before), ``jieba``, ``char``, ``none``
+    segmenter: str = "auto"
+    #: a jieba user dictionary (one word per line: word [freq] [tag]); its path and sha256 are saved with the run
+    user_dict: str = ""
 
     def validate(self) -> None:
+        if self.tokenizer == "word":
+            check_segmenter_option(self.segmenter, self.user_dict)
         if self.bptt < 1:
             raise ConfigError(f"data.bptt must be >= 1, got {self.bptt}")
         if self.eval_batch_size < 1:
@@ -94,9 +101,10 @@ class LMCodec(Codec):
 
     # --- building and persistence -------------------------------------------------------------------------
     @classmethod
-    def fit(cls, text: str, cfg: LMDataConfig) -> LMCodec:  # type: ignore[override]
-        """Build the LM codec of ``cfg.tokenizer`` from the training text."""
-        from lmlab.data.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
+    def fit(cls, text: str, cfg: LMDataConfig, log: Callable[[str], None] | None = None) -> LMCodec:  # type: ignore[override]
+        """Build the LM codec of ``cfg.tokenizer`` from the training text (``word``: ``cfg.segmenter=auto`` is
+        resolved on it and logged)."""
+        from lmlab.data.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer, resolve_segmenter
 
         if cfg.tokenizer == "bpe":
             tok = BPETokenizer.train(
@@ -112,7 +120,9 @@ class LMCodec(Codec):
         elif cfg.tokenizer == "whitespace":
             tok = WhitespaceTokenizer(cfg.lowercase)
         else:
-            tok = WordTokenizer(lowercase=cfg.lowercase, strip_html=False)
+            segmenter = resolve_segmenter(cfg.segmenter, [text], "char", "word", log)
+            tok = WordTokenizer(lowercase=cfg.lowercase, strip_html=False, segmenter=segmenter,
+                                user_dict=cfg.user_dict or None)
         codec = cls(cfg.tokenizer, tok, None)
         Codec.fit(codec, [text], min_freq=cfg.min_freq, max_size=cfg.vocab_size or None)
         return codec

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +27,14 @@ import torch
 
 from lmlab.data.codec import Codec
 from lmlab.data.readers import open_text
-from lmlab.data.tokenizers import BPETokenizer, WordTokenizer, detokenize_words, tokenizer_from_dict
+from lmlab.data.tokenizers import (
+    BPETokenizer,
+    WordTokenizer,
+    check_segmenter_option,
+    detokenize_words,
+    resolve_segmenter,
+    tokenizer_from_dict,
+)
 from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
@@ -64,9 +71,17 @@ class ParallelDataConfig:
     on_long: Literal["truncate", "error"] = "truncate"
     #: a pair with one empty side: raise an error naming the line, or drop it
     on_empty: Literal["error", "skip"] = "error"
+    #: word tokenizer: how runs of Chinese/Japanese characters split into words, for each side: ``auto`` (decided
+    #: per side: Chinese text -> jieba when installed, else one token per character; other text as before),
+    #: ``jieba``, ``char``, ``none``
+    segmenter: str = "auto"
+    #: a jieba user dictionary (one word per line: word [freq] [tag]); its path and sha256 are saved with the run
+    user_dict: str = ""
 
     def validate(self) -> None:
         problems = []
+        if self.tokenizer == "word":
+            check_segmenter_option(self.segmenter, self.user_dict)
         if self.vocab_size < 0 or (self.tokenizer == "bpe" and self.vocab_size < 260):
             problems.append(f"data.vocab_size={self.vocab_size}: BPE needs >= 260 (256 bytes + 4 specials); word: >= 0")
         if self.min_freq < 1:
@@ -239,8 +254,9 @@ def text_codec(tokenizer, vocab: Vocab | None = None) -> Codec:
     return Codec(tokenizer, vocab, skip="framing")
 
 
-def train_text_codec(texts: Sequence[str], cfg: ParallelDataConfig) -> Codec:
-    """A word (WordTokenizer + Vocab) or byte-level BPE codec built from ``texts``."""
+def train_text_codec(texts: Sequence[str], cfg: ParallelDataConfig, log: Callable[[str], None] | None = None) -> Codec:
+    """A word (WordTokenizer + Vocab; ``cfg.segmenter=auto`` resolved on ``texts``) or byte-level BPE codec built
+    from ``texts``."""
     if not texts:
         raise DataError("cannot build a vocabulary from no text")
     if cfg.tokenizer == "bpe":
@@ -251,7 +267,9 @@ def train_text_codec(texts: Sequence[str], cfg: ParallelDataConfig) -> Codec:
         except DataError as err:
             raise DataError(f"{err} (data.vocab_size)") from None
         return text_codec(bpe)
-    codec = text_codec(WordTokenizer(lowercase=cfg.lowercase, strip_html=False))
+    segmenter = resolve_segmenter(cfg.segmenter, texts, "char", "word", log)
+    tok = WordTokenizer(lowercase=cfg.lowercase, strip_html=False, segmenter=segmenter, user_dict=cfg.user_dict or None)
+    codec = text_codec(tok)
     return codec.fit(texts, min_freq=cfg.min_freq, max_size=cfg.vocab_size or None)
 
 
@@ -279,13 +297,13 @@ def unk_rate(ids_lists: Iterable[Sequence[int]]) -> float:
     return unk / max(total, 1)
 
 
-def build_codecs(pairs: Sequence[Pair], cfg: ParallelDataConfig) -> tuple[Codec, Codec]:
+def build_codecs(pairs: Sequence[Pair], cfg: ParallelDataConfig, log: Callable[[str], None] | None = None) -> tuple[Codec, Codec]:
     """Source and target codecs trained on ``pairs`` (the same object twice when ``cfg.shared_vocab``)."""
     cfg.validate()
     if cfg.shared_vocab:
-        codec = train_text_codec([s for s, _ in pairs] + [t for _, t in pairs], cfg)
+        codec = train_text_codec([s for s, _ in pairs] + [t for _, t in pairs], cfg, log)
         return codec, codec
-    return train_text_codec([s for s, _ in pairs], cfg), train_text_codec([t for _, t in pairs], cfg)
+    return train_text_codec([s for s, _ in pairs], cfg, log), train_text_codec([t for _, t in pairs], cfg, log)
 
 
 # ----------------------------------------------------------------------------------------------- batches

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lmlab.data.codec import Codec
-from lmlab.data.tokenizers import IdTokenizer
+from lmlab.data.tokenizers import IdTokenizer, check_segmenter_option, resolve_segmenter
 from lmlab.data.vocab import Vocab
 from lmlab.errors import DataError
 
@@ -35,21 +35,51 @@ class SentenceDataConfig:
     min_freq: int = 1
     #: use only the first N lines (0: all)
     max_lines: int = 0
+    #: word tokenizer: how runs of Chinese/Japanese characters split into words: ``auto`` (Chinese text -> jieba
+    #: when installed, else one token per character), ``jieba``, ``char``, ``none``; a run's config.json holds the
+    #: resolved choice
+    segmenter: str = "auto"
+    #: a jieba user dictionary (one word per line: word [freq] [tag]); its path and sha256 are checked at load
+    user_dict: str = ""
+
+    def validate(self) -> None:
+        if self.tokenizer == "word":
+            check_segmenter_option(self.segmenter, self.user_dict)
+
+    def resolve_segmenter(self, log: Callable[[str], None] | None = None) -> str:
+        """Fix ``segmenter`` for this data (``auto``: decided on the first lines of ``path``) and return it."""
+        if self.tokenizer == "word" and self.segmenter == "auto" and self.path and Path(self.path).is_file():
+            from lmlab.data.readers import open_text
+
+            sample, seen = [], 0
+            with open_text(Path(self.path)) as fh:
+                for line in fh:
+                    sample.append(line)
+                    seen += len(line)
+                    if seen >= 200_000:
+                        break
+            self.segmenter = resolve_segmenter("auto", sample, "char", "word", log)
+        return self.segmenter
 
 
-def sentence_tokenizer(kind: str = "whitespace", lowercase: bool = True) -> Callable[[str], list[str]]:
+def sentence_tokenizer(kind: str = "whitespace", lowercase: bool = True, segmenter: str = "char",
+                       user_dict: str = "") -> Callable[[str], list[str]]:
     """``text -> tokens`` for ``data.tokenizer`` (``whitespace`` or ``word``)."""
-    return _tokenizer(kind, lowercase).tokenize
+    return _tokenizer(kind, lowercase, segmenter, user_dict).tokenize
 
 
-def _tokenizer(kind: str, lowercase: bool):
+def _tokenizer(kind: str, lowercase: bool, segmenter: str = "char", user_dict: str = ""):
     from lmlab.data.tokenizers import WhitespaceTokenizer, WordTokenizer
 
-    return WordTokenizer(lowercase=lowercase) if kind == "word" else WhitespaceTokenizer(lowercase=lowercase)
+    if kind != "word":
+        return WhitespaceTokenizer(lowercase=lowercase)
+    segmenter = "char" if segmenter == "auto" else segmenter  # runs saved before the segmenter option
+    return WordTokenizer(lowercase=lowercase, segmenter=segmenter, user_dict=user_dict or None)
 
 
 def read_sentences(
-    path: str | Path, kind: str = "whitespace", lowercase: bool = True, max_lines: int = 0
+    path: str | Path, kind: str = "whitespace", lowercase: bool = True, max_lines: int = 0,
+    segmenter: str = "char", user_dict: str = "",
 ) -> list[list[str]]:
     """Tokenised non-blank lines of a text file (.gz/.bz2/.xz ok)."""
     from lmlab.data.readers import open_text
@@ -57,7 +87,7 @@ def read_sentences(
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file; pass one sentence per line (e.g. ../shared/data/multi30k/...)")
-    tokenize = sentence_tokenizer(kind, lowercase)
+    tokenize = sentence_tokenizer(kind, lowercase, segmenter, user_dict)
     out = []
     with open_text(p) as fh:
         for line in fh:
@@ -96,10 +126,12 @@ def sentence_codec(
     pad_id: int = -1,
     tokenizer: str = "whitespace",
     lowercase: bool = True,
+    segmenter: str = "char",
+    user_dict: str = "",
 ) -> Codec:
     """The text <-> ids codec of a sentence model: the vocabulary and tokenizer of a real-data run, or none
     (oracle runs, whose "text" is space-separated token ids below ``vocab_size``). Decoding stops at the first
     ``<eos>``/``<pad>`` and joins the tokens with spaces."""
     end_ids = [i for i in dict.fromkeys((eos_id, pad_id)) if i >= 0]
-    tok = _tokenizer(tokenizer, lowercase) if vocab is not None else IdTokenizer(vocab_size)
+    tok = _tokenizer(tokenizer, lowercase, segmenter, user_dict) if vocab is not None else IdTokenizer(vocab_size)
     return Codec(tok, vocab, skip="none", end_ids=end_ids, stop_at_end=True, join="space")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -20,10 +21,29 @@ from typing import Any
 import numpy as np
 
 from lmlab.data.readers import TextCorpus, require_restartable
-from lmlab.data.tokenizers import VectorWordTokenizer
+from lmlab.data.tokenizers import _HAN_RE, VectorWordTokenizer, check_segmenter_option, resolve_segmenter
 from lmlab.errors import DataError
 
-__all__ = ["EncodedCorpus", "encode_corpus", "iter_sentences", "tokenize", "tokenizer_for"]
+__all__ = ["EncodedCorpus", "VectorDataConfig", "encode_corpus", "iter_sentences", "tokenize", "tokenizer_for",
+           "vector_tokenizer"]
+
+#: the long-token check: Chinese tokens whose median length (by occurrence) is above this many characters mean the
+#: text was not segmented into words
+LONG_TOKEN_CHARS = 4
+
+
+@dataclass
+class VectorDataConfig:
+    """The ``data`` section of a word-vector run: how runs of Chinese/Japanese characters split into words."""
+
+    #: ``auto`` (Chinese text -> jieba when installed, else one word per character; other text as before:
+    #: ``none``), ``jieba``, ``char``, ``none`` (a run between punctuation is one word)
+    segmenter: str = "auto"
+    #: a jieba user dictionary (one word per line: word [freq] [tag]); its path and sha256 are saved with the run
+    user_dict: str = ""
+
+    def validate(self) -> None:
+        check_segmenter_option(self.segmenter, self.user_dict)
 
 
 def tokenize(text: str, lowercase: bool = True, tokenizer: str = "words") -> list[str]:
@@ -42,6 +62,55 @@ def tokenizer_for(cfg: Any) -> VectorWordTokenizer:
     """The tokenizer a word-vector config asks for (``cfg.lowercase``, ``cfg.tokenizer``, and ``cfg.segmenter``
     when the config has one: a name in :data:`lmlab.data.tokenizers.SEGMENTERS`; default ``"none"``)."""
     return VectorWordTokenizer(lowercase=cfg.lowercase, mode=cfg.tokenizer, segmenter=getattr(cfg, "segmenter", "none"))
+
+
+def vector_tokenizer(cfg: Any, data: VectorDataConfig, corpus: Any,
+                     log: Callable[[str], None] | None = None) -> VectorWordTokenizer:
+    """:func:`tokenizer_for` ``(cfg)`` with ``data.segmenter`` (``auto`` resolved on the first lines of
+    ``corpus`` and logged) and ``data.user_dict``."""
+    segmenter = data.segmenter
+    if segmenter == "auto" and cfg.tokenizer == "words":
+        sample = _sample_lines(corpus, cfg)
+        segmenter = resolve_segmenter("auto", sample, "none", "words", log)
+    elif segmenter == "auto":
+        segmenter = "none"
+    return VectorWordTokenizer(lowercase=cfg.lowercase, mode=cfg.tokenizer, segmenter=segmenter,
+                               user_dict=data.user_dict or None)
+
+
+def _sample_lines(corpus: Any, cfg: Any, max_chars: int = 200_000) -> list[str]:
+    out, seen = [], 0
+    for item in _as_corpus(corpus, cfg.encoding, cfg.text_field):
+        if not isinstance(item, str):
+            break  # token lists: already split
+        out.append(item)
+        seen += len(item)
+        if seen >= max_chars:
+            break
+    return out
+
+
+def long_token_warning(words: list[str], counts: np.ndarray) -> str | None:
+    """A warning when the Chinese "words" of a corpus are mostly long: the median length of the tokens that start
+    with a Han character, counted by occurrence, above :data:`LONG_TOKEN_CHARS` (real Chinese words: 1-2
+    characters) means the text was split only at punctuation, so the "words" are whole phrases."""
+    han = [(len(w), int(n)) for w, n in zip(words, counts, strict=True) if _HAN_RE.match(w)]
+    total = sum(n for _, n in han)
+    if total < 100:
+        return None
+    seen = 0
+    for length, n in sorted(han):
+        seen += n
+        if 2 * seen >= total:
+            median = length
+            break
+    if median <= LONG_TOKEN_CHARS:
+        return None
+    return (
+        f"the vocabulary is dominated by long tokens: half of the {total:,} Chinese tokens read are longer than "
+        f"{median - 1} characters (whole phrases, not words); segment the text into words with "
+        "data.segmenter=jieba (pip install 'lmlab[zh]') or data.segmenter=char"
+    )
 
 
 def iter_sentences(corpus: Any, cfg: Any, tokenizer: Any = None) -> Iterator[list[str]]:
@@ -118,8 +187,10 @@ def _most_common_preview(words: list[str], counts: np.ndarray, k: int = 3) -> st
 
 
 def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1, max_vocab: int = 0,
-                  log: Callable[[str], None] | None = None) -> EncodedCorpus:
-    """Read ``corpus`` once and write it to ``workdir/tokens.int32`` with a frequency-sorted vocabulary.
+                  log: Callable[[str], None] | None = None, tokenizer: Any = None) -> EncodedCorpus:
+    """Read ``corpus`` once (split by ``tokenizer``, default :func:`tokenizer_for` ``(cfg)``) and write it to
+    ``workdir/tokens.int32`` with a frequency-sorted vocabulary. Warns (through ``log``, else a ``UserWarning``)
+    when Chinese text was not segmented (:func:`long_token_warning`).
 
     Raises:
         DataError: the corpus holds no words, or no word occurs ``min_count`` times.
@@ -148,7 +219,7 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
 
     with open(raw_path, "wb") as fh:
         setdefault = index.setdefault
-        for words in iter_sentences(corpus, cfg):
+        for words in iter_sentences(corpus, cfg, tokenizer):
             buf.extend([setdefault(w, len(index)) for w in words])
             buf.append(-1)
             num_raw += len(words)
@@ -162,6 +233,11 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
         raise DataError(f"the corpus {_describe(corpus)} is empty: it holds no words; check the path and the text field")
     words_by_id = list(index)
     index.clear()
+    warning = long_token_warning(words_by_id, counts)
+    if warning and log:
+        log(f"warning: {warning}")
+    elif warning:
+        warnings.warn(warning, UserWarning, stacklevel=2)
     kept = np.flatnonzero(counts >= min_count)
     if len(kept) == 0:
         raw_path.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ import html
 import json
 import os
 import re
+import unicodedata
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -47,7 +48,10 @@ __all__ = [
     "detokenize_words",
     "load_tokenizer",
     "pad_sequences",
+    "han_share",
     "register_segmenter",
+    "resolve_segmenter",
+    "segmenter_available",
     "tokenizer_from_dict",
 ]
 
@@ -92,17 +96,144 @@ def register_segmenter(name: str, fn: Callable[[str], list[str]]) -> None:
 
 
 def _check_segmenter(name: str) -> str:
-    if name not in SEGMENTERS:
+    if name not in SEGMENTERS and name not in _LAZY_SEGMENTERS:
         raise ConfigError(
             f"unknown segmenter {name!r}; registered: {', '.join(sorted(SEGMENTERS))} "
-            "(register one with lmlab.data.tokenizers.register_segmenter(name, fn))"
+            f"(optional: {', '.join(sorted(_LAZY_SEGMENTERS))}, {_ZH_EXTRA}; "
+            "or register one with lmlab.data.tokenizers.register_segmenter(name, fn))"
         )
     return name
 
 
-def _segment(text: str, segmenter: str) -> str:
-    """``text`` with every run of CJK characters replaced by its segments, spaced apart."""
-    fn = SEGMENTERS[_check_segmenter(segmenter)]
+# Han ideographs only (no kana): what the auto segmenter counts to decide whether a text is Chinese.
+_HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+#: the share of letters that must be Han characters for ``segmenter="auto"`` to segment Chinese words
+AUTO_HAN_THRESHOLD = 0.3
+_ZH_EXTRA = "pip install 'lmlab[zh]' (or: pip install 'jieba>=0.42,<0.43')"
+
+
+def _jieba_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("jieba") is not None
+
+
+def _import_jieba():
+    """``jieba``, imported quietly (its import warns about pkg_resources and invalid escapes; it logs to stderr)."""
+    import logging
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import jieba
+    except ImportError:
+        raise ConfigError(f"segmenter 'jieba' needs the jieba package, which is not installed: {_ZH_EXTRA}") from None
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
+
+
+_JIEBA_CACHE: dict[tuple[str | None, str | None], Callable[[str], list[str]]] = {}
+
+
+def _jieba_segmenter(user_dict: str | None = None, digest: str | None = None) -> Callable[[str], list[str]]:
+    """A jieba word segmenter (precise mode, HMM for unknown words) on a ``jieba.Tokenizer`` of our own, with
+    ``user_dict`` loaded into it (never jieba's global tokenizer)."""
+    key = (user_dict, digest)
+    if key not in _JIEBA_CACHE:
+        jieba = _import_jieba()
+        tk = jieba.Tokenizer()
+        if user_dict is not None:
+            with open(user_dict, "rb") as fh:  # jieba would leave a file it opens itself unclosed
+                tk.load_userdict(fh)
+        _JIEBA_CACHE[key] = tk.lcut
+    return _JIEBA_CACHE[key]
+
+
+#: segmenters built on an optional package: name -> (is it installed?, factory(user_dict, digest) -> fn)
+_LAZY_SEGMENTERS: dict[str, tuple[Callable[[], bool], Callable[..., Callable[[str], list[str]]]]] = {
+    "jieba": (_jieba_available, _jieba_segmenter),
+}
+
+
+def segmenter_available(name: str) -> bool:
+    """True when ``name`` is registered, or is an optional segmenter whose package is installed."""
+    if name in SEGMENTERS:
+        return True
+    return name in _LAZY_SEGMENTERS and _LAZY_SEGMENTERS[name][0]()
+
+
+def han_share(texts: Iterable[str], max_chars: int = 200_000) -> float:
+    """The share of letters (``str.isalpha``) that are Han characters in the first ``max_chars`` characters of
+    ``texts``."""
+    letters = han = seen = 0
+    for text in texts:
+        chunk = text[: max_chars - seen]
+        seen += len(chunk)
+        letters += sum(1 for c in chunk if c.isalpha())
+        han += len(_HAN_RE.findall(chunk))
+        if seen >= max_chars:
+            break
+    return han / letters if letters else 0.0
+
+
+def resolve_segmenter(requested: str, texts: Iterable[str], default: str, kind: str = "word",
+                      log: Callable[[str], None] | None = None) -> str:
+    """The segmenter a tokenizer uses: ``requested``, or for ``"auto"`` the one the text calls for.
+
+    ``"auto"``: when more than :data:`AUTO_HAN_THRESHOLD` of the letters in a sample of ``texts`` are Han
+    characters, ``"jieba"`` if it is installed, else ``"char"``; otherwise ``default`` (the tokenizer's old
+    default, so non-Chinese text tokenizes as before). Logs the choice when the text holds Han characters
+    (``tokenizer: word, segmenter: jieba (auto: 87% Han characters)``).
+    """
+    if requested != "auto":
+        _check_segmenter(requested)
+        return requested
+    share = han_share(texts)
+    if share > AUTO_HAN_THRESHOLD:
+        choice = "jieba" if segmenter_available("jieba") else "char"
+        why = f"auto: {share:.0%} Han characters" + ("" if choice == "jieba" else f"; for words: {_ZH_EXTRA}")
+    else:
+        choice, why = default, f"auto: {share:.0%} Han characters"
+    if log is not None and share > 0:
+        log(f"tokenizer: {kind}, segmenter: {choice} ({why})")
+    return choice
+
+
+def check_segmenter_option(name: str, user_dict: str | None, where: str = "data") -> None:
+    """Config validation of ``segmenter`` / ``user_dict`` (ConfigError naming the keys)."""
+    if name != "auto" and not (name in SEGMENTERS or name in _LAZY_SEGMENTERS):
+        known = sorted({*SEGMENTERS, *_LAZY_SEGMENTERS, "auto"})
+        raise ConfigError(f"{where}.segmenter={name!r} is unknown; choose one of {', '.join(known)}")
+    if name in _LAZY_SEGMENTERS and not segmenter_available(name):
+        raise ConfigError(f"{where}.segmenter={name}: the {name} package is not installed: {_ZH_EXTRA}")
+    if user_dict and name not in ("auto", "jieba"):
+        raise ConfigError(f"{where}.user_dict works with {where}.segmenter=jieba (or auto), not {name!r}")
+
+
+def _user_dict_digest(path: str, expected: str | None = None) -> str:
+    """sha256 of a user dictionary; ConfigError/CheckpointError when it is missing or (at load) changed."""
+    import hashlib
+
+    p = Path(path)
+    if not p.is_file():
+        if expected is not None:
+            raise CheckpointError(
+                f"the user dictionary {path} this run was trained with is missing; copy it back to that path, "
+                "or re-train"
+            )
+        raise ConfigError(f"user dictionary {path} is not a file (one word per line: word [freq] [tag])")
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    if expected is not None and digest != expected:
+        raise CheckpointError(
+            f"the user dictionary {path} changed since this run was trained (sha256 {digest[:12]}, expected "
+            f"{expected[:12]}); restore the original so text is segmented as in training, or re-train"
+        )
+    return digest
+
+
+def _segment(text: str, fn: Callable[[str], list[str]]) -> str:
+    """``text`` with every run of CJK characters replaced by its segments (``fn(run)``), spaced apart."""
     return _CJK_RUN_RE.sub(lambda m: " " + " ".join(fn(m.group())) + " ", text)
 
 
@@ -154,6 +285,50 @@ class _JSONFileMixin:
         return tok
 
 
+class _SegmentingMixin:
+    """The segmentation options the word tokenizers share: ``segmenter``, ``user_dict`` (+ its sha256, checked
+    when a saved tokenizer is loaded) and ``nfkc`` (full-width letters/digits/punctuation -> ASCII; default: on
+    for the optional segmenters such as jieba, off for ``"char"``/``"none"`` so earlier runs are unchanged)."""
+
+    def _init_segmenter(self, segmenter: str, user_dict: str | None, user_dict_sha256: str | None,
+                        nfkc: bool | None) -> None:
+        self.segmenter = _check_segmenter(segmenter)
+        optional = segmenter in _LAZY_SEGMENTERS and segmenter not in SEGMENTERS
+        if optional and not segmenter_available(segmenter):
+            raise ConfigError(f"segmenter {segmenter!r} needs the {segmenter} package, which is not installed: {_ZH_EXTRA}")
+        if user_dict and not optional:
+            raise ConfigError(f"a user dictionary works with segmenter='jieba', not {segmenter!r}")
+        self.user_dict = str(user_dict) if user_dict else None
+        self.user_dict_sha256 = _user_dict_digest(self.user_dict, user_dict_sha256) if self.user_dict else None
+        self.nfkc = optional if nfkc is None else bool(nfkc)
+        self._split_fn: Callable[[str], list[str]] | None = None
+
+    def _segment_fn(self) -> Callable[[str], list[str]]:
+        if self._split_fn is None:
+            if self.segmenter in SEGMENTERS:
+                self._split_fn = SEGMENTERS[self.segmenter]
+            else:
+                self._split_fn = _LAZY_SEGMENTERS[self.segmenter][1](self.user_dict, self.user_dict_sha256)
+        return self._split_fn
+
+    def _normalize(self, text: str) -> str:
+        return unicodedata.normalize("NFKC", text) if self.nfkc and not text.isascii() else text
+
+    def _segmenter_dict(self) -> dict:
+        """The options beyond ``segmenter`` (only when set, so files of earlier runs read back unchanged)."""
+        d: dict[str, Any] = {}
+        if self.nfkc:
+            d["nfkc"] = True
+        if self.user_dict:
+            d["user_dict"], d["user_dict_sha256"] = self.user_dict, self.user_dict_sha256
+        return d
+
+    @staticmethod
+    def _segmenter_kwargs(d: dict) -> dict:
+        return {"user_dict": d.get("user_dict"), "user_dict_sha256": d.get("user_dict_sha256"),
+                "nfkc": d.get("nfkc", False)}
+
+
 class WhitespaceTokenizer(_JSONFileMixin):
     """Split on whitespace: the convention of the PTB and WikiText files (already tokenised, ``<unk>`` inside).
 
@@ -191,7 +366,7 @@ class WhitespaceTokenizer(_JSONFileMixin):
         return f"WhitespaceTokenizer(lowercase={self.lowercase})"
 
 
-class WordTokenizer(_JSONFileMixin):
+class WordTokenizer(_SegmentingMixin, _JSONFileMixin):
     """Split text into words and punctuation with a Unicode-aware regex.
 
     Args:
@@ -201,21 +376,28 @@ class WordTokenizer(_JSONFileMixin):
         split_cjk: Separate runs of Chinese/Japanese characters from the words around them and split them
             with ``segmenter``.
         segmenter: Name in :data:`SEGMENTERS` splitting each such run: ``"char"`` (default) makes every
-            character its own token.
+            character its own token; ``"jieba"`` segments Chinese words (``pip install 'lmlab[zh]'``).
+        user_dict: A jieba user dictionary (one word per line: ``word [freq] [tag]``); its path and sha256 are
+            saved with the tokenizer, and loading checks the file is still the same.
+        nfkc: NFKC-normalise non-ASCII text (full-width ``ＡＢＣ１２３，`` -> ``ABC123,``); None: on for the
+            optional segmenters (jieba), off for ``"char"``.
 
     Example:
         >>> WordTokenizer().tokenize("I didn't like it.<br /><br />Not at all!")
         ['i', "didn't", 'like', 'it', '.', 'not', 'at', 'all', '!']
     """
 
-    def __init__(self, lowercase: bool = True, strip_html: bool = True, split_cjk: bool = True, segmenter: str = "char"):
+    def __init__(self, lowercase: bool = True, strip_html: bool = True, split_cjk: bool = True, segmenter: str = "char",
+                 user_dict: str | None = None, user_dict_sha256: str | None = None, nfkc: bool | None = None):
         self.lowercase = lowercase
         self.strip_html = strip_html
         self.split_cjk = split_cjk
-        self.segmenter = _check_segmenter(segmenter)
+        self._init_segmenter(segmenter, user_dict, user_dict_sha256, nfkc)
 
     def tokenize(self, text: str) -> list[str]:
         """Return the tokens of ``text``."""
+        if self.nfkc:
+            text = self._normalize(text)
         if self.strip_html:
             if "&" in text:
                 text = html.unescape(text)  # &amp; -> &, &#39; -> '
@@ -227,7 +409,7 @@ class WordTokenizer(_JSONFileMixin):
             if self.segmenter == "char":
                 text = _CJK_RE.sub(r" \1 ", text)
             else:
-                text = _segment(text, self.segmenter)
+                text = _segment(text, self._segment_fn())
         return _WORD_RE.findall(text)
 
     __call__ = tokenize
@@ -240,7 +422,7 @@ class WordTokenizer(_JSONFileMixin):
         """JSON-friendly description (``{"type": "word", ...}``; files without ``segmenter`` read as ``"char"``)."""
         return {
             "type": "word", "lowercase": self.lowercase, "strip_html": self.strip_html, "split_cjk": self.split_cjk,
-            "segmenter": self.segmenter,
+            "segmenter": self.segmenter, **self._segmenter_dict(),
         }
 
     @classmethod
@@ -249,7 +431,7 @@ class WordTokenizer(_JSONFileMixin):
         _check_type(d, "word")
         return cls(
             lowercase=d["lowercase"], strip_html=d["strip_html"], split_cjk=d["split_cjk"],
-            segmenter=d.get("segmenter", "char"),
+            segmenter=d.get("segmenter", "char"), **cls._segmenter_kwargs(d),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -262,7 +444,7 @@ class WordTokenizer(_JSONFileMixin):
         )
 
 
-class VectorWordTokenizer(_JSONFileMixin):
+class VectorWordTokenizer(_SegmentingMixin, _JSONFileMixin):
     """The words word2vec and GloVe learn vectors for: no punctuation tokens, nothing stripped.
 
     Args:
@@ -270,7 +452,8 @@ class VectorWordTokenizer(_JSONFileMixin):
         mode: ``"words"`` - runs of letters and digits, apostrophes inside words kept (``don't``), every other
             character a separator; ``"whitespace"`` - split on whitespace only (pre-tokenized corpora).
         segmenter: Name in :data:`SEGMENTERS` splitting runs of Chinese/Japanese characters (``"words"`` mode
-            only); the default ``"none"`` keeps a run as one word.
+            only); the default ``"none"`` keeps a run as one word, ``"jieba"`` segments Chinese words.
+        user_dict, nfkc: as for :class:`WordTokenizer`.
 
     Example:
         >>> VectorWordTokenizer().tokenize("Don't stop, O'Brien_2!")
@@ -279,21 +462,24 @@ class VectorWordTokenizer(_JSONFileMixin):
 
     MODES = ("words", "whitespace")
 
-    def __init__(self, lowercase: bool = True, mode: str = "words", segmenter: str = "none"):
+    def __init__(self, lowercase: bool = True, mode: str = "words", segmenter: str = "none",
+                 user_dict: str | None = None, user_dict_sha256: str | None = None, nfkc: bool | None = None):
         if mode not in self.MODES:
             raise ConfigError(f"word-vector tokenizer mode must be one of {', '.join(self.MODES)}, got {mode!r}")
         self.lowercase = lowercase
         self.mode = mode
-        self.segmenter = _check_segmenter(segmenter)
+        self._init_segmenter(segmenter, user_dict, user_dict_sha256, nfkc)
 
     def tokenize(self, text: str) -> list[str]:
         """Return the words of ``text``."""
+        if self.nfkc:
+            text = self._normalize(text)
         if self.lowercase:
             text = text.lower()
         if self.mode == "whitespace":
             return text.split()
         if self.segmenter != "none" and not text.isascii() and _CJK_RE.search(text):
-            text = _segment(text, self.segmenter)
+            text = _segment(text, self._segment_fn())
         return _VECTOR_WORD_RE.findall(text)
 
     __call__ = tokenize
@@ -304,13 +490,15 @@ class VectorWordTokenizer(_JSONFileMixin):
 
     def to_dict(self) -> dict:
         """JSON-friendly description (``{"type": "vector_words", ...}``; files without ``segmenter``: ``"none"``)."""
-        return {"type": "vector_words", "lowercase": self.lowercase, "mode": self.mode, "segmenter": self.segmenter}
+        return {"type": "vector_words", "lowercase": self.lowercase, "mode": self.mode, "segmenter": self.segmenter,
+                **self._segmenter_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> VectorWordTokenizer:
         """Rebuild from :meth:`to_dict` output."""
         _check_type(d, "vector_words")
-        return cls(lowercase=d["lowercase"], mode=d["mode"], segmenter=d.get("segmenter", "none"))
+        return cls(lowercase=d["lowercase"], mode=d["mode"], segmenter=d.get("segmenter", "none"),
+                   **cls._segmenter_kwargs(d))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, VectorWordTokenizer) and self.to_dict() == other.to_dict()

@@ -35,7 +35,7 @@ class ClassifyRecipe(Recipe):
     model_type = "classifier"
     run_config = ClassifyRunConfig
     default_preset = "bilstm"
-    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "num_classes"}}
+    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "num_classes"}, "data": {"segmenter", "user_dict"}}
 
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
         from lmlab.data.classification import ClassifyDataset, collate
@@ -56,7 +56,7 @@ class ClassifyRecipe(Recipe):
             self.encoder = TextEncoder.from_dict(tokenizer, run.data)
         else:
             self.labels = sorted({ex.label for ex in train_examples})
-            self.encoder = TextEncoder(run.data).fit([ex.text for ex in train_examples])
+            self.encoder = TextEncoder(run.data).fit([ex.text for ex in train_examples], self.log)
         run.model.vocab_size = self.encoder.vocab_size
         run.model.num_classes = len(self.labels)
         train_ds = ClassifyDataset.build(train_examples, self.encoder, self.labels, source=str(data))

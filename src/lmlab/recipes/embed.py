@@ -34,6 +34,7 @@ from lmlab.config import (
     parse_overrides,
     resolve_short_overrides,
 )
+from lmlab.data.sentences import VectorDataConfig, vector_tokenizer
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.models.glove import GloVe, GloVeConfig
 from lmlab.models.word2vec import Word2Vec, Word2VecConfig
@@ -51,25 +52,31 @@ _GLOVE_ONLY = ("x_max", "alpha", "keep", "memory_mb")
 
 @dataclass
 class Word2VecRunConfig:
-    """The config of a word2vec run: one ``model`` section with every knob (:class:`Word2VecConfig`)."""
+    """The config of a word2vec run: a ``model`` section with every knob (:class:`Word2VecConfig`) and a ``data``
+    section with the Chinese word segmenter (:class:`VectorDataConfig`)."""
 
     model: Word2VecConfig = field(default_factory=Word2VecConfig)
+    data: VectorDataConfig = field(default_factory=VectorDataConfig)
 
 
 @dataclass
 class GloVeRunConfig:
-    """The config of a GloVe run: one ``model`` section with every knob (:class:`GloVeConfig`)."""
+    """The config of a GloVe run: a ``model`` section with every knob (:class:`GloVeConfig`) and a ``data``
+    section (:class:`VectorDataConfig`)."""
 
     model: GloVeConfig = field(default_factory=GloVeConfig)
+    data: VectorDataConfig = field(default_factory=VectorDataConfig)
 
 
 # ------------------------------------------------------------------------------------------ without a run dir
-def encode(model: Word2Vec | GloVe, corpus: Any, workdir: str | Path, log: Callable[[str], None] | None = None):
-    """Read and tokenize ``corpus`` into ``workdir`` as the model's config asks (:func:`encode_corpus`)."""
+def encode(model: Word2Vec | GloVe, corpus: Any, workdir: str | Path, log: Callable[[str], None] | None = None,
+           tokenizer: Any = None):
+    """Read and tokenize ``corpus`` into ``workdir`` as the model's config asks (:func:`encode_corpus`), with
+    ``tokenizer`` (default: :func:`~lmlab.data.sentences.tokenizer_for` the model's config)."""
     from lmlab.data.sentences import encode_corpus
 
     cfg = model.config
-    return encode_corpus(corpus, cfg, workdir, cfg.min_count, cfg.max_vocab, log=log)
+    return encode_corpus(corpus, cfg, workdir, cfg.min_count, cfg.max_vocab, log=log, tokenizer=tokenizer)
 
 
 def attach_vectors(model: Word2Vec | GloVe) -> Word2Vec | GloVe:
@@ -104,8 +111,9 @@ def fit_corpus(model: Word2Vec | GloVe, corpus: Any, workdir: str | Path | None 
     return attach_vectors(model)
 
 
-def save_vectors(model: Word2Vec | GloVe, run_dir: str | Path) -> Path:
-    """Write a fitted model's run directory: config.json, vectors.safetensors, vocab.json, metrics.jsonl."""
+def save_vectors(model: Word2Vec | GloVe, run_dir: str | Path, extra: dict | None = None) -> Path:
+    """Write a fitted model's run directory: config.json (with the ``extra`` sections), vectors.safetensors,
+    vocab.json, metrics.jsonl."""
     if model.vectors is None:
         raise ConfigError("nothing to save: train the model first")
     if model.wv is None:
@@ -115,6 +123,7 @@ def save_vectors(model: Word2Vec | GloVe, run_dir: str | Path) -> Path:
     if isinstance(model, GloVe):
         sections["timings"] = model.timings
     sections["history"] = history
+    sections.update(extra or {})
     metrics = [{"step": h["epoch"], **h} for h in history]
     model_type = "glove" if isinstance(model, GloVe) else "word2vec"
     return model.wv.save(run_dir, model_type=model_type, sections=sections, metrics=metrics)
@@ -152,7 +161,7 @@ class _TrainedVectorsRecipe(VectorsRecipe):
 
     model_cls: ClassVar[type]
     #: knobs that may change on --resume (they do not change what one thread computes)
-    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"threads"}}
+    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"threads"}, "data": {"segmenter", "user_dict"}}
 
     # -- configuration -------------------------------------------------------------------------------
     @classmethod
@@ -161,7 +170,8 @@ class _TrainedVectorsRecipe(VectorsRecipe):
         base = load_preset(preset or cls.default_preset, cls.family)
         if options:
             base = merge(base, {"model": dict(options)})
-        extra = resolve_short_overrides(parse_overrides(list(overrides)), {"model": cls.model_cls.config_cls})
+        extra = resolve_short_overrides(parse_overrides(list(overrides)),
+                                        {"model": cls.model_cls.config_cls, "data": VectorDataConfig})
         return config_from_dict(cls.run_config, merge(base, extra), where="config")
 
     @classmethod
@@ -176,7 +186,8 @@ class _TrainedVectorsRecipe(VectorsRecipe):
         self.workdir = run_dir / WORK_DIR
         self.model = self.model_cls(self.config.model)
         t0 = time.perf_counter()
-        self.enc = encode(self.model, self.inputs["corpus"], self.workdir, self.log)
+        self.tokenizer = vector_tokenizer(self.config.model, self.config.data, self.inputs["corpus"], self.log)
+        self.enc = encode(self.model, self.inputs["corpus"], self.workdir, self.log, self.tokenizer)
         self.encode_s = time.perf_counter() - t0
         if saved is not None:
             vocab = checkpoint.read_json(run_dir / "vocab.json", "vocab.json")
@@ -190,6 +201,10 @@ class _TrainedVectorsRecipe(VectorsRecipe):
 
     def build_model(self):
         return self.model
+
+    def config_extras(self) -> dict[str, Any]:
+        """The tokenizer the corpus was read with (the ``auto`` segmenter resolved), so lookups can split text alike."""
+        return {"tokenizer": self.tokenizer.to_dict()}
 
     def save_artifacts(self, run_dir: Path) -> None:
         super().save_artifacts(run_dir)
@@ -217,7 +232,7 @@ class _TrainedVectorsRecipe(VectorsRecipe):
             self._run_kernel(on_epoch)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
-        save_vectors(model, run_dir)
+        save_vectors(model, run_dir, {"data": config_to_dict(self.config.data), **self.config_extras()})
         kv = model.wv
         for fmt in self.inputs.get("save_formats") or ():
             if fmt == "word2vec":

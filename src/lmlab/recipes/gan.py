@@ -107,7 +107,8 @@ def prepare_data(cfg: GANRunConfig, log: Callable[[str], None] = print) -> Prepa
     d = cfg.data
     if not d.path:
         raise ConfigError("source is 'data' but data.path is empty; pass --data PATH (one sentence per line)")
-    lines = read_sentences(d.path, d.tokenizer, d.lowercase, d.max_lines)
+    seg = d.resolve_segmenter(log)
+    lines = read_sentences(d.path, d.tokenizer, d.lowercase, d.max_lines, seg, d.user_dict)
     if d.max_vocab < 6:
         raise ConfigError(f"data.max_vocab must be >= 6 (4 specials + at least 2 words), got {d.max_vocab}")
     vocab = build_vocab(lines, min_freq=d.min_freq, max_size=d.max_vocab)
@@ -127,7 +128,7 @@ def prepare_data(cfg: GANRunConfig, log: Callable[[str], None] = print) -> Prepa
         )
     heldout = references = None
     if d.test_path:
-        references = read_sentences(d.test_path, d.tokenizer, d.lowercase)
+        references = read_sentences(d.test_path, d.tokenizer, d.lowercase, 0, seg, d.user_dict)
         heldout, cut = encode_sentences(references, vocab, m.max_len, d.test_path)
         if cut:
             log(f"warning: {cut} of {len(references)} held-out sentences were truncated to {m.max_len} tokens")
@@ -278,7 +279,8 @@ def format_eval(result: dict) -> str:
 
 def codec_for(run: GANRunConfig, vocab: Vocab | None) -> Codec:
     m = run.model
-    return sentence_codec(vocab, m.vocab_size, m.eos_id, m.pad_id, run.data.tokenizer, run.data.lowercase)
+    d = run.data
+    return sentence_codec(vocab, m.vocab_size, m.eos_id, m.pad_id, d.tokenizer, d.lowercase, d.segmenter, d.user_dict)
 
 
 # ---------------------------------------------------------------------------------------------------- recipe
@@ -291,6 +293,7 @@ class GANRecipe(Recipe):
     resume_ignore: ClassVar[dict[str, Any]] = {
         "model": {"vocab_size", "max_len", "start_id", "eos_id", "pad_id"},
         "train": {"max_steps"},
+        "data": {"segmenter", "user_dict"},  # resolved from the data (auto)
     }
 
     @classmethod
@@ -437,7 +440,9 @@ class GANRecipe(Recipe):
         ref_path = data or run.data.test_path
         if not ref_path:
             raise ConfigError("no references: pass --references PATH (one sentence per line) or train with data.test_path")
-        refs = read_sentences(ref_path, run.data.tokenizer, run.data.lowercase)
+        d = run.data
+        refs = read_sentences(ref_path, d.tokenizer, d.lowercase, 0, "char" if d.segmenter == "auto" else d.segmenter,
+                              d.user_dict)
         heldout, _ = encode_sentences(refs, codec.vocab, run.model.max_len, str(ref_path))
         out["nll_test"] = generator_nll(model.generator, heldout)
         out["results"] = quality_diversity(

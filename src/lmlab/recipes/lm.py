@@ -42,7 +42,7 @@ class LMRecipe(Recipe):
     model_type = "rnn_lm"
     run_config = LMRunConfig
     default_preset = "ptb-recommended"
-    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "impl"}}
+    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "impl"}, "data": {"segmenter", "user_dict"}}
 
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
         run = self.config
@@ -54,7 +54,7 @@ class LMRecipe(Recipe):
             text, val_text = split_tail(text, run.data.val_fraction, run.data.tokenizer in ("whitespace", "word"))
         else:
             val_text = None
-        self.codec = LMCodec.load(run_dir, run.data.tokenizer) if saved is not None else LMCodec.fit(text, run.data)
+        self.codec = LMCodec.load(run_dir, run.data.tokenizer) if saved is not None else LMCodec.fit(text, run.data, self.log)
         run.model.vocab_size = self.codec.vocab_size
         train_ids, self.train_unk = self.codec.encode_text(text)
         self.train_tokens = train_ids.numel()

@@ -121,7 +121,7 @@ class Seq2SeqRecipe(Recipe):
     model_type = "seq2seq"
     run_config = Seq2SeqRunConfig
     default_preset = "gru-bahdanau"
-    resume_ignore: ClassVar[dict[str, Any]] = {"decode": "*", "model": {"src_vocab_size", "tgt_vocab_size"}}
+    resume_ignore: ClassVar[dict[str, Any]] = {"decode": "*", "model": {"src_vocab_size", "tgt_vocab_size"}, "data": {"segmenter", "user_dict"}}
 
     def __init__(self, config: Seq2SeqRunConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -171,7 +171,7 @@ class Seq2SeqRecipe(Recipe):
             self.src_codec = load_text_codec(run_dir / SRC_CODEC_FILE)
             self.tgt_codec = load_text_codec(run_dir / TGT_CODEC_FILE)
         else:
-            self.src_codec, self.tgt_codec = build_codecs(pairs, run.data)
+            self.src_codec, self.tgt_codec = build_codecs(pairs, run.data, self.log)
         self.train_set = ParallelDataset.encode(
             pairs, self.src_codec, self.tgt_codec, run.data.max_src_len, run.data.max_tgt_len
         )

@@ -1,0 +1,210 @@
+"""Chinese text: jieba segmentation as a tokenizer option, the auto segmenter, user dictionaries, NFKC, and the
+long-token warning, through classify and word vectors on real slices of ../shared/data/chinese."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmlab.cli import main
+from lmlab.data import tokenizers as tk
+from lmlab.data.tokenizers import VectorWordTokenizer, WordTokenizer, resolve_segmenter, tokenizer_from_dict
+from lmlab.errors import CheckpointError, ConfigError
+
+pytest.importorskip("jieba")
+
+TINY = ["model.embed_dim=16", "model.lstm_dims=[8, 8]", "model.dense_dim=8", "train.progress=false",
+        "train.tensorboard=false", "train.num_threads=1", "epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def reviews(shared_data, tmp_path_factory) -> Path:
+    """300 real Chinese reviews with their labels (CSV: text,label)."""
+    path = tmp_path_factory.mktemp("zh") / "reviews.csv"
+    with gzip.open(shared_data / "chinese" / "reviews" / "train.csv.gz", "rt", encoding="utf-8") as src:
+        rows = list(csv.reader(src))[:301]
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def daily(shared_data, tmp_path_factory) -> Path:
+    """The first 1,500 paragraphs of People's Daily (January 1998), unsegmented."""
+    path = tmp_path_factory.mktemp("zh") / "raw.txt"
+    with gzip.open(shared_data / "chinese" / "peoples-daily-1998" / "raw.txt.gz", "rt", encoding="utf-8") as src:
+        path.write_text("".join(line for _, line in zip(range(1500), src, strict=False)), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ tokenizers
+def test_jieba_segments_words_normalises_full_width_and_keeps_punctuation():
+    tok = WordTokenizer(segmenter="jieba")
+    assert tok.tokenize("我爱北京天安门，１９９８年ＡＢＣ公司！“好”《书》") == [
+        "我", "爱", "北京", "天安门", ",", "1998", "年", "abc", "公司", "!", "“", "好", "”", "《", "书", "》"]
+    assert VectorWordTokenizer(segmenter="jieba").tokenize("我爱北京天安门，《人民日报》。") == [
+        "我", "爱", "北京", "天安门", "人民日报"]
+    assert "".join(tok.tokenize("中華民國的經濟")) == "中華民國的經濟"  # traditional characters stay traditional
+    assert tokenizer_from_dict(tok.to_dict()) == tok and tok.to_dict()["nfkc"] is True
+
+
+def test_old_defaults_unchanged():
+    """char / none tokenizers: no NFKC, no new keys in their JSON (runs saved before read and write the same)."""
+    assert WordTokenizer().tokenize("北京，１９") == ["北", "京", "，", "１９"]
+    assert WordTokenizer().to_dict() == {"type": "word", "lowercase": True, "strip_html": True, "split_cjk": True,
+                                         "segmenter": "char"}
+    assert VectorWordTokenizer().to_dict() == {"type": "vector_words", "lowercase": True, "mode": "words",
+                                               "segmenter": "none"}
+    assert WordTokenizer(segmenter="char", nfkc=True).tokenize("ＡＢ１") == ["ab1"]
+
+
+def test_auto_detects_han_text_both_ways(monkeypatch):
+    lines: list[str] = []
+    assert resolve_segmenter("auto", ["我们今天去北京看电影。"], "char", "word", lines.append) == "jieba"
+    assert lines == ["tokenizer: word, segmenter: jieba (auto: 100% Han characters)"]
+    lines.clear()
+    assert resolve_segmenter("auto", ["a gorgeous and moving film"], "none", "words", lines.append) == "none"
+    assert resolve_segmenter("auto", ["an English text with one 字 in it, mostly"], "char", "word", lines.append) == "char"
+    assert lines == ["tokenizer: word, segmenter: char (auto: 3% Han characters)"]
+    monkeypatch.setattr(tk, "_jieba_available", lambda: False)
+    monkeypatch.setitem(tk._LAZY_SEGMENTERS, "jieba", (lambda: False, tk._jieba_segmenter))
+    assert resolve_segmenter("auto", ["我们今天去北京看电影。"], "none") == "char"  # no jieba: characters
+    with pytest.raises(ConfigError, match=r"pip install 'lmlab\[zh\]'"):
+        WordTokenizer(segmenter="jieba")
+
+
+def test_user_dictionary_round_trip(tmp_path):
+    text = "蓝鲸星球科技发布新产品"
+    assert "蓝鲸星球科技" not in WordTokenizer(segmenter="jieba").tokenize(text)
+    udict = tmp_path / "user.dict"
+    udict.write_text("蓝鲸星球科技 10 nz\n", encoding="utf-8")
+    tok = WordTokenizer(segmenter="jieba", user_dict=str(udict))
+    assert tok.tokenize(text)[0] == "蓝鲸星球科技"
+    assert "蓝鲸星球科技" not in WordTokenizer(segmenter="jieba").tokenize(text)  # jieba's global dict untouched
+    saved = tok.to_dict()
+    assert saved["user_dict"] == str(udict) and len(saved["user_dict_sha256"]) == 64
+    again = tokenizer_from_dict(json.loads(json.dumps(saved)))
+    assert again == tok and again.tokenize(text) == tok.tokenize(text)
+    udict.write_text("蓝鲸星球 10 nz\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="changed since this run was trained"):
+        tokenizer_from_dict(saved)
+    udict.unlink()
+    with pytest.raises(CheckpointError, match="is missing"):
+        tokenizer_from_dict(saved)
+    with pytest.raises(ConfigError, match="not a file"):
+        WordTokenizer(segmenter="jieba", user_dict=str(udict))
+    with pytest.raises(ConfigError, match="works with segmenter='jieba'"):
+        WordTokenizer(segmenter="char", user_dict="x.dict")
+
+
+# ------------------------------------------------------------------------------------------------ families
+def test_classify_segments_with_jieba_and_reuses_it_at_load(reviews, tmp_path, capsys):
+    from lmlab.pipelines import Classifier
+    from lmlab.recipes.classify import ClassifyRecipe
+
+    out = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(reviews), "--preset", "seed-lstm", "--out", str(out), *TINY,
+                 "data.tokenizer=word"]) == 0
+    assert "tokenizer: word, segmenter: jieba (auto: " in capsys.readouterr().out
+    saved = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))
+    assert saved["tokenizer"]["segmenter"] == "jieba" and saved["tokenizer"]["nfkc"] is True
+    words = [w for w in saved["vocab"]["itos"] if len(w) > 1 and not w.isascii()]
+    assert len(words) > 100  # real words, not characters
+    text = "这本书的质量很好，物流也很快！"
+    pipe = ClassifyRecipe.load(out)
+    assert isinstance(pipe, Classifier)
+    codec = pipe.encoder.codec
+    assert codec.tokens(text) == WordTokenizer(segmenter="jieba").tokenize(text)
+    assert codec.tokens(text) != WordTokenizer().tokenize(text)
+    assert set(pipe.predict([text])[0]["probabilities"]) == {"neg", "pos"}
+    # the explicit choice wins over auto
+    out2 = tmp_path / "chars"
+    assert main(["classify", "train", "--data", str(reviews), "--preset", "seed-lstm", "--out", str(out2), *TINY,
+                 "data.tokenizer=word", "data.segmenter=char"]) == 0
+    # the Keras tokenizer (exactly as Keras) does not segment: a warning names the fix
+    out3 = tmp_path / "keras"
+    capsys.readouterr()
+    assert main(["classify", "train", "--data", str(reviews), "--preset", "seed-lstm", "--out", str(out3), *TINY]) == 0
+    assert "use data.tokenizer=word" in capsys.readouterr().out
+    assert json.loads((out2 / "tokenizer.json").read_text(encoding="utf-8"))["tokenizer"]["segmenter"] == "char"
+
+
+def test_embed_auto_segments_people_daily(daily, tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["embed", "train", "--corpus", str(daily), "--out", str(out), "--epochs", "1", "--threads", "1",
+                 "--dim", "16"]) == 0
+    assert "tokenizer: words, segmenter: jieba (auto: " in capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert cfg["data"]["segmenter"] == "auto" and cfg["tokenizer"]["segmenter"] == "jieba"
+    words = json.loads((out / "vocab.json").read_text(encoding="utf-8"))["words"]
+    assert {"中国", "经济", "发展", "人民"} <= set(words[:200])
+
+
+def test_long_token_warning_names_the_fix(daily, tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["embed", "train", "--corpus", str(daily), "--out", str(out), "--epochs", "1", "--threads", "1",
+                 "--dim", "16", "data.segmenter=none"]) == 0
+    assert re.search(r"warning: the vocabulary is dominated by long tokens.*data\.segmenter=jieba", capsys.readouterr().out)
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["tokenizer"]["segmenter"] == "none"
+    # the Python API (no log) warns; segmented text does not
+    from lmlab.data.sentences import encode_corpus, long_token_warning
+    from lmlab.models.word2vec import Word2VecConfig
+
+    with pytest.warns(UserWarning, match="dominated by long tokens"):
+        encode_corpus(daily.read_text(encoding="utf-8").splitlines(), Word2VecConfig(), tmp_path / "enc")
+    assert long_token_warning(["中国", "发展", "的"], np.array([100, 80, 300])) is None
+    assert long_token_warning(["english", "words"], np.array([500, 500])) is None
+
+
+def test_lm_seq2seq_and_gan_word_tokenizers_segment_chinese(tmp_path):
+    from lmlab.data.lm import LMCodec, LMDataConfig
+    from lmlab.data.parallel import ParallelDataConfig, build_codecs
+    from lmlab.data.sentence_rows import SentenceDataConfig, read_sentences, sentence_codec
+
+    logged: list[str] = []
+    lm = LMCodec.fit("我们今天去北京看电影。\n人民日报发表社论。\n", LMDataConfig(tokenizer="word"), logged.append)
+    assert lm.tokenizer.segmenter == "jieba" and "北京" in lm.vocab
+    assert logged == ["tokenizer: word, segmenter: jieba (auto: 100% Han characters)"]
+    assert LMCodec.fit("to be or not to be\n", LMDataConfig(tokenizer="word")).tokenizer.segmenter == "char"
+    # seq2seq: auto is decided per side (Chinese source, English target)
+    src, tgt = build_codecs([("我们今天去北京。", "We go to Beijing today."), ("他喜欢看电影。", "He likes films.")],
+                            ParallelDataConfig())
+    assert src.tokenizer.segmenter == "jieba" and tgt.tokenizer.segmenter == "char" and "北京" in src.vocab
+    # SeqGAN: the resolved choice goes into the run's config (its tokenizer is rebuilt from the config)
+    path = tmp_path / "zh.txt"
+    path.write_text("我们今天去北京看电影。\n人民日报发表社论。\n", encoding="utf-8")
+    data = SentenceDataConfig(path=str(path), tokenizer="word")
+    assert data.resolve_segmenter() == "jieba" and data.segmenter == "jieba"
+    lines = read_sentences(path, "word", True, 0, data.segmenter)
+    assert lines[0] == ["我们", "今天", "去", "北京", "看", "电影", "。"]
+    assert sentence_codec(None, 5).tokenizer is not None  # oracle runs unaffected
+    from lmlab.data.vocab import build_vocab
+
+    vocab = build_vocab(lines)
+    codec = sentence_codec(vocab, len(vocab), vocab.eos_id, vocab.pad_id, "word", True, "auto")  # a run from before
+    assert codec.tokenizer.segmenter == "char"
+
+
+def test_segmenter_key_is_validated_in_every_family_config():
+    from lmlab.data.classification import ClassifyDataConfig
+    from lmlab.data.lm import LMDataConfig
+    from lmlab.data.parallel import ParallelDataConfig
+    from lmlab.data.sentence_rows import SentenceDataConfig
+    from lmlab.data.sentences import VectorDataConfig
+
+    for cfg in (ClassifyDataConfig(), LMDataConfig(tokenizer="word"), ParallelDataConfig(),
+                SentenceDataConfig(tokenizer="word"), VectorDataConfig()):
+        assert cfg.segmenter == "auto"
+        cfg.validate()
+        cfg.segmenter = "jeiba"
+        with pytest.raises(ConfigError, match=r"data.segmenter='jeiba' is unknown; choose one of auto, char, jieba"):
+            cfg.validate()
+        cfg.segmenter, cfg.user_dict = "char", "words.txt"
+        with pytest.raises(ConfigError, match="user_dict works with data.segmenter=jieba"):
+            cfg.validate()
