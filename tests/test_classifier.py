@@ -435,3 +435,34 @@ def test_linear_sparse_needs_plain_sgd(rt_slice, tmp_path, capsys):
     # dense gradients go through the trainer's own step, any optimizer
     assert main(["classify", "train", "--data", str(rt_slice / "train.jsonl"), "--preset", "linear", "--out",
                  str(tmp_path / "b"), *TINY_LIN, "model.sparse=false", "train.optimizer=adam", "lr=0.01", "epochs=1"]) == 0
+
+
+def test_linear_sparse_step_equals_dense_sgd_and_clips():
+    from types import SimpleNamespace
+
+    from lmlab.data.classification import ClassifyBatch
+
+    g = torch.Generator().manual_seed(2)
+    batch = ClassifyBatch(torch.randint(1, 20, (6, 8), generator=g), torch.tensor([8, 8, 5, 3, 8, 1]), torch.arange(6) % 2)
+    models = []
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        models.append(TextClassifier(ClassifierConfig(arch="linear", vocab_size=20, num_classes=2, embed_dim=4,
+                                                      bigram_buckets=8, sparse=sparse)))
+    dense, sparse = models
+    for clip in (0.0, 1e-3):
+        trainer = SimpleNamespace(config=SimpleNamespace(grad_clip=clip), state=SimpleNamespace(step=0))
+        before = {k: v.clone() for k, v in sparse.state_dict().items()}
+        opt_d, opt_s = torch.optim.SGD(dense.parameters(), lr=3.0), torch.optim.SGD(sparse.parameters(), lr=3.0)
+        for _ in range(3):
+            opt_d.zero_grad()
+            dense.loss(batch)["loss"].backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(dense.parameters(), clip)
+            opt_d.step()
+            sparse.manual_step(batch, [opt_s], trainer)  # repeated rows of the uncoalesced gradient are summed
+        for k, v in dense.state_dict().items():
+            torch.testing.assert_close(sparse.state_dict()[k], v)
+        if clip:  # three clipped steps move the weights by at most 3 * lr * clip
+            moved = torch.cat([(sparse.state_dict()[k] - before[k]).flatten() for k in before]).norm()
+            assert 0 < moved <= 3 * 3.0 * clip + 1e-6

@@ -265,8 +265,8 @@ class TextClassifier(nn.Module):
 
 
     def _sparse_sgd_step(self, batch, optimizers, trainer) -> dict:
-        """One step of ``linear`` with ``sparse``: backward, the gradient norm over the sparse bag rows and the dense
-        output layer (clipped to ``train.grad_clip`` when > 0, as the trainer does), then the SGD step.
+        """One step of ``linear`` with ``sparse``: backward; when ``train.grad_clip`` > 0 the gradient norm over the
+        sparse bag rows and the dense output layer, clipped as the trainer does; then the SGD step.
 
         The trainer has set this step's learning rate on the optimizer; the trainer's own clipping cannot read a
         sparse gradient, hence this hook."""
@@ -279,26 +279,29 @@ class TextClassifier(nn.Module):
                     )
         out = self.loss(batch)
         out["loss"].backward()
-        norms = []
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                p.grad = p.grad.coalesce()  # one value row per touched bag row
-                norms.append(torch.linalg.vector_norm(p.grad.values()))
-            else:
-                norms.append(torch.linalg.vector_norm(p.grad))
-        norm = torch.linalg.vector_norm(torch.stack(norms))
-        if not torch.isfinite(norm):
-            raise TrainingError(
-                f"the gradient norm became {norm.item()} at step {trainer.state.step + 1}; "
-                "lower train.lr or set train.grad_clip (e.g. 1.0)"
-            )
         clip = trainer.config.grad_clip
-        if clip > 0 and norm > clip:
+        if clip > 0:
+            # coalescing (one value row per touched bag row) costs a sort: only done when the norm is needed; SGD adds
+            # an uncoalesced gradient as it is (duplicate rows summed), and the trainer checks that the loss is finite
+            norms = []
             for p in self.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(clip / (norm + 1e-6))
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    p.grad = p.grad.coalesce()
+                    norms.append(torch.linalg.vector_norm(p.grad.values()))
+                else:
+                    norms.append(torch.linalg.vector_norm(p.grad))
+            norm = torch.linalg.vector_norm(torch.stack(norms))
+            if not torch.isfinite(norm):
+                raise TrainingError(
+                    f"the gradient norm became {norm.item()} at step {trainer.state.step + 1}; "
+                    "lower train.lr or set train.grad_clip (e.g. 1.0)"
+                )
+            if norm > clip:
+                for p in self.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(clip / (norm + 1e-6))
         for opt in optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
