@@ -365,6 +365,11 @@ def test_linear_shapes_rows_and_padding():
     # what lies beyond a text's length changes nothing
     longer = torch.tensor([[5, 6, 7, 9, 9, 9], [9, 3, 4, 4, 4, 4]])
     torch.testing.assert_close(model(longer, lengths), want)
+    # pretrained word vectors (--pretrained-vectors) fill the word rows of the bag, never the bigram rows
+    vectors, found = torch.randn(30, 6), torch.arange(30) % 2 == 1
+    bigrams = model.bag.weight[30:].clone()
+    model.load_pretrained(vectors, found)
+    assert torch.equal(model.bag.weight[:30][found], vectors[found]) and torch.equal(model.bag.weight[30:], bigrams)
     multi = TextClassifier(ClassifierConfig(arch="linear", vocab_size=30, num_classes=4, embed_dim=6))
     assert multi(ids, lengths).shape == (2, 4) and multi.bag.weight.shape == (30, 6)  # unigrams only
     with pytest.raises(ConfigError, match="bilstm option.*embed_dim"):
