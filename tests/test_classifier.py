@@ -336,3 +336,138 @@ def test_sigkill_at_three_points_then_resume_is_bit_identical(rt_slice, tmp_path
     steps = [(r["split"], r["step"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
     assert len(steps) == len(set(steps)), "a step was logged twice after resume"
     assert steps == [(r["split"], r["step"]) for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines())]
+
+
+# ------------------------------------------------------------------------------ the linear (fastText) model
+TINY_LIN = ["model.embed_dim=8", "model.bigram_buckets=4096", "train.progress=false", "train.tensorboard=false",
+            "train.num_threads=1"]
+
+
+def test_linear_shapes_rows_and_padding():
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(arch="linear", vocab_size=30, num_classes=2, embed_dim=6, bigram_buckets=11)
+    cfg.validate()
+    model = TextClassifier(cfg).eval()
+    # only the bag (vocabulary + bigram buckets) and the output layer; the output starts at zero as in fastText
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
+        "bag.weight": (41, 6), "out.weight": (1, 6), "out.bias": (1,)}
+    assert not model.out.weight.any() and not model.bag.weight[0].any()
+    ids, lengths = torch.tensor([[5, 6, 7, 0], [9, 3, 0, 0]]), torch.tensor([3, 2])
+    assert model(ids, lengths).shape == (2,) and model.probabilities(ids, lengths).shape == (2, 2)
+    with torch.no_grad():
+        model.out.weight.normal_()
+    # the text's vector is the mean of its word rows and its hashed bigram rows, nothing else
+    w = model.bag.weight
+    h0 = w[[5, 6, 7, 30 + (5 * 1_000_003 + 6) % 11, 30 + (6 * 1_000_003 + 7) % 11]].mean(0)
+    h1 = w[[9, 3, 30 + (9 * 1_000_003 + 3) % 11]].mean(0)
+    want = torch.stack([h0, h1]) @ model.out.weight[0] + model.out.bias
+    torch.testing.assert_close(model(ids, lengths), want)
+    # what lies beyond a text's length changes nothing
+    longer = torch.tensor([[5, 6, 7, 9, 9, 9], [9, 3, 4, 4, 4, 4]])
+    torch.testing.assert_close(model(longer, lengths), want)
+    # pretrained word vectors (--pretrained-vectors) fill the word rows of the bag, never the bigram rows
+    vectors, found = torch.randn(30, 6), torch.arange(30) % 2 == 1
+    bigrams = model.bag.weight[30:].clone()
+    model.load_pretrained(vectors, found)
+    assert torch.equal(model.bag.weight[:30][found], vectors[found]) and torch.equal(model.bag.weight[30:], bigrams)
+    multi = TextClassifier(ClassifierConfig(arch="linear", vocab_size=30, num_classes=4, embed_dim=6))
+    assert multi(ids, lengths).shape == (2, 4) and multi.bag.weight.shape == (30, 6)  # unigrams only
+    with pytest.raises(ConfigError, match="bilstm option.*embed_dim"):
+        ClassifierConfig(arch="linear", bag_dim=4).validate()
+    with pytest.raises(ConfigError, match="linear option"):
+        ClassifierConfig(arch="bilstm", sparse=True).validate()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_linear_overfits_one_batch(sparse):
+    from lmlab.data.classification import ClassifyBatch
+
+    torch.manual_seed(0)
+    cfg = ClassifierConfig(arch="linear", vocab_size=40, num_classes=3, embed_dim=16, bigram_buckets=64, sparse=sparse)
+    model = TextClassifier(cfg)
+    assert hasattr(model, "manual_step") == sparse  # only the sparse linear model steps itself
+    g = torch.Generator().manual_seed(1)
+    batch = ClassifyBatch(torch.randint(1, 40, (12, 9), generator=g), torch.full((12,), 9), torch.arange(12) % 3)
+    opt = torch.optim.SGD(model.parameters(), lr=2.0)  # SGD takes the sparse gradient as it is
+    for _ in range(300):
+        opt.zero_grad()
+        out = model.loss(batch)
+        out["loss"].backward()
+        opt.step()
+    assert model.bag.weight.grad.is_sparse == sparse
+    assert out["accuracy"].item() == 1.0 and out["loss"].item() < 0.05
+
+
+@pytest.fixture(scope="module")
+def rt_bigger(shared_data, tmp_path_factory) -> Path:
+    """2,000 rt-polarity snippets to train on and 600 held out (disjoint, balanced)."""
+    pos = (shared_data / "rt-polarity" / "rt-polarity.pos.utf8").read_text(encoding="utf-8").splitlines()
+    neg = (shared_data / "rt-polarity" / "rt-polarity.neg.utf8").read_text(encoding="utf-8").splitlines()
+    root = tmp_path_factory.mktemp("rt-big")
+    for name, lo, hi in (("train.jsonl", 1000, 2000), ("test.jsonl", 4000, 4300)):
+        with open(root / name, "w", encoding="utf-8") as fh:
+            for p, n in zip(pos[lo:hi], neg[lo:hi], strict=True):
+                fh.write(json.dumps({"text": p, "label": "pos"}) + "\n")
+                fh.write(json.dumps({"text": n, "label": "neg"}) + "\n")
+    return root
+
+
+def test_linear_preset_learns_held_out_sentiment_and_round_trips(rt_bigger, tmp_path, capsys):
+    out = tmp_path / "lin"
+    args = ["classify", "train", "--data", str(rt_bigger / "train.jsonl"), "--preset", "linear", "--out", str(out),
+            *TINY_LIN, "data.val_split=0.1"]
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["arch"] == "linear" and cfg["model"]["sparse"] and cfg["train"]["optimizer"] == "sgd"
+    capsys.readouterr()
+    assert main(["classify", "eval", str(out), "--data", str(rt_bigger / "test.jsonl"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy"] > 0.62, report  # 600 held-out snippets: chance is 0.5 (+-0.04 at 2 sigma)
+    # save -> load -> identical predictions, through the pipeline every command and the server use
+    texts = ["a gorgeous , witty and moving film", "dull , lifeless and far too long"]
+    first = Classifier.from_run_dir(out).predict(texts)
+    assert first == ClassifyRecipe.load(out).predict(texts)
+    assert [p["label"] for p in first] == ["pos", "neg"]
+    weights = load_tensors(out / "model.safetensors")
+    assert set(weights) == {"bag.weight", "out.weight", "out.bias"}
+    assert weights["bag.weight"].shape == (cfg["model"]["vocab_size"] + 4096, 8)
+
+
+def test_linear_sparse_needs_plain_sgd(rt_slice, tmp_path, capsys):
+    msg = _err(capsys, ["classify", "train", "--data", str(rt_slice / "train.jsonl"), "--preset", "linear",
+                        "--out", str(tmp_path / "a"), *TINY_LIN, "train.optimizer=adam", "lr=0.01"])
+    assert "train.optimizer=sgd" in msg and not (tmp_path / "a" / "model.safetensors").exists()
+    # dense gradients go through the trainer's own step, any optimizer
+    assert main(["classify", "train", "--data", str(rt_slice / "train.jsonl"), "--preset", "linear", "--out",
+                 str(tmp_path / "b"), *TINY_LIN, "model.sparse=false", "train.optimizer=adam", "lr=0.01", "epochs=1"]) == 0
+
+
+def test_linear_sparse_step_equals_dense_sgd_and_clips():
+    from types import SimpleNamespace
+
+    from lmlab.data.classification import ClassifyBatch
+
+    g = torch.Generator().manual_seed(2)
+    batch = ClassifyBatch(torch.randint(1, 20, (6, 8), generator=g), torch.tensor([8, 8, 5, 3, 8, 1]), torch.arange(6) % 2)
+    models = []
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        models.append(TextClassifier(ClassifierConfig(arch="linear", vocab_size=20, num_classes=2, embed_dim=4,
+                                                      bigram_buckets=8, sparse=sparse)))
+    dense, sparse = models
+    for clip in (0.0, 1e-3):
+        trainer = SimpleNamespace(config=SimpleNamespace(grad_clip=clip), state=SimpleNamespace(step=0))
+        before = {k: v.clone() for k, v in sparse.state_dict().items()}
+        opt_d, opt_s = torch.optim.SGD(dense.parameters(), lr=3.0), torch.optim.SGD(sparse.parameters(), lr=3.0)
+        for _ in range(3):
+            opt_d.zero_grad()
+            dense.loss(batch)["loss"].backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(dense.parameters(), clip)
+            opt_d.step()
+            sparse.manual_step(batch, [opt_s], trainer)  # repeated rows of the uncoalesced gradient are summed
+        for k, v in dense.state_dict().items():
+            torch.testing.assert_close(sparse.state_dict()[k], v)
+        if clip:  # three clipped steps move the weights by at most 3 * lr * clip
+            moved = torch.cat([(sparse.state_dict()[k] - before[k]).flatten() for k in before]).norm()
+            assert 0 < moved <= 3 * 3.0 * clip + 1e-6

@@ -1,6 +1,7 @@
-"""Text classification: Embedding + LSTM models, from the classic Keras tutorial to a stronger BiLSTM.
+"""Text classification: Embedding + LSTM models, from the classic Keras tutorial to a stronger BiLSTM, and the
+linear fastText baseline.
 
-Two architectures share one module:
+Three architectures share one module:
 
 ``stacked-lstm`` (preset ``seed-lstm``) is the Keras tutorial model exactly::
 
@@ -19,7 +20,14 @@ adjacent word pair, the pairs hashed into ``bigram_buckets`` rows. Word order be
 LSTM; the bag gives the linear model on uni- and bigrams that is hard to beat on long reviews (Wang & Manning,
 2012, "Baselines and Bigrams").
 
-Both end in one sigmoid unit with binary cross-entropy for two classes (``binary_sigmoid``) or a softmax with
+``linear`` (preset ``linear``) is fastText's supervised model (Joulin et al., 2017): that same bag alone, of
+width ``embed_dim`` -- the mean of the embeddings of every word and hashed word bigram of the text -- then one
+linear layer, no hidden non-linearity. The bag's rows are fastText's input matrix (uniform(-1/E, 1/E)), the output
+layer starts at zero as fastText's does. With ``sparse`` (the preset) the bag's gradient is a sparse tensor of the
+rows a batch touched and the step is taken by :meth:`TextClassifier.manual_step` with plain SGD, so a step costs
+the batch's n-grams, not the millions of hash rows: that is what makes it train in seconds on a CPU.
+
+All end in one sigmoid unit with binary cross-entropy for two classes (``binary_sigmoid``) or a softmax with
 cross-entropy for any number of classes.
 """
 
@@ -33,13 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.errors import ConfigError
+from lmlab.errors import ConfigError, TrainingError
 from lmlab.models.rnn import PaddedBiRNN
 
 
 @dataclass
 class ClassifierConfig:
-    arch: Literal["stacked-lstm", "bilstm"] = "bilstm"
+    arch: Literal["stacked-lstm", "bilstm", "linear"] = "bilstm"
     #: filled in from the fitted tokenizer when 0
     vocab_size: int = 0
     #: filled in from the training labels when 0
@@ -62,8 +70,10 @@ class ClassifierConfig:
     freeze_embeddings: bool = False
     #: bilstm: width of the n-gram bag (0: no bag)
     bag_dim: int = 0
-    #: bilstm: hash buckets for word bigrams in the bag (0: unigrams only)
+    #: bilstm and linear: hash buckets for word bigrams in the bag (0: unigrams only)
     bigram_buckets: int = 0
+    #: linear: sparse gradients for the bag, stepped by plain SGD (train.optimizer=sgd, no momentum/weight decay)
+    sparse: bool = False
 
     def validate(self) -> None:
         for name in ("embed_dim", "hidden_dim", "num_layers"):
@@ -77,10 +87,13 @@ class ClassifierConfig:
         for name in ("bag_dim", "bigram_buckets"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
-        if self.bigram_buckets and not self.bag_dim:
+        if self.bigram_buckets and not self.bag_dim and self.arch != "linear":
             raise ConfigError("model.bigram_buckets needs model.bag_dim > 0 (the width of the n-gram bag)")
         if self.bag_dim and self.arch != "bilstm":
-            raise ConfigError(f"model.bag_dim is a bilstm option; model.arch is {self.arch!r}")
+            hint = " (the linear model's bag is model.embed_dim wide)" if self.arch == "linear" else ""
+            raise ConfigError(f"model.bag_dim is a bilstm option; model.arch is {self.arch!r}{hint}")
+        if self.sparse and self.arch != "linear":
+            raise ConfigError(f"model.sparse is a linear option; model.arch is {self.arch!r}")
 
 
 def _keras_init_lstm(lstm: nn.LSTM) -> None:
@@ -103,7 +116,7 @@ def _keras_init_lstm(lstm: nn.LSTM) -> None:
 
 
 class TextClassifier(nn.Module):
-    """Embedding + LSTM text classifier (see the module docstring for both architectures)."""
+    """Embedding + LSTM text classifier, or the linear bag of n-grams (see the module docstring)."""
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
@@ -113,10 +126,23 @@ class TextClassifier(nn.Module):
             )
         self.config = config
         c = config
-        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=None if c.keras_style else 0)
-        self.embed_drop = nn.Dropout(c.embed_dropout)
         self.sigmoid_out = c.binary_sigmoid and c.num_classes == 2
         out_dim = 1 if self.sigmoid_out else c.num_classes
+        if c.arch == "linear":
+            # fastText: the bag is the whole text representation (no token embedding, no LSTM)
+            self._init_bag(c.embed_dim, sparse=c.sparse)
+            self.drop = nn.Dropout(c.dropout)
+            self.out = nn.Linear(c.embed_dim, out_dim)
+            nn.init.zeros_(self.out.weight)  # fastText's output matrix starts at zero
+            nn.init.zeros_(self.out.bias)
+            if c.freeze_embeddings:
+                self.bag.weight.requires_grad_(False)
+            if c.sparse:
+                # only this arch steps itself (the trainer calls manual_step when the model has one)
+                self.manual_step = self._sparse_sgd_step
+            return
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=None if c.keras_style else 0)
+        self.embed_drop = nn.Dropout(c.embed_dropout)
         if c.arch == "stacked-lstm":
             dims = [c.embed_dim, *c.lstm_dims]
             self.lstms = nn.ModuleList(nn.LSTM(dims[i], dims[i + 1], batch_first=True) for i in range(len(c.lstm_dims)))
@@ -131,11 +157,7 @@ class TextClassifier(nn.Module):
             feat = 2 * c.hidden_dim * (2 if c.pooling == "maxmean" else 1)
             self.dense = None
             if c.bag_dim:
-                # rows: the vocabulary (row 0 = <pad>, excluded from the mean), then the bigram hash buckets
-                self.bag = nn.EmbeddingBag(c.vocab_size + c.bigram_buckets, c.bag_dim, mode="mean", padding_idx=0)
-                nn.init.uniform_(self.bag.weight, -1.0 / c.bag_dim, 1.0 / c.bag_dim)
-                with torch.no_grad():
-                    self.bag.weight[0].zero_()
+                self._init_bag(c.bag_dim)
                 feat += c.bag_dim
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(feat, out_dim)
@@ -143,6 +165,15 @@ class TextClassifier(nn.Module):
             self._keras_init()
         if c.freeze_embeddings:
             self.embedding.weight.requires_grad_(False)
+
+    def _init_bag(self, dim: int, sparse: bool = False) -> None:
+        """The n-gram bag: rows for the vocabulary (row 0 = <pad>, excluded from the mean), then the bigram hash
+        buckets; fastText's uniform(-1/dim, 1/dim) initialisation."""
+        c = self.config
+        self.bag = nn.EmbeddingBag(c.vocab_size + c.bigram_buckets, dim, mode="mean", padding_idx=0, sparse=sparse)
+        nn.init.uniform_(self.bag.weight, -1.0 / dim, 1.0 / dim)
+        with torch.no_grad():
+            self.bag.weight[0].zero_()
 
     def _keras_init(self) -> None:
         nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
@@ -154,17 +185,28 @@ class TextClassifier(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def load_pretrained(self, vectors: torch.Tensor, found: torch.Tensor) -> None:
-        """Copy ``vectors[i]`` into embedding row i where ``found[i]`` (other rows keep their initialisation)."""
-        if vectors.shape != self.embedding.weight.shape:
+        """Copy ``vectors[i]`` into embedding row i where ``found[i]`` (other rows keep their initialisation).
+
+        For ``linear`` the word rows of the bag are the embedding (fastText's ``-pretrainedVectors``)."""
+        weight = self.bag.weight[: self.config.vocab_size] if self.config.arch == "linear" else self.embedding.weight
+        if vectors.shape != weight.shape:
             raise ConfigError(
                 f"pretrained vectors have dimension {vectors.shape[1]}, the model's embed_dim is "
-                f"{self.embedding.weight.shape[1]}; set model.embed_dim={vectors.shape[1]}"
+                f"{weight.shape[1]}; set model.embed_dim={vectors.shape[1]}"
             )
         with torch.no_grad():
-            self.embedding.weight[found] = vectors[found].to(self.embedding.weight.dtype)
+            weight[found] = vectors[found].to(weight.dtype)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits: (B,) for the sigmoid output, (B, C) for softmax."""
+        if self.config.arch == "linear":
+            rows = self.ngram_ids(ids, lengths)  # (B, 2T-1)
+            # the bag reads only the real n-grams (a flat list + offsets), not the padding of the batch's longest text
+            keep = rows != 0
+            counts = keep.sum(1)  # (B,)
+            h = self.bag(rows[keep], torch.cumsum(counts, 0) - counts)  # (B, E): mean of the word and bigram rows
+            logits = self.out(self.drop(h))
+            return logits.squeeze(-1) if self.sigmoid_out else logits
         x = self.embed_drop(self.embedding(ids))  # (B, T, E)
         if self.config.arch == "stacked-lstm":
             for lstm in self.lstms:
@@ -220,6 +262,51 @@ class TextClassifier(nn.Module):
             pred = logits.argmax(-1)
         acc = (pred == batch.labels).float().mean()
         return {"loss": loss, "accuracy": acc, "n": int(batch.labels.numel())}
+
+
+    def _sparse_sgd_step(self, batch, optimizers, trainer) -> dict:
+        """One step of ``linear`` with ``sparse``: backward; when ``train.grad_clip`` > 0 the gradient norm over the
+        sparse bag rows and the dense output layer, clipped as the trainer does; then the SGD step.
+
+        The trainer has set this step's learning rate on the optimizer; the trainer's own clipping cannot read a
+        sparse gradient, hence this hook."""
+        for opt in optimizers:
+            for group in opt.param_groups:
+                if not isinstance(opt, torch.optim.SGD) or group.get("momentum", 0) or group.get("weight_decay", 0):
+                    raise ConfigError(
+                        "model.sparse needs plain SGD: set train.optimizer=sgd, train.momentum=0 and "
+                        "train.weight_decay=0 (or model.sparse=false)"
+                    )
+        out = self.loss(batch)
+        out["loss"].backward()
+        clip = trainer.config.grad_clip
+        if clip > 0:
+            # coalescing (one value row per touched bag row) costs a sort: only done when the norm is needed; SGD adds
+            # an uncoalesced gradient as it is (duplicate rows summed), and the trainer checks that the loss is finite
+            norms = []
+            for p in self.parameters():
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    p.grad = p.grad.coalesce()
+                    norms.append(torch.linalg.vector_norm(p.grad.values()))
+                else:
+                    norms.append(torch.linalg.vector_norm(p.grad))
+            norm = torch.linalg.vector_norm(torch.stack(norms))
+            if not torch.isfinite(norm):
+                raise TrainingError(
+                    f"the gradient norm became {norm.item()} at step {trainer.state.step + 1}; "
+                    "lower train.lr or set train.grad_clip (e.g. 1.0)"
+                )
+            if norm > clip:
+                for p in self.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(clip / (norm + 1e-6))
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        out["loss"] = out["loss"].detach()
+        return out
 
 
 def keras_parameter_count(config: ClassifierConfig) -> int:
