@@ -18,6 +18,16 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, out: str | Path) -> Path:
+    """Lay out ``fig``, write it to ``out`` as PNG (creating the folder) and close it."""
+    fig.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Training loss and every validation metric against the step, one panel per metric."""
     records = checkpoint.read_metrics(run_dir)
@@ -42,12 +52,7 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = Path(out) if out else Path(run_dir) / "curves.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(out) if out else Path(run_dir) / "curves.png")
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], out: str | Path) -> Path:
@@ -64,9 +69,4 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], out: 
     for i in range(k):
         for j in range(k):
             ax.text(j, i, str(matrix[i][j]), ha="center", va="center", color="white" if matrix[i][j] > top / 2 else "black")
-    fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out)

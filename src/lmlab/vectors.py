@@ -780,9 +780,6 @@ def plot_words(kv: KeyedVectors, words: Sequence[str], path: str | os.PathLike, 
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from lmlab.plots import save_figure
+
+    return save_figure(fig, path)

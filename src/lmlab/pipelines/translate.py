@@ -260,12 +260,9 @@ def plot_attention(src_tokens: Sequence[str], tgt_tokens: Sequence[str], weights
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from lmlab.plots import save_figure
+
+    return save_figure(fig, out)
 
 
 __all__ = ["Translator", "check_beam", "plot_attention"]
