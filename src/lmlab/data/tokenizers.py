@@ -453,7 +453,9 @@ class VectorWordTokenizer(_SegmentingMixin, _JSONFileMixin):
             character a separator; ``"whitespace"`` - split on whitespace only (pre-tokenized corpora).
         segmenter: Name in :data:`SEGMENTERS` splitting runs of Chinese/Japanese characters (``"words"`` mode
             only); the default ``"none"`` keeps a run as one word, ``"jieba"`` segments Chinese words.
-        user_dict, nfkc: as for :class:`WordTokenizer`.
+        user_dict: A user dictionary for the segmenter, as for :class:`WordTokenizer`.
+        user_dict_sha256: The dictionary's hash saved with a run, checked when it is loaded again.
+        nfkc: NFKC-normalise the text first (full-width letters and digits), as for :class:`WordTokenizer`.
 
     Example:
         >>> VectorWordTokenizer().tokenize("Don't stop, O'Brien_2!")
