@@ -68,6 +68,45 @@ class TrainResult:
         return f"trained {self.step} steps{shown}; run directory: {self.run_dir}"
 
 
+@dataclass
+class PretrainedBody:
+    """What a pretrained run lends a classifier (``lmlab classify train --init-from RUN``).
+
+    ``model`` implements the *body API* (every model that can be a classifier body has it)::
+
+        features(ids (B, T) long, pad_mask (B, T) bool | None = None) -> (B, T, features_dim) float
+            # the top hidden states: after the final norm for Transformers, the top RNN layer for RNN LMs;
+            # pad_mask is True at real tokens (None: no padding)
+        features_dim: int
+        layer_groups() -> list[list[nn.Parameter]]
+            # every trainable parameter of the body once, bottom (embeddings) to top, one group per layer:
+            # discriminative learning rates and gradual unfreezing work on these groups
+        lm_logits(hidden (B, T, features_dim)) -> (B, T, vocab)   # the pretraining head (auxiliary LM loss)
+
+    The classifier run copies ``tokenizer_files`` (the source run's text -> ids files) and records ``family`` and
+    ``model_config``, so :meth:`Recipe.body_from_config` rebuilds the same body (without weights) at load time.
+    """
+
+    #: the source recipe's ``family`` ("gpt", "lm", "mlm" ...)
+    family: str
+    #: the body, with the pretrained weights loaded (from :meth:`Recipe.pretrained_body`) or freshly built
+    model: Any
+    #: the source run's ``model`` config section, as saved in its config.json
+    model_config: dict[str, Any]
+    #: file name -> JSON-able content: what turns text into ids, exactly as the source run does
+    tokenizer_files: dict[str, Any]
+    #: text -> ids, exactly as the source run tokenizes (no special tokens added)
+    encode: Callable[[str], list[int]]
+    #: the id that pads a batch (masked out by pad_mask)
+    pad_id: int
+    #: the most positions the body takes in one pass (None: no limit, e.g. an RNN)
+    max_len: int | None = None
+    #: how this family's states are best pooled into one vector: "last" (causal bodies), "mean", "first"
+    pooling: str = "last"
+    #: special ids the classifier may put around a text (e.g. {"bos": 1, "eos": 2, "cls": 3}); empty when none
+    special_ids: dict[str, int] = field(default_factory=dict)
+
+
 def split_validation(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """(train, validation): a seeded random ``fraction`` of ``items`` held out (at least one when fraction > 0).
 
@@ -149,6 +188,23 @@ class Recipe:
     def evaluate(cls, run_dir: str | Path, data: Any, **options: Any) -> dict[str, Any]:
         """One metrics dict for ``run_dir`` on ``data``."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------ transfer learning
+    @classmethod
+    def pretrained_body(cls, run_dir: str | Path, device: str = "cpu") -> PretrainedBody:
+        """The trained run ``run_dir`` as a classifier body, its weights loaded (families that can be one
+        override this; see :class:`PretrainedBody`)."""
+        from lmlab.errors import ConfigError
+
+        raise ConfigError(
+            f"--init-from {run_dir}: a {cls.family} run cannot be a classifier body; "
+            "use a gpt, lm (RNN language model) or mlm (masked language model) run"
+        )
+
+    @classmethod
+    def body_from_config(cls, model_config: dict[str, Any], tokenizer_files: dict[str, Any]) -> PretrainedBody:
+        """The same body as :meth:`pretrained_body`, rebuilt from what a classifier run saved (no weights)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be a classifier body")
 
     # ------------------------------------------------------------------------------------ written once
     def seed(self) -> None:
