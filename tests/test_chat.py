@@ -408,6 +408,7 @@ def test_streaming_chinese_never_splits_a_character(runs, server_app, openai_cli
 
 def test_live_uvicorn_server_streams_to_the_openai_client(server_app):
     import openai
+
     from serve_fixtures import LiveServer
 
     with LiveServer(server_app) as server:
