@@ -250,6 +250,8 @@ def test_chat_json_bos_is_added_once(runs, tmp_path):
     bos = pipe.codec.tokenizer.token_to_id("<bos>")
     ids = pipe.chat_prompt(CONVERSATION[1:2])
     assert ids[0] == bos and ids[1] != bos  # the template wrote it: not added twice
+    pipe.codec.add_bos = True  # a codec that frames every text with BOS, as well as the template writing it
+    assert pipe.chat_prompt(CONVERSATION[1:2]) == ids
     ChatFormat(template=CHATML_TEMPLATE, bos_token="<bos>", add_bos=True).save(run)
     assert load(run).chat_prompt(CONVERSATION[1:2])[:2] == [bos, pipe.codec.tokenizer.token_to_id("<|im_start|>")]
 
@@ -323,8 +325,8 @@ class Scripted:
         import torch
 
         n = 0 if state is None else state
-        logits = torch.zeros(input_ids.shape[0], self.vocab_size)
-        logits[:, self.ids[n] if n < len(self.ids) else self.end] = 10.0
+        logits = torch.full((input_ids.shape[0], self.vocab_size), float("-inf"))  # (B, V): one token possible
+        logits[:, self.ids[n] if n < len(self.ids) else self.end] = 0.0
         return logits, n + 1
 
 
@@ -368,7 +370,7 @@ def test_chat_completion_matches_the_pipeline_and_seed_reproduces(openai_client,
     assert again.choices[0].message.content == reply.choices[0].message.content
 
 
-def test_chat_streams_through_openai_with_stop_and_max_tokens(openai_client, server_app):
+def test_chat_streams_through_openai(openai_client, server_app):
     pipe = server_app.state.models["bpe-chatml"].pipeline
     msgs = CONVERSATION[1:2]
     full = pipe.chat(msgs, max_new_tokens=20, temperature=0.0)["text"]
@@ -380,14 +382,26 @@ def test_chat_streams_through_openai_with_stop_and_max_tokens(openai_client, ser
     assert text == full
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finals) == 1 and chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
-    if len(full.strip()) >= 4:  # stop: the reply ends before the stop string, which is not in it
-        stop = full.strip()[2:4]
-        cut = openai_client.chat.completions.create(model="bpe-chatml", messages=msgs, max_tokens=20, temperature=0,
-                                                    stop=[stop])
-        assert cut.choices[0].message.content == full[: full.find(stop)]
-        assert cut.choices[0].finish_reason == "stop"
-    short = openai_client.chat.completions.create(model="bpe-chatml", messages=msgs, max_tokens=2, temperature=0)
-    assert short.usage.completion_tokens <= 2
+
+
+def test_chat_stop_strings_and_max_tokens(server_app, openai_client, monkeypatch):
+    pipe = server_app.state.models["bpe-chatml"].pipeline
+    reply = "Hello world. Goodbye world."
+    ids = pipe.codec.encode(reply)
+    end = pipe.codec.tokenizer.token_to_id("<|im_end|>")
+    monkeypatch.setattr(pipe.model, "step_cached", Scripted(ids, end, pipe.codec.vocab_size))
+    msgs = CONVERSATION[1:2]
+    whole = openai_client.chat.completions.create(model="bpe-chatml", messages=msgs, max_tokens=32)
+    assert whole.choices[0].message.content == reply and whole.choices[0].finish_reason == "stop"
+    for stop in (". G", [". G", "xyz"]):
+        cut = openai_client.chat.completions.create(model="bpe-chatml", messages=msgs, max_tokens=32, stop=stop)
+        assert cut.choices[0].message.content == "Hello world" and cut.choices[0].finish_reason == "stop"
+        streamed = openai_client.chat.completions.create(model="bpe-chatml", messages=msgs, max_tokens=32, stop=stop,
+                                                         stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "Hello world"
+    short = openai_client.chat.completions.create(model="bpe-chatml", messages=msgs, max_tokens=2)
+    assert short.usage.completion_tokens == 2 and short.choices[0].finish_reason == "length"
+    assert short.choices[0].message.content == pipe.codec.decode(ids[:2])
 
 
 def test_streaming_chinese_never_splits_a_character(runs, server_app, openai_client, monkeypatch):

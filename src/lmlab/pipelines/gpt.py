@@ -141,9 +141,13 @@ class GPTGenerator:
             if found is not None:
                 return int(found)
         vocab = self.codec.vocab
-        if vocab is not None and text in vocab:
-            return vocab[text]
-        return None
+        if vocab is not None:
+            return vocab[text] if text in vocab else None
+        ids = self.codec.encode(text)  # a tokenizer with its own ids and no token_to_id: what it makes of the text
+        bos = self.codec.bos_id if self.codec.add_bos else None
+        ids = ids[1:] if bos is not None and ids[:1] == [bos] else ids
+        ids = ids[:-1] if self.codec.add_eos and len(ids) > 1 else ids
+        return int(ids[0]) if len(ids) == 1 else None
 
     def chat_prompt(self, messages) -> list[int]:
         """Token ids of ``messages`` rendered by the chat template, ending with the assistant's turn header.
@@ -160,9 +164,11 @@ class GPTGenerator:
             )
         text = fmt.render(messages, add_generation_prompt=True)
         ids = self.codec.encode_prompt(text) if text else []
-        bos = self._single_id(fmt.bos_token) if fmt.add_bos else None
-        if bos is not None and ids[:1] != [bos]:
+        bos = self._single_id(fmt.bos_token) if fmt.bos_token else self.codec.bos_id
+        if bos is not None and fmt.add_bos and ids[:1] != [bos]:
             ids.insert(0, bos)
+        while bos is not None and ids[:2] == [bos, bos]:  # the template wrote it and the codec framed it: once
+            ids.pop(0)
         return ids
 
     def chat_stops(self, stop: Sequence[str] | str | None = None) -> tuple[list[int], list[str]]:
