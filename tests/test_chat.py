@@ -219,6 +219,17 @@ def test_chat_prompt_is_the_rendered_template_encoded(chatml):
     assert ids[0] == im_start and ids.count(im_start) == 5  # one token each, not spelled out
 
 
+def test_chat_prompt_ids_equal_transformers_tokenized_template(chatml):
+    """The same tokenizer in ``transformers``: ``apply_chat_template(tokenize=True)`` gives the same ids."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(tokenizer_object=chatml.codec.tokenizer.tokenizer, chat_template=CHATML_TEMPLATE)
+    for messages in (CONVERSATION, CONVERSATION[1:2]):
+        expected = hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        expected = expected["input_ids"] if hasattr(expected, "keys") else expected  # a BatchEncoding in v5
+        assert chatml.chat_prompt(messages) == list(expected)
+
+
 def test_chat_stops_on_any_stop_token_id(runs, tmp_path):
     """chat.json's stop_token_ids end the reply: a token of a seeded reply made a stop id cuts it there."""
     from lmlab import load
