@@ -493,3 +493,17 @@ def test_serve_chat_template_option_gives_a_template(runs, tmp_path):
     assert r.status_code == 200, r.text
     with pytest.raises(ConfigError, match="gpt-9.*not served"):
         create_app([runs["plain"]], chat_templates={"gpt-9": "plain"})
+
+
+def test_worker_processes_get_the_chat_templates(runs, tmp_path, monkeypatch):
+    """lmlab serve --workers N hands --chat-template to each worker through $LMLAB_SERVE_SPEC (absolute paths)."""
+    from lmlab.serve import SPEC_ENV, ServeLimits, create_app_from_env, serve_spec
+
+    jinja = tmp_path / "t.jinja"
+    jinja.write_text(CHATML_TEMPLATE)
+    monkeypatch.chdir(tmp_path)
+    spec = serve_spec([runs["plain"]], ServeLimits(), "cpu", chat_templates={"": "t.jinja"})
+    assert json.loads(spec)["chat_templates"] == {"": str(jinja)}
+    monkeypatch.setenv(SPEC_ENV, spec)
+    monkeypatch.chdir(Path("/"))
+    assert create_app_from_env().state.models["bpe-plain"].chat

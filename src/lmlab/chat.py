@@ -42,7 +42,7 @@ __all__ = [
     "validate_messages",
 ]
 
-#: the file in a run directory that describes how the model chats (written by ``lmlab gpt import``)
+#: the file in a run directory that describes how the model chats (written when a Hugging Face model is imported)
 CHAT_FILE = "chat.json"
 
 #: the roles a message may have (OpenAI's chat roles; ``tool`` carries a tool's answer back to the model)
