@@ -17,6 +17,7 @@ import pytest
 
 from lmlab.chat import CHATML_TEMPLATE, ChatFormat, render_template, validate_messages
 from lmlab.errors import ChatTemplateError, DataError
+from test_playground import browser  # noqa: F401  (fixture: headless Chromium, skipped where not installed)
 
 LLAMA3_TEMPLATE = (
     "{% set loop_messages = messages %}"
@@ -341,12 +342,16 @@ class Scripted:
         return logits, n + 1
 
 
-@pytest.fixture(scope="module")
-def server_app(runs):
+def _app(runs):
     from lmlab.serve import ServeLimits, create_app
 
     limits = ServeLimits(max_tokens=32, max_messages=4, max_chat_chars=400)
     return create_app([runs["chatml"], runs["plain"]], limits=limits)
+
+
+@pytest.fixture(scope="module")
+def server_app(runs):
+    return _app(runs)
 
 
 @pytest.fixture(scope="module")
@@ -431,12 +436,12 @@ def test_streaming_chinese_never_splits_a_character(runs, server_app, openai_cli
     assert chunks[-1].usage.completion_tokens == len(ids)
 
 
-def test_live_uvicorn_server_streams_to_the_openai_client(server_app):
+def test_live_uvicorn_server_streams_to_the_openai_client(runs):
     import openai
 
     from serve_fixtures import LiveServer
 
-    with LiveServer(server_app) as server:
+    with LiveServer(_app(runs)) as server:  # its own app: a server's shutdown closes the app's worker threads
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         got = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
             model="bpe-chatml", messages=CONVERSATION[1:2], max_tokens=8, temperature=0, stream=True) if c.choices)
@@ -507,3 +512,54 @@ def test_worker_processes_get_the_chat_templates(runs, tmp_path, monkeypatch):
     monkeypatch.setenv(SPEC_ENV, spec)
     monkeypatch.chdir(Path("/"))
     assert create_app_from_env().state.models["bpe-plain"].chat
+
+
+def test_playground_chats_keeping_the_conversation(browser, runs, monkeypatch):  # noqa: F811
+    """The playground's chat mode (a model with /v1/chat/completions): each prompt is a user message, the reply
+    streams in, the history goes with the next request; 'New chat' forgets it."""
+    from selenium.webdriver.common.by import By
+
+    from serve_fixtures import LiveServer
+    from test_playground import _pick, _wait
+
+    app = _app(runs)
+    pipe = app.state.models["bpe-chatml"].pipeline
+    seen: list[list[dict]] = []
+    original = type(pipe).stream_chat
+
+    def spy(self, messages, **options):
+        seen.append([dict(m) for m in messages])
+        return original(self, messages, **options)
+
+    monkeypatch.setattr(type(pipe), "stream_chat", spy)
+    reply = "Well met, 朋友!"
+    end = pipe.codec.tokenizer.token_to_id("<|im_end|>")
+    monkeypatch.setattr(pipe.model, "step_cached", Scripted(pipe.codec.encode(reply), end, pipe.codec.vocab_size))
+    driver = browser
+    with LiveServer(app) as server:
+        driver.get(server.url + "/")
+        _wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#model option")) == 2)
+        _pick(driver, "bpe-plain")
+        assert not driver.find_element(By.ID, "chat-mode-label").is_displayed()  # no template: no chat
+        _pick(driver, "bpe-chatml")
+        driver.find_element(By.ID, "chat-mode").click()
+        assert driver.find_element(By.ID, "new-chat").is_displayed()
+        box = driver.find_element(By.ID, "max-tokens")
+        box.clear()
+        box.send_keys("30")  # the server's limit here is 32
+        for i, words in enumerate(["Good morrow!", "What news?"]):
+            prompt = driver.find_element(By.ID, "prompt")
+            prompt.clear()
+            prompt.send_keys(words)
+            driver.find_element(By.ID, "generate").click()
+            _wait(lambda n=i: len(seen) > n and driver.find_element(By.ID, "generation-status").text.startswith("done"))
+            assert driver.find_element(By.ID, "completion-text").text == reply
+        assert seen[-1] == [{"role": "user", "content": "Good morrow!"}, {"role": "assistant", "content": reply},
+                            {"role": "user", "content": "What news?"}]
+        shown = driver.find_element(By.ID, "completion-prompt").text
+        assert shown == f"user: Good morrow!\nassistant: {reply}\nuser: What news?\nassistant: "
+        driver.find_element(By.ID, "new-chat").click()
+        prompt.send_keys("Again")
+        driver.find_element(By.ID, "generate").click()
+        _wait(lambda: len(seen) == 3 and driver.find_element(By.ID, "generation-status").text.startswith("done"))
+        assert seen[-1] == [{"role": "user", "content": "Again"}]
