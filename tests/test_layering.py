@@ -24,6 +24,7 @@ FORBIDDEN = {
     "callbacks": {"recipes", "cli", "serve", "pipelines", "tour", "models"},
     "checkpoint": {"recipes", "cli", "serve", "pipelines", "tour", "models", "trainer"},
     "generation": {"recipes", "cli", "serve", "pipelines", "tour", "trainer", "data"},
+    "chat": {"recipes", "cli", "serve", "pipelines", "tour", "trainer", "models", "data"},
     "recipes": {"cli", "serve", "tour"},
     "serve": {"cli"},
     "tour": {"cli"},

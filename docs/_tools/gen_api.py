@@ -57,7 +57,8 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
                               "read_metrics", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]),
     ]),
     ("Errors", [
-        ("lmlab.errors", ["LmlabError", "ConfigError", "DataError", "CheckpointError", "TrainingError"]),
+        ("lmlab.errors", ["LmlabError", "ConfigError", "DataError", "CheckpointError", "TrainingError",
+                          "ChatTemplateError"]),
     ]),
     ("Data", [
         ("lmlab.data.readers", ["open_text", "TextCorpus", "CSVCorpus", "JSONLCorpus", "LinesPerLabelCorpus",
@@ -73,6 +74,9 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
     ("Generation and decoding", [
         ("lmlab.generation", ["SamplingConfig", "generate", "iter_generate", "beam_search", "top_k_filter",
                               "top_p_filter"]),
+    ]),
+    ("Chat", [
+        ("lmlab.chat", ["ChatFormat", "render_template", "validate_messages", "template_from_spec"]),
     ]),
     ("Metrics", [
         ("lmlab.metrics", None),

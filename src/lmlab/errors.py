@@ -17,6 +17,10 @@ class ConfigError(LmlabError):
     """A config file, preset, override or option is wrong."""
 
 
+class ChatTemplateError(ConfigError):
+    """A chat template does not parse, raises, fails, or tries to reach outside its sandbox; or there is none."""
+
+
 class DataError(LmlabError):
     """Input data is empty, malformed, undecodable or inconsistent."""
 

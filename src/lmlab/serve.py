@@ -9,6 +9,7 @@ Endpoints (JSON in, JSON out; the schema, with every limit, is at ``/openapi.jso
 * ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{name}``
 * ``POST /v1/completions`` (generators: RNN LM, GPT): an OpenAI-compatible subset, ``stream: true`` sends
   server-sent events ending ``data: [DONE]``
+* ``POST /v1/chat/completions`` (GPT runs with a chat template, :mod:`lmlab.chat`): OpenAI-compatible, streaming too
 * ``POST /v1/classify`` (classifiers), ``POST /v1/translate`` (seq2seq), ``POST /v1/embeddings/similar`` and
   ``POST /v1/embeddings/analogy`` (word vectors)
 * ``GET /`` the playground page (``lmlab/serve_static``)
@@ -28,7 +29,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
@@ -44,10 +45,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lmlab.chat import ROLES
 from lmlab.errors import CheckpointError, ConfigError, LmlabError
 from lmlab.pipelines.base import (
     ANALOGY_METHODS,
     MIN_TEMPERATURE,
+    ChatGenerator,
     capability_of,
     generation_options,
     sampling_config,
@@ -80,6 +83,8 @@ class ServeLimits:
     and then gets 429. ``request_timeout_s``: a request still running after this long is stopped (504; a stream
     gets an error event, then ``[DONE]``). ``max_batch_texts``: classify and translate requests that queue for a
     slot at the same time are joined into one model call of up to this many texts (dynamic batching; 1 = off).
+    ``max_messages`` / ``max_chat_chars``: most messages in one chat request, and most characters of all their
+    contents together (422 beyond).
     """
 
     max_body_bytes: int = 1_048_576
@@ -93,6 +98,8 @@ class ServeLimits:
     queue_timeout_s: float = 30.0
     request_timeout_s: float = 120.0
     max_batch_texts: int = 64
+    max_messages: int = 64
+    max_chat_chars: int = 32_000
 
     def __post_init__(self) -> None:
         problems = []
@@ -120,6 +127,8 @@ class ServedModel:
     pipeline: Any
     info: dict
     created: int
+    #: whether ``/v1/chat/completions`` serves it (a ChatGenerator with a chat template)
+    chat: bool = False
 
     def card(self) -> dict:
         return {
@@ -129,7 +138,7 @@ class ServedModel:
             "owned_by": "lmlab",
             "kind": self.kind,
             "model_type": self.model_type,
-            "endpoints": list(KIND_ENDPOINTS[self.kind]),
+            "endpoints": [*KIND_ENDPOINTS[self.kind], *(["/v1/chat/completions"] if self.chat else [])],
             "info": self.info,
         }
 
@@ -181,8 +190,11 @@ def _json_friendly(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str, allow_nan=False)) if obj is not None else {}
 
 
-def load_models(run_dirs: Iterable[str | Path], device: str = "cpu") -> dict[str, ServedModel]:
-    """Load every run directory; names are the base names and must be unique."""
+def load_models(run_dirs: Iterable[str | Path], device: str = "cpu",
+                chat_templates: Mapping[str, str] | None = None) -> dict[str, ServedModel]:
+    """Load every run directory; names are the base names and must be unique. ``chat_templates`` maps a model
+    name to a chat template (a built-in name or a file, see :func:`lmlab.chat.template_from_spec`) that replaces
+    its own; the key ``""`` gives one to every chat-capable model that has none."""
     from lmlab import checkpoint, load
 
     paths = [Path(p) for p in run_dirs]
@@ -198,10 +210,16 @@ def load_models(run_dirs: Iterable[str | Path], device: str = "cpu") -> dict[str
             f"two run directories would both be served as {name!r} ({', '.join(map(str, ps))}); model names are "
             "run-directory base names, so rename or copy one of them"
         )
+    templates = dict(chat_templates or {})
+    unknown = sorted(set(templates) - {""} - set(by_name))
+    if unknown:
+        raise ConfigError(f"--chat-template names {', '.join(unknown)}, which is not served; served: "
+                          f"{', '.join(sorted(by_name))}")
     models: dict[str, ServedModel] = {}
     for path in paths:
         pipeline = load(path, device=device)
         kind = kind_of(pipeline)
+        chat = _apply_chat_template(pipeline, path.resolve().name, templates)
         check_finite_weights(pipeline, path)
         raw_info = pipeline.info() if callable(getattr(pipeline, "info", None)) else {}
         try:
@@ -218,8 +236,23 @@ def load_models(run_dirs: Iterable[str | Path], device: str = "cpu") -> dict[str
             pipeline=pipeline,
             info=info,
             created=int((path / "config.json").stat().st_mtime) if (path / "config.json").exists() else 0,
+            chat=chat,
         )
     return models
+
+
+def _apply_chat_template(pipeline: Any, name: str, templates: Mapping[str, str]) -> bool:
+    """Give ``pipeline`` the template ``templates`` names for it (or the one for every model, when it has none);
+    return whether it can chat."""
+    can = isinstance(pipeline, ChatGenerator)
+    if name in templates:
+        if not can:
+            raise ConfigError(f"--chat-template {name}=...: model {name!r} ({type(pipeline).__name__}) cannot chat; "
+                              "chat templates apply to GPT runs")
+        pipeline.set_chat_template(templates[name])
+    elif can and templates.get("") and not pipeline.can_chat:
+        pipeline.set_chat_template(templates[""])
+    return bool(can and pipeline.can_chat)
 
 
 # --- errors ------------------------------------------------------------------------------------------------
@@ -421,9 +454,25 @@ class CompletionChunk(BaseModel):
     usage: Usage | None = None
 
 
-def _sse_event_schema() -> dict:
-    chunk = CompletionChunk.model_json_schema(ref_template="#/components/schemas/{model}")
-    chunk.pop("$defs", None)  # CompletionChoice and Usage are components already (via Completion)
+def _inline_refs(schema: Any, defs: dict) -> Any:
+    """``schema`` with every ``{"$ref": "#/$defs/X"}`` replaced by ``defs[X]`` (the models are not recursive)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline_refs(v, defs) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_inline_refs(v, defs) for v in schema]
+    return schema
+
+
+def _sse_event_schema(chunk_model: type[BaseModel] | None = None) -> dict:
+    if chunk_model is None:
+        chunk = CompletionChunk.model_json_schema(ref_template="#/components/schemas/{model}")
+        chunk.pop("$defs", None)  # CompletionChoice and Usage are components already (via Completion)
+    else:  # its parts are not all components: inline them
+        chunk = chunk_model.model_json_schema()
+        chunk = _inline_refs(chunk, chunk.pop("$defs", {}))
     payload = {"anyOf": [chunk, {"$ref": "#/components/schemas/ErrorResponse"}]}
     return {  # one server-sent event: its `data` is a JSON chunk (or error), the last one the literal [DONE]
         "type": "object",
@@ -433,6 +482,51 @@ def _sse_event_schema() -> dict:
             {"type": "string", "const": "[DONE]"},
         ]}},
     }
+
+
+class ChatReply(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatReply
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed chat completion: the first has ``delta.role``, the last
+    ``finish_reason`` and ``usage``; a usage-only one (no choices) follows with ``stream_options.include_usage``."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
 
 
 class ClassifyResult(BaseModel):
@@ -486,6 +580,7 @@ class AnalogyResponse(BaseModel):
 @dataclass
 class _Requests:
     Completion: type[BaseModel]
+    Chat: type[BaseModel]
     Classify: type[BaseModel]
     Translate: type[BaseModel]
     Similar: type[BaseModel]
@@ -536,6 +631,61 @@ def build_request_models(limits: ServeLimits, models: dict[str, ServedModel]) ->
         n: int = Field(1, ge=1, le=1, description="number of completions (only 1 is supported)")
         user: str | None = Field(None, max_length=256, description="ignored (accepted for OpenAI compatibility)")
 
+    class TextPart(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        type: Literal["text"]
+        text: str = Field(max_length=L.max_chat_chars)
+
+    class ChatMessage(BaseModel):
+        """One message of the conversation (``content`` as a string, or a list of text parts)."""
+
+        model_config = ConfigDict(extra="forbid")
+        role: Literal[ROLES] = Field(description="who said it: " + ", ".join(ROLES))  # type: ignore[valid-type]
+        content: Annotated[str, Field(max_length=L.max_chat_chars)] | Annotated[
+            list[TextPart], Field(max_length=64)]
+        name: str | None = Field(None, max_length=256, description="passed to the template as message.name")
+        tool_call_id: str | None = Field(None, max_length=256, description="passed to the template")
+
+    class StreamOptions(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        include_usage: bool = Field(False, description="send a last chunk with no choices and the usage")
+
+    class ChatRequest(BaseModel):
+        """An OpenAI-compatible subset of ``POST /v1/chat/completions`` (plus ``top_k`` and ``repetition_penalty``)."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"model": first("generator"), "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}]})
+        model: str = model_field("generator")
+        messages: list[ChatMessage] = Field(
+            min_length=1, max_length=L.max_messages,
+            description=f"the conversation so far (at most {L.max_messages} messages and {L.max_chat_chars} "
+            "characters of content in all)")
+        max_tokens: int | None = Field(None, ge=1, le=L.max_tokens,
+                                       description=f"most tokens of the reply (default {L.max_tokens})")
+        max_completion_tokens: int | None = Field(None, ge=1, le=L.max_tokens,
+                                                  description="OpenAI's newer name for max_tokens (wins if both)")
+        temperature: float = Field(1.0, ge=0.0, le=2.0,
+                                   description=f"0 = greedy (arg-max); below {MIN_TEMPERATURE:g} counts as 0")
+        top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling; 1 switches it off")
+        top_k: int = Field(0, ge=0, le=1_000_000, description="keep the k most likely tokens; 0 switches it off")
+        repetition_penalty: float = Field(1.0, ge=0.01, le=100.0, description="> 1 discourages repeats; 1 = off")
+        stop: StopStr | StopList | None = Field(
+            None, description="a string or up to 4 strings that end the reply (not included in it)")
+        seed: int | None = Field(None, ge=0, le=2**63 - 1, description="makes sampling reproducible")
+        stream: bool = Field(False, description="send server-sent events, ending with `data: [DONE]`")
+        stream_options: StreamOptions | None = None
+        n: int = Field(1, ge=1, description="number of replies: only 1 is supported (400 otherwise)")
+        user: str | None = Field(None, max_length=256, description="ignored (accepted for OpenAI compatibility)")
+
+        @model_validator(mode="after")
+        def _total_size(self) -> "ChatRequest":
+            total = sum(len(m.content) if isinstance(m.content, str) else sum(len(p.text) for p in m.content)
+                        for m in self.messages)
+            if total > L.max_chat_chars:
+                raise ValueError(f"the messages hold {total} characters of content in all; the limit is "
+                                 f"{L.max_chat_chars} (lmlab serve --max-chat-chars)")
+            return self
+
     class ClassifyRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
             {"model": first("classifier"), "texts": ["a gripping, beautifully acted film"]}]})
@@ -579,7 +729,7 @@ def build_request_models(limits: ServeLimits, models: dict[str, ServedModel]) ->
         topn: int = Field(1, ge=1, le=L.max_topn)
         method: Literal["3cosadd", "3cosmul"] = "3cosadd"
 
-    return _Requests(CompletionRequest, ClassifyRequest, TranslateRequest, SimilarRequest, AnalogyRequest)
+    return _Requests(CompletionRequest, ChatRequest, ClassifyRequest, TranslateRequest, SimilarRequest, AnalogyRequest)
 
 
 # --- the worker side: slots, threads, generations ----------------------------------------------------------
@@ -613,8 +763,9 @@ class _Generation:
             self.stop_reason = reason
             self.cancel.set()
 
-    def worker(self, loop: asyncio.AbstractEventLoop, pipeline: Any, params: dict) -> str:
-        """Runs in a worker thread: iterate ``pipeline.stream`` and hand each event to the loop."""
+    def worker(self, loop: asyncio.AbstractEventLoop, pipeline: Any, params: dict, method: str = "stream") -> str:
+        """Runs in a worker thread: iterate ``pipeline.<method>(**params)`` (``stream``, or ``stream_chat``) and hand
+        each event to the loop."""
 
         def emit(kind: str, payload: Any = None) -> None:
             try:
@@ -627,7 +778,7 @@ class _Generation:
             import torch
 
             with torch.no_grad():
-                stream = pipeline.stream(**params)
+                stream = getattr(pipeline, method)(**params)
                 for event in stream:
                     if isinstance(event, str):  # a bare piece of text
                         event = {"text": event}
@@ -820,7 +971,8 @@ class _Runtime:
             slot.release()
         settle(outcome)
 
-    async def start_generation(self, pipeline: Any, params: dict, request: Request) -> _Generation:
+    async def start_generation(self, pipeline: Any, params: dict, request: Request,
+                               method: str = "stream") -> _Generation:
         slot = await self.acquire("generate")
         gen = _Generation(self, request, time.monotonic() + self.limits.request_timeout_s)
         loop = asyncio.get_running_loop()
@@ -830,7 +982,7 @@ class _Runtime:
         def run() -> None:
             outcome = "failed"
             try:
-                outcome = gen.worker(loop, pipeline, params)
+                outcome = gen.worker(loop, pipeline, params, method)
             finally:  # counted here, in the worker, so it holds even when the event loop is already gone
                 self.count(active=-1, **{outcome: 1})
                 self.live.discard(gen)
@@ -869,10 +1021,13 @@ class _Runtime:
 SPEC_ENV = "LMLAB_SERVE_SPEC"
 
 
-def serve_spec(run_dirs: Iterable[str | Path], limits: ServeLimits, device: str, torch_threads: int = 0) -> str:
+def serve_spec(run_dirs: Iterable[str | Path], limits: ServeLimits, device: str, torch_threads: int = 0,
+               chat_templates: Mapping[str, str] | None = None) -> str:
     """The JSON that :func:`create_app_from_env` reads (absolute paths, so workers may start anywhere)."""
+    templates = {name: str(Path(spec).resolve()) if Path(spec).is_file() else spec
+                 for name, spec in (chat_templates or {}).items()}
     return json.dumps({"run_dirs": [str(Path(p).resolve()) for p in run_dirs], "limits": asdict(limits),
-                       "device": device, "torch_threads": torch_threads})
+                       "device": device, "torch_threads": torch_threads, "chat_templates": templates})
 
 
 def create_app_from_env() -> FastAPI:
@@ -886,7 +1041,8 @@ def create_app_from_env() -> FastAPI:
         import torch
 
         torch.set_num_threads(int(spec["torch_threads"]))
-    return create_app(spec["run_dirs"], ServeLimits(**spec["limits"]), device=spec["device"])
+    return create_app(spec["run_dirs"], ServeLimits(**spec["limits"]), device=spec["device"],
+                      chat_templates=spec.get("chat_templates"))
 
 
 def _static_dir() -> Path:
@@ -900,11 +1056,13 @@ def _error_responses(*codes: int) -> dict:
     return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
 
 
-def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits(), device: str = "cpu") -> FastAPI:
-    """Build the FastAPI app serving the pipelines of ``run_dirs`` (loaded now, once) within ``limits``."""
+def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits(), device: str = "cpu",
+               chat_templates: Mapping[str, str] | None = None) -> FastAPI:
+    """Build the FastAPI app serving the pipelines of ``run_dirs`` (loaded now, once) within ``limits``;
+    ``chat_templates`` (model name, or "" for every model without one -> template) as :func:`load_models`."""
     if not isinstance(limits, ServeLimits):
         raise ConfigError(f"limits must be a ServeLimits, got {type(limits).__name__}")
-    models = load_models(run_dirs, device=device)
+    models = load_models(run_dirs, device=device, chat_templates=chat_templates)
     runtime = _Runtime(limits)
     Req = build_request_models(limits, models)
 
@@ -1032,55 +1190,55 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
                      "then `data: [DONE]`",
                      "content": {"text/event-stream": {"schema": _sse_event_schema()}}}}
 
-    @app.post("/v1/completions", response_model=Completion, tags=["generation"],
-              responses={**sse_200, **_error_responses(400, 404, 413, 422, 429, 504)})
-    async def completions(body: Req.Completion, request: Request):  # type: ignore[valid-type]
-        """Continue ``prompt`` with a generator model (RNN LM or GPT). OpenAI-compatible subset."""
-        served = get_model(body.model, "generator", "/v1/completions")
-        cfg = sampling_config(max_new_tokens=body.max_tokens, temperature=body.temperature, top_k=body.top_k,
-                              top_p=body.top_p, repetition_penalty=body.repetition_penalty, stop=body.stop,
-                              seed=body.seed)
-        params = {"prompt": body.prompt, **generation_options(cfg)}
-        gen = await runtime.start_generation(served.pipeline, params, request)
+    async def begin(pipeline: Any, params: dict, request: Request, method: str = "stream") -> tuple[_Generation, tuple]:
+        """Start a generation (``pipeline.<method>(**params)``) and wait for its first event; a 4xx if that
+        is an error (a bad prompt, a template that fails, a timeout)."""
+        gen = await runtime.start_generation(pipeline, params, request, method)
         first = await gen.next()
         if first[0] not in ("event", "end"):
             gen.stop()
             raise fail(*first)
-        cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        return gen, first
 
-        if not body.stream:
-            texts, final, item = [], None, first
-            try:
-                while True:
-                    kind, event = item
-                    if kind == "end":
-                        break
-                    if kind != "event":
-                        raise fail(kind, event)
-                    if event.get("text"):
-                        texts.append(event["text"])
-                        gen.pieces += 1
-                        runtime.count(tokens=1)
-                    if "finish_reason" in event:
-                        final = event
-                        break
-                    item = await gen.next()
-            finally:
-                gen.stop()
-            result = completion_chunk(cid, created, served.name, "".join(texts), finish_of(final))
-            result["usage"] = usage_of(final, gen.pieces)
-            return result
+    async def collect(gen: _Generation, first: tuple) -> tuple[str, dict | None]:
+        """(the whole text, the final event) of a generation that is not streamed."""
+        texts, final, item = [], None, first
+        try:
+            while True:
+                kind, event = item
+                if kind == "end":
+                    break
+                if kind != "event":
+                    raise fail(kind, event)
+                if event.get("text"):
+                    texts.append(event["text"])
+                    gen.pieces += 1
+                    runtime.count(tokens=1)
+                if "finish_reason" in event:
+                    final = event
+                    break
+                item = await gen.next()
+        finally:
+            gen.stop()
+        return "".join(texts), final
+
+    def sse_response(gen: _Generation, first: tuple, piece_chunk: Callable[[str], dict],
+                     final_chunks: Callable[[dict | None], list[dict]], opening: Sequence[dict] = ()) -> StreamingResponse:
+        """Server-sent events of a generation: ``opening`` chunks, one ``piece_chunk(text)`` per piece, the
+        ``final_chunks(final event)``, then ``data: [DONE]`` (an error event, then ``[DONE]``, if it fails)."""
 
         async def events() -> AsyncIterator[str]:
             item = first
             try:
+                for chunk in opening:
+                    yield _sse(chunk)
                 while True:
                     kind, event = item
                     if kind == "event":
                         if event.get("text"):
                             gen.pieces += 1
                             runtime.count(tokens=1)
-                            yield _sse(completion_chunk(cid, created, served.name, event["text"], None))
+                            yield _sse(piece_chunk(event["text"]))
                         if "finish_reason" in event:
                             kind, final = "end", event
                         else:
@@ -1088,9 +1246,8 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
                             continue
                     if kind == "end":
                         final = event if isinstance(event, dict) else None
-                        chunk = completion_chunk(cid, created, served.name, "", finish_of(final))
-                        chunk["usage"] = usage_of(final, gen.pieces)
-                        yield _sse(chunk)
+                        for chunk in final_chunks(final):
+                            yield _sse(chunk)
                         yield "data: [DONE]\n\n"
                         return
                     if kind in ("cancelled", "disconnected"):
@@ -1109,6 +1266,90 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/completions", response_model=Completion, tags=["generation"],
+              responses={**sse_200, **_error_responses(400, 404, 413, 422, 429, 504)})
+    async def completions(body: Req.Completion, request: Request):  # type: ignore[valid-type]
+        """Continue ``prompt`` with a generator model (RNN LM or GPT). OpenAI-compatible subset."""
+        served = get_model(body.model, "generator", "/v1/completions")
+        cfg = sampling_config(max_new_tokens=body.max_tokens, temperature=body.temperature, top_k=body.top_k,
+                              top_p=body.top_p, repetition_penalty=body.repetition_penalty, stop=body.stop,
+                              seed=body.seed)
+        params = {"prompt": body.prompt, **generation_options(cfg)}
+        gen, first = await begin(served.pipeline, params, request)
+        cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+        if not body.stream:
+            text, final = await collect(gen, first)
+            result = completion_chunk(cid, created, served.name, text, finish_of(final))
+            result["usage"] = usage_of(final, gen.pieces)
+            return result
+
+        def last(final: dict | None) -> list[dict]:
+            chunk = completion_chunk(cid, created, served.name, "", finish_of(final))
+            chunk["usage"] = usage_of(final, gen.pieces)
+            return [chunk]
+
+        return sse_response(gen, first, lambda text: completion_chunk(cid, created, served.name, text, None), last)
+
+    # -- chat completions ---------------------------------------------------------------------------------
+
+    def chat_chunk(cid: str, created: int, name: str, delta: dict, finish: str | None) -> dict:
+        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    chat_sse_200 = {200: {"description": "a chat completion (JSON), or with `stream: true` server-sent events: a "
+                          "first chunk with `delta.role`, one `data: {chunk}` with `delta.content` per piece of text, "
+                          "a last chunk with `finish_reason` and `usage` (plus a usage-only chunk with "
+                          "`stream_options.include_usage`), then `data: [DONE]`",
+                          "content": {"text/event-stream": {"schema": _sse_event_schema(ChatCompletionChunk)}}}}
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletion, tags=["generation"],
+              responses={**chat_sse_200, **_error_responses(400, 404, 413, 422, 429, 504)})
+    async def chat_completions(body: Req.Chat, request: Request):  # type: ignore[valid-type]
+        """The assistant's reply to ``messages``, rendered by the model's chat template (GPT runs with a
+        ``chat.json``, a ChatML tokenizer or ``lmlab serve --chat-template``). OpenAI-compatible subset."""
+        served = get_model(body.model, "generator", "/v1/chat/completions")
+        if not served.chat:
+            chatty = [m.name for m in models.values() if m.chat]
+            why = ("it has no chat template (give one: lmlab serve --chat-template "
+                   f"{served.name}=FILE|chatml|plain)" if isinstance(served.pipeline, ChatGenerator)
+                   else f"a {served.model_type} model cannot chat")
+            raise APIError(400, f"model {served.name!r} cannot serve /v1/chat/completions: {why}; chat models "
+                           f"served here: {', '.join(chatty) or 'none'}", "invalid_request_error", "model")
+        if body.n != 1:
+            raise APIError(400, f"n={body.n}: only one choice per request is supported (n=1); send several "
+                           "requests for several replies", "invalid_request_error", "n")
+        max_tokens = body.max_completion_tokens or body.max_tokens or limits.max_tokens
+        cfg = sampling_config(max_new_tokens=max_tokens, temperature=body.temperature, top_k=body.top_k,
+                              top_p=body.top_p, repetition_penalty=body.repetition_penalty, stop=body.stop,
+                              seed=body.seed)
+        messages = [m.model_dump(exclude_none=True) for m in body.messages]
+        params = {"messages": messages, **generation_options(cfg)}
+        gen, first = await begin(served.pipeline, params, request, "stream_chat")
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+        if not body.stream:
+            text, final = await collect(gen, first)
+            return {"id": cid, "object": "chat.completion", "created": created, "model": served.name,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                                 "finish_reason": finish_of(final)}],
+                    "usage": usage_of(final, gen.pieces)}
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def last(final: dict | None) -> list[dict]:
+            chunk = chat_chunk(cid, created, served.name, {}, finish_of(final))
+            chunk["usage"] = usage_of(final, gen.pieces)
+            if not include_usage:
+                return [chunk]
+            usage_only = {**chat_chunk(cid, created, served.name, {}, None), "choices": [],
+                          "usage": usage_of(final, gen.pieces)}
+            return [chunk, usage_only]
+
+        opening = [chat_chunk(cid, created, served.name, {"role": "assistant", "content": ""}, None)]
+        return sse_response(gen, first, lambda text: chat_chunk(cid, created, served.name, {"content": text}, None),
+                            last, opening)
 
     # -- classify / translate / embeddings ----------------------------------------------------------------
 

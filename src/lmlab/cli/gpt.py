@@ -1,4 +1,4 @@
-"""``lmlab gpt train | eval | generate``: the GPT-style Transformer language model.
+"""``lmlab gpt train | eval | generate | chat``: the GPT-style Transformer language model.
 
 Data-parallel training is the same command under torchrun::
 
@@ -110,3 +110,75 @@ def generate(run_dir, prompt, no_cache, device, **sampling) -> None:
             f"its first {final['prompt_truncated']} tokens were dropped",
             err=True,
         )
+
+
+@gpt.command("chat")
+@click.argument("run_dir", type=click.Path())
+@click.option("--system", default=None, help="A system message that starts the conversation (kept by /reset).")
+@click.option("--template", default=None,
+              help="Chat template: a Jinja file, a tokenizer_config.json or chat.json, or a built-in name (chatml, "
+              "plain). Default: the run's chat.json, else chatml when the tokenizer has <|im_start|>/<|im_end|>.")
+@sampling_options(temperature=0.7, short=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+def chat(run_dir, system, template, device, **sampling) -> None:
+    """Chat with RUN_DIR's model: each line you type is a user message, the reply streams back, the history is
+    kept. /reset starts over, /quit (or Ctrl-D) ends. When standard input is not a terminal, every non-empty line
+    of it is one user message and only the replies are printed, one per line."""
+    from lmlab.errors import LmlabError
+    from lmlab.recipes.gpt import GPTRecipe
+
+    options = sampling_from_options(sampling)
+    pipe = GPTRecipe.load(run_dir, device=device)
+    if template is not None:
+        pipe.set_chat_template(template)
+    if not pipe.can_chat:
+        pipe.chat_prompt([{"role": "user", "content": ""}])  # raises the ChatTemplateError that says how to fix it
+    interactive = sys.stdin.isatty()
+    start = [{"role": "system", "content": system}] if system else []
+    messages = list(start)
+    if interactive:
+        click.echo(f"chatting with {run_dir} ({pipe.chat_template_source}); /reset starts over, /quit ends", err=True)
+    warned = False
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not interactive and line == "":
+            break  # end of input
+        text = line.rstrip("\r\n")
+        if text.strip() in ("/quit", "/exit"):
+            break
+        if text.strip() == "/reset":
+            messages = list(start)
+            if interactive:
+                click.echo("(history cleared)", err=True)
+            continue
+        if not text.strip():
+            continue
+        turn = [*messages, {"role": "user", "content": text}]
+        pieces: list[str] = []
+        final: dict = {}
+        try:
+            stream = pipe.stream_chat(turn, **options)
+            try:
+                for event in stream:
+                    if "text" in event:
+                        pieces.append(event["text"])
+                        click.echo(event["text"], nl=False)
+                        sys.stdout.flush()
+                    else:
+                        final = event
+            except KeyboardInterrupt:  # Ctrl-C stops this reply, keeps what was said
+                stream.close()
+        except LmlabError as err:
+            if not interactive:
+                raise
+            click.echo(f"error: {err}", err=True)
+            continue
+        click.echo()
+        messages = [*turn, {"role": "assistant", "content": "".join(pieces)}]
+        if final.get("prompt_truncated") and not warned:
+            warned = True
+            click.echo(f"note: the conversation is longer than the context of {pipe.model.config.block_size} "
+                       "tokens; its oldest tokens are dropped (/reset starts over)", err=True)

@@ -41,6 +41,14 @@ _D = ServeLimits()
 @click.option("--max-batch-texts", default=_D.max_batch_texts, show_default=True, type=click.IntRange(1),
               help="Classify/translate requests waiting together run as one model call of up to this many texts "
               "(1: no batching).")
+@click.option("--max-messages", default=_D.max_messages, show_default=True, type=click.IntRange(1),
+              help="Most messages in one /v1/chat/completions request.")
+@click.option("--max-chat-chars", default=_D.max_chat_chars, show_default=True, type=click.IntRange(1),
+              help="Most characters of all messages of one chat request together.")
+@click.option("--chat-template", "chat_templates", multiple=True, metavar="[MODEL=]TEMPLATE",
+              help="Chat template for /v1/chat/completions: a Jinja file, a tokenizer_config.json/chat.json, or "
+              "chatml/plain. MODEL= replaces that model's own; without it, it serves every GPT run that has none. "
+              "Repeatable.")
 @click.option("--torch-threads", default=0, show_default=True, type=click.IntRange(0),
               help="torch intra-op threads of the server process (0: torch's default; 1 suits a few cores).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
@@ -52,8 +60,8 @@ _D = ServeLimits()
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level.")
 def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_batch, max_tokens, max_beam_size, max_topn,
           max_concurrent_generations, max_concurrent_inference, queue_timeout, request_timeout, max_batch_texts,
-          torch_threads, workers, keep_alive, log_level) -> None:
-    """Serve trained run directories over HTTP: OpenAI-style /v1/completions, /v1/classify, /v1/translate,
+          max_messages, max_chat_chars, chat_templates, torch_threads, workers, keep_alive, log_level) -> None:
+    """Serve trained run directories over HTTP: OpenAI-style /v1/completions, /v1/chat/completions, /v1/classify, /v1/translate,
     /v1/embeddings/{similar,analogy}, and a playground page at /. Model names are the run directories' base names."""
     import uvicorn
 
@@ -64,16 +72,19 @@ def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_bat
         max_body_bytes=max_body_bytes, max_input_chars=max_input_chars, max_batch=max_batch, max_tokens=max_tokens,
         max_beam_size=max_beam_size, max_topn=max_topn, max_concurrent_generations=max_concurrent_generations,
         max_concurrent_inference=max_concurrent_inference, queue_timeout_s=queue_timeout,
-        request_timeout_s=request_timeout, max_batch_texts=max_batch_texts,
+        request_timeout_s=request_timeout, max_batch_texts=max_batch_texts, max_messages=max_messages,
+        max_chat_chars=max_chat_chars,
     )
+    templates = parse_chat_templates(chat_templates)
     if torch_threads:
         import torch
 
         torch.set_num_threads(torch_threads)
-    app = create_app(run_dirs, limits=limits, device=device)  # every run dir loads, or we stop here
+    app = create_app(run_dirs, limits=limits, device=device, chat_templates=templates)  # all load, or we stop here
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     for model in app.state.models.values():
-        click.echo(f"  {model.name:24s} {model.kind:10s} {model.model_type:12s} {model.run_dir}")
+        chat = "  (chat)" if model.chat else ""
+        click.echo(f"  {model.name:24s} {model.kind:10s} {model.model_type:12s} {model.run_dir}{chat}")
     click.echo(f"lmlab serving {len(app.state.models)} model(s): playground http://{shown}:{port}/ , "
                f"API docs http://{shown}:{port}/docs")
     if workers == 1:
@@ -84,7 +95,7 @@ def serve(run_dirs, host, port, device, max_body_bytes, max_input_chars, max_bat
     from lmlab.serve import SPEC_ENV, serve_spec
 
     del app  # each worker process loads its own copy
-    os.environ[SPEC_ENV] = serve_spec(run_dirs, limits, device, torch_threads)
+    os.environ[SPEC_ENV] = serve_spec(run_dirs, limits, device, torch_threads, templates)
     click.echo(f"starting {workers} worker processes (the limits apply to each)")
     uvicorn.run("lmlab.serve:create_app_from_env", factory=True, workers=workers, host=host, port=port,
                 log_level=log_level, timeout_keep_alive=keep_alive)
@@ -108,3 +119,19 @@ def check_port_free(host: str, port: int) -> None:
                               "above 1023 with --port 8000") from None
         raise ConfigError(f"cannot listen on {where}: {err.strerror or err}; check --host (an address of this "
                           "machine, or 0.0.0.0 for all) and --port") from None
+
+
+def parse_chat_templates(values: tuple[str, ...]) -> dict[str, str]:
+    """``--chat-template [MODEL=]TEMPLATE`` values -> {model name or "": template}; a ConfigError for a model
+    named twice. ``MODEL=`` is only split off when TEMPLATE is not itself an existing file."""
+    from pathlib import Path
+
+    out: dict[str, str] = {}
+    for value in values:
+        name, spec = "", value
+        if "=" in value and not Path(value).is_file():
+            name, spec = value.split("=", 1)
+        if name in out:
+            raise ConfigError(f"--chat-template given twice for {name or 'every model'}: {out[name]!r} and {spec!r}")
+        out[name] = spec
+    return out

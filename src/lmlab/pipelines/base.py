@@ -11,9 +11,13 @@ protocol                  methods                                             pi
 ========================  ==================================================  ==============================
 :class:`TextClassifier`   ``labels``, ``predict``, ``probabilities``, ``info``  ``Classifier``
 :class:`TextGenerator`    ``stream``, ``generate``, ``info``                    ``Generator`` (RNN LM), GPT, SeqGAN
+:class:`ChatGenerator`    ``stream_chat``, ``chat``, ``can_chat``, ``info``     GPT (a generator that can also chat)
 :class:`Translator`       ``translate``, ``info``                               seq2seq ``Translator``
 :class:`WordVectors`      ``most_similar``, ``analogy``, ``similarity``, ``info``  ``KeyedVectors``
 ========================  ==================================================  ==============================
+
+:class:`ChatGenerator` is not a capability of its own: a chat model is served as a generator and, where it
+implements :class:`ChatGenerator` and ``can_chat`` is true, by ``/v1/chat/completions`` as well.
 
 ``isinstance(pipeline, TextGenerator)`` checks the methods are there (``runtime_checkable``); the options each
 method accepts are part of the protocol, so a new pipeline of a capability must accept all of them.
@@ -78,6 +82,33 @@ class TextGenerator(Protocol):
 
     def generate(self, prompt: str, **options: Any) -> dict:
         """``{"text", "finish_reason", "prompt_tokens", "completion_tokens"}``: the collected stream."""
+        ...
+
+    def info(self) -> dict: ...
+
+
+@runtime_checkable
+class ChatGenerator(Protocol):
+    """A conversation in, the assistant's next reply out, streamed: the messages are rendered by the model's
+    chat template (:mod:`lmlab.chat`) and continued until a stop token, a stop string or ``max_new_tokens``.
+
+    Both methods take ``messages`` (a list of ``{"role", "content"}``, roles in :data:`lmlab.chat.ROLES`) and the
+    keyword options of :data:`GENERATION_OPTIONS`; a model without a template, a template that fails and a bad
+    message are :class:`lmlab.errors.LmlabError` s (ChatTemplateError, DataError)."""
+
+    #: whether the model has a chat template to chat with
+    can_chat: bool
+
+    def stream_chat(self, messages: Sequence[Mapping[str, Any]], *, max_new_tokens: int = ..., temperature: float = ...,
+                    top_k: int = ..., top_p: float = ..., repetition_penalty: float = ..., stop: Sequence[str] = ...,
+                    seed: int | None = ...) -> Iterator[dict]:
+        """Yield ``{"text": piece}`` of the reply as each piece is certain, then one final ``{"finish_reason",
+        "prompt_tokens", "completion_tokens", ...}`` (as :meth:`TextGenerator.stream`)."""
+        ...
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> dict:
+        """``{"message": {"role": "assistant", "content"}, "text", "finish_reason", "prompt_tokens",
+        "completion_tokens"}``."""
         ...
 
     def info(self) -> dict: ...
@@ -177,6 +208,7 @@ def generation_options(cfg: SamplingConfig) -> dict[str, Any]:
 __all__ = [
     "ANALOGY_METHODS",
     "CAPABILITIES",
+    "ChatGenerator",
     "GENERATION_OPTIONS",
     "MIN_TEMPERATURE",
     "TRANSLATE_OPTIONS",

@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 let models = [];
 let controller = null; // AbortController of the running generation
+let chatHistory = []; // the conversation so far in chat mode: [{role, content}]
 
 function showError(message) {
   const box = $("error");
@@ -77,6 +78,11 @@ function selectModel() {
   for (const panel of document.querySelectorAll(".panel")) panel.hidden = true;
   if (!model) return;
   $(`panel-${model.kind}`).hidden = false;
+  const canChat = (model.endpoints || []).includes("/v1/chat/completions");
+  $("chat-mode-label").hidden = !canChat;
+  if (!canChat) $("chat-mode").checked = false;
+  chatHistory = [];
+  $("new-chat").hidden = !chatMode();
   const info = model.info || {};
   const facts = Object.entries(info)
     .filter(([k, v]) => k !== "model_type" && ["string", "number", "boolean"].includes(typeof v))
@@ -106,12 +112,31 @@ async function loadModels() {
 
 // --- generation (server-sent events over fetch) ------------------------------------------------------------
 
+function chatMode() {
+  return $("chat-mode").checked && !$("chat-mode-label").hidden;
+}
+
+function transcript(messages) {
+  return messages.map((m) => `${m.role}: ${m.content}\n`).join("");
+}
+
+function newChat() {
+  chatHistory = [];
+  $("new-chat").hidden = !chatMode();
+  $("completion-prompt").textContent = "";
+  $("completion-text").textContent = "";
+  $("generation-status").textContent = "";
+}
+
 async function generate() {
   const model = currentModel();
   const prompt = $("prompt").value;
+  const chat = chatMode();
+  const path = chat ? "/v1/chat/completions" : "/v1/completions";
+  const turn = chat ? [...chatHistory, { role: "user", content: prompt }] : null;
   const body = {
     model: model.id,
-    prompt,
+    ...(chat ? { messages: turn } : { prompt }),
     max_tokens: intOr("max-tokens", 100),
     temperature: floatOr("temperature", 0.8),
     top_p: floatOr("top-p", 1.0),
@@ -122,8 +147,8 @@ async function generate() {
   if (stop) body.stop = stop;
   if ($("seed").value !== "") body.seed = intOr("seed", 0);
   showError("");
-  showRequest("/v1/completions", body);
-  $("completion-prompt").textContent = prompt;
+  showRequest(path, body);
+  $("completion-prompt").textContent = chat ? transcript(turn) + "assistant: " : prompt;
   $("completion-text").textContent = "";
   $("generation-status").textContent = "generating...";
   $("generate").disabled = true;
@@ -134,7 +159,7 @@ async function generate() {
   let finish = null;
   let usage = null;
   try {
-    const response = await fetch("/v1/completions", {
+    const response = await fetch(path, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
@@ -162,13 +187,15 @@ async function generate() {
           if (data === "[DONE]") { done = true; break; }
           const chunk = JSON.parse(data);
           if (chunk.error) throw new Error(chunk.error.message);
+          if (chunk.usage) usage = chunk.usage;
           const choice = chunk.choices[0];
-          if (choice.text) {
-            $("completion-text").textContent += choice.text;
+          if (!choice) continue; // a usage-only chunk
+          const piece = chat ? choice.delta.content : choice.text;
+          if (piece) {
+            $("completion-text").textContent += piece;
             pieces += 1;
           }
           if (choice.finish_reason) finish = choice.finish_reason;
-          if (chunk.usage) usage = chunk.usage;
         }
       }
       const seconds = (performance.now() - started) / 1000;
@@ -179,6 +206,10 @@ async function generate() {
     $("generation-status").textContent =
       `done: ${tokens} tokens in ${seconds.toFixed(2)} s (${(tokens / seconds).toFixed(1)} tokens/s)` +
       (finish ? `, finish_reason=${finish}` : "") + (usage ? `, prompt_tokens=${usage.prompt_tokens}` : "");
+    if (chat) {
+      chatHistory = [...turn, { role: "assistant", content: $("completion-text").textContent }];
+      $("prompt").value = "";
+    }
   } catch (err) {
     if (err.name === "AbortError") {
       $("generation-status").textContent = `stopped after ${pieces} tokens`;
@@ -306,6 +337,8 @@ async function analogy() {
 $("model").addEventListener("change", selectModel);
 $("generate").addEventListener("click", generate);
 $("stop-generation").addEventListener("click", () => controller && controller.abort());
+$("new-chat").addEventListener("click", newChat);
+$("chat-mode").addEventListener("change", newChat);
 $("classify").addEventListener("click", classify);
 $("translate").addEventListener("click", translate);
 $("similar").addEventListener("click", similar);
