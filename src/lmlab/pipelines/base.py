@@ -13,6 +13,7 @@ protocol                  methods                                             pi
 :class:`TextGenerator`    ``stream``, ``generate``, ``info``                    ``Generator`` (RNN LM), GPT, SeqGAN
 :class:`Translator`       ``translate``, ``info``                               seq2seq ``Translator``
 :class:`WordVectors`      ``most_similar``, ``analogy``, ``similarity``, ``info``  ``KeyedVectors``
+:class:`MaskFiller`       ``fill_mask``, ``info``                               masked LM ``FillMask``
 ========================  ==================================================  ==============================
 
 ``isinstance(pipeline, TextGenerator)`` checks the methods are there (``runtime_checkable``); the options each
@@ -115,12 +116,27 @@ class WordVectors(Protocol):
     def info(self) -> dict: ...
 
 
+@runtime_checkable
+class MaskFiller(Protocol):
+    """Texts with ``[MASK]`` in, the most likely tokens for each mask (with probabilities) out.
+
+    A text without ``[MASK]``, with more than the pipeline's ``max_masks``, or too long for the model is a
+    :class:`lmlab.errors.DataError`."""
+
+    def fill_mask(self, texts: list[str], top_k: int = ...) -> list[dict]:
+        """``[{"text", "filled", "masks": [[{"token", "id", "probability"}, ...top_k], ...per mask]}]``."""
+        ...
+
+    def info(self) -> dict: ...
+
+
 #: capability name -> protocol, in the order :func:`capability_of` tries them
 CAPABILITIES: dict[str, type] = {
     "generator": TextGenerator,
     "classifier": TextClassifier,
     "translator": Translator,
     "vectors": WordVectors,
+    "fill_mask": MaskFiller,
 }
 
 
@@ -179,6 +195,7 @@ __all__ = [
     "CAPABILITIES",
     "GENERATION_OPTIONS",
     "MIN_TEMPERATURE",
+    "MaskFiller",
     "TRANSLATE_OPTIONS",
     "TextClassifier",
     "TextGenerator",
