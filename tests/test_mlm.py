@@ -349,3 +349,13 @@ def test_chinese_text_trains_and_fills(shared_data: Path, tmp_path: Path):
     result = MLMRecipe.load(out).fill_mask(["中国人民[MASK]放军"], top_k=3)[0]
     assert len(result["masks"]) == 1 and len(result["filled"]) == 7 and result["filled"].startswith("中国人民") and result["filled"].endswith("放军")
     assert MLMRecipe.evaluate(out, data, max_tokens=3000)["masked_tokens"] > 100
+
+
+def test_the_playground_has_a_panel_for_every_kind_of_model():
+    from importlib import resources
+
+    from lmlab.serve import KIND_ENDPOINTS
+
+    html = resources.files("lmlab").joinpath("serve_static/index.html").read_text(encoding="utf-8")
+    js = resources.files("lmlab").joinpath("serve_static/playground.js").read_text(encoding="utf-8")
+    assert all(f'id="panel-{kind}"' in html for kind in KIND_ENDPOINTS) and '"/v1/fill-mask"' in js
