@@ -190,9 +190,9 @@ def test_overfit_one_batch():
     ids = torch.randint(5, 60, (4, 24), generator=torch.Generator().manual_seed(0))
     inputs, labels = mask_tokens(ids, _masking(mask_prob=0.3, vocab_size=60), torch.Generator().manual_seed(0))
     batch = {"input_ids": inputs, "labels": labels}
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = model.loss(batch)["loss"].item()
-    for _ in range(150):
+    for _ in range(60):
         opt.zero_grad()
         out = model.loss(batch)
         out["loss"].backward()
@@ -295,6 +295,14 @@ def test_continued_pretraining_starts_from_exactly_the_source_weights(tiny_run: 
     assert rc == 2 and "model.embed_dim=64" in capsys.readouterr().err
     rc = main(["mlm", "train", "--data", str(new_text), "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "bad")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    other = tmp_path / "gpt-run"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"format_version": checkpoint.FORMAT_VERSION, "model_type": "gpt"}))
+    rc = main(["mlm", "train", "--data", str(new_text), "--init-from", str(other), "--out", str(tmp_path / "bad")])
+    assert rc == 2 and "holds a 'gpt' model, not 'mlm'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    before = sorted(p.name for p in tiny_run.iterdir())  # --overwrite never replaces the run it starts from
+    rc = main(["mlm", "train", "--data", str(new_text), "--init-from", str(tiny_run), "--out", str(tiny_run), "--overwrite"])
+    assert rc == 2 and sorted(p.name for p in tiny_run.iterdir()) == before
 
 
 def test_fill_and_eval_bad_input(tiny_run: Path, tmp_path: Path, capsys):
