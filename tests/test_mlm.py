@@ -367,3 +367,18 @@ def test_the_playground_has_a_panel_for_every_kind_of_model():
     html = resources.files("lmlab").joinpath("serve_static/index.html").read_text(encoding="utf-8")
     js = resources.files("lmlab").joinpath("serve_static/playground.js").read_text(encoding="utf-8")
     assert all(f'id="panel-{kind}"' in html for kind in KIND_ENDPOINTS) and '"/v1/fill-mask"' in js
+
+
+def test_under_torchrun_each_rank_takes_its_slice_of_the_same_global_batch(monkeypatch):
+    from lmlab import distributed
+
+    whole = _blocks().batch(0, 2)
+    halves = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "world_size", lambda: 2)
+        monkeypatch.setattr(distributed, "rank", lambda r=rank: r)
+        halves.append(_blocks().batch(0, 2))
+    assert torch.equal(torch.cat([h["labels"] for h in halves]), whole["labels"])
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    with pytest.raises(ConfigError, match="not divisible by the world size 3"):
+        next(iter(_blocks()))

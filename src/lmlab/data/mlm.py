@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from lmlab import distributed
 from lmlab.checkpoint import atomic_write_json
 from lmlab.data.codec import Codec
 from lmlab.data.tokenizers import (
@@ -50,7 +51,7 @@ from lmlab.data.tokenizers import (
     CharTokenizer,
     check_segmenter_option,
 )
-from lmlab.data.tokens import _chunks, open_token_file, token_dtype
+from lmlab.data.tokens import _chunks, open_token_file, token_dtype, world_size_error
 from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
@@ -430,7 +431,11 @@ class MaskedBlocks:
     Window offsets of batch ``i`` of epoch ``e`` come from a NumPy generator seeded with ``(seed, e, i)``; the
     masks from one ``torch.Generator`` seeded with ``seed`` that advances with every batch drawn, so each epoch
     (and each revisit of a window) gets fresh masks — dynamic masking. :meth:`training_state` hands the
-    generator's state to the trainer's checkpoints, so a resumed run continues the same mask sequence."""
+    generator's state to the trainer's checkpoints, so a resumed run continues the same mask sequence.
+
+    Under ``torchrun`` every rank draws the same global batch (offsets and masks) and keeps its own contiguous
+    slice of ``batch_size / world_size`` rows, so the generators stay in step and the batches do not depend on
+    the number of processes."""
 
     def __init__(
         self,
@@ -476,9 +481,18 @@ class MaskedBlocks:
         if self.starts is not None and self.masking.whole_word:
             starts = _frame_starts([np.asarray(self.starts[s : s + self.window]) for s in offsets])
         inputs, labels = mask_tokens(ids, self.masking, self.generator, starts)
-        return {"input_ids": inputs, "labels": labels}
+        rows = self.local_rows()
+        return {"input_ids": inputs[rows], "labels": labels[rows]}
+
+    def local_rows(self) -> slice:
+        world = distributed.world_size()
+        if self.batch_size % world:
+            raise world_size_error(self.batch_size, world)
+        per = self.batch_size // world
+        return slice(distributed.rank() * per, (distributed.rank() + 1) * per)
 
     def iter_from(self, start: int) -> Iterator[dict[str, torch.Tensor]]:
+        self.local_rows()  # fail before the first batch if the world size does not divide the batch
         for index in range(start, self.batches_per_epoch):
             yield self.batch(self.epoch, index)
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from lmlab import checkpoint
+from lmlab import checkpoint, distributed
 from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.data.mlm import (
     MaskedBlocks,
@@ -133,19 +133,9 @@ class MLMRecipe(Recipe):
         if saved is None:
             if data is None:
                 raise ConfigError("--data is required to start a new run (it may be left out only with --resume)")
-            started = time.monotonic()
-            if init_from:
-                codec = getattr(self, "source_codec", None) or MLMCodec.load(init_from)
-            else:
-                codec = MLMCodec.fit(iter_text(data, run.data.encoding), run.data)
-            codec.save(run_dir)
-            tokens, _ = write_mlm_tokens(iter_text(data, run.data.encoding), codec, run_dir / "data" / "train.bin", segment)
-            if val is not None:
-                write_mlm_tokens(iter_text(val, run.data.encoding), codec, run_dir / "data" / "val.bin", segment)
-            self.log(
-                f"mlm: tokenized {data} once into {run_dir / 'data'} ({len(tokens):,} {codec.kind} tokens, vocab "
-                f"{codec.vocab_size:,}{', word starts' if segment else ''}) in {time.monotonic() - started:.1f} s"
-            )
+            if distributed.is_main():
+                self._tokenize(data, val, init_from, run_dir, segment)
+            distributed.barrier()
         self.codec = MLMCodec.load(run_dir)
         tokens, starts = open_mlm_tokens(run_dir / "data" / "train.bin")
         val_path = run_dir / "data" / "val.bin"
@@ -168,6 +158,23 @@ class MLMRecipe(Recipe):
             self.val_data = SequentialMaskedBlocks(
                 val_tokens, val_starts, run.model.block_size, run.data.eval_batch_size, masking, c.cls_id,
                 c.sep_id, c.pad_id, seed=EVAL_MASK_SEED, max_tokens=run.data.max_eval_tokens)
+
+    def _tokenize(self, data, val, init_from, run_dir: Path, segment) -> None:
+        """Fit (or, with --init-from, copy) the codec and write the token files (rank 0 only)."""
+        run = self.config
+        started = time.monotonic()
+        if init_from:
+            codec = getattr(self, "source_codec", None) or MLMCodec.load(init_from)
+        else:
+            codec = MLMCodec.fit(iter_text(data, run.data.encoding), run.data)
+        codec.save(run_dir)
+        tokens, _ = write_mlm_tokens(iter_text(data, run.data.encoding), codec, run_dir / "data" / "train.bin", segment)
+        if val is not None:
+            write_mlm_tokens(iter_text(val, run.data.encoding), codec, run_dir / "data" / "val.bin", segment)
+        self.log(
+            f"mlm: tokenized {data} once into {run_dir / 'data'} ({len(tokens):,} {codec.kind} tokens, vocab "
+            f"{codec.vocab_size:,}{', word starts' if segment else ''}) in {time.monotonic() - started:.1f} s"
+        )
 
     def build_model(self) -> MLM:
         model = MLM(self.config.model)
@@ -195,7 +202,8 @@ class MLMRecipe(Recipe):
 
         run, model = self.config, self.model
         n_val = len(self.val_tokens) if self.val_tokens is not None else 0
-        self.log(
+        log = self.log if distributed.is_main() else (lambda _message: None)
+        log(
             f"mlm: {len(self.train_tokens):,} train / {n_val:,} val tokens, {run.model.num_layers} layers x "
             f"{run.model.embed_dim} wide, {run.model.num_heads} heads, block {run.model.block_size}, "
             f"{model.num_parameters():,} parameters; mask {run.data.mask_prob:g} of tokens"
