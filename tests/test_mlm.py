@@ -382,3 +382,21 @@ def test_under_torchrun_each_rank_takes_its_slice_of_the_same_global_batch(monke
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     with pytest.raises(ConfigError, match="not divisible by the world size 3"):
         next(iter(_blocks()))
+
+
+def test_classify_fine_tunes_from_an_mlm_run(tiny_run: Path, tmp_path: Path, capsys):
+    """``lmlab classify train --init-from MLM_RUN`` (the finetune branch): trains, saves, loads and predicts."""
+    main(["classify", "train", "--help"])
+    if "--init-from" not in capsys.readouterr().out:
+        pytest.skip("classify train --init-from is not on this branch yet (it comes with the finetune branch)")
+    data = tmp_path / "train.jsonl"
+    rows = [{"text": f"ROMEO: {'good' if k % 2 else 'bad'} {k}", "label": "pos" if k % 2 else "neg"} for k in range(80)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "clf"
+    rc = main(["classify", "train", "--data", str(data), "--init-from", str(tiny_run), "--out", str(out),
+               "train.progress=false", "train.tensorboard=false", "train.num_threads=1", "train.max_steps=3"])
+    assert rc == 0, capsys.readouterr().err
+    from lmlab import load
+
+    result = load(out).predict(["ROMEO: good 3", "ROMEO: bad 4"])
+    assert len(result) == 2 and {r["label"] for r in result} <= {"pos", "neg"}
