@@ -307,10 +307,12 @@ def word_starts(text: str, token_spans: Sequence[tuple[int, int]], segment: Call
 
 # ------------------------------------------------------------------------------------------------ token files
 def write_mlm_tokens(
-    lines: Iterable[str], codec: MLMCodec, path: str | Path, segment: Callable[[str], list[str]] | None = None
+    lines: Iterable[str], codec: MLMCodec, path: str | Path, segment: Callable[[str], list[str]] | None = None,
+    max_tokens: int = 0,
 ) -> tuple[np.memmap, np.memmap | None]:
     """Encode ``lines`` into ``path`` (flat ids, as :func:`lmlab.data.tokens.write_token_file`) and, when
-    ``segment`` is given, the word-start flags into ``path`` with ``.words.bin`` (one uint8 per token)."""
+    ``segment`` is given, the word-start flags into ``path`` with ``.words.bin`` (one uint8 per token).
+    With ``max_tokens`` > 0 reading stops once that many tokens are written (evaluation on a prefix)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(codec.vocab_size)
@@ -333,6 +335,8 @@ def write_mlm_tokens(
             batch.append(line)
             if len(batch) >= 1024:
                 flush()
+                if max_tokens and count >= max_tokens:
+                    break
         flush()
     os.replace(tmp, path)
     atomic_write_json(path.with_name(path.name + ".json"),

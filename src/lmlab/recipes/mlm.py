@@ -255,7 +255,8 @@ class MLMRecipe(Recipe):
         total = correct = 0.0
         count = 0
         with tempfile.TemporaryDirectory() as tmp:
-            tokens, starts = write_mlm_tokens(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin", segment)
+            tokens, starts = write_mlm_tokens(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin", segment,
+                                             max_tokens=max_tokens)
             check_stream(tokens, 3, f"evaluation text {data}")
             blocks = SequentialMaskedBlocks(
                 tokens, starts, run.model.block_size, batch_size or run.data.eval_batch_size,
