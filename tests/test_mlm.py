@@ -400,3 +400,21 @@ def test_classify_fine_tunes_from_an_mlm_run(tiny_run: Path, tmp_path: Path, cap
 
     result = load(out).predict(["ROMEO: good 3", "ROMEO: bad 4"])
     assert len(result) == 2 and {r["label"] for r in result} <= {"pos", "neg"}
+
+
+def test_strip_html_is_part_of_the_saved_bpe_tokenizer(tmp_path: Path):
+    lines = [f"A great film, number {k}.<br /><br />The acting was <i>superb</i>, the story great; "
+             f"the cast excellent, the music {k * 7} times better than expected!\n" for k in range(300)]
+    cfg = MLMDataConfig(tokenizer="bpe", vocab_size=300, lowercase=True, strip_html=True)
+    codec = MLMCodec.fit(lines, cfg)
+    pieces = [codec.piece(i) for i in codec.encode("a great film.<br /><br />the acting")]
+    assert not any("<" in p or "br" in p for p in pieces)
+    assert codec.encode("A GREAT film.<br />the") == codec.encode("a great film. the")
+    codec.save(tmp_path)
+    again = MLMCodec.load(tmp_path)
+    assert again.encode("film<br />the") == codec.encode("film<br />the")
+    assert again.kind_options() == {"tokenizer": "bpe", "vocab_size": 300, "lowercase": True, "strip_html": True}
+    plain = MLMCodec.fit(lines, MLMDataConfig(tokenizer="bpe", vocab_size=300))
+    assert plain.kind_options()["strip_html"] is False and plain.kind_options()["lowercase"] is False
+    with pytest.raises(ConfigError, match="strip_html works with data.tokenizer=bpe"):
+        MLMRecipe.resolve("tiny", ["data.strip_html=true"])

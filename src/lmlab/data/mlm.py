@@ -44,6 +44,7 @@ from lmlab.checkpoint import atomic_write_json
 from lmlab.data.codec import Codec
 from lmlab.data.tokenizers import (
     _CJK_RUN_RE,
+    _HTML_TAG_RE,
     _LAZY_SEGMENTERS,
     _WORD_RE,
     SEGMENTERS,
@@ -71,6 +72,9 @@ class MLMDataConfig:
     #: BPE vocabulary size, the 5 specials included (ignored for "char")
     vocab_size: int = 2000
     lowercase: bool = False
+    #: replace HTML tags such as ``<br />`` (IMDb reviews) by a space; a normalizer saved in the BPE tokenizer,
+    #: so training, fill-mask and fine-tuning all read the same text (bpe only)
+    strip_html: bool = False
     #: when no separate validation file is given, the last fraction of the tokens is held out
     val_fraction: float = 0.1
     encoding: str = "utf-8"
@@ -108,6 +112,8 @@ class MLMDataConfig:
                 f"data.mask_token_prob + data.random_token_prob must be <= 1 (the rest is kept), got "
                 f"{self.mask_token_prob} + {self.random_token_prob}"
             )
+        if self.strip_html and self.tokenizer != "bpe":
+            problems.append("data.strip_html works with data.tokenizer=bpe (its normalizer strips the tags)")
         if self.segmenter not in ("char", "jieba"):
             problems.append(f"data.segmenter must be char or jieba, got {self.segmenter!r}")
         elif self.segmenter == "jieba":
@@ -147,9 +153,18 @@ class MLMCodec(Codec):
                 raise DataError("the training text is empty")
             ranked = sorted(counts, key=lambda ch: (-counts[ch], ch))
             return cls(tok, Vocab(ranked, specials=MLM_SPECIALS, unk_token="[UNK]", counts=dict(counts)))
+        if cfg.strip_html:
+            lines = (_HTML_TAG_RE.sub(" ", line) for line in lines)
         tok = BPETokenizer.train(
             _chunks(lines, 1 << 16), vocab_size=cfg.vocab_size, lowercase=cfg.lowercase, specials=MLM_SPECIALS
         )
+        if cfg.strip_html:
+            from tokenizers import Regex, normalizers
+
+            steps = [normalizers.Replace(Regex(_HTML_TAG_RE.pattern), " ")]
+            if tok.tokenizer.normalizer is not None:
+                steps.append(tok.tokenizer.normalizer)
+            tok.tokenizer.normalizer = normalizers.Sequence(steps)
         return cls(tok)
 
     def token_id(self, token: str) -> int | None:
@@ -195,11 +210,13 @@ class MLMCodec(Codec):
         return out
 
     def kind_options(self) -> dict[str, Any]:
-        """The data options this codec fixes (``tokenizer``, ``vocab_size`` for BPE, ``lowercase``)."""
+        """The data options this codec fixes (``tokenizer``, ``lowercase``; for BPE ``vocab_size``, ``strip_html``)."""
         if self.vocab is not None:
-            return {"tokenizer": "char", "lowercase": bool(self.tokenizer.lowercase)}
-        normalizer = self.tokenizer.tokenizer.normalizer
-        return {"tokenizer": "bpe", "vocab_size": self.vocab_size, "lowercase": normalizer is not None}
+            return {"tokenizer": "char", "lowercase": bool(self.tokenizer.lowercase), "strip_html": False}
+        norm = self.tokenizer.to_dict()["tokenizer"].get("normalizer") or {}
+        kinds = {n.get("type") for n in norm.get("normalizers", [norm])}
+        return {"tokenizer": "bpe", "vocab_size": self.vocab_size, "lowercase": "Lowercase" in kinds,
+                "strip_html": "Replace" in kinds}
 
     # --- text with word boundaries -------------------------------------------------------------------------
     def encode_lines(

@@ -41,7 +41,7 @@ from lmlab.models.mlm import MLM, MLMConfig
 from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult
 
 #: the data options the tokenizer fixes: with --init-from they come from the source run
-TOKENIZER_KEYS = ("tokenizer", "vocab_size", "lowercase")
+TOKENIZER_KEYS = ("tokenizer", "vocab_size", "lowercase", "strip_html")
 #: the seed of the masks drawn for validation and ``lmlab mlm eval`` (fixed: the numbers are comparable)
 EVAL_MASK_SEED = 1234
 
