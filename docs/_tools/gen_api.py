@@ -39,6 +39,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab", ["load"]),
         ("lmlab.pipelines", ["Classifier", "Generator"]),
         ("lmlab.pipelines.gpt", ["GPTGenerator"]),
+        ("lmlab.pipelines.mlm", ["FillMask"]),
         ("lmlab.translation", ["Translator"]),
         ("lmlab.vectors", ["KeyedVectors", "load_vectors"]),
     ]),
@@ -92,6 +93,8 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.pipelines.seqgan", ["SeqGANGenerator"]),
         ("lmlab.models.oracle", ["OracleConfig", "OracleLSTM"]),
         ("lmlab.models.gpt", ["GPTConfig", "GPT"]),
+        ("lmlab.models.mlm", ["MLMConfig", "MLM"]),
+        ("lmlab.data.mlm", ["MLMDataConfig", "MLMCodec", "mask_tokens", "MaskedBlocks"]),
     ]),
     ("Serving", [
         ("lmlab.serve", ["create_app", "ServeLimits"]),

@@ -14,6 +14,7 @@ REGISTRY: dict[str, str] = {
     "classifier": "lmlab.recipes.classify:ClassifyRecipe",
     "rnn_lm": "lmlab.recipes.lm:LMRecipe",
     "gpt": "lmlab.recipes.gpt:GPTRecipe",
+    "mlm": "lmlab.recipes.mlm:MLMRecipe",
     "seq2seq": "lmlab.recipes.seq2seq:Seq2SeqRecipe",
     "seqgan": "lmlab.recipes.gan:GANRecipe",
     "word2vec": "lmlab.recipes.embed:Word2VecRecipe",

@@ -11,7 +11,7 @@ Endpoints (JSON in, JSON out; the schema, with every limit, is at ``/openapi.jso
   server-sent events ending ``data: [DONE]``
 * ``POST /v1/chat/completions`` (GPT runs with a chat template, :mod:`lmlab.chat`): OpenAI-compatible, streaming too
 * ``POST /v1/classify`` (classifiers), ``POST /v1/translate`` (seq2seq), ``POST /v1/embeddings/similar`` and
-  ``POST /v1/embeddings/analogy`` (word vectors)
+  ``POST /v1/embeddings/analogy`` (word vectors), ``POST /v1/fill-mask`` (masked LMs)
 * ``GET /`` the playground page (``lmlab/serve_static``)
 
 How it stays responsive: inference runs in worker threads, never on the event loop. Generations and other
@@ -64,6 +64,7 @@ KIND_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "classifier": ("/v1/classify",),
     "translator": ("/v1/translate",),
     "vectors": ("/v1/embeddings/similar", "/v1/embeddings/analogy"),
+    "fill_mask": ("/v1/fill-mask",),
 }
 
 
@@ -401,7 +402,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    kind: Literal["generator", "classifier", "translator", "vectors"]
+    kind: Literal["generator", "classifier", "translator", "vectors", "fill_mask"]
     model_type: str
     endpoints: list[str]
     info: dict[str, Any]
@@ -570,6 +571,24 @@ class SimilarResponse(BaseModel):
     results: list[WordScore]
 
 
+class MaskCandidate(BaseModel):
+    token: str
+    id: int
+    probability: float
+
+
+class FillMaskResult(BaseModel):
+    text: str
+    filled: str
+    masks: list[list[MaskCandidate]]
+
+
+class FillMaskResponse(BaseModel):
+    object: Literal["fill_mask"] = "fill_mask"
+    model: str
+    results: list[FillMaskResult]
+
+
 class AnalogyResponse(BaseModel):
     object: Literal["analogy"] = "analogy"
     model: str
@@ -585,6 +604,7 @@ class _Requests:
     Translate: type[BaseModel]
     Similar: type[BaseModel]
     Analogy: type[BaseModel]
+    FillMask: type[BaseModel]
 
 
 def build_request_models(limits: ServeLimits, models: dict[str, ServedModel]) -> _Requests:
@@ -729,7 +749,18 @@ def build_request_models(limits: ServeLimits, models: dict[str, ServedModel]) ->
         topn: int = Field(1, ge=1, le=L.max_topn)
         method: Literal["3cosadd", "3cosmul"] = "3cosadd"
 
-    return _Requests(CompletionRequest, ChatRequest, ClassifyRequest, TranslateRequest, SimilarRequest, AnalogyRequest)
+    class FillMaskRequest(BaseModel):
+        """Texts holding ``[MASK]``: the ``top_k`` most likely tokens for each mask."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"model": first("fill_mask"), "texts": ["the movie was [MASK] ."], "top_k": 5}]})
+        model: str = model_field("fill_mask")
+        texts: list[Text] = Field(min_length=1, max_length=L.max_batch,
+                                  description="texts with one or more [MASK] (too many or too long: 422)")
+        top_k: int = Field(5, ge=1, le=L.max_topn, description="candidates per [MASK]")
+
+    return _Requests(CompletionRequest, ChatRequest, ClassifyRequest, TranslateRequest, SimilarRequest,
+                     AnalogyRequest, FillMaskRequest)
 
 
 # --- the worker side: slots, threads, generations ----------------------------------------------------------
@@ -1397,6 +1428,15 @@ def create_app(run_dirs: Iterable[str | Path], limits: ServeLimits = ServeLimits
                                     method=_analogy_method(body.method))
         return {"object": "analogy", "model": served.name, "query": {"a": body.a, "b": body.b, "c": body.c},
                 "results": [{"word": str(w), "score": _finite(s)} for w, s in pairs]}
+
+    @app.post("/v1/fill-mask", response_model=FillMaskResponse, tags=["masked LM"],
+              responses=_error_responses(400, 404, 413, 422, 429, 504))
+    async def fill_mask(body: Req.FillMask) -> dict:  # type: ignore[valid-type]
+        """The ``top_k`` most likely tokens (with probabilities) for each ``[MASK]`` of each text; a text with
+        no ``[MASK]``, too many or too long for the model is a 422 saying which."""
+        served = get_model(body.model, "fill_mask", "/v1/fill-mask")
+        results = await runtime.infer(served.pipeline.fill_mask, list(body.texts), top_k=body.top_k)
+        return {"object": "fill_mask", "model": served.name, "results": results}
 
     _add_offline_docs(app)
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "translate": "lmlab.cli.seq2seq:translate",
     "gan": "lmlab.cli.gan:gan",
     "gpt": "lmlab.cli.gpt:gpt",
+    "mlm": "lmlab.cli.mlm:mlm",
     "serve": "lmlab.cli.serve:serve",
     "plot": "lmlab.cli.common:plot",
     "tour": "lmlab.cli.tour:tour",

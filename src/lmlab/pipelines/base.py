@@ -14,6 +14,7 @@ protocol                  methods                                             pi
 :class:`ChatGenerator`    ``stream_chat``, ``chat``, ``can_chat``, ``info``     GPT (a generator that can also chat)
 :class:`Translator`       ``translate``, ``info``                               seq2seq ``Translator``
 :class:`WordVectors`      ``most_similar``, ``analogy``, ``similarity``, ``info``  ``KeyedVectors``
+:class:`MaskFiller`       ``fill_mask``, ``info``                               masked LM ``FillMask``
 ========================  ==================================================  ==============================
 
 :class:`ChatGenerator` is not a capability of its own: a chat model is served as a generator and, where it
@@ -146,12 +147,27 @@ class WordVectors(Protocol):
     def info(self) -> dict: ...
 
 
+@runtime_checkable
+class MaskFiller(Protocol):
+    """Texts with ``[MASK]`` in, the most likely tokens for each mask (with probabilities) out.
+
+    A text without ``[MASK]``, with more than the pipeline's ``max_masks``, or too long for the model is a
+    :class:`lmlab.errors.DataError`."""
+
+    def fill_mask(self, texts: list[str], top_k: int = ...) -> list[dict]:
+        """``[{"text", "filled", "masks": [[{"token", "id", "probability"}, ...top_k], ...per mask]}]``."""
+        ...
+
+    def info(self) -> dict: ...
+
+
 #: capability name -> protocol, in the order :func:`capability_of` tries them
 CAPABILITIES: dict[str, type] = {
     "generator": TextGenerator,
     "classifier": TextClassifier,
     "translator": Translator,
     "vectors": WordVectors,
+    "fill_mask": MaskFiller,
 }
 
 
@@ -211,6 +227,7 @@ __all__ = [
     "ChatGenerator",
     "GENERATION_OPTIONS",
     "MIN_TEMPERATURE",
+    "MaskFiller",
     "TRANSLATE_OPTIONS",
     "TextClassifier",
     "TextGenerator",

@@ -292,6 +292,35 @@ async function translate() {
   }
 }
 
+async function fillMask() {
+  const out = $("fill-result");
+  try {
+    const texts = lines($("fill-text").value);
+    const body = { model: currentModel().id, texts, top_k: intOr("fill-top-k", 5) };
+    const data = await postJSON("/v1/fill-mask", body, out);
+    out.innerHTML = "";
+    data.results.forEach((result) => {
+      const item = document.createElement("div");
+      item.className = "item classification";
+      const head = document.createElement("strong");
+      head.textContent = result.filled;
+      item.appendChild(head);
+      result.masks.forEach((candidates, k) => {
+        const title = document.createElement("p");
+        title.className = "muted";
+        title.textContent = `[MASK] ${k + 1}`;
+        item.appendChild(title);
+        candidates.forEach((c, i) => {
+          item.appendChild(barRow(JSON.stringify(c.token), c.probability, 1, i === 0, `${(100 * c.probability).toFixed(1)}%`));
+        });
+      });
+      out.appendChild(item);
+    });
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
 function showNeighbours(title, results) {
   const out = $("vectors-result");
   out.innerHTML = "";
@@ -343,6 +372,7 @@ $("classify").addEventListener("click", classify);
 $("translate").addEventListener("click", translate);
 $("similar").addEventListener("click", similar);
 $("analogy").addEventListener("click", analogy);
+$("fill").addEventListener("click", fillMask);
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate();
 });
