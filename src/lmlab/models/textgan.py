@@ -261,7 +261,7 @@ def draw_from_head(head: nn.Linear, hidden: Tensor, generator: torch.Generator |
     $s_k / \sum s$ (inverse CDF over the block sums), then token $i$ of block $k$ with probability $e_i / s_k$
     (inverse CDF inside the block, a second uniform); the product is $e_i / \sum e = \mathrm{softmax}(z)_i$, and a
     token (or block) of probability 0 is never drawn. The vocabulary is padded to whole blocks with logits
-    $-\infty$. ``chunk_rows`` = 0: about 256K logits (1 MiB) per chunk.
+    $-\infty$. ``chunk_rows`` = 0: about 256K logits (1 MiB) per chunk on a CPU, 64M on an accelerator.
     """
     V = head.weight.shape[0]
     blk = max(1, round(V**0.5))
@@ -272,7 +272,8 @@ def draw_from_head(head: nn.Linear, hidden: Tensor, generator: torch.Generator |
     if nb * blk != V:
         weight = torch.cat([weight, weight.new_zeros(nb * blk - V, weight.shape[1])])
         bias = torch.cat([bias, bias.new_full((nb * blk - V,), float("-inf"))])
-    chunk_rows = chunk_rows or max(1, (1 << 18) // (nb * blk))
+    if not chunk_rows:  # ~1 MiB of logits per chunk on a CPU (its cache); ~256 MiB on an accelerator (few launches)
+        chunk_rows = max(1, (1 << (18 if hidden.device.type == "cpu" else 26)) // (nb * blk))
     out = torch.empty(hidden.shape[0], dtype=torch.long, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk_rows):
         h = hidden[start : start + chunk_rows]
