@@ -13,7 +13,7 @@ from lmlab.cli import main
 from lmlab.config import TrainConfig, list_presets
 from lmlab.data.loader import EpochLoader
 from lmlab.data.sentence_rows import encode_sentences, read_sentences, sentence_codec
-from lmlab.errors import ConfigError, DataError, TrainingError
+from lmlab.errors import CheckpointError, ConfigError, DataError, TrainingError
 from lmlab.models import textgan as tg
 from lmlab.models.oracle import OracleConfig, OracleLSTM, make_oracle_data
 from lmlab.recipes.gan import DataConfig, GANRecipe, GANRunConfig
@@ -249,7 +249,7 @@ def test_rollout_impl_is_validated_and_old_runs_keep_the_sequential_rollouts(tmp
     assert saved_run_config(out).gan.rollout_impl == "sequential"
     recipe = GANRecipe.from_run(out)
     recipe.check_resume(config, out)  # resuming it is not refused as a config change
-    with pytest.raises(Exception, match="rollout_impl"):
+    with pytest.raises(CheckpointError, match="rollout_impl"):
         GANRecipe(GANRecipe.resolve("tour", [*TINY_ORACLE, *FAST])).check_resume(config, out)
 
 
