@@ -12,6 +12,8 @@ Self-BLEU-2..5 of 1,000 samples at each temperature, for the GAN and for the MLE
     python benchmarks/textgan.py                      # everything, paper-sized oracle (use a GPU)
     python benchmarks/textgan.py --smoke              # minutes on a CPU: tiny oracle, tiny real run
     python benchmarks/textgan.py --part cpu-timing    # per-step wall times on this machine, extrapolated
+    python benchmarks/textgan.py --part step-timing --threads 1   # seconds per step of each phase (PG step with
+                                                      # sequential and batched rollouts) -> step_timing in --out
     python benchmarks/textgan.py --quick              # --smoke sizes, few epochs/rounds, one seed (QUICK), ~2 min
 
 ``--quick`` sets the defaults in ``QUICK`` (options given on the command line still win) and writes
@@ -94,11 +96,7 @@ def run_oracle(args) -> dict:
     """MLE for P epochs (= SeqGAN's pre-training); then SeqGAN from that generator; then MLE continued E epochs
     from the same generator (a fresh Adam, like SeqGAN's own fresh optimizers)."""
     torch.set_num_threads(args.threads)
-    base = merge(load_preset("seqgan-oracle", "gan"), oracle_settings(args))
-    if args.oracle_set:
-        from lmlab.config import parse_overrides
-
-        base = merge(base, parse_overrides(args.oracle_set))
+    base = oracle_base(args)
     P, E, R = args.pretrain_epochs, args.mle_extra_epochs, args.adversarial_rounds
     guard = {"train": {"max_time_s": args.max_time_s}}
     pre_cfg = run_config(merge(base, {"gan": {"pretrain_epochs": P, "d_pretrain_steps": 0, "adversarial_rounds": 0}, **guard}))
@@ -254,6 +252,96 @@ def cpu_timing(args) -> dict:
     }
 
 
+def oracle_base(args) -> dict:
+    """The oracle part's config sections: the seqgan-oracle preset + this run's settings and --oracle-set."""
+    base = merge(load_preset("seqgan-oracle", "gan"), oracle_settings(args))
+    if args.oracle_set:
+        from lmlab.config import parse_overrides
+
+        base = merge(base, parse_overrides(args.oracle_set))
+    return base
+
+
+def step_timing(args) -> dict:
+    """Median seconds per step of each phase at the oracle part's size (one process, ``--threads`` threads), the
+    policy-gradient step once per ``gan.rollout_impl``, and the projected wall time of the whole schedule per seed.
+
+    A policy-gradient step is what ``SeqGAN.phase_step`` does: sample a batch, compute the rewards (rollouts +
+    discriminator), backpropagate, step Adam, update the rollout net. The two implementations alternate step by
+    step so that both see the same machine load.
+    """
+    torch.set_num_threads(args.threads)
+    base = oracle_base(args)
+    cfg = run_config(base)
+    m, o = cfg.model, cfg.oracle
+    m.vocab_size, m.max_len = o.vocab_size, o.seq_len
+    torch.manual_seed(0)
+    model = tg.SeqGAN(m, cfg.gan)
+    opts = model.configure_optimizers(cfg.train)
+    B = cfg.train.batch_size
+    real = torch.randint(0, o.vocab_size, (B, o.seq_len))
+    spe = o.num_samples // B
+    rounds, dpr = args.adversarial_rounds, args.d_steps_per_round
+    steps = {"mle_step": args.pretrain_epochs * spe, "d_step": args.d_pretrain_steps + rounds * dpr, "pg_step": rounds}
+
+    def mle():
+        model.phase_step(real, opts, 0, spe, cfg.train.grad_clip)
+
+    adv = args.pretrain_epochs * spe + args.d_pretrain_steps  # the first adversarial step
+
+    def dstep():
+        model.phase_step(real, opts, adv + 1, spe, cfg.train.grad_clip)  # round 0, after its PG step
+
+    def pg(impl):
+        model.gan.rollout_impl = impl
+        model.phase_step(real, opts, adv + 1 + dpr, spe, cfg.train.grad_clip)  # round 1's PG step
+
+    def evaluate():
+        sample = tg.sample_many(model.generator, o.eval_samples, 1.0, 0)
+        return sample.shape
+
+    model.gan.pretrain_epochs, model.gan.d_pretrain_steps, model.gan.adversarial_rounds = args.pretrain_epochs, args.d_pretrain_steps, max(rounds, 2)
+    model.gan.g_steps_per_round, model.gan.d_steps_per_round = 1, max(dpr, 1)
+    dpr = model.gan.d_steps_per_round
+    assert tg.phase_at(adv + 1, spe, model.gan)[0] == "d" and tg.phase_at(adv + 1 + dpr, spe, model.gan) == ("pg", 1)
+    impls = ("sequential", "batched")
+    times: dict[str, list[float]] = {"mle_step": [], "d_step": [], "eval": [], **{f"pg_step_{i}": [] for i in impls}}
+    k = max(1, args.timing_steps)
+    for rep in range(k + 1):  # the first repetition warms up and is not counted
+        jobs = [("mle_step", mle), ("d_step", dstep), *((f"pg_step_{i}", lambda i=i: pg(i)) for i in impls)]
+        if rep < 2:
+            jobs.append(("eval", evaluate))
+        for name, fn in jobs:
+            t = time.perf_counter()
+            fn()
+            if rep:
+                times[name].append(time.perf_counter() - t)
+            print(f"[timing] {name} {time.perf_counter() - t:.3f} s", flush=True)
+    per = {name: statistics.median(v) for name, v in times.items() if v}
+    evals = (args.pretrain_epochs // max(1, args.eval_every_epochs) + 2) + (rounds // 10 + 1)
+    projected = {}
+    for impl in impls:
+        parts_s = {"mle": per["mle_step"] * steps["mle_step"], "d": per["d_step"] * steps["d_step"],
+                   "pg": per[f"pg_step_{impl}"] * steps["pg_step"], "eval": per["eval"] * evals}
+        projected[impl] = {"hours": sum(parts_s.values()) / 3600, "hours_by_phase": {k2: v / 3600 for k2, v in parts_s.items()}}
+    return {
+        "what": "median seconds per step (one training step of each phase) at the oracle part's size; PG step per "
+                "gan.rollout_impl, the two alternating; projected = steps of the schedule x median step time, plus "
+                "NLL-oracle evaluations",
+        "threads": args.threads,
+        "size": {"vocab_size": o.vocab_size, "seq_len": o.seq_len, "embed_dim": m.embed_dim, "hidden_dim": m.hidden_dim,
+                 "batch_size": B, "rollout_num": cfg.gan.rollout_num, "d_filters": sum(m.d_num_filters)},
+        "seconds_per_step": per,
+        "samples": times,
+        "pg_speedup": per["pg_step_sequential"] / per["pg_step_batched"],
+        "steps_in_schedule": {**steps, "evaluations": evals},
+        "projected_per_seed": projected,
+        "load_average": os.getloadavg(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+    }
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()}
     if torch.cuda.is_available():
@@ -290,7 +378,7 @@ def summarize(parts: dict, args) -> dict:
             else:
                 targets["paper_targets"] = "not applicable: a reduced oracle (see oracle_config)"
             out["oracle"]["targets"] = targets
-    for key in ("real", "cpu_timing"):
+    for key in ("real", "cpu_timing", "step_timing"):
         if key in parts:
             out[key] = parts[key]
     return out
@@ -321,6 +409,16 @@ def print_table(res: dict) -> None:
             print(f"{name:<16} nll_test {m['nll_test']:.3f}  " + "  ".join(f"T{r['temperature']}:{r['bleu4']:.3f}/{r['self_bleu4']:.3f}" for r in m["sweep"]))
     if "cpu_timing" in res:
         print("\nCPU seconds per step:", res["cpu_timing"]["seconds_per_step"], "extrapolated hours:", res["cpu_timing"]["extrapolated_hours"])
+    if "step_timing" in res:
+        st = res["step_timing"]
+        print(f"\nSeconds per step ({st['threads']} thread(s), median; vocab {st['size']['vocab_size']}, length "
+              f"{st['size']['seq_len']}, {st['size']['rollout_num']} rollouts):")
+        for name, v in st["seconds_per_step"].items():
+            print(f"  {name:<22}{v:>9.3f}")
+        print(f"  policy-gradient step: batched rollouts {st['pg_speedup']:.2f}x faster than sequential")
+        for impl, pr in st["projected_per_seed"].items():
+            by = ", ".join(f"{k} {v:.2f}" for k, v in pr["hours_by_phase"].items())
+            print(f"  projected schedule per seed with {impl} rollouts: {pr['hours']:.2f} h ({by})")
 
 
 def plot(res: dict, path: Path) -> None:
@@ -388,14 +486,16 @@ QUICK = {
     "smoke": True, "seeds": [0], "threads": 1, "device": "cpu", "pretrain_epochs": 6, "adversarial_rounds": 3,
     "d_pretrain_steps": 50, "d_steps_per_round": 3, "rollout_num": 4, "eval_every_epochs": 3,
     "real_pretrain_epochs": 2, "real_mle_extra_epochs": 1, "real_adversarial_rounds": 2, "real_d_pretrain_steps": 50,
-    "real_samples": 200, "temperatures": [0.8, 1.0], "parts_dir": ROOT / "runs" / "bench-textgan-quick",
+    "real_samples": 200, "temperatures": [0.8, 1.0], "timing_steps": 2, "parts_dir": ROOT / "runs" / "bench-textgan-quick",
     "out": ROOT / "benchmarks" / "results" / "textgan.quick.json",
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["all", "oracle", "real", "cpu-timing", "merge"], default="all")
+    ap.add_argument("--part", choices=["all", "oracle", "real", "cpu-timing", "step-timing", "merge"], default="all",
+                    help="oracle/all also time one step of each phase first (--timing-steps 0: skip); step-timing "
+                         "only times them and adds the record to --out, keeping the other records")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=0, help="(worker) the seed of this worker")
     ap.add_argument("--pretrain-epochs", type=int, default=120)
@@ -413,7 +513,7 @@ def main() -> None:
     ap.add_argument("--oracle-set", nargs="*", default=[], help="KEY=VALUE overrides of the oracle config (e.g. oracle.vocab_size=500)")
     ap.add_argument("--real-set", nargs="*", default=[], help="KEY=VALUE overrides of the real-data config (e.g. data.max_lines=10000)")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5])
-    ap.add_argument("--timing-steps", type=int, default=5)
+    ap.add_argument("--timing-steps", type=int, default=5, help="timed steps per phase (median); 0: no step timing")
     ap.add_argument("--max-time-s", type=float, default=0.0, help="stop each training run after this long (0: no limit)")
     ap.add_argument("--data-dir", type=Path, default=DATA, help="folder with Multi30k's tokenised English files")
     ap.add_argument("--device", default="auto")
@@ -432,6 +532,17 @@ def main() -> None:
     if args.mle_extra_epochs is None:
         args.mle_extra_epochs = args.adversarial_rounds
     args.parts_dir.mkdir(parents=True, exist_ok=True)
+    if args.part == "step-timing":
+        timing = step_timing(args)
+        res = json.loads(args.out.read_text()) if args.out.is_file() else {"benchmark": "textgan", "machine": machine()}
+        res["step_timing"] = timing
+        args.out.write_text(json.dumps(res, indent=1))
+        print_table({"step_timing": timing})
+        print(f"\nadded step_timing to {args.out}")
+        return
+    if args.part in ("oracle", "all") and not args.worker and args.timing_steps > 0:
+        # before the workers start, so that they do not share the CPU with it
+        (args.parts_dir / "step-timing.json").write_text(json.dumps(step_timing(args), indent=1))
     if args.worker:
         fn = {"oracle": run_oracle, "real": run_real, "cpu-timing": cpu_timing}[args.part]
         res = fn(args)
@@ -465,7 +576,7 @@ def main() -> None:
     parts: dict = {}
     for f in sorted(args.parts_dir.glob("oracle_seed*.json")):
         parts.setdefault("oracle", []).append(json.loads(f.read_text()))
-    for key in ("real", "cpu-timing"):
+    for key in ("real", "cpu-timing", "step-timing"):
         f = args.parts_dir / f"{key}.json"
         if not f.is_file() and args.extra_parts_dir is not None:
             f = args.extra_parts_dir / f"{key}.json"

@@ -13,7 +13,7 @@ from lmlab.cli import main
 from lmlab.config import TrainConfig, list_presets
 from lmlab.data.loader import EpochLoader
 from lmlab.data.sentence_rows import encode_sentences, read_sentences, sentence_codec
-from lmlab.errors import ConfigError, DataError, TrainingError
+from lmlab.errors import CheckpointError, ConfigError, DataError, TrainingError
 from lmlab.models import textgan as tg
 from lmlab.models.oracle import OracleConfig, OracleLSTM, make_oracle_data
 from lmlab.recipes.gan import DataConfig, GANRecipe, GANRunConfig
@@ -122,6 +122,135 @@ def test_phase_schedule():
     assert phases[10:13] == [("d_pretrain", i) for i in range(3)]
     assert phases[13:19] == [("pg", 0), ("d", 0), ("d", 0), ("pg", 1), ("d", 1), ("d", 1)]
     assert phases[19] == ("done", 0)
+
+
+# --- batched rollouts (gan.rollout_impl=batched) against the sequential ones and the definition --------------
+def test_batched_rollouts_keep_the_prefix_and_come_from_the_delayed_generator():
+    model = tiny_gan()
+    seqs = torch.randint(0, 20, (3, 6))
+    rolled = model.rollouts_batched(seqs, rollout_num=4, generator=torch.Generator().manual_seed(0))
+    assert rolled.shape == (5, 4, 3, 6)
+    for t in range(1, 6):  # identical prefixes, bit for bit
+        assert torch.equal(rolled[t - 1, :, :, :t], seqs[:, :t].expand(4, 3, t))
+    again = model.rollouts_batched(seqs, rollout_num=4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(rolled, again)  # a fixed seed gives the same rollouts
+    with torch.no_grad():  # the ROLLOUT net (not G) always emits token 7, and token 19 (the last id) never
+        model.rollout_generator.head.bias.fill_(-50.0)
+        model.rollout_generator.head.bias[7] = 50.0
+    rolled = model.rollouts_batched(seqs, rollout_num=2)
+    for t in range(1, 6):
+        assert (rolled[t - 1, :, :, t:] == 7).all()
+
+
+def test_draw_from_head_samples_the_softmax_and_never_a_zero_probability_token():
+    head = torch.nn.Linear(4, 23)  # 23 tokens: blocks of 5, the last one padded
+    with torch.no_grad():
+        head.weight.mul_(4.0)
+        head.bias[[0, 9, 22]] = float("-inf")  # probability 0, in the first, a middle and the padded block
+    h = torch.randn(1, 4)
+    p = torch.softmax(head(h), -1)[0].detach()
+    n = 100_000
+    draws = tg.draw_from_head(head, h.expand(n, 4), torch.Generator().manual_seed(3), chunk_rows=4096)
+    freq = torch.bincount(draws, minlength=23).double() / n
+    assert freq[[0, 9, 22]].sum() == 0
+    sd = (p.double() * (1 - p.double()) / n).sqrt()
+    assert ((freq - p.double()).abs() <= 5 * sd + 1e-9).all(), (freq, p)
+
+
+def test_batched_discriminator_scoring_equals_scoring_every_rollout():
+    cfg = tg.SeqGANConfig(**{**TINY, "d_filter_sizes": [1, 2, 3, 6], "d_num_filters": [4, 5, 4, 3]})
+    torch.manual_seed(0)
+    model = tg.SeqGAN(cfg, tg.GANConfig())
+    model.discriminator.eval()
+    seqs = torch.randint(0, 20, (5, 6))
+    rolled = model.rollouts_batched(seqs, 3, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        shared = model.discriminator.prob_real_rollouts(seqs, rolled)  # (T-1, N, B)
+        every = model.discriminator.prob_real(rolled.view(-1, 6)).view(5, 3, 5)
+    torch.testing.assert_close(shared, every, rtol=1e-5, atol=1e-6)
+
+
+def _exact_rewards(model: tg.SeqGAN, seqs: torch.Tensor) -> torch.Tensor:
+    """Q(Y_{1:t-1}, y_t) of the paper's eq. 4 by enumerating every completion of every prefix (tiny V and T)."""
+    import itertools
+
+    V, (B, T) = model.config.vocab_size, seqs.shape
+    model.discriminator.eval()
+    out = torch.zeros(B, T, dtype=torch.float64)
+    with torch.no_grad():
+        out[:, -1] = model.discriminator.prob_real(seqs).double()
+        for t in range(1, T):  # the prefix y_1..y_t is kept; positions t..T-1 (0-based) are completed
+            tails = torch.tensor(list(itertools.product(range(V), repeat=T - t)))  # (V^(T-t), T-t)
+            for b in range(B):
+                full = torch.cat([seqs[b, :t].expand(len(tails), t), tails], dim=1)
+                logp = model.rollout_generator.token_log_probs(full)[:, t:].sum(1).double()
+                out[b, t - 1] = (logp.exp() * model.discriminator.prob_real(full).double()).sum()
+    return out
+
+
+@pytest.mark.parametrize("impl", ["batched", "sequential"])
+def test_rollout_rewards_match_the_definition_in_distribution(impl):
+    """Both implementations' rollout rewards average to eq. 4's expectation for every prefix; a prefix off by
+    one or a wrongly scored last position would be many standard errors away (checked below)."""
+    cfg = tg.SeqGANConfig(vocab_size=3, embed_dim=4, hidden_dim=4, max_len=4, init_std=1.5, d_embed_dim=4,
+                          d_filter_sizes=[1, 2, 4], d_num_filters=[3, 3, 3])
+    torch.manual_seed(1)
+    model = tg.SeqGAN(cfg, tg.GANConfig(rollout_impl=impl))
+    with torch.no_grad():
+        for p in model.discriminator.parameters():
+            p.mul_(3.0)  # a discriminator with opinions: rewards far from 0.5 and far apart
+        model.generator.head.weight.add_(1.0)  # G and the delayed rollout net differ: rollouts must use the latter
+    seqs = torch.tensor([[0, 1, 2, 0], [2, 2, 1, 1], [1, 0, 0, 2]])
+    exact = _exact_rewards(model, seqs)  # (B, T)
+    n = 2000
+    got = model.rewards(seqs, rollout_num=n, generator=torch.Generator().manual_seed(0)).double()
+    # the largest standard error of a mean of n rewards in [0, 1] is 0.5 / sqrt(n); 5 of them: a false alarm
+    # has probability ~1e-6 per entry
+    tol = 5 * 0.5 / n**0.5
+    assert torch.equal(got[:, -1], model.discriminator.prob_real(seqs).double())  # t = T: D itself, exactly
+    assert (got - exact).abs().max() < tol, (got, exact)
+    # the test's power: at EVERY position, the rewards of a prefix off by one (the neighbouring position's, e.g.
+    # D of a rollout at t = T, or D itself at t = T-1) are more than 2 tolerances away for some sequence
+    assert ((exact[:, 1:] - exact[:, :-1]).abs().amax(0) > 2.5 * tol).all()
+
+
+def test_batched_and_sequential_rewards_agree_per_position_at_a_larger_size():
+    """The two implementations against each other (no enumeration): per-position means over many rollouts."""
+    cfg = tg.SeqGANConfig(**{**TINY, "vocab_size": 30, "init_std": 1.0})
+    torch.manual_seed(2)
+    model = tg.SeqGAN(cfg, tg.GANConfig())
+    with torch.no_grad():
+        for p in model.discriminator.parameters():
+            p.mul_(4.0)
+    seqs = model.generator.sample(3, generator=torch.Generator().manual_seed(5))
+    n = 1500
+    a = model.rewards(seqs, rollout_num=n, generator=torch.Generator().manual_seed(0), impl="batched")
+    b = model.rewards(seqs, rollout_num=n, generator=torch.Generator().manual_seed(1), impl="sequential")
+    tol = 5 * (2 * 0.25 / n) ** 0.5  # 5 standard errors of a difference of two means of [0, 1] rewards
+    assert torch.equal(a[:, -1], b[:, -1])
+    assert (a - b).abs().max() < tol
+    assert (b[:, 1:] - b[:, :-1]).abs().max() > 3 * tol  # a shifted prefix would not pass
+
+
+def test_rollout_impl_is_validated_and_old_runs_keep_the_sequential_rollouts(tmp_path):
+    from lmlab.recipes.gan import saved_run_config
+
+    with pytest.raises(ConfigError, match="rollout_impl must be one of batched, sequential"):
+        GANRecipe.resolve("tour", ["gan.rollout_impl=fast"])
+    with pytest.raises(ConfigError, match="rollout_impl"):
+        tiny_gan().rewards(torch.randint(0, 20, (2, 6)), impl="fast")
+    assert GANRecipe.resolve("tour").gan.rollout_impl == "batched"
+    out = tmp_path / "run"
+    assert main(["gan", "train", "--oracle", "--preset", "tour", "--out", str(out), *TINY_ORACLE, *FAST]) == 0
+    assert saved_run_config(out).gan.rollout_impl == "batched"
+    config = json.loads((out / "config.json").read_text())
+    del config["gan"]["rollout_impl"]  # a run directory written before the key existed
+    (out / "config.json").write_text(json.dumps(config))
+    assert saved_run_config(out).gan.rollout_impl == "sequential"
+    recipe = GANRecipe.from_run(out)
+    recipe.check_resume(config, out)  # resuming it is not refused as a config change
+    with pytest.raises(CheckpointError, match="rollout_impl"):
+        GANRecipe(GANRecipe.resolve("tour", [*TINY_ORACLE, *FAST])).check_resume(config, out)
 
 
 # --- BLEU / Self-BLEU by hand ----------------------------------------------------------------------------

@@ -60,11 +60,20 @@ class GANRunConfig:
 SECTIONS = ("source", "model", "gan", "train", "data", "oracle")
 
 
+def with_saved_defaults(saved: dict) -> dict:
+    """A saved config.json with the values that runs written before a key existed trained with: runs without
+    ``gan.rollout_impl`` computed their rewards with the "sequential" rollouts (and keep them, resuming bit-exactly)."""
+    gan = saved.get("gan")
+    if isinstance(gan, dict) and "rollout_impl" not in gan:
+        saved = {**saved, "gan": {**gan, "rollout_impl": "sequential"}}
+    return saved
+
+
 def saved_run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> GANRunConfig:
     """The config a run was trained with; on resume only ``train.*`` overrides (e.g. max_time_s) may change it."""
     from lmlab.config import merge, parse_overrides
 
-    data = checkpoint.load_config(run_dir, GANRecipe.model_type)
+    data = with_saved_defaults(checkpoint.load_config(run_dir, GANRecipe.model_type))
     sections = {k: data[k] for k in SECTIONS if k in data}
     extra = parse_overrides(list(overrides))
     if set(extra) - {"train"}:
@@ -319,6 +328,9 @@ class GANRecipe(Recipe):
         """The recipe of an existing run, to ``train(run_dir, resume=True)``: its saved config + train.* overrides."""
         return cls(saved_run_config(run_dir, overrides), **inputs)
 
+    def check_resume(self, saved: dict, run_dir: Path) -> None:
+        super().check_resume(with_saved_defaults(saved), run_dir)
+
     def input_paths(self) -> list[str]:
         d = self.config.data
         return [p for p in (d.path, d.test_path) if p] if self.config.source == "data" else []
@@ -454,4 +466,5 @@ class GANRecipe(Recipe):
 __all__ = [
     "DataConfig", "GANRecipe", "GANRunConfig", "HeldOutEvaluator", "OracleEvaluator", "PreparedData",
     "SeqGANMonitor", "config_to_dict", "format_eval", "prepare_data", "quality_diversity", "saved_run_config",
+    "with_saved_defaults",
 ]
