@@ -107,6 +107,34 @@ class PretrainedBody:
     special_ids: dict[str, int] = field(default_factory=dict)
 
 
+def read_tokenizer_files(run_dir: str | Path, names: Sequence[str] = ("tokenizer.json", "vocab.json")) -> dict[str, Any]:
+    """The JSON content of a run's tokenizer files (those of ``names`` that exist), for
+    :attr:`PretrainedBody.tokenizer_files`."""
+    return {
+        name: checkpoint.read_json(Path(run_dir) / name, name) for name in names if (Path(run_dir) / name).is_file()
+    }
+
+
+class tokenizer_files_dir:  # noqa: N801 - used as a context manager, like tempfile's
+    """``with tokenizer_files_dir(files) as folder``: ``files`` (name -> JSON content) written into a temporary
+    folder, so a family's own codec loader reads them back exactly as from its run directory."""
+
+    def __init__(self, files: dict[str, Any]) -> None:
+        self.files = files
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory()
+        folder = Path(self._tmp.name)
+        for name, content in self.files.items():
+            checkpoint.atomic_write_json(folder / Path(name).name, content)
+        return folder
+
+    def __exit__(self, *exc: Any) -> None:
+        self._tmp.cleanup()
+
+
 def split_validation(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """(train, validation): a seeded random ``fraction`` of ``items`` held out (at least one when fraction > 0).
 
@@ -213,7 +241,8 @@ class Recipe:
         seed_everything(self.config.train.seed)
 
     def check_resume(self, saved: dict, run_dir: Path) -> None:
-        check_resume_compatible(saved, config_to_dict(self.config), run_dir, ignore=dict(self.resume_ignore))
+        check_resume_compatible(saved, config_to_dict(self.config), run_dir, ignore=dict(self.resume_ignore),
+                                defaults=_defaults(self.run_config))
 
     def train(
         self, out: str | Path, *, overwrite: bool = False, resume: bool = False, callbacks: Sequence[Any] = ()
@@ -239,6 +268,14 @@ class Recipe:
                 self.save_artifacts(run_dir)
             distributed.barrier()
             return self.fit(run_dir, resume, callbacks)
+
+
+def _defaults(run_config: type) -> dict | None:
+    """The run config's defaults as a dict (None when it cannot be built without arguments)."""
+    try:
+        return config_to_dict(run_config())
+    except TypeError:
+        return None
 
 
 class _NoStage:

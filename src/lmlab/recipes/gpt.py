@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab import checkpoint, distributed
-from lmlab.config import TrainConfig, config_from_dict
+from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.data.tokens import (
     RandomBlocks,
     SequentialBlocks,
@@ -38,7 +38,7 @@ from lmlab.data.tokens import (
 )
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.models.gpt import GPT, GPTConfig
-from lmlab.recipes.base import Recipe, TrainResult
+from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult, read_tokenizer_files, tokenizer_files_dir
 
 
 def _default_train_config() -> TrainConfig:
@@ -219,6 +219,28 @@ class GPTRecipe(Recipe):
 
         model, codec, run = cls.load_model(run_dir, device)
         return GPTGenerator(model, codec, run, Path(run_dir))
+
+    # ------------------------------------------------------------------------------------- transfer learning
+    @classmethod
+    def pretrained_body(cls, run_dir: str | os.PathLike, device: str = "cpu") -> PretrainedBody:
+        """The trained GPT (best weights) as a classifier body: states after the final LayerNorm, "last"
+        pooling, at most ``block_size`` tokens, the run's own codec (no special tokens: a GPT reads running text)."""
+        model, codec, run = cls.load_model(run_dir, device)
+        return cls._body(model, codec, config_to_dict(run.model), read_tokenizer_files(run_dir))
+
+    @classmethod
+    def body_from_config(cls, model_config: dict[str, Any], tokenizer_files: dict[str, Any]) -> PretrainedBody:
+        model_cfg = config_from_dict(GPTConfig, model_config, where="config.json: body model_config")
+        with tokenizer_files_dir(tokenizer_files) as folder:
+            codec = TokenCodec.load(folder)
+        return cls._body(GPT(model_cfg), codec, model_config, tokenizer_files)
+
+    @classmethod
+    def _body(cls, model: GPT, codec: TokenCodec, model_config: dict, files: dict) -> PretrainedBody:
+        return PretrainedBody(
+            family=cls.family, model=model, model_config=dict(model_config), tokenizer_files=files,
+            encode=codec.encode, pad_id=codec.pad_id or 0, max_len=model.config.block_size, pooling="last",
+        )
 
     @classmethod
     def evaluate(

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmlab import checkpoint
-from lmlab.config import TrainConfig, config_from_dict
+from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.data.lm import BPTTBatches, LMCodec, LMDataConfig, chars_per_token, read_text, split_tail
 from lmlab.models.rnn_lm import RNNLM, RNNLMConfig
-from lmlab.recipes.base import Recipe, TrainResult
+from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult, read_tokenizer_files, tokenizer_files_dir
 
 
 @dataclass
@@ -35,6 +35,13 @@ class LMRunConfig:
 def saved_run_config(run_dir: Path, saved: dict) -> LMRunConfig:
     sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
     return config_from_dict(LMRunConfig, sections, where=f"{run_dir / checkpoint.CONFIG_FILE}")
+
+
+def _kind_of(tokenizer: Any) -> str:
+    """The LM tokenizer name (``data.tokenizer``) of a tokenizer object."""
+    from lmlab.data.tokenizers import _TOKENIZER_TYPES
+
+    return next((k for k, t in _TOKENIZER_TYPES.items() if type(tokenizer) is t), "whitespace")
 
 
 class LMRecipe(Recipe):
@@ -119,6 +126,32 @@ class LMRecipe(Recipe):
 
         model, codec = cls.load_for_generation(run_dir, device)
         return Generator(model, codec, cls.model_type, Path(run_dir))
+
+    # ------------------------------------------------------------------------------------- transfer learning
+    @classmethod
+    def pretrained_body(cls, run_dir: str | os.PathLike, device: str = "cpu") -> PretrainedBody:
+        """The trained RNN LM (best weights) as a classifier body (ULMFiT): the top layer's states, concat
+        pooling, no length limit of its own, the run's own codec (word level: each line ends in ``<eos>``)."""
+        model, codec, run = cls.load_model(run_dir, device)
+        files = read_tokenizer_files(run_dir)
+        return cls._body(model, codec, config_to_dict(run.model), files)
+
+    @classmethod
+    def body_from_config(cls, model_config: dict[str, Any], tokenizer_files: dict[str, Any]) -> PretrainedBody:
+        model_cfg = config_from_dict(RNNLMConfig, model_config, where="config.json: body model_config")
+        with tokenizer_files_dir(tokenizer_files) as folder:
+            tok, _ = LMCodec.load_split(folder)
+            codec = LMCodec.load(folder, _kind_of(tok))
+        return cls._body(RNNLM(model_cfg), codec, model_config, tokenizer_files)
+
+    @classmethod
+    def _body(cls, model: RNNLM, codec: LMCodec, model_config: dict, files: dict) -> PretrainedBody:
+        specials = {k: i for k, i in (("bos", codec.bos_id), ("eos", codec.vocab.eos_id if codec.vocab else None))
+                    if i is not None}
+        return PretrainedBody(
+            family=cls.family, model=model, model_config=dict(model_config), tokenizer_files=files,
+            encode=codec.encode, pad_id=codec.pad_id or 0, max_len=None, pooling="concat", special_ids=specials,
+        )
 
     @classmethod
     def evaluate(
