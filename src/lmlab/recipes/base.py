@@ -135,6 +135,47 @@ class tokenizer_files_dir:  # noqa: N801 - used as a context manager, like tempf
         self._tmp.cleanup()
 
 
+def init_from_config(
+    recipe: type[Recipe], preset: str | None, overrides: Sequence[str], init_from: str | Path,
+    tokenizer_keys: Sequence[str], free_model_keys: Sequence[str] = ("dropout",),
+) -> Any:
+    """The run config for continued pretraining (``gpt train --init-from RUN``, ``lm train --init-from RUN``):
+    ``preset`` + ``overrides``, with the ``model`` section and the data keys ``tokenizer_keys`` taken from the
+    pretrained run ``init_from`` (same architecture, same tokenizer). An explicit option that contradicts the
+    pretrained run is a ConfigError; of the model keys only ``free_model_keys`` (e.g. dropout) may change."""
+    from lmlab.config import config_from_dict
+    from lmlab.errors import ConfigError, LmlabError
+
+    src = Path(init_from)
+    try:
+        saved = checkpoint.load_config(src, recipe.model_type)
+        if not (src / checkpoint.WEIGHTS_FILE).is_file():
+            raise checkpoint.CheckpointError(f"{src / checkpoint.WEIGHTS_FILE} is missing: the run has no trained weights")
+        sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+        source = config_from_dict(recipe.run_config, sections, where=f"{src / checkpoint.CONFIG_FILE}")
+    except LmlabError as err:
+        raise type(err)(f"--init-from {src}: {err}") from None
+    config = recipe.resolve(preset, overrides)
+    base = recipe.resolve(preset, ())
+    problems = []
+    for section, keys in (("model", None), ("data", tokenizer_keys)):
+        given, default = config_to_dict(getattr(config, section)), config_to_dict(getattr(base, section))
+        pretrained = config_to_dict(getattr(source, section))
+        for key in keys or list(given):
+            explicit = given[key] != default[key]
+            if explicit and section == "model" and key in free_model_keys:
+                continue
+            if explicit and given[key] != pretrained[key]:
+                problems.append(f"{section}.{key}={given[key]!r} (the pretrained run has {pretrained[key]!r})")
+            setattr(getattr(config, section), key, getattr(getattr(source, section), key))
+    if problems:
+        raise ConfigError(
+            f"--init-from {src}: {'; '.join(problems)}: continued pretraining keeps the pretrained architecture and "
+            "tokenizer; drop these options"
+        )
+    return config
+
+
 def split_validation(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """(train, validation): a seeded random ``fraction`` of ``items`` held out (at least one when fraction > 0).
 
