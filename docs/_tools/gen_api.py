@@ -49,7 +49,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
     ("Training", [
         ("lmlab.trainer", ["Trainer"]),
         ("lmlab.callbacks", ["Callback", "Checkpoint", "EarlyStopping", "MetricsLog", "TensorBoard", "Progress"]),
-        ("lmlab.schedules", ["lr_at"]),
+        ("lmlab.schedules", ["lr_at", "slanted_triangular"]),
         ("lmlab.distributed", ["init", "is_distributed", "world_size", "rank", "is_main", "barrier"]),
     ]),
     ("Run directories", [
@@ -88,6 +88,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.pipelines.seqgan", ["SeqGANGenerator"]),
         ("lmlab.models.oracle", ["OracleConfig", "OracleLSTM"]),
         ("lmlab.models.gpt", ["GPTConfig", "GPT"]),
+        ("lmlab.models.finetune", ["FinetuneConfig", "BodyClassifier"]),
     ]),
     ("Serving", [
         ("lmlab.serve", ["create_app", "ServeLimits"]),
