@@ -21,6 +21,7 @@ def run_stop(ctx) -> None:
     test, rest = examples[:n_test], examples[n_test:]
     n_labelled = max(200, int(2000 * min(1.0, ctx.scale * 4)))
     labelled, unlabelled = rest[:n_labelled], rest[n_labelled:]
+    unlabelled = unlabelled[: max(1000, int(len(unlabelled) * min(1.0, ctx.scale * 2)))]
     text = ctx.workdir / "reviews.txt"
     text.write_text("\n".join(ex.text for ex in unlabelled) + "\n", encoding="utf-8")
     quiet = ["train.progress=false", "train.tensorboard=false"]
@@ -32,7 +33,7 @@ def run_stop(ctx) -> None:
     GPTRecipe.from_preset("bpe", [
         "data.vocab_size=1000", "model.block_size=64", "model.embed_dim=64", "model.num_layers=2", "model.num_heads=4",
         "train.batch_size=32", "train.lr=0.003", "train.warmup_steps=20", "train.max_steps=2000",
-        f"train.max_time_s={pretrain_s:.1f}", "train.eval_every=100", *quiet,
+        f"train.max_time_s={pretrain_s:.1f}", "train.eval_every=100", "data.max_eval_tokens=20000", *quiet,
     ], data=str(text), log=ctx.log).train(pre, overwrite=True)
 
     # 2. the same architecture with fresh weights: a copy of the run whose body is re-initialised
