@@ -391,3 +391,16 @@ def test_tour_stop_pretrains_and_fine_tunes_side_by_side(tmp_path, capsys):
     assert "pretrained: test accuracy" in out and "random init: test accuracy" in out
     md = (tmp_path / "report.md").read_text()
     assert "| pretrained |" in md and "| random init |" in md
+
+
+def test_body_encoder_frames_with_cls_and_sep_and_first_pooling():
+    from lmlab.recipes.classify import BodyEncoder
+
+    enc = BodyEncoder(lambda t: [ord(c) for c in t], 5, "tail", 0, {"cls": 1, "sep": 2})
+    assert enc.encode(["abcdef", ""]) == [[1, 100, 101, 102, 2], [1, 2]]
+    assert BodyEncoder(lambda t: [ord(c) for c in t], 3, "head").encode(["abcdef", ""]) == [[97, 98, 99], [0]]
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=20, block_size=16, embed_dim=16, num_layers=1, num_heads=2)).eval()
+    hidden = gpt.features(torch.tensor([[3, 4, 5]]))
+    first = BodyClassifier(gpt, FinetuneConfig(), 2, "first").pool(hidden, torch.tensor([3]))
+    assert torch.equal(first[0], hidden[0, 0])

@@ -5,8 +5,8 @@ The *body* is any model with the body API (:class:`lmlab.recipes.base.Pretrained
 :class:`lmlab.models.rnn_lm.RNNLM` with their pretrained weights. On top of its states $h_1 \dots h_n$ (the real
 tokens of a right-padded text):
 
-- pooling: ``last`` $h_n$ (what a causal body has read the whole text into), ``mean``, ``max`` (per feature over
-  time), or ``concat`` $[h_n, \max_t h_t, \mathrm{mean}_t h_t]$ (ULMFiT's concat pooling);
+- pooling: ``last`` $h_n$ (what a causal body has read the whole text into), ``first`` $h_1$ (a masked LM's
+  ``[CLS]``), ``mean``, ``max`` (per feature over time), or ``concat`` $[h_n, \max_t h_t, \mathrm{mean}_t h_t]$ (ULMFiT's concat pooling);
 - head: dropout -> linear (GPT-1), or with ``head_dim > 0`` ULMFiT's block
   BatchNorm -> dropout -> linear -> ReLU -> BatchNorm -> dropout -> linear;
 - loss: softmax cross-entropy, plus ``aux_lm_weight`` $\lambda$ times the body's own next-token loss on the same
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
 
-POOLINGS = ("last", "mean", "max", "concat")
+POOLINGS = ("last", "first", "mean", "max", "concat")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class FinetuneConfig:
     """The ``finetune`` section of a classification run started with ``--init-from`` (ignored otherwise)."""
 
     #: "auto": the body's family default (last for GPT, concat for the RNN LM); or last / mean / max / concat
-    head_pooling: Literal["auto", "last", "mean", "max", "concat"] = "auto"
+    head_pooling: Literal["auto", "last", "first", "mean", "max", "concat"] = "auto"
     #: most tokens of a text the body reads (0: the body's context, e.g. the GPT's block_size; 512 for an RNN)
     max_tokens: int = 0
     #: which part of a longer text to keep: "tail" (its end: a causal body's last state has then read the
@@ -116,6 +116,8 @@ class BodyClassifier(nn.Module):
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]  # (B, H)
         if self.pooling == "last":
             return last
+        if self.pooling == "first":  # a bidirectional body's [CLS] position
+            return hidden[:, 0]
         mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H)
         if self.pooling == "mean":
             return mean

@@ -48,21 +48,29 @@ class ClassifyRunConfig:
 
 class BodyEncoder:
     """Text -> ids for a fine-tuned classifier: the pretrained run's own ``encode``, then at most ``max_tokens``
-    ids (``truncate``: keep the text's "tail" or "head"); never empty (an empty text becomes ``[pad_id]``)."""
+    ids (``truncate``: keep the text's "tail" or "head"), framed by the body's ``cls`` / ``sep`` special ids when
+    it has them (a masked LM's ``[CLS] text [SEP]``; GPT and RNN LM bodies have none); never empty (an empty
+    text becomes ``[pad_id]``)."""
 
-    def __init__(self, encode, max_tokens: int, truncate: str = "tail", pad_id: int = 0) -> None:
+    def __init__(self, encode, max_tokens: int, truncate: str = "tail", pad_id: int = 0,
+                 special_ids: dict[str, int] | None = None) -> None:
         self._encode = encode
-        self.max_tokens = max_tokens
         self.truncate = truncate
         self.pad_id = pad_id
+        specials = special_ids or {}
+        self.head = [specials["cls"]] if "cls" in specials else []
+        self.tail = [specials["sep"]] if "sep" in specials else []
+        self.max_tokens = max_tokens
+        self._room = max(1, max_tokens - len(self.head) - len(self.tail))
 
     def encode(self, texts) -> list[list[int]]:
         rows = []
         for text in texts:
-            ids = list(self._encode(text)) or [self.pad_id]
-            if len(ids) > self.max_tokens:
-                ids = ids[-self.max_tokens :] if self.truncate == "tail" else ids[: self.max_tokens]
-            rows.append(ids)
+            ids = list(self._encode(text))
+            if len(ids) > self._room:
+                ids = ids[-self._room :] if self.truncate == "tail" else ids[: self._room]
+            ids = self.head + ids + self.tail
+            rows.append(ids or [self.pad_id])
         return rows
 
 
@@ -181,7 +189,7 @@ class ClassifyRecipe(Recipe):
             )
         self.max_tokens = ft.max_tokens or body.max_len or RNN_MAX_TOKENS
         self.pooling = body.pooling if ft.head_pooling == "auto" else ft.head_pooling
-        self.encoder = BodyEncoder(body.encode, self.max_tokens, ft.truncate, body.pad_id)
+        self.encoder = BodyEncoder(body.encode, self.max_tokens, ft.truncate, body.pad_id, body.special_ids)
 
     def build_model(self) -> TextClassifier | BodyClassifier:
         self.notes: list[str] = []
@@ -286,7 +294,7 @@ class ClassifyRecipe(Recipe):
             body = recipe.body_from_config(record["model_config"], files)
             ft = config_from_dict(FinetuneConfig, saved.get("finetune"), where=f"{where}: finetune")
             model = BodyClassifier(body.model, ft, len(saved["labels"]), record["pooling"])
-            encoder = BodyEncoder(body.encode, int(record["max_tokens"]), ft.truncate, body.pad_id)
+            encoder = BodyEncoder(body.encode, int(record["max_tokens"]), ft.truncate, body.pad_id, body.special_ids)
         except (KeyError, TypeError) as err:
             raise checkpoint.CheckpointError(f"{where}: malformed 'body' record (missing {err}); re-train") from None
         checkpoint.load_weights(run_dir / checkpoint.WEIGHTS_FILE, model)

@@ -180,11 +180,10 @@ class LMRecipe(Recipe):
 
     @classmethod
     def _body(cls, model: RNNLM, codec: LMCodec, model_config: dict, files: dict) -> PretrainedBody:
-        specials = {k: i for k, i in (("bos", codec.bos_id), ("eos", codec.vocab.eos_id if codec.vocab else None))
-                    if i is not None}
+        # no special ids around a text: the codec already ends every line with <eos>, as in pretraining
         return PretrainedBody(
             family=cls.family, model=model, model_config=dict(model_config), tokenizer_files=files,
-            encode=codec.encode, pad_id=codec.pad_id or 0, max_len=None, pooling="concat", special_ids=specials,
+            encode=codec.encode, pad_id=codec.pad_id or 0, max_len=None, pooling="concat",
         )
 
     @classmethod
