@@ -20,6 +20,7 @@ Writes benchmarks/results/transfer.json (``--quick``: transfer.quick.json).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -59,10 +60,15 @@ QUICK = {
 }
 
 
-def _examples(path: Path, limit: int | None = None, seed: int = 0):
+@functools.lru_cache(maxsize=8)
+def _read(path: Path):
     from lmlab.data.readers import load_examples
 
-    examples = load_examples(path, min_classes=1)
+    return load_examples(path, min_classes=1)
+
+
+def _examples(path: Path, limit: int | None = None, seed: int = 0):
+    examples = list(_read(path))
     if limit and limit < len(examples):
         examples = random.Random(seed).sample(examples, limit)
     return examples
