@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads per row (0: all cores)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--out", default=None, help="results file (default: benchmarks/results/transfer[.quick].json)")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     threads = args.threads or (1 if args.quick else os.cpu_count() or 1)
@@ -199,19 +200,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {bodies[kind]['steps']} steps, {bodies[kind]['minutes']:.1f} min on {threads} core(s)")
 
     results: dict = {}
+    out = Path(args.out) if args.out else RESULTS.with_suffix(".quick.json") if args.quick else RESULTS
+    record = {
+        "benchmark": "transfer", "command": " ".join(sys.argv), "quick": args.quick,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
+                    "load_average": os.getloadavg()},
+        "pretraining": bodies, "results": results, "skipped": skipped,
+    }
     for task in tasks:
         for row in rows:
             r = run_task(task, row, cfg, workdir, bodies, threads)
             results.setdefault(task, {})[row] = r
             print(f"{task:8s} {row:9s} accuracy {r['accuracy']:.4f}  {r['minutes']:.2f} min on {r['cores']} core(s)",
                   flush=True)
-    record = {
-        "benchmark": "transfer", "quick": args.quick, "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()},
-        "pretraining": bodies, "results": results, "skipped": skipped,
-    }
-    out = RESULTS.with_suffix(".quick.json") if args.quick else RESULTS
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")  # after every row
     print(f"wrote {out}")
     return 0
 
