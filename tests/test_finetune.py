@@ -404,3 +404,21 @@ def test_body_encoder_frames_with_cls_and_sep_and_first_pooling():
     hidden = gpt.features(torch.tensor([[3, 4, 5]]))
     first = BodyClassifier(gpt, FinetuneConfig(), 2, "first").pool(hidden, torch.tensor([3]))
     assert torch.equal(first[0], hidden[0, 0])
+
+
+def test_runs_saved_before_a_config_key_existed_still_resume():
+    """The new train.cut_frac / train.stlr_ratio keys and the finetune section must not block --resume of a run
+    whose config.json predates them, unless they are set to something else than their defaults."""
+    from lmlab.config import check_resume_compatible, config_to_dict
+    from lmlab.errors import CheckpointError
+    from lmlab.recipes.classify import ClassifyRunConfig
+
+    new = config_to_dict(ClassifyRunConfig())
+    old = {k: dict(v) for k, v in new.items() if k != "finetune"}
+    del old["train"]["cut_frac"], old["train"]["stlr_ratio"]
+    defaults = config_to_dict(ClassifyRunConfig())
+    check_resume_compatible(old, new, "run", defaults=defaults)
+    with pytest.raises(CheckpointError, match="train.cut_frac"):
+        check_resume_compatible(old, {**new, "train": {**new["train"], "cut_frac": 0.3}}, "run", defaults=defaults)
+    with pytest.raises(CheckpointError):
+        check_resume_compatible(old, new, "run")  # without the defaults: the old behaviour
