@@ -422,3 +422,11 @@ def test_runs_saved_before_a_config_key_existed_still_resume():
         check_resume_compatible(old, {**new, "train": {**new["train"], "cut_frac": 0.3}}, "run", defaults=defaults)
     with pytest.raises(CheckpointError):
         check_resume_compatible(old, new, "run")  # without the defaults: the old behaviour
+
+
+def test_resume_names_the_missing_init_from(rt, cls_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(cls_run, run)
+    code = main(["classify", "train", "--data", str(rt / "train.jsonl"), "--out", str(run), "--resume", *QUIET])
+    err = capsys.readouterr().err
+    assert code == 2 and "resume it with --init-from" in err

@@ -121,6 +121,14 @@ class ClassifyRecipe(Recipe):
             )
         return cls(config, init_from=str(init_from), **inputs)
 
+    def check_resume(self, saved: dict, run_dir: Path) -> None:
+        source = saved.get("init_from")
+        if source and not self.inputs.get("init_from"):
+            raise ConfigError(f"{run_dir} fine-tunes {source}: resume it with --init-from {source}")
+        if self.inputs.get("init_from") and "body" not in saved:
+            raise ConfigError(f"{run_dir} was not started with --init-from; resume it without --init-from")
+        super().check_resume(saved, run_dir)
+
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
         from lmlab.data.classification import ClassifyDataset, collate
         from lmlab.data.loader import EpochLoader
