@@ -50,7 +50,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
     ("Training", [
         ("lmlab.trainer", ["Trainer"]),
         ("lmlab.callbacks", ["Callback", "Checkpoint", "EarlyStopping", "MetricsLog", "TensorBoard", "Progress"]),
-        ("lmlab.schedules", ["lr_at"]),
+        ("lmlab.schedules", ["lr_at", "slanted_triangular"]),
         ("lmlab.distributed", ["init", "is_distributed", "world_size", "rank", "is_main", "barrier"]),
     ]),
     ("Run directories", [
@@ -95,6 +95,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.models.gpt", ["GPTConfig", "GPT"]),
         ("lmlab.models.mlm", ["MLMConfig", "MLM"]),
         ("lmlab.data.mlm", ["MLMDataConfig", "MLMCodec", "mask_tokens", "MaskedBlocks"]),
+        ("lmlab.models.finetune", ["FinetuneConfig", "BodyClassifier"]),
     ]),
     ("Serving", [
         ("lmlab.serve", ["create_app", "ServeLimits"]),

@@ -66,13 +66,17 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     momentum: float = 0.0
-    schedule: Literal["constant", "cosine", "linear", "step"] = "constant"
+    schedule: Literal["constant", "cosine", "linear", "step", "slanted"] = "constant"
     warmup_steps: int = 0
     min_lr: float = 0.0
     #: for schedule="step": full lr for the first decay_start_epoch epochs, then times lr_decay every epoch:
     #: lr = lr * lr_decay ** max(0, epoch + 1 - decay_start_epoch)  (epoch counted from 0)
     lr_decay: float = 1.0
     decay_start_epoch: int = 0
+    #: for schedule="slanted" (ULMFiT's slanted triangular LR): the fraction of the steps spent rising
+    cut_frac: float = 0.1
+    #: for schedule="slanted": how much smaller the lowest learning rate is than train.lr
+    stlr_ratio: float = 32.0
     epochs: int = 1
     #: stop after this many optimizer steps (0: no limit); for cosine/linear schedules it is the horizon
     max_steps: int = 0
@@ -119,6 +123,15 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip", "max_time_s"):
             if getattr(self, name) < 0:
                 problems.append(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.cut_frac < 1:
+            problems.append(f"train.cut_frac must be in (0, 1), got {self.cut_frac}")
+        if not self.stlr_ratio >= 1:
+            problems.append(f"train.stlr_ratio must be >= 1, got {self.stlr_ratio}")
+        if self.schedule == "slanted" and self.warmup_steps:
+            problems.append(
+                "train.warmup_steps does not apply to schedule=slanted (it rises over the first train.cut_frac of "
+                "the steps); set train.warmup_steps=0"
+            )
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -483,11 +496,15 @@ def resolve_run_config(run_cls: type[T], family: str, preset: str, overrides=())
     return config_from_dict(run_cls, merged, where="config")
 
 
-def check_resume_compatible(old: dict, new: dict, run_dir, ignore: dict[str, set[str] | str] | None = None) -> None:
+def check_resume_compatible(
+    old: dict, new: dict, run_dir, ignore: dict[str, set[str] | str] | None = None, defaults: dict | None = None
+) -> None:
     """Refuse to resume ``run_dir`` when its saved config differs from the new one in anything but stopping knobs.
 
     ``ignore`` maps a section to keys filled in from the data (e.g. ``{"model": {"vocab_size"}}``) or to ``"*"``
-    for a section that never affects training (e.g. decoding settings).
+    for a section that never affects training (e.g. decoding settings). ``defaults`` (the run config's defaults
+    as a dict) lets a run saved before a key existed resume: a key missing from the saved config matches when
+    the new value is that key's default.
     """
     from lmlab.errors import CheckpointError
 
@@ -503,7 +520,10 @@ def check_resume_compatible(old: dict, new: dict, run_dir, ignore: dict[str, set
         if skip == "*":
             continue
         a, b = a or {}, b or {}
+        known = (defaults or {}).get(section) or {}
         for key in sorted(set(a) | set(b)):
+            if key not in a and key in known and b.get(key) == known[key]:
+                continue  # a key added after the run was saved, left at its default
             if key not in skip and a.get(key) != b.get(key):
                 diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
     if diffs:

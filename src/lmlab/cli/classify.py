@@ -39,12 +39,15 @@ def classify() -> None:
 @reader_options
 @click.option("--val", default=None, type=click.Path(), help="Validation data (default: hold out data.val_split).")
 @click.option("--val-split", type=float, default=None, help="Fraction of --data held out for validation.")
-@click.option("--preset", default="bilstm", show_default=True, help="seed-lstm, bilstm, or a YAML/JSON file.")
+@click.option("--preset", default=None,
+              help="seed-lstm, bilstm (the default), linear, finetune (the default with --init-from), or a YAML/JSON file.")
 @click.option("--pretrained-vectors", default=None, help="Word vectors (lmlab dir, word2vec or GloVe file) for the embedding.")
+@click.option("--init-from", "init_from", default=None, type=click.Path(),
+              help="Fine-tune the body of a pretrained run (gpt, lm or mlm) instead of training from scratch.")
 @click.option("--freeze-embeddings/--fine-tune-embeddings", default=None, help="Keep pretrained embeddings fixed.")
 @run_dir_options
 @overrides_argument
-def train(data, fmt, text_column, label_column, encoding, val, val_split, preset, pretrained_vectors,
+def train(data, fmt, text_column, label_column, encoding, val, val_split, preset, pretrained_vectors, init_from,
           freeze_embeddings, out, overwrite, resume, overrides) -> None:
     """Train a classifier; overrides like epochs=2 or model.hidden_dim=256 follow the options."""
     from lmlab import distributed
@@ -55,8 +58,10 @@ def train(data, fmt, text_column, label_column, encoding, val, val_split, preset
         extra.append(f"data.val_split={val_split}")
     if freeze_embeddings is not None:
         extra.append(f"model.freeze_embeddings={str(freeze_embeddings).lower()}")
+    if init_from is None:
+        preset = preset or ClassifyRecipe.default_preset
     recipe = ClassifyRecipe.from_preset(
-        preset, extra, data=data, val=val, pretrained_vectors=pretrained_vectors,
+        preset, extra, init_from=init_from, data=data, val=val, pretrained_vectors=pretrained_vectors,
         reader_options=_reader_kwargs(fmt, text_column, label_column, encoding), log=click.echo,
     )
     result = recipe.train(out, overwrite=overwrite, resume=resume)

@@ -279,6 +279,12 @@ class GPT(nn.Module):
 
         Without ``past`` the return value is just the logits; with ``past`` (possibly an empty list) it is
         ``(logits, layers)``."""
+        x, layers = self._trunk(ids, past)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        return logits if past is None else (logits, layers)
+
+    def _trunk(self, ids: Tensor, past: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, list]:
+        """The residual stream after the last block (B, T, C), before the final LayerNorm, and the new cache."""
         B, T = ids.shape
         offset = past[0][0].shape[2] if past else 0
         self._check_length(offset + T)
@@ -294,8 +300,41 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x, kv = block(x, rope, past[i] if past else None)
             layers.append(kv)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
-        return logits if past is None else (logits, layers)
+        return x, layers
+
+    # ------------------------------------------------------------------------ body API (classifier fine-tuning)
+    #: a causal body: position t sees positions <= t only (an auxiliary next-token loss makes sense)
+    causal = True
+
+    @property
+    def features_dim(self) -> int:
+        return self.config.embed_dim
+
+    def features(self, ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Top hidden states (B, T, C) after the final LayerNorm (the body API of
+        :class:`lmlab.recipes.base.PretrainedBody`).
+
+        ``pad_mask`` (B, T), True at real tokens, must describe *right* padding: with causal attention a real
+        position never attends to a later (padding) one, so the real positions' states do not depend on the
+        padding and no attention mask is needed; a pooling that reads the states must skip the padded ones."""
+        if pad_mask is not None and pad_mask.shape != ids.shape:
+            raise ValueError(f"pad_mask has shape {tuple(pad_mask.shape)}, ids {tuple(ids.shape)}")
+        x, _ = self._trunk(ids)
+        return self.ln_f(x)  # (B, T, C)
+
+    def lm_logits(self, hidden: Tensor) -> Tensor:
+        """Next-token logits (B, T, V) of :meth:`features`' states (the pretraining head)."""
+        return self.lm_head(hidden)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Bottom -> top: the embeddings (token + position), then one group per block; the final LayerNorm (and
+        an untied output layer) joins the top block. Every parameter once."""
+        groups = [[p for p in (self.wte.weight, *(self.wpe.parameters() if self.wpe is not None else ()))]]
+        groups += [list(block.parameters()) for block in self.blocks]
+        groups[-1] += list(self.ln_f.parameters())
+        if not self.config.tie_embeddings:
+            groups[-1].append(self.lm_head.weight)
+        return groups
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Any]:
         """Mean next-token cross-entropy of ``batch = {"input_ids": (B, T), "targets": (B, T)}``."""

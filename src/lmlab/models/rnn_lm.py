@@ -94,6 +94,38 @@ class RNNLM(nn.Module):
             out = self.proj(out)  # (B, T, E)
         return self.decoder(out), state  # (B, T, V)
 
+    # --- body API (classifier fine-tuning, :class:`lmlab.recipes.base.PretrainedBody`) ---------------------
+    #: a causal body: the state at position t has read positions <= t only
+    causal = True
+
+    @property
+    def features_dim(self) -> int:
+        return self.config.hidden_dim
+
+    def features(self, ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """The top recurrent layer's outputs (B, T, H) from a zero state, dropout as in :meth:`forward`.
+
+        ``pad_mask`` (B, T), True at real tokens, must describe *right* padding: a left-to-right RNN has read
+        only real tokens at every real position, so the padding changes nothing there (pooling skips it)."""
+        if pad_mask is not None and pad_mask.shape != ids.shape:
+            raise ValueError(f"pad_mask has shape {tuple(pad_mask.shape)}, ids {tuple(ids.shape)}")
+        out, _ = self.rnn(self.drop(self.embedding(ids)))  # (B, T, H)
+        return self.drop(out)
+
+    def lm_logits(self, hidden: Tensor) -> Tensor:
+        """Next-token logits (B, T, V) of :meth:`features`' states (the pretraining decoder)."""
+        return self.decoder(self.proj(hidden) if self.proj is not None else hidden)
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Bottom -> top: the embedding, then one group per recurrent layer; the decoder's bias (its weight is
+        the embedding when tied) and the tying projection join the top layer. Every parameter once."""
+        groups: list[list[nn.Parameter]] = [[self.embedding.weight]]
+        groups += [list(layer.parameters()) for layer in self.rnn.layers]
+        top = [*(self.proj.parameters() if self.proj is not None else ()), *self.decoder.parameters()]
+        seen = {id(p) for g in groups for p in g}
+        groups[-1] += [p for p in top if id(p) not in seen]
+        return groups
+
     def step(self, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """The ``step_fn`` of :mod:`lmlab.generation`: logits of the last position (B, V) and the new state."""
         logits, state = self(ids, state)

@@ -52,9 +52,10 @@ class Classifier:
     def info(self) -> dict:
         return {
             "model_type": self.model_type,
-            "arch": self.model.config.arch,
+            "arch": getattr(self.model.config, "arch", "finetuned"),
             "labels": self.labels,
-            "vocab_size": self.model.config.vocab_size,
+            "vocab_size": getattr(self.model.config, "vocab_size", None) or self.config.get("body", {}).get(
+                "model_config", {}).get("vocab_size"),
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
 

@@ -107,6 +107,75 @@ class PretrainedBody:
     special_ids: dict[str, int] = field(default_factory=dict)
 
 
+def read_tokenizer_files(run_dir: str | Path, names: Sequence[str] = ("tokenizer.json", "vocab.json")) -> dict[str, Any]:
+    """The JSON content of a run's tokenizer files (those of ``names`` that exist), for
+    :attr:`PretrainedBody.tokenizer_files`."""
+    return {
+        name: checkpoint.read_json(Path(run_dir) / name, name) for name in names if (Path(run_dir) / name).is_file()
+    }
+
+
+class tokenizer_files_dir:  # noqa: N801 - used as a context manager, like tempfile's
+    """``with tokenizer_files_dir(files) as folder``: ``files`` (name -> JSON content) written into a temporary
+    folder, so a family's own codec loader reads them back exactly as from its run directory."""
+
+    def __init__(self, files: dict[str, Any]) -> None:
+        self.files = files
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory()
+        folder = Path(self._tmp.name)
+        for name, content in self.files.items():
+            checkpoint.atomic_write_json(folder / Path(name).name, content)
+        return folder
+
+    def __exit__(self, *exc: Any) -> None:
+        self._tmp.cleanup()
+
+
+def init_from_config(
+    recipe: type[Recipe], preset: str | None, overrides: Sequence[str], init_from: str | Path,
+    tokenizer_keys: Sequence[str], free_model_keys: Sequence[str] = ("dropout",),
+) -> Any:
+    """The run config for continued pretraining (``gpt train --init-from RUN``, ``lm train --init-from RUN``):
+    ``preset`` + ``overrides``, with the ``model`` section and the data keys ``tokenizer_keys`` taken from the
+    pretrained run ``init_from`` (same architecture, same tokenizer). An explicit option that contradicts the
+    pretrained run is a ConfigError; of the model keys only ``free_model_keys`` (e.g. dropout) may change."""
+    from lmlab.config import config_from_dict
+    from lmlab.errors import ConfigError, LmlabError
+
+    src = Path(init_from)
+    try:
+        saved = checkpoint.load_config(src, recipe.model_type)
+        if not (src / checkpoint.WEIGHTS_FILE).is_file():
+            raise checkpoint.CheckpointError(f"{src / checkpoint.WEIGHTS_FILE} is missing: the run has no trained weights")
+        sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+        source = config_from_dict(recipe.run_config, sections, where=f"{src / checkpoint.CONFIG_FILE}")
+    except LmlabError as err:
+        raise type(err)(f"--init-from {src}: {err}") from None
+    config = recipe.resolve(preset, overrides)
+    base = recipe.resolve(preset, ())
+    problems = []
+    for section, keys in (("model", None), ("data", tokenizer_keys)):
+        given, default = config_to_dict(getattr(config, section)), config_to_dict(getattr(base, section))
+        pretrained = config_to_dict(getattr(source, section))
+        for key in keys or list(given):
+            explicit = given[key] != default[key]
+            if explicit and section == "model" and key in free_model_keys:
+                continue
+            if explicit and given[key] != pretrained[key]:
+                problems.append(f"{section}.{key}={given[key]!r} (the pretrained run has {pretrained[key]!r})")
+            setattr(getattr(config, section), key, getattr(getattr(source, section), key))
+    if problems:
+        raise ConfigError(
+            f"--init-from {src}: {'; '.join(problems)}: continued pretraining keeps the pretrained architecture and "
+            "tokenizer; drop these options"
+        )
+    return config
+
+
 def split_validation(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """(train, validation): a seeded random ``fraction`` of ``items`` held out (at least one when fraction > 0).
 
@@ -213,7 +282,8 @@ class Recipe:
         seed_everything(self.config.train.seed)
 
     def check_resume(self, saved: dict, run_dir: Path) -> None:
-        check_resume_compatible(saved, config_to_dict(self.config), run_dir, ignore=dict(self.resume_ignore))
+        check_resume_compatible(saved, config_to_dict(self.config), run_dir, ignore=dict(self.resume_ignore),
+                                defaults=_defaults(self.run_config))
 
     def train(
         self, out: str | Path, *, overwrite: bool = False, resume: bool = False, callbacks: Sequence[Any] = ()
@@ -239,6 +309,14 @@ class Recipe:
                 self.save_artifacts(run_dir)
             distributed.barrier()
             return self.fit(run_dir, resume, callbacks)
+
+
+def _defaults(run_config: type) -> dict | None:
+    """The run config's defaults as a dict (None when it cannot be built without arguments)."""
+    try:
+        return config_to_dict(run_config())
+    except TypeError:
+        return None
 
 
 class _NoStage:

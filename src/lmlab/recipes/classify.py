@@ -2,7 +2,15 @@
 
 Inputs (keyword arguments of the recipe, as ``lmlab classify train`` passes them): ``data`` (labelled file),
 ``val`` (optional labelled file; otherwise ``data.val_split`` is held out, seeded), ``reader_options`` (format,
-columns, encoding) and ``pretrained_vectors`` (word vectors for the embedding).
+columns, encoding), ``pretrained_vectors`` (word vectors for the embedding) and ``init_from`` (a pretrained run
+whose body the classifier fine-tunes, see below).
+
+Fine-tuning (``init_from``): the source run's recipe (found through :mod:`lmlab.registry`) lends its body
+(:meth:`lmlab.recipes.base.Recipe.pretrained_body`): the weights, the tokenizer files and the encode function.
+The classifier is a :class:`lmlab.models.finetune.BodyClassifier` configured by the ``finetune`` section; the
+run directory holds the body's tokenizer files (instead of a fitted text encoder) and a ``body`` record (family,
+model_type, model_config, pooling, max_tokens), from which :meth:`ClassifyRecipe.load` rebuilds the same model
+and the same tokenization.
 """
 
 from __future__ import annotations
@@ -14,20 +22,74 @@ from typing import Any, ClassVar
 import torch
 
 from lmlab import checkpoint
-from lmlab.config import TrainConfig
+from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.data.classification import ClassifyDataConfig, TextEncoder
 from lmlab.errors import ConfigError
 from lmlab.models.classifier import ClassifierConfig, TextClassifier
-from lmlab.recipes.base import Recipe, TrainResult, split_validation
+from lmlab.models.finetune import BodyClassifier, FinetuneConfig
+from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult, read_tokenizer_files, split_validation
+
+#: the preset ``--init-from`` starts from when no --preset is given
+FINETUNE_PRESET = "finetune"
+#: the most tokens per text an RNN body reads when finetune.max_tokens is 0 (an RNN has no context limit)
+RNN_MAX_TOKENS = 512
 
 
 @dataclass
 class ClassifyRunConfig:
-    """The whole config of a classification run: ``model``, ``data`` and ``train`` sections."""
+    """The whole config of a classification run: ``model``, ``data``, ``train`` and ``finetune`` sections
+    (``finetune`` applies only to runs started with ``--init-from``)."""
 
     model: ClassifierConfig = field(default_factory=ClassifierConfig)
     data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+class BodyEncoder:
+    """Text -> ids for a fine-tuned classifier: the pretrained run's own ``encode``, then at most ``max_tokens``
+    ids (``truncate``: keep the text's "tail" or "head"), framed by the body's ``cls`` / ``sep`` special ids when
+    it has them (a masked LM's ``[CLS] text [SEP]``; GPT and RNN LM bodies have none); never empty (an empty
+    text becomes ``[pad_id]``)."""
+
+    def __init__(self, encode, max_tokens: int, truncate: str = "tail", pad_id: int = 0,
+                 special_ids: dict[str, int] | None = None) -> None:
+        self._encode = encode
+        self.truncate = truncate
+        self.pad_id = pad_id
+        specials = special_ids or {}
+        self.head = [specials["cls"]] if "cls" in specials else []
+        self.tail = [specials["sep"]] if "sep" in specials else []
+        self.max_tokens = max_tokens
+        self._room = max(1, max_tokens - len(self.head) - len(self.tail))
+
+    def encode(self, texts) -> list[list[int]]:
+        rows = []
+        for text in texts:
+            ids = list(self._encode(text))
+            if len(ids) > self._room:
+                ids = ids[-self._room :] if self.truncate == "tail" else ids[: self._room]
+            ids = self.head + ids + self.tail
+            rows.append(ids or [self.pad_id])
+        return rows
+
+
+def load_body(init_from: str | Path, device: str = "cpu") -> tuple[PretrainedBody, str]:
+    """(the pretrained body of the run ``init_from``, its model_type): missing or corrupt runs and families that
+    cannot be a body raise a one-line LmlabError naming ``--init-from``."""
+    from lmlab import registry
+    from lmlab.errors import CheckpointError, LmlabError
+
+    src = Path(init_from)
+    try:
+        saved = checkpoint.load_config(src)
+        model_type = saved["model_type"]
+        return registry.recipe(model_type).pretrained_body(src, device), model_type
+    except LmlabError as err:
+        text = str(err)
+        raise type(err)(text if text.startswith("--init-from") else f"--init-from {src}: {text}") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # e.g. a truncated model.safetensors
+        raise CheckpointError(f"--init-from {src}: cannot read the pretrained run ({err}); re-train it") from None
 
 
 class ClassifyRecipe(Recipe):
@@ -37,12 +99,46 @@ class ClassifyRecipe(Recipe):
     default_preset = "bilstm"
     resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "num_classes"}, "data": {"segmenter", "user_dict"}}
 
+    @classmethod
+    def from_preset(cls, preset: str | None = None, overrides=(), init_from: str | None = None, **inputs: Any):
+        """The recipe from a preset + overrides; with ``init_from`` (a pretrained gpt / lm / mlm run) the
+        classifier fine-tunes that run's body, starting from the ``finetune`` preset when ``preset`` is None."""
+        if init_from is None:
+            return super().from_preset(preset, overrides, **inputs)
+        preset = preset or FINETUNE_PRESET
+        config = cls.resolve(preset, overrides)
+        base = config_to_dict(cls.resolve(preset, ()).data)
+        given = {k: v for k, v in config_to_dict(config.data).items() if base.get(k) != v and k != "val_split"}
+        if given:
+            key, value = next(iter(given.items()))
+            raise ConfigError(
+                f"data.{key}={value!r} contradicts --init-from {init_from}: the text is tokenized exactly as the "
+                "pretrained run does; drop the data option(s) " + ", ".join(f"data.{k}" for k in given)
+            )
+        if inputs.get("pretrained_vectors"):
+            raise ConfigError(
+                f"--pretrained-vectors and --init-from {init_from} both initialise the classifier; use one of them"
+            )
+        return cls(config, init_from=str(init_from), **inputs)
+
+    def check_resume(self, saved: dict, run_dir: Path) -> None:
+        source = saved.get("init_from")
+        if source and not self.inputs.get("init_from"):
+            raise ConfigError(f"{run_dir} fine-tunes {source}: resume it with --init-from {source}")
+        if self.inputs.get("init_from") and "body" not in saved:
+            raise ConfigError(f"{run_dir} was not started with --init-from; resume it without --init-from")
+        super().check_resume(saved, run_dir)
+
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
         from lmlab.data.classification import ClassifyDataset, collate
         from lmlab.data.loader import EpochLoader
         from lmlab.data.readers import load_examples
 
         run = self.config
+        self.body: PretrainedBody | None = None
+        if self.inputs.get("init_from"):
+            # the body first: a bad --init-from is reported before any data is read
+            self._prepare_body(saved, run_dir)
         data, val = self.inputs["data"], self.inputs.get("val")
         options = dict(self.inputs.get("reader_options") or {})
         train_examples = load_examples(data, **options)
@@ -50,22 +146,26 @@ class ClassifyRecipe(Recipe):
             val_examples = load_examples(val, min_classes=1, **options)
         else:
             train_examples, val_examples = split_validation(train_examples, run.data.val_split, run.train.seed)
-        if saved is not None:
+        if self.body is not None:
+            self.labels = saved["labels"] if saved is not None else sorted({ex.label for ex in train_examples})
+            run.model.num_classes = len(self.labels)
+        elif saved is not None:
             self.labels = saved["labels"]
             tokenizer = checkpoint.read_json(run_dir / "tokenizer.json", "tokenizer.json")
             self.encoder = TextEncoder.from_dict(tokenizer, run.data)
         else:
             self.labels = sorted({ex.label for ex in train_examples})
             self.encoder = TextEncoder(run.data).fit([ex.text for ex in train_examples], self.log)
-        run.model.vocab_size = self.encoder.vocab_size
-        run.model.num_classes = len(self.labels)
+        if self.body is None:
+            run.model.vocab_size = self.encoder.vocab_size
+            run.model.num_classes = len(self.labels)
         train_ds = ClassifyDataset.build(train_examples, self.encoder, self.labels, source=str(data))
         val_ds = (
             ClassifyDataset.build(val_examples, self.encoder, self.labels, source=str(val or data))
             if val_examples
             else None
         )
-        by_len = (lambda item: len(item[0])) if run.model.arch == "bilstm" else None
+        by_len = (lambda item: len(item[0])) if run.model.arch == "bilstm" or self.body is not None else None
         self.train_data = EpochLoader(
             train_ds, run.train.batch_size, shuffle=True, seed=run.train.seed, collate_fn=collate, sort_key=by_len
         )
@@ -76,9 +176,41 @@ class ClassifyRecipe(Recipe):
         )
         self.resumed = saved is not None
 
-    def build_model(self) -> TextClassifier:
-        model = TextClassifier(self.config.model)
+    def _prepare_body(self, saved: dict | None, run_dir: Path) -> None:
+        """The pretrained body (new run: from ``init_from`` with its weights; resume: rebuilt from the saved
+        ``body`` record, the weights come from the checkpoint) and the encoder that feeds it."""
+        from lmlab import registry
+
+        ft = self.config.finetune
+        if saved is None:
+            self.body, self.body_type = load_body(self.inputs["init_from"])
+        else:
+            record = saved["body"]
+            self.body_type = record["model_type"]
+            files = read_tokenizer_files(run_dir, record["tokenizer_files"])
+            self.body = registry.recipe(self.body_type).body_from_config(record["model_config"], files)
+        body = self.body
+        if body.max_len is not None and ft.max_tokens > body.max_len:
+            raise ConfigError(
+                f"finetune.max_tokens={ft.max_tokens} is larger than the context of the pretrained {body.family} "
+                f"run {self.inputs['init_from']} ({body.max_len} tokens); set finetune.max_tokens <= {body.max_len}"
+            )
+        self.max_tokens = ft.max_tokens or body.max_len or RNN_MAX_TOKENS
+        self.pooling = body.pooling if ft.head_pooling == "auto" else ft.head_pooling
+        self.encoder = BodyEncoder(body.encode, self.max_tokens, ft.truncate, body.pad_id, body.special_ids)
+
+    def build_model(self) -> TextClassifier | BodyClassifier:
         self.notes: list[str] = []
+        if self.body is not None:
+            model = BodyClassifier(self.body.model, self.config.finetune, len(self.labels), self.pooling)
+            self.notes.append(
+                f"fine-tuning the {self.body.family} run {self.inputs['init_from']}: {self.pooling} pooling, "
+                f"at most {self.max_tokens} tokens per text ({self.config.finetune.truncate} kept), "
+                f"{len(model.layer_groups())} layer groups"
+            )
+            self.log(self.notes[-1])
+            return model
+        model = TextClassifier(self.config.model)
         vectors = self.inputs.get("pretrained_vectors")
         if vectors and not self.resumed:
             self.notes.append(self._load_pretrained(model, vectors))
@@ -109,19 +241,36 @@ class ClassifyRecipe(Recipe):
         return f"pretrained vectors: {int(found[words].sum())} of {len(words)} vocabulary words found in {path}"
 
     def config_extras(self) -> dict[str, Any]:
-        return {"labels": self.labels, "pretrained_vectors": self.inputs.get("pretrained_vectors")}
+        extras = {"labels": self.labels, "pretrained_vectors": self.inputs.get("pretrained_vectors")}
+        if self.body is not None:
+            extras["init_from"] = str(self.inputs["init_from"])
+            extras["body"] = {
+                "family": self.body.family,
+                "model_type": self.body_type,
+                "model_config": self.body.model_config,
+                "tokenizer_files": sorted(self.body.tokenizer_files),
+                "pooling": self.pooling,
+                "max_tokens": self.max_tokens,
+                "pad_id": self.body.pad_id,
+            }
+        return extras
 
     def save_artifacts(self, run_dir: Path) -> None:
         super().save_artifacts(run_dir)
+        if self.body is not None:  # the pretrained run's own tokenizer files, as they are
+            for name, content in self.body.tokenizer_files.items():
+                checkpoint.atomic_write_json(run_dir / name, content)
+            return
         checkpoint.atomic_write_json(run_dir / "tokenizer.json", self.encoder.to_dict())
 
     def fit(self, run_dir: Path, resume: bool, callbacks) -> TrainResult:
         from lmlab.trainer import Trainer
 
         n_val = len(self.val_data.dataset) if self.val_data else 0
+        vocab = self.body.model_config.get("vocab_size") if self.body is not None else self.encoder.vocab_size
         self.log(
             f"classify: {len(self.train_data.dataset)} train / {n_val} val examples, "
-            f"{len(self.labels)} classes, vocab {self.encoder.vocab_size}, "
+            f"{len(self.labels)} classes, vocab {vocab}, "
             f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trainable parameters"
         )
         trainer = Trainer(self.config.train, self.model, self.train_data, self.val_data, run_dir=run_dir,
@@ -133,7 +282,31 @@ class ClassifyRecipe(Recipe):
     def load(cls, run_dir: str | Path, device: str = "cpu"):
         from lmlab.pipelines import Classifier
 
-        return Classifier.from_run_dir(run_dir, device)
+        saved = checkpoint.load_config(run_dir, cls.model_type)
+        if "body" not in saved:
+            return Classifier.from_run_dir(run_dir, device)
+        model, encoder = cls.load_finetuned(run_dir, saved)
+        return Classifier(model, encoder, saved["labels"], saved, Path(run_dir), device)
+
+    @classmethod
+    def load_finetuned(cls, run_dir: str | Path, saved: dict) -> tuple[BodyClassifier, BodyEncoder]:
+        """The fine-tuned classifier of a run started with ``--init-from`` (best weights) and its encoder."""
+        from lmlab import registry
+
+        run_dir = Path(run_dir)
+        where = f"{run_dir / checkpoint.CONFIG_FILE}"
+        try:
+            record = saved["body"]
+            recipe = registry.recipe(record["model_type"])
+            files = read_tokenizer_files(run_dir, record["tokenizer_files"])
+            body = recipe.body_from_config(record["model_config"], files)
+            ft = config_from_dict(FinetuneConfig, saved.get("finetune"), where=f"{where}: finetune")
+            model = BodyClassifier(body.model, ft, len(saved["labels"]), record["pooling"])
+            encoder = BodyEncoder(body.encode, int(record["max_tokens"]), ft.truncate, body.pad_id, body.special_ids)
+        except (KeyError, TypeError) as err:
+            raise checkpoint.CheckpointError(f"{where}: malformed 'body' record (missing {err}); re-train") from None
+        checkpoint.load_weights(run_dir / checkpoint.WEIGHTS_FILE, model)
+        return model.eval(), encoder
 
     @classmethod
     def evaluate(cls, run_dir: str | Path, data: Any, **reader_options: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lmlab import checkpoint, distributed
-from lmlab.config import TrainConfig, config_from_dict
+from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.data.tokens import (
     RandomBlocks,
     SequentialBlocks,
@@ -38,7 +38,14 @@ from lmlab.data.tokens import (
 )
 from lmlab.errors import CheckpointError, ConfigError
 from lmlab.models.gpt import GPT, GPTConfig
-from lmlab.recipes.base import Recipe, TrainResult
+from lmlab.recipes.base import (
+    PretrainedBody,
+    Recipe,
+    TrainResult,
+    init_from_config,
+    read_tokenizer_files,
+    tokenizer_files_dir,
+)
 
 
 def _default_train_config() -> TrainConfig:
@@ -66,11 +73,14 @@ def prepare_tokens(
     folder: Path,
     val: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    codec: TokenCodec | None = None,
 ) -> tuple[TokenCodec, np.ndarray, np.ndarray | None]:
-    """Fit the codec on ``data``, save it in ``folder`` and write ``folder/data/train.bin`` (+ ``val.bin`` for a
-    separate ``val`` file). Returns (codec, train tokens, validation tokens or None)."""
+    """Fit the codec on ``data`` (or use ``codec``, a pretrained run's), save it in ``folder`` and write
+    ``folder/data/train.bin`` (+ ``val.bin`` for a separate ``val`` file). Returns (codec, train tokens,
+    validation tokens or None)."""
     started = time.monotonic()
-    codec = TokenCodec.fit(iter_text(data, run.data.encoding), run.data)
+    if codec is None:
+        codec = TokenCodec.fit(iter_text(data, run.data.encoding), run.data)
     codec.save(folder)
     tokens = write_token_file(iter_text(data, run.data.encoding), codec, folder / "data" / "train.bin")
     val_tokens = None
@@ -129,15 +139,27 @@ class GPTRecipe(Recipe):
         "data": {"eval_batch_size", "max_eval_tokens"},
     }
 
+    @classmethod
+    def from_preset(cls, preset: str | None = None, overrides=(), init_from: str | None = None, **inputs: Any):
+        """With ``init_from`` (a GPT run): continued pretraining from its weights, with its architecture and its
+        tokenizer (explicit model/tokenizer options that contradict them are a ConfigError)."""
+        if init_from is None:
+            return super().from_preset(preset, overrides, **inputs)
+        config = init_from_config(cls, preset or cls.default_preset, overrides, init_from, ("tokenizer", "vocab_size", "lowercase"))
+        return cls(config, init_from=str(init_from), **inputs)
+
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
         """Tokenize ``data`` once into ``run_dir/data`` (rank 0; a new run only), then map the token files."""
         run = self.config
         data, val = self.inputs.get("data"), self.inputs.get("val")
+        self.resumed = saved is not None
         if saved is None:
             if data is None:
                 raise ConfigError("--data is required to start a new run (it may be left out only with --resume)")
+            source = self.inputs.get("init_from")
             if distributed.is_main():
-                prepare_tokens(run, data, run_dir, val, self._main_log)
+                codec = TokenCodec.load(source) if source else None
+                prepare_tokens(run, data, run_dir, val, self._main_log, codec=codec)
             distributed.barrier()
         self.codec = TokenCodec.load(run_dir)
         tokens, val_tokens = open_tokens(run_dir)
@@ -156,11 +178,17 @@ class GPTRecipe(Recipe):
             self.log(message)
 
     def build_model(self) -> GPT:
-        return GPT(self.config.model)
+        model = GPT(self.config.model)
+        source = self.inputs.get("init_from")
+        if source and not self.resumed:  # continued pretraining starts from the pretrained weights exactly
+            checkpoint.load_weights(Path(source) / checkpoint.WEIGHTS_FILE, model)
+            self._main_log(f"gpt: starting from the weights of {source}")
+        return model
 
     def config_extras(self) -> dict[str, Any]:
         run, val = self.config, self.inputs.get("val")
         return {
+            **({"init_from": str(self.inputs["init_from"])} if self.inputs.get("init_from") else {}),
             "corpus": {
                 "train": str(self.inputs.get("data")),
                 "val": str(val) if val is not None else f"last {run.data.val_fraction:g} of train",
@@ -219,6 +247,28 @@ class GPTRecipe(Recipe):
 
         model, codec, run = cls.load_model(run_dir, device)
         return GPTGenerator(model, codec, run, Path(run_dir))
+
+    # ------------------------------------------------------------------------------------- transfer learning
+    @classmethod
+    def pretrained_body(cls, run_dir: str | os.PathLike, device: str = "cpu") -> PretrainedBody:
+        """The trained GPT (best weights) as a classifier body: states after the final LayerNorm, "last"
+        pooling, at most ``block_size`` tokens, the run's own codec (no special tokens: a GPT reads running text)."""
+        model, codec, run = cls.load_model(run_dir, device)
+        return cls._body(model, codec, config_to_dict(run.model), read_tokenizer_files(run_dir))
+
+    @classmethod
+    def body_from_config(cls, model_config: dict[str, Any], tokenizer_files: dict[str, Any]) -> PretrainedBody:
+        model_cfg = config_from_dict(GPTConfig, model_config, where="config.json: body model_config")
+        with tokenizer_files_dir(tokenizer_files) as folder:
+            codec = TokenCodec.load(folder)
+        return cls._body(GPT(model_cfg), codec, model_config, tokenizer_files)
+
+    @classmethod
+    def _body(cls, model: GPT, codec: TokenCodec, model_config: dict, files: dict) -> PretrainedBody:
+        return PretrainedBody(
+            family=cls.family, model=model, model_config=dict(model_config), tokenizer_files=files,
+            encode=codec.encode, pad_id=codec.pad_id or 0, max_len=model.config.block_size, pooling="last",
+        )
 
     @classmethod
     def evaluate(

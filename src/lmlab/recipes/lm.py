@@ -17,10 +17,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmlab import checkpoint
-from lmlab.config import TrainConfig, config_from_dict
+from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.data.lm import BPTTBatches, LMCodec, LMDataConfig, chars_per_token, read_text, split_tail
 from lmlab.models.rnn_lm import RNNLM, RNNLMConfig
-from lmlab.recipes.base import Recipe, TrainResult
+from lmlab.recipes.base import (
+    PretrainedBody,
+    Recipe,
+    TrainResult,
+    init_from_config,
+    read_tokenizer_files,
+    tokenizer_files_dir,
+)
 
 
 @dataclass
@@ -37,6 +44,13 @@ def saved_run_config(run_dir: Path, saved: dict) -> LMRunConfig:
     return config_from_dict(LMRunConfig, sections, where=f"{run_dir / checkpoint.CONFIG_FILE}")
 
 
+def _kind_of(tokenizer: Any) -> str:
+    """The LM tokenizer name (``data.tokenizer``) of a tokenizer object."""
+    from lmlab.data.tokenizers import _TOKENIZER_TYPES
+
+    return next((k for k, t in _TOKENIZER_TYPES.items() if type(tokenizer) is t), "whitespace")
+
+
 class LMRecipe(Recipe):
     family = "lm"
     model_type = "rnn_lm"
@@ -44,8 +58,22 @@ class LMRecipe(Recipe):
     default_preset = "ptb-recommended"
     resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "impl"}, "data": {"segmenter", "user_dict"}}
 
+    #: the data keys that decide the tokenizer (continued pretraining keeps the pretrained run's)
+    TOKENIZER_KEYS = ("tokenizer", "lowercase", "vocab_size", "min_freq", "bpe_pre_tokenizer", "segmenter", "user_dict")
+
+    @classmethod
+    def from_preset(cls, preset: str | None = None, overrides=(), init_from: str | None = None, **inputs: Any):
+        """With ``init_from`` (an RNN LM run): continued pretraining from its weights, with its architecture and
+        its tokenizer (explicit model/tokenizer options that contradict them are a ConfigError)."""
+        if init_from is None:
+            return super().from_preset(preset, overrides, **inputs)
+        config = init_from_config(cls, preset or cls.default_preset, overrides, init_from, cls.TOKENIZER_KEYS)
+        return cls(config, init_from=str(init_from), **inputs)
+
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
         run = self.config
+        self.resumed = saved is not None
+        source = self.inputs.get("init_from")
         data, val = self.inputs["data"], self.inputs.get("val")
         text = read_text(data, run.data)
         if val is not None:
@@ -54,7 +82,12 @@ class LMRecipe(Recipe):
             text, val_text = split_tail(text, run.data.val_fraction, run.data.tokenizer in ("whitespace", "word"))
         else:
             val_text = None
-        self.codec = LMCodec.load(run_dir, run.data.tokenizer) if saved is not None else LMCodec.fit(text, run.data, self.log)
+        if saved is not None:
+            self.codec = LMCodec.load(run_dir, run.data.tokenizer)
+        elif source:
+            self.codec = LMCodec.load(source, run.data.tokenizer)
+        else:
+            self.codec = LMCodec.fit(text, run.data, self.log)
         run.model.vocab_size = self.codec.vocab_size
         train_ids, self.train_unk = self.codec.encode_text(text)
         self.train_tokens = train_ids.numel()
@@ -72,7 +105,15 @@ class LMRecipe(Recipe):
             )
 
     def build_model(self) -> RNNLM:
-        return RNNLM(self.config.model)
+        model = RNNLM(self.config.model)
+        source = self.inputs.get("init_from")
+        if source and not self.resumed:  # continued pretraining starts from the pretrained weights exactly
+            checkpoint.load_weights(Path(source) / checkpoint.WEIGHTS_FILE, model)
+            self.log(f"lm: starting from the weights of {source}")
+        return model
+
+    def config_extras(self) -> dict[str, Any]:
+        return {"init_from": str(self.inputs["init_from"])} if self.inputs.get("init_from") else {}
 
     def save_artifacts(self, run_dir: Path) -> None:
         super().save_artifacts(run_dir)
@@ -119,6 +160,31 @@ class LMRecipe(Recipe):
 
         model, codec = cls.load_for_generation(run_dir, device)
         return Generator(model, codec, cls.model_type, Path(run_dir))
+
+    # ------------------------------------------------------------------------------------- transfer learning
+    @classmethod
+    def pretrained_body(cls, run_dir: str | os.PathLike, device: str = "cpu") -> PretrainedBody:
+        """The trained RNN LM (best weights) as a classifier body (ULMFiT): the top layer's states, concat
+        pooling, no length limit of its own, the run's own codec (word level: each line ends in ``<eos>``)."""
+        model, codec, run = cls.load_model(run_dir, device)
+        files = read_tokenizer_files(run_dir)
+        return cls._body(model, codec, config_to_dict(run.model), files)
+
+    @classmethod
+    def body_from_config(cls, model_config: dict[str, Any], tokenizer_files: dict[str, Any]) -> PretrainedBody:
+        model_cfg = config_from_dict(RNNLMConfig, model_config, where="config.json: body model_config")
+        with tokenizer_files_dir(tokenizer_files) as folder:
+            tok, _ = LMCodec.load_split(folder)
+            codec = LMCodec.load(folder, _kind_of(tok))
+        return cls._body(RNNLM(model_cfg), codec, model_config, tokenizer_files)
+
+    @classmethod
+    def _body(cls, model: RNNLM, codec: LMCodec, model_config: dict, files: dict) -> PretrainedBody:
+        # no special ids around a text: the codec already ends every line with <eos>, as in pretraining
+        return PretrainedBody(
+            family=cls.family, model=model, model_config=dict(model_config), tokenizer_files=files,
+            encode=codec.encode, pad_id=codec.pad_id or 0, max_len=None, pooling="concat",
+        )
 
     @classmethod
     def evaluate(

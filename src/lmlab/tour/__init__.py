@@ -27,6 +27,7 @@ STOPS: list[tuple[str, str, float]] = [
     ("seq2seq", "Translation with attention: English -> French", 100),
     ("gan", "SeqGAN on the synthetic oracle", 60),
     ("gpt", "A tiny character GPT", 80),
+    ("finetune", "Pretrain, then fine-tune: a tiny GPT on rt-polarity", 75),
 ]
 
 
