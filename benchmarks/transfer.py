@@ -50,6 +50,7 @@ FULL = {
     "scratch": [],
 }
 QUICK = {
+    "quick": True,
     "train_limit": 400, "test_limit": 400, "pretrain_texts": 1500, "folds": 2, "subsets": 3, "subset_size": 200,
     "pretrain_gpt": ["data.vocab_size=1000", "model.block_size=64", "model.embed_dim=32", "model.num_layers=2",
                      "model.num_heads=2", "train.batch_size=16", "train.max_steps=30"],
@@ -104,11 +105,19 @@ def pretrain(kind: str, text: Path, cfg: dict, workdir: Path, threads: int) -> d
         from lmlab.recipes.mlm import MLMRecipe  # type: ignore[import-not-found]
 
         recipe = MLMRecipe.from_preset(None, [f"train.num_threads={threads}", *QUIET,
-                                              *(["train.max_steps=30"] if cfg is QUICK else [])],
+                                              *(["train.max_steps=30"] if cfg.get("quick") else [])],
                                        data=str(text), log=lambda _: None)
     result = recipe.train(out, overwrite=True)
     return {"run_dir": str(out), "steps": result.step, "minutes": (time.perf_counter() - t0) / 60, "cores": threads,
             "best": result.best}
+
+
+def reused_body(run_dir: Path) -> dict:
+    """A body pretrained earlier (``--body KIND=RUN_DIR``): its steps and training minutes from metrics.jsonl."""
+    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()][-1]
+    threads = json.loads((run_dir / "config.json").read_text()).get("train", {}).get("num_threads", 0)
+    return {"run_dir": str(run_dir), "steps": last.get("step"), "minutes": last.get("time", 0.0) / 60,
+            "cores": threads or None, "reused": True}
 
 
 # ------------------------------------------------------------------------------------------------ one row
@@ -170,8 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None, help="results file (default: benchmarks/results/transfer[.quick].json)")
+    ap.add_argument("--body", action="append", default=[], metavar="KIND=RUN_DIR",
+                    help="reuse a body pretrained earlier (gpt/lm/mlm) instead of pretraining it here; its compute is "
+                         "read from its metrics.jsonl")
+    ap.add_argument("--finetune-minutes", type=float, default=None,
+                    help="wall-clock cap of each fine-tuning (default: 20 min, --quick: step-bounded)")
     args = ap.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.finetune_minutes:
+        cfg["finetune"] = [*cfg["finetune"], f"train.max_time_s={int(args.finetune_minutes * 60)}"]
+    given = dict(b.split("=", 1) for b in args.body)
     threads = args.threads or (1 if args.quick else os.cpu_count() or 1)
     workdir = Path(args.workdir or ROOT / "runs" / ("bench-transfer-quick" if args.quick else "bench-transfer"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         if row.startswith("ft_"):
             kind = row[3:]
+            if kind in given:
+                bodies[kind] = reused_body(Path(given[kind]))
+                print(f"reusing {kind} body {given[kind]}: {bodies[kind]['steps']} steps, "
+                      f"{bodies[kind]['minutes']:.1f} min")
+                continue
             print(f"pretraining {kind} on {len(texts):,} unlabelled reviews ...", flush=True)
             bodies[kind] = pretrain(kind, text, cfg, workdir, threads)
             print(f"  {bodies[kind]['steps']} steps, {bodies[kind]['minutes']:.1f} min on {threads} core(s)")
