@@ -373,6 +373,45 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> None:
     model.load_state_dict(tensors)
 
 
+def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str] | None = None) -> None:
+    """Copy the tensors of a safetensors file into ``model``'s parameters one at a time (memory-mapped: no
+    second full copy of the weights), converting dtypes, with :func:`load_weights`' checks. ``tied`` maps a
+    name that may be absent from the file to the one it shares storage with (a tied output layer)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
+    expected = model.state_dict(keep_vars=True)
+    tied = dict(tied or {})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+            missing = [k for k in expected if k not in names and not (k in tied and tied[k] in names)]
+            unexpected = [k for k in names if k not in expected]
+            wrong = []
+            for k in names & set(expected):
+                shape = tuple(f.get_slice(k).get_shape())
+                if shape != tuple(expected[k].shape):
+                    wrong.append(f"{k} {shape} != {tuple(expected[k].shape)}")
+            if missing or unexpected or wrong:
+                parts = []
+                if missing:
+                    parts.append(f"missing {', '.join(missing[:4])}")
+                if unexpected:
+                    parts.append(f"unexpected {', '.join(unexpected[:4])}")
+                if wrong:
+                    parts.append(f"shape mismatch {', '.join(wrong[:4])}")
+                raise CheckpointError(f"{path}: weights do not match the model in config.json ({'; '.join(parts)})")
+            import torch
+
+            with torch.no_grad():
+                for k in names:
+                    expected[k].copy_(f.get_tensor(k))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: weights file is truncated or corrupt ({err}); re-train or restore it") from None
+
+
 def torch_load_state(path: str | Path) -> Any:
     """Load optimizer/RNG state saved with ``torch.save`` of tensors and plain containers only."""
     import torch

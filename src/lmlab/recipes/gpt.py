@@ -202,8 +202,17 @@ class GPTRecipe(Recipe):
                 f"{run_dir}: the tokenizer has {codec.vocab_size} tokens but the model was built for "
                 f"{run.model.vocab_size}; the tokenizer files do not belong to this model"
             )
-        model = GPT(run.model)
-        checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
+        imported = saved.get("imported")
+        if isinstance(imported, dict):  # a Hugging Face checkpoint (lmlab gpt import): stream it in, keep its dtype
+            dtype = getattr(torch, str(imported.get("dtype", "float32")), None)
+            if not isinstance(dtype, torch.dtype):
+                raise CheckpointError(f"{run_dir}/config.json: imported.dtype {imported.get('dtype')!r} is not a dtype")
+            model = GPT.empty(run.model, dtype=dtype)
+            checkpoint.stream_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model,
+                                      tied={"lm_head.weight": "wte.weight"} if run.model.tie_embeddings else None)
+        else:
+            model = GPT(run.model)
+            checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
         model.to(resolve_device(device)).eval()
         return model, codec, run
 
