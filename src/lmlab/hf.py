@@ -524,7 +524,7 @@ def _export_tokenizer(codec, out: Path, chat: dict | None) -> dict[str, int | No
         words = {w: i for i, w in enumerate(vocab.decode(list(range(len(vocab)))))}
         unk = "<unk>" if "<unk>" in words else None
         hf_tok = Tokenizer(models.WordLevel(words, unk_token=unk))
-        hf_tok.pre_tokenizer = pre_tokenizers.Split(Regex("(?s)."), behavior="isolated")
+        hf_tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         hf_tok.decoder = decoders.Fuse()
         if tok.lowercase:
             hf_tok.normalizer = normalizers.Lowercase()

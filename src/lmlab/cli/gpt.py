@@ -1,4 +1,5 @@
-"""``lmlab gpt train | eval | generate``: the GPT-style Transformer language model.
+"""``lmlab gpt train | eval | generate | import | export``: the GPT-style Transformer language model
+(and pretrained GPT-2 / Llama-family checkpoints in the Hugging Face format).
 
 Data-parallel training is the same command under torchrun::
 
@@ -110,3 +111,28 @@ def generate(run_dir, prompt, no_cache, device, **sampling) -> None:
             f"its first {final['prompt_truncated']} tokens were dropped",
             err=True,
         )
+
+
+@gpt.command("import")
+@click.argument("hf_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The run directory to create.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Weights dtype in the run (bf16/fp16 checkpoints are converted to float32 by default).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing lmlab run in --out.")
+def import_(hf_dir, out, dtype, overwrite) -> None:
+    """Import a Hugging Face model folder (GPT-2, Llama, Qwen2, Mistral: config.json, safetensors, tokenizer.json)
+    as a GPT run directory that generate, eval and serve use."""
+    from lmlab.hf import import_hf
+
+    import_hf(hf_dir, out, dtype=dtype, overwrite=overwrite, log=click.echo)
+
+
+@gpt.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The Hugging Face model folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model folder in --out.")
+def export(run_dir, out, overwrite) -> None:
+    """Write RUN_DIR as a Hugging Face model folder (AutoModelForCausalLM / AutoTokenizer load it)."""
+    from lmlab.hf import export_hf
+
+    export_hf(run_dir, out, overwrite=overwrite, log=click.echo)

@@ -89,7 +89,7 @@ class GPTGenerator:
                 return step(input_ids, state)
 
         extra = {"prompt_truncated": dropped} if dropped else None
-        yield from stream_generate(no_grad_step, ids, cfg, self.codec.decode, eos_id=self.codec.eos_id,
+        yield from stream_generate(no_grad_step, ids, cfg, self.codec.decode, eos_id=self.codec.end_ids or None,
                                    extra_final=extra, device=device)
 
     def generate(self, prompt: str, **kwargs) -> dict:
