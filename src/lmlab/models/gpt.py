@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -399,6 +400,21 @@ class KVCache:
         return self.ids[:, : self.length]
 
 
+@contextmanager
+def _no_init():
+    """Skip torch's parameter initialisers while a model is built for loading weights into (as transformers'
+    ``no_init_weights`` does; the meta device would instead import torch's reference-op machinery, seconds)."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+    saved = {name: getattr(nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
 # -------------------------------------------------------------------------------------------------- the model
 class GPT(nn.Module):
     """Decoder-only Transformer LM; ``GPT(config)``; ``loss(batch)`` for the trainer; cached generation."""
@@ -424,23 +440,19 @@ class GPT(nn.Module):
         self.reset_parameters()
 
     def init_buffers(self) -> None:
-        """(Re)compute the rotary tables (non-persistent buffers: also after ``to_empty`` from the meta device)."""
+        """(Re)compute the rotary tables (non-persistent buffers, so that they follow the config, not a file)."""
         cfg = self.config
         if cfg.position != "rope":
             return
+        device = self.wte.weight.device
         if cfg.rope_style == "half":
             cos, sin = rope_tables_half(cfg, cfg.block_size)
         else:
             cos, sin = rope_tables(cfg.head_dim, cfg.block_size, cfg.rope_base)
-        device = self.wte.weight.device
-        if device.type == "meta":
-            cos, sin = cos.to("meta"), sin.to("meta")
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     def reset_parameters(self) -> None:
         """GPT-2 initialisation; residual output projections get std 0.02 / sqrt(2 * num_layers)."""
-        if self.wte.weight.device.type == "meta":
-            return
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
@@ -459,16 +471,12 @@ class GPT(nn.Module):
 
     @classmethod
     def empty(cls, config: GPTConfig, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> GPT:
-        """A model with uninitialised weights (built on the meta device, then allocated): for loading weights
-        into, without spending time on a random initialisation that is overwritten."""
-        with torch.device("meta"):
+        """A model with uninitialised weights, for loading weights into without spending time on a random
+        initialisation that is overwritten (the rotary tables are computed as usual)."""
+        with torch.device(device), _no_init():
             model = cls(config)
-        model.to_empty(device=device)
-        if config.tie_embeddings:
-            model.lm_head.weight = model.wte.weight
         if dtype is not None:
             model.to(dtype)
-        model.init_buffers()
         return model
 
     def num_parameters(self) -> int:

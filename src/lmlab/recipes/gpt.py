@@ -210,8 +210,8 @@ class GPTRecipe(Recipe):
             model = GPT.empty(run.model, dtype=dtype)
             checkpoint.stream_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model,
                                       tied={"lm_head.weight": "wte.weight"} if run.model.tie_embeddings else None)
-        else:
-            model = GPT(run.model)
+        else:  # every weight is in the file (load_weights checks): no random initialisation needed
+            model = GPT.empty(run.model)
             checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
         model.to(resolve_device(device)).eval()
         return model, codec, run
