@@ -59,7 +59,8 @@ def _hf_model(arch: str, vocab_size: int, seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab_size, initializer_range=0.2, bos_token_id=1, eos_token_id=2)
+    common = dict(vocab_size=vocab_size, initializer_range=0.1 if arch == "gpt2" else 0.2, bos_token_id=1,
+                  eos_token_id=2)
     if arch == "gpt2":
         cfg = GPT2Config(n_positions=96, n_embd=32, n_layer=2, n_head=4, **common)
         model = GPT2LMHeadModel(cfg)
@@ -72,11 +73,21 @@ def _hf_model(arch: str, vocab_size: int, seed: int = 0):
         cfg = Qwen2Config(hidden_size=32, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4,
                           num_key_value_heads=1, max_position_embeddings=96, tie_word_embeddings=True, **common)
         model = Qwen2ForCausalLM(cfg)
+    scale = 0.05 if arch == "gpt2" else 0.3  # (GPT-2's final LayerNorm bias feeds the tied head directly)
     with torch.no_grad():  # visible norm gains and biases, so that a wrong mapping shows
         for name, p in model.named_parameters():
             if p.dim() == 1:
-                p.copy_(torch.randn_like(p) * 0.3 + (1.0 if "norm" in name or "ln" in name else 0.0))
+                p.copy_(torch.randn_like(p) * scale + (1.0 if "norm" in name or "ln" in name else 0.0))
     return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: these models are tiny, and extra threads only contend on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -154,12 +165,11 @@ def test_greedy_32_tokens_equal_transformers_with_and_without_the_cache(arch, hf
     with torch.no_grad():
         expected = hf_model.generate(prompt, attention_mask=pmask, max_new_tokens=32, min_new_tokens=32,
                                      do_sample=False, eos_token_id=None, pad_token_id=0)[:, prompt.shape[1]:]
-        single = hf_model.generate(prompt[:1], max_new_tokens=32, min_new_tokens=32, do_sample=False,
-                                   eos_token_id=None, pad_token_id=0)[0, prompt.shape[1]:]
+    assert bool(pmask[0].all()) and len(set(expected.flatten().tolist())) > 3  # row 0 is unpadded; outputs vary
     greedy = SamplingConfig(max_new_tokens=32, temperature=0)
     for use_cache in (True, False):
         assert ours.generate(prompt, greedy, use_cache=use_cache, attention_mask=pmask) == expected.tolist()
-        assert ours.generate(prompt[0], greedy, use_cache=use_cache)[0] == single.tolist()
+        assert ours.generate(prompt[0], greedy, use_cache=use_cache)[0] == expected[0].tolist()  # no padding
 
 
 @pytest.mark.parametrize("kind", ["byte_level", "metaspace"])
