@@ -64,7 +64,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
                                 "AclImdbCorpus", "read_labelled", "load_examples"]),
         ("lmlab.data.tokenizers", ["WhitespaceTokenizer", "WordTokenizer", "CharTokenizer", "KerasTokenizer",
                                    "BPETokenizer", "VectorWordTokenizer", "register_segmenter", "pad_sequences",
-                                   "load_tokenizer"]),
+                                   "load_tokenizer", "HFTokenizer"]),
         ("lmlab.data.codec", ["Codec"]),
         ("lmlab.data.sentences", ["iter_sentences", "encode_corpus", "EncodedCorpus"]),
         ("lmlab.data.vocab", ["Vocab", "build_vocab"]),
@@ -88,6 +88,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.pipelines.seqgan", ["SeqGANGenerator"]),
         ("lmlab.models.oracle", ["OracleConfig", "OracleLSTM"]),
         ("lmlab.models.gpt", ["GPTConfig", "GPT"]),
+        ("lmlab.hf", ["import_hf", "export_hf", "gpt_config_from_hf", "hf_config_for"]),
     ]),
     ("Serving", [
         ("lmlab.serve", ["create_app", "ServeLimits"]),
