@@ -114,9 +114,9 @@ def worker(args: argparse.Namespace) -> None:
         for _ in range(2):
             t = time.perf_counter()
             if args.side == "lmlab":
-                model.step_cached(prompt, None)
+                model.step_cached(prompt, None)  # the last position's logits only, as generate does
             else:
-                model(prompt, use_cache=True)
+                model(prompt, use_cache=True, logits_to_keep=1)
             times.append(time.perf_counter() - t)
         prefill_s = min(times)
         t = time.perf_counter()

@@ -496,13 +496,15 @@ class GPT(nn.Module):
         return self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
 
     def forward(self, ids: Tensor, past: list[tuple[Tensor, Tensor]] | None = None,
-                attention_mask: Tensor | None = None):
+                attention_mask: Tensor | None = None, last_only: bool = False):
         """Logits (B, T, V) for ``ids`` (B, T); with ``past`` (a cache of earlier positions) also the new cache.
 
         ``attention_mask`` (B, T), 1/True at real tokens, 0/False at pads (left or right padding; not with a
         non-empty ``past``): pads are hidden from every query and positions count real tokens only; the
         logits at pad positions are meaningless. Without ``past`` the return value is just the logits; with
-        ``past`` (possibly an empty list) it is ``(logits, layers)``."""
+        ``past`` (possibly an empty list) it is ``(logits, layers)``. ``last_only``: the logits (B, 1, V) of the
+        last position only (generation: the output layer of a large vocabulary is the costliest part of a
+        prompt pass)."""
         B, T = ids.shape
         offset = past[0][0].shape[2] if past else 0
         self._check_length(offset + T)
@@ -528,6 +530,8 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x, kv = block(x, rope, past[i] if past else None, mask)
             layers.append(kv)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         return logits if past is None else (logits, layers)
 
@@ -593,7 +597,7 @@ class GPT(nn.Module):
                     mask = torch.cat([state.mask[:, : state.length], state.mask.new_ones(input_ids.shape)], dim=1)
                     mask = mask[:, -block:]
             window = ids[:, -block:]
-            logits, layers = self(window, past=[], attention_mask=mask)
+            logits, layers = self(window, past=[], attention_mask=mask, last_only=True)
             capacity = block if state is not None else min(block, window.shape[1] + self.cache_headroom)
             return logits[:, -1], KVCache.from_layers(layers, window, capacity, mask)
         needed = state.length + input_ids.shape[1]
@@ -701,9 +705,9 @@ class GPT(nn.Module):
         ids = input_ids if state is None else torch.cat([state, input_ids], dim=1)  # (B, T)
         ids = ids[:, -self.config.block_size :]
         if mask is None:
-            return self(ids)[:, -1], ids  # (B, V)
+            return self(ids, last_only=True)[:, -1], ids  # (B, V)
         mask = mask[:, -self.config.block_size :]
-        return self(ids, attention_mask=mask)[:, -1], (ids, mask)
+        return self(ids, attention_mask=mask, last_only=True)[:, -1], (ids, mask)
 
     @torch.inference_mode()
     def generate(self, prompt_ids, sampling, use_cache: bool = True, eos_id: int | Sequence[int] | None = None,
