@@ -56,7 +56,14 @@ def _train_tokenizer(kind: str):
 
 
 def _hf_model(arch: str, vocab_size: int, seed: int = 0):
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab_size, initializer_range=0.1 if arch == "gpt2" else 0.2, bos_token_id=1,
@@ -268,8 +275,8 @@ def test_export_a_trained_run(options, tmp_path):
 
 
 def test_a_run_that_has_no_transformers_equivalent_is_refused(tmp_path, capsys):
-    from lmlab.hf import hf_config_for
     from lmlab.errors import ConfigError
+    from lmlab.hf import hf_config_for
     from lmlab.models.gpt import GPTConfig
 
     with pytest.raises(ConfigError, match="rmsnorm"):
