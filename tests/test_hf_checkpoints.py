@@ -329,3 +329,23 @@ def test_bad_checkpoints_are_one_line_errors_and_write_nothing(kind, message, hf
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_streamed_text_keeps_the_space_a_sentencepiece_token_starts_with(imported):
+    import lmlab
+    from lmlab.pipelines.gpt import _after
+
+    pipe = lmlab.load(imported["llama"])  # the Metaspace tokenizer
+    vocab = pipe.codec.tokenizer.tokenizer.get_vocab()
+    word = next(i for t, i in sorted(vocab.items()) if t.startswith("▁") and len(t) > 2)
+    prompt = pipe.codec.encode_prompt("The model")
+    assert not pipe.codec.decode([word]).startswith(" ")  # decoded alone, a text's first space is dropped
+    assert _after(pipe.codec.decode, prompt[-1])([word]) == " " + vocab_piece(pipe, word)
+    out = pipe.generate("The model", max_new_tokens=12, temperature=0)
+    new = [i for i in pipe.model.generate(prompt, SamplingConfig(max_new_tokens=12, temperature=0))[0]
+           if i not in pipe.codec.end_ids]
+    assert "The model" + out["text"] == pipe.codec.decode(prompt + new)
+
+
+def vocab_piece(pipe, i: int) -> str:
+    return pipe.codec.tokenizer.tokenizer.id_to_token(i).replace("▁", " ").lstrip(" ")
