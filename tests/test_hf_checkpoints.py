@@ -220,6 +220,11 @@ def test_generate_eval_and_serve_an_imported_run(imported, tmp_path, capsys):
     out = capsys.readouterr().out
     result = json.loads(out[out.index("{"):])
     assert result["tokens"] > 0 and result["perplexity"] > 1
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be.", encoding="utf-8")  # fewer tokens than the context of 96
+    assert main(["gpt", "eval", str(run), "--data", str(short), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["tokens"] > 3
     client = TestClient(create_app([run]))
     name = client.get("/v1/models").json()["data"][0]["id"]
     reply = client.post("/v1/completions", json={"model": name, "prompt": "Hello", "max_tokens": 5, "temperature": 0})

@@ -391,7 +391,8 @@ def import_hf(
     checkpoint.check_new_run_dir(out, overwrite=overwrite, inputs=[hf_dir])
     model = GPT.empty(cfg, dtype=getattr(torch, dtype))
     load_hf_weights(model, hf_dir, model_type)
-    run = GPTRunConfig(model=cfg, data=TokenDataConfig(tokenizer="hf", vocab_size=cfg.vocab_size))
+    # evaluation one block at a time: a pretrained model's context and vocabulary make big logits
+    run = GPTRunConfig(model=cfg, data=TokenDataConfig(tokenizer="hf", vocab_size=cfg.vocab_size, eval_batch_size=1))
     staging = _staging_dir(out)
     try:
         sections = {

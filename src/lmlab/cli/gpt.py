@@ -66,12 +66,14 @@ def _exp(x: float) -> float:
 @click.option("--data", required=True, type=click.Path(), help="Text to evaluate on (file or folder).")
 @click.option("--max-tokens", default=0, show_default=True, type=int, help="Evaluate on the first N tokens only (0: all).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--context", default=0, show_default=True, type=int,
+              help="Tokens per evaluated block (0: the model's context; imported models: at most 1024).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, data, max_tokens, device, as_json) -> None:
+def evaluate(run_dir, data, max_tokens, device, context, as_json) -> None:
     """Loss (nats/token), perplexity and bits per token of RUN_DIR's model on --data."""
     from lmlab.recipes.gpt import GPTRecipe
 
-    result = GPTRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens)
+    result = GPTRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens, context=context)
     if as_json:
         echo_json(result)
         return
