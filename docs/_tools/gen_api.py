@@ -66,7 +66,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
                                 "AclImdbCorpus", "read_labelled", "load_examples"]),
         ("lmlab.data.tokenizers", ["WhitespaceTokenizer", "WordTokenizer", "CharTokenizer", "KerasTokenizer",
                                    "BPETokenizer", "VectorWordTokenizer", "register_segmenter", "pad_sequences",
-                                   "load_tokenizer"]),
+                                   "load_tokenizer", "HFTokenizer"]),
         ("lmlab.data.codec", ["Codec"]),
         ("lmlab.data.sentences", ["iter_sentences", "encode_corpus", "EncodedCorpus"]),
         ("lmlab.data.vocab", ["Vocab", "build_vocab"]),
@@ -96,6 +96,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.models.mlm", ["MLMConfig", "MLM"]),
         ("lmlab.data.mlm", ["MLMDataConfig", "MLMCodec", "mask_tokens", "MaskedBlocks"]),
         ("lmlab.models.finetune", ["FinetuneConfig", "BodyClassifier"]),
+        ("lmlab.hf", ["import_hf", "export_hf", "gpt_config_from_hf", "hf_config_for"]),
     ]),
     ("Serving", [
         ("lmlab.serve", ["create_app", "ServeLimits"]),

@@ -373,6 +373,75 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> None:
     model.load_state_dict(tensors)
 
 
+_ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64",
+              "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The tensor descriptions of a safetensors file (name -> {"dtype", "shape", "data_offsets"}) and where its
+    data starts; CheckpointError when the header is malformed or the file is shorter than the header says."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        n = int.from_bytes(raw, "little") if len(raw) == 8 else -1
+        if n <= 0 or 8 + n > size:
+            raise CheckpointError(f"{path}: weights file is truncated or corrupt (bad header); re-train or restore it")
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            raise CheckpointError(f"{path}: weights file is truncated or corrupt (header is not JSON)") from None
+    header.pop("__metadata__", None)
+    end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    if 8 + n + end > size:
+        raise CheckpointError(f"{path}: weights file is truncated ({size} bytes, the header needs {8 + n + end})")
+    return header, 8 + n
+
+
+def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str] | None = None) -> None:
+    """Read the tensors of a safetensors file straight into ``model``'s parameters, one at a time, with plain
+    file reads (no memory map whose pages would count as a second copy of the weights), converting dtypes;
+    :func:`load_weights`' checks. ``tied`` maps a name that may be absent from the file to the one it shares
+    storage with (a tied output layer)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
+    header, data_start = read_safetensors_header(path)
+    expected = model.state_dict(keep_vars=True)
+    tied = dict(tied or {})
+    names = set(header)
+    missing = [k for k in expected if k not in names and not (k in tied and tied[k] in names)]
+    unexpected = [k for k in names if k not in expected]
+    wrong = [f"{k} {tuple(header[k]['shape'])} != {tuple(expected[k].shape)}"
+             for k in names & set(expected) if tuple(header[k]["shape"]) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}")
+        if wrong:
+            parts.append(f"shape mismatch {', '.join(wrong[:4])}")
+        raise CheckpointError(f"{path}: weights do not match the model in config.json ({'; '.join(parts)})")
+    with open(path, "rb", buffering=0) as fh, torch.no_grad():
+        for name in sorted(names, key=lambda k: header[k]["data_offsets"][0]):
+            info = header[name]
+            dtype = getattr(torch, _ST_DTYPES.get(info["dtype"], ""), None)
+            if dtype is None:
+                raise CheckpointError(f"{path}: tensor {name} has dtype {info['dtype']}, which lmlab does not read")
+            lo, hi = (int(x) for x in info["data_offsets"])
+            dest = expected[name]
+            direct = dest.dtype == dtype and dest.device.type == "cpu" and dest.is_contiguous()
+            buf = dest if direct else torch.empty(tuple(info["shape"]), dtype=dtype)
+            fh.seek(data_start + lo)
+            view = memoryview(buf.view(torch.uint8).numpy()).cast("B") if buf.numel() else memoryview(b"")
+            if hi - lo != len(view) or fh.readinto(view) != hi - lo:
+                raise CheckpointError(f"{path}: weights file is truncated or corrupt at {name}; re-train or restore it")
+            if not direct:
+                dest.copy_(buf)
+
+
 def torch_load_state(path: str | Path) -> Any:
     """Load optimizer/RNG state saved with ``torch.save`` of tensors and plain containers only."""
     import torch

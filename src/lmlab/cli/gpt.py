@@ -1,4 +1,5 @@
-"""``lmlab gpt train | eval | generate | chat``: the GPT-style Transformer language model.
+"""``lmlab gpt train | eval | generate | chat | import | export``: the GPT-style Transformer language model
+(and pretrained GPT-2 / Llama-family checkpoints in the Hugging Face format).
 
 Data-parallel training is the same command under torchrun::
 
@@ -67,12 +68,14 @@ def _exp(x: float) -> float:
 @click.option("--data", required=True, type=click.Path(), help="Text to evaluate on (file or folder).")
 @click.option("--max-tokens", default=0, show_default=True, type=int, help="Evaluate on the first N tokens only (0: all).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--context", default=0, show_default=True, type=int,
+              help="Tokens per evaluated block (0: the model's context; imported models: at most 1024).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, data, max_tokens, device, as_json) -> None:
+def evaluate(run_dir, data, max_tokens, device, context, as_json) -> None:
     """Loss (nats/token), perplexity and bits per token of RUN_DIR's model on --data."""
     from lmlab.recipes.gpt import GPTRecipe
 
-    result = GPTRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens)
+    result = GPTRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens, context=context)
     if as_json:
         echo_json(result)
         return
@@ -184,3 +187,26 @@ def chat(run_dir, system, template, device, **sampling) -> None:
             warned = True
             click.echo(f"note: the conversation is longer than the context of {pipe.model.config.block_size} "
                        "tokens; its oldest tokens are dropped (/reset starts over)", err=True)
+@gpt.command("import")
+@click.argument("hf_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The run directory to create.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Weights dtype in the run (bf16/fp16 checkpoints are converted to float32 by default).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing lmlab run in --out.")
+def import_(hf_dir, out, dtype, overwrite) -> None:
+    """Import a Hugging Face model folder (GPT-2, Llama, Qwen2, Mistral: config.json, safetensors, tokenizer.json)
+    as a GPT run directory that generate, eval and serve use."""
+    from lmlab.hf import import_hf
+
+    import_hf(hf_dir, out, dtype=dtype, overwrite=overwrite, log=click.echo)
+
+
+@gpt.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The Hugging Face model folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model folder in --out.")
+def export(run_dir, out, overwrite) -> None:
+    """Write RUN_DIR as a Hugging Face model folder (AutoModelForCausalLM / AutoTokenizer load it)."""
+    from lmlab.hf import export_hf
+
+    export_hf(run_dir, out, overwrite=overwrite, log=click.echo)

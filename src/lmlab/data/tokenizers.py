@@ -16,6 +16,8 @@ characters into words. :class:`lmlab.data.codec.Codec` puts a tokenizer and a vo
 * :class:`KerasTokenizer` - reproduces ``keras.preprocessing.text.Tokenizer`` (word index by descending count,
   ties in first-seen order; OOV token at index 1; ``num_words`` cut-off) plus :func:`pad_sequences`.
 * :class:`BPETokenizer` - a thin wrapper over Hugging Face ``tokenizers`` (byte-level or whitespace BPE).
+* :class:`HFTokenizer` - a pretrained model's own ``tokenizer.json`` (byte-level BPE, SentencePiece-style
+  Metaspace BPE/Unigram, ...) with its special tokens, as ``lmlab gpt import`` brings it in.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from lmlab.errors import CheckpointError, ConfigError, DataError
 __all__ = [
     "BPETokenizer",
     "CharTokenizer",
+    "HFTokenizer",
     "IdTokenizer",
     "KERAS_FILTERS",
     "KerasTokenizer",
@@ -963,6 +966,114 @@ class BPETokenizer(_JSONFileMixin):
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
 
+class HFTokenizer(_JSONFileMixin):
+    """A pretrained model's Hugging Face tokenizer (its ``tokenizer.json``, any model: byte-level BPE,
+    SentencePiece-style Metaspace BPE or Unigram, WordPiece) plus the special tokens the model was trained with.
+
+    :meth:`encode` gives the ids of running text (no special tokens, as ``tokenizer(text,
+    add_special_tokens=False)``); :meth:`encode_prompt` applies the tokenizer's post-processor (e.g. Llama's
+    ``<s>``), as ``AutoTokenizer``'s default call does. ``vocab_size`` is the model's embedding size, which may
+    exceed the tokenizer's (rows padded for speed).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        vocab_size: int | None = None,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        pad_token: str | None = None,
+        stop_ids: Sequence[int] = (),
+    ) -> None:
+        self.tokenizer = tokenizer
+        self._vocab_size = int(vocab_size) if vocab_size else None
+        self.bos_token, self.eos_token, self.pad_token = bos_token, eos_token, pad_token
+        self.stop_ids = [int(i) for i in stop_ids]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> HFTokenizer:
+        """Read a Hugging Face ``tokenizer.json`` (CheckpointError naming it when it cannot be parsed)."""
+        from tokenizers import Tokenizer
+
+        try:
+            return cls(Tokenizer.from_file(str(path)), **kwargs)
+        except Exception as exc:  # the Rust side raises plain Exceptions
+            raise CheckpointError(f"{path}: not a Hugging Face tokenizer.json ({str(exc).splitlines()[0]})") from None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids (the model's embedding rows; at least the tokenizer's own size)."""
+        return self._vocab_size or self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def max_id(self) -> int:
+        """The largest id the tokenizer can produce."""
+        return max(self.tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token) if token else None
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.token_to_id(self.bos_token) if self.bos_token else None
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.token_to_id(self.eos_token) if self.eos_token else None
+
+    @property
+    def pad_id(self) -> int | None:
+        return self.token_to_id(self.pad_token) if self.pad_token else None
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        ids = [self.tokenizer.token_to_id(t) for t in tokens]
+        return self.decode([i for i in ids if i is not None])
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of running text, no special tokens added."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Ids with the tokenizer's own special tokens (its post-processor), as ``AutoTokenizer(text)``."""
+        return self.tokenizer.encode(text, add_special_tokens=True).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+
+    def to_dict(self) -> dict:
+        """``{"type": "hf", "tokenizer": <tokenizer.json>, "vocab_size", "bos_token", "eos_token", "pad_token",
+        "stop_ids"}``."""
+        return {
+            "type": "hf", "tokenizer": json.loads(self.tokenizer.to_str()), "vocab_size": self._vocab_size,
+            "bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token,
+            "stop_ids": list(self.stop_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HFTokenizer:
+        from tokenizers import Tokenizer
+
+        _check_type(d, "hf")
+        try:
+            tok = Tokenizer.from_str(json.dumps(d["tokenizer"]))
+        except Exception as exc:  # the Rust side raises plain Exceptions
+            raise CheckpointError(f"invalid Hugging Face tokenizer description ({exc})") from None
+        return cls(tok, d.get("vocab_size"), d.get("bos_token"), d.get("eos_token"), d.get("pad_token"),
+                   d.get("stop_ids", ()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HFTokenizer) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer(vocab_size={self.vocab_size})"
+
+
 class IdTokenizer(_JSONFileMixin):
     """Text that *is* token ids (``"12 4071 9"``): the SeqGAN oracle's "language", which has no words.
 
@@ -1014,6 +1125,7 @@ _TOKENIZER_TYPES: dict[str, type] = {
     "bpe": BPETokenizer,
     "vector_words": VectorWordTokenizer,
     "ids": IdTokenizer,
+    "hf": HFTokenizer,
 }
 
 

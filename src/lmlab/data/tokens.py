@@ -28,7 +28,7 @@ import torch
 from lmlab import distributed
 from lmlab.checkpoint import atomic_write_json
 from lmlab.data.codec import TOKENIZER_FILE, VOCAB_FILE, Codec  # noqa: F401  (file names kept here for old imports)
-from lmlab.data.tokenizers import BPETokenizer, CharTokenizer
+from lmlab.data.tokenizers import BPETokenizer, CharTokenizer, HFTokenizer
 from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
@@ -40,8 +40,9 @@ CHUNK_CHARS = 1 << 20
 class TokenDataConfig:
     """How a text corpus becomes token ids (the ``data`` section of a GPT config)."""
 
-    #: "char": one token per character; "bpe": byte-level byte-pair encoding (Hugging Face tokenizers)
-    tokenizer: Literal["char", "bpe"] = "char"
+    #: "char": one token per character; "bpe": byte-level byte-pair encoding (Hugging Face tokenizers);
+    #: "hf": a pretrained model's own tokenizer (``lmlab gpt import``; it is not trained)
+    tokenizer: Literal["char", "bpe", "hf"] = "char"
     #: BPE vocabulary size, specials included (ignored for "char")
     vocab_size: int = 2000
     lowercase: bool = False
@@ -96,14 +97,34 @@ class TokenCodec(Codec):
     into a run directory and :meth:`load` reads them back, so the vocabulary always travels with the model.
     """
 
-    def __init__(self, tokenizer: CharTokenizer | BPETokenizer, vocab: Vocab | None = None) -> None:
+    def __init__(self, tokenizer: CharTokenizer | BPETokenizer | HFTokenizer, vocab: Vocab | None = None) -> None:
         if isinstance(tokenizer, CharTokenizer) and vocab is None:
             raise ConfigError("a character codec needs its Vocab")
-        super().__init__(tokenizer, vocab)
+        # a pretrained tokenizer carries the ids generation stops on (generation_config.json's eos_token_id)
+        super().__init__(tokenizer, vocab, end_ids=getattr(tokenizer, "stop_ids", ()))
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Ids of a generation prompt: a pretrained tokenizer adds its own specials (e.g. ``<s>``)."""
+        if isinstance(self.tokenizer, HFTokenizer):
+            return self.tokenizer.encode_prompt(text)
+        return super().encode_prompt(text)
+
+    def start_ids(self) -> list[int]:
+        """What an empty prompt starts from: a pretrained tokenizer's ``<bos>`` when it has one."""
+        if isinstance(self.tokenizer, HFTokenizer):
+            ids = self.tokenizer.encode_prompt("")
+            bos = self.tokenizer.bos_id
+            return ids or ([bos] if bos is not None else self.tokenizer.encode("\n") or [0])
+        return super().start_ids()
 
     @classmethod
     def fit(cls, lines: Iterable[str], cfg: TokenDataConfig) -> TokenCodec:  # type: ignore[override]
         """Build the codec from an iterable of text lines (read once; a restartable corpus is fine)."""
+        if cfg.tokenizer == "hf":
+            raise ConfigError(
+                "data.tokenizer=hf is a pretrained model's own tokenizer and cannot be trained; bring one in with "
+                "lmlab gpt import HF_DIR --out RUN_DIR, or use data.tokenizer=char or bpe"
+            )
         if cfg.tokenizer == "char":
             tok = CharTokenizer(lowercase=cfg.lowercase)
             counts: Counter[str] = Counter()
@@ -123,9 +144,9 @@ class TokenCodec(Codec):
     @classmethod
     def load(cls, run_dir: str | Path) -> TokenCodec:  # type: ignore[override]
         tok, vocab = cls.load_split(run_dir)
-        if not isinstance(tok, (CharTokenizer, BPETokenizer)):
+        if not isinstance(tok, (CharTokenizer, BPETokenizer, HFTokenizer)):
             raise CheckpointError(
-                f"{Path(run_dir) / TOKENIZER_FILE}: a {type(tok).__name__} cannot drive a GPT; expected 'char' or 'bpe'"
+                f"{Path(run_dir) / TOKENIZER_FILE}: a {type(tok).__name__} cannot drive a GPT; expected 'char', 'bpe' or 'hf'"
             )
         return cls(tok, vocab)
 

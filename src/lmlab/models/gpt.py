@@ -10,6 +10,17 @@ MLP, a final LayerNorm and an output projection tied to the token embedding. Ini
 $\mathcal N(0, 0.02)$ for every matrix and embedding, zero biases, and the two projections that write into the
 residual stream scaled by $1/\sqrt{2L}$.
 
+The Llama family (Llama, Qwen2, Mistral, SmolLM, TinyLlama) is the same model with other options: RMSNorm
+(``norm="rmsnorm"``), rotary embeddings in the Hugging Face convention (``rope_style="half"``: the two halves of
+each head are rotated against each other, :func:`apply_rope_half`), ``rope_scaling`` ("linear", "llama3"), a
+SwiGLU MLP with its own ``intermediate_size``, grouped-query attention (``num_kv_heads`` < ``num_heads``: each
+key/value head serves ``num_heads / num_kv_heads`` query heads), q/k/v biases only (``qkv_bias``, Qwen2) and an
+untied output head. :mod:`lmlab.hf` maps Hugging Face checkpoints onto these options.
+
+A batch may be padded: ``attention_mask`` (B, T) marks the real tokens; padded keys are masked out and each
+row's positions count its real tokens only, so a left-padded prompt (batched generation) and a right-padded
+text (scoring) give the logits an unpadded one would.
+
 Generation goes through :mod:`lmlab.generation` with a key/value cache (:class:`KVCache`) as the step state:
 the prompt is run once, then each new token attends to the cached keys and values of every earlier position.
 """
@@ -18,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,6 +59,26 @@ class GPTConfig:
     position: Literal["learned", "rope"] = "learned"
     rope_base: float = 10000.0
     tie_embeddings: bool = True
+    #: "layernorm" (GPT-2) or "rmsnorm" (Llama); ``norm_eps`` is the epsilon of either
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    #: "gelu" (exact), "gelu_tanh" (GPT-2's tanh approximation) or "swiglu" (Llama: down(silu(gate(x)) * up(x)))
+    mlp: Literal["gelu", "gelu_tanh", "swiglu"] = "gelu"
+    #: width of the MLP's hidden layer; 0: mlp_ratio * embed_dim
+    intermediate_size: int = 0
+    #: key/value heads (grouped-query attention); 0: as many as num_heads
+    num_kv_heads: int = 0
+    #: biases on the q/k/v projections even when ``bias`` is false (Qwen2)
+    qkv_bias: bool = False
+    #: rotary convention: "interleaved" rotates pairs (x[2i], x[2i+1]); "half" (Hugging Face) rotates (x[i], x[i+D/2])
+    rope_style: Literal["interleaved", "half"] = "interleaved"
+    #: rotary frequency scaling: "none", "linear" (all frequencies / rope_factor) or "llama3" (Llama 3.1)
+    rope_scaling: Literal["none", "linear", "llama3"] = "none"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    #: the context the rotary frequencies were trained for ("llama3" scaling)
+    rope_original_context: int = 8192
 
     def validate(self) -> None:
         problems = []
@@ -70,6 +102,17 @@ class GPTConfig:
             problems.append(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.rope_base <= 1.0:
             problems.append(f"model.rope_base must be > 1, got {self.rope_base}")
+        if self.norm_eps <= 0:
+            problems.append(f"model.norm_eps must be > 0, got {self.norm_eps}")
+        if self.intermediate_size < 0:
+            problems.append(f"model.intermediate_size must be >= 0 (0: mlp_ratio * embed_dim), got {self.intermediate_size}")
+        if self.num_kv_heads < 0 or (self.num_kv_heads and self.num_heads % self.num_kv_heads):
+            ok = [h for h in range(1, self.num_heads + 1) if self.num_heads % h == 0]
+            problems.append(f"model.num_kv_heads={self.num_kv_heads} must divide model.num_heads={self.num_heads}; use one of {ok} (or 0)")
+        if self.rope_factor < 1.0:
+            problems.append(f"model.rope_factor must be >= 1, got {self.rope_factor}")
+        if self.rope_scaling == "llama3" and not 0 < self.rope_low_freq_factor < self.rope_high_freq_factor:
+            problems.append("model.rope_low_freq_factor must be > 0 and < model.rope_high_freq_factor")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -77,16 +120,30 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
 
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (``num_kv_heads`` or, when 0, ``num_heads``)."""
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width of the MLP's hidden layer."""
+        return self.intermediate_size or self.mlp_ratio * self.embed_dim
+
 
 def num_parameters_formula(cfg: GPTConfig) -> int:
     r"""Closed-form parameter count: with $V$ vocab, $T$ block size, $C$ width, $L$ layers, $r$ MLP ratio and
     biases, $VC + TC + L\,(4C^2 + 2rC^2 + (9 + r)C) + 2C$ (+ $VC$ when the output layer is not tied; no $TC$
     with RoPE). Each block: two LayerNorms ($4C$), qkv ($3C^2 + 3C$), output projection ($C^2 + C$), MLP
-    ($2rC^2 + rC + C$)."""
-    V, T, C, L, r = cfg.vocab_size, cfg.block_size, cfg.embed_dim, cfg.num_layers, cfg.mlp_ratio
+    ($2rC^2 + rC + C$). Grouped-query attention, SwiGLU (three matrices) and RMSNorm (no bias) are counted too."""
+    V, T, C, L = cfg.vocab_size, cfg.block_size, cfg.embed_dim, cfg.num_layers
     b = 1 if cfg.bias else 0
-    per_block = 4 * C * C + 2 * r * C * C + (2 + 2 * b) * C + b * (3 * C + C + r * C + C)
-    total = V * C + L * per_block + (1 + b) * C
+    I = cfg.hidden_dim
+    kv = cfg.kv_heads * cfg.head_dim
+    norm = C * (1 + (b if cfg.norm == "layernorm" else 0))
+    attn = C * (C + 2 * kv) + (C + 2 * kv) * (1 if (cfg.bias or cfg.qkv_bias) else 0) + C * C + b * C
+    mlp = (3 if cfg.mlp == "swiglu" else 2) * C * I + b * ((2 if cfg.mlp == "swiglu" else 1) * I + C)
+    total = V * C + L * (2 * norm + attn + mlp) + norm
     if cfg.position == "learned":
         total += T * C
     if not cfg.tie_embeddings:
@@ -102,6 +159,32 @@ def rope_tables(head_dim: int, length: int, base: float) -> tuple[Tensor, Tensor
     return angles.cos().float(), angles.sin().float()
 
 
+def rope_inv_freq(cfg: GPTConfig) -> Tensor:
+    r"""The rotary frequencies $\theta_i = b^{-2i/d}$ (D/2,) computed as Hugging Face does (float32), with the
+    config's ``rope_scaling``: "linear" divides them all by ``rope_factor``; "llama3" divides the low
+    frequencies (wavelength > original context / low_freq_factor) by it, keeps the high ones and blends between."""
+    D = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))  # (D/2,)
+    if cfg.rope_scaling == "linear":
+        inv_freq = inv_freq / cfg.rope_factor
+    elif cfg.rope_scaling == "llama3":
+        factor, old = cfg.rope_factor, cfg.rope_original_context
+        low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+def rope_tables_half(cfg: GPTConfig, length: int) -> tuple[Tensor, Tensor]:
+    """cos/sin tables (length, head_dim/2) of the Hugging Face rotary convention, in float32 as it computes them."""
+    angles = torch.outer(torch.arange(length, dtype=torch.int64).float(), rope_inv_freq(cfg))  # (T, D/2)
+    return angles.cos(), angles.sin()
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     r"""Rotate each pair $(x_{2i}, x_{2i+1})$ of ``x`` (B, H, T, D) by the angles in cos/sin (T, D/2)."""
     x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, T, D/2)
@@ -109,16 +192,60 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.flatten(-2).type_as(x)  # (B, H, T, D)
 
 
+def apply_rope_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    r"""Rotate each pair $(x_i, x_{i+D/2})$ of ``x`` (B, H, T, D) by the angles in cos/sin (T, D/2) or
+    (B, 1, T, D/2): the Hugging Face convention (``x * cos + rotate_half(x) * sin``)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, D/2)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (B, H, T, D)
+
+
+def _make_norm(cfg: GPTConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.embed_dim, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def _norm(x: Tensor, norm: nn.Module) -> Tensor:
+    """The functional form of a block's LayerNorm / RMSNorm (the cached decoding path)."""
+    if isinstance(norm, nn.RMSNorm):
+        return F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def padding_positions(mask: Tensor) -> Tensor:
+    """Positions (B, T) of a padded batch: each row counts its real tokens (``mask`` True) from 0; pads get 0."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def padded_attention_mask(key_mask: Tensor, T: int, start: int) -> Tensor:
+    """Boolean attention mask (B, 1, T, start + T) for T new queries after ``start`` earlier keys: causal, padded
+    keys (``key_mask`` (B, start + T) False) hidden; each query always sees itself, so that a pad's row is
+    never empty (its output is ignored)."""
+    S = key_mask.shape[1]
+    causal = torch.ones(T, S, dtype=torch.bool, device=key_mask.device).tril(diagonal=start)  # (T, S)
+    mask = causal & key_mask[:, None, None, :]  # (B, 1, T, S)
+    idx = torch.arange(T, device=key_mask.device)
+    mask[:, :, idx, start + idx] = True
+    return mask
+
+
 class CausalSelfAttention(nn.Module):
     r"""Multi-head causal self-attention, $\mathrm{softmax}(QK^\top/\sqrt{d} + M)V$ with $M_{ij} = -\infty$ for
-    $j > i$, through ``F.scaled_dot_product_attention``; optional key/value cache for incremental decoding."""
+    $j > i$, through ``F.scaled_dot_product_attention``; optional key/value cache for incremental decoding.
+    With ``num_kv_heads`` < ``num_heads`` (grouped-query attention) each key/value head serves a group of
+    query heads. The fused ``qkv`` projection holds the rows of q, then k, then v."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.num_heads = cfg.num_heads
+        self.kv_heads = cfg.kv_heads
         self.head_dim = cfg.head_dim
         self.dropout = cfg.dropout
-        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim, bias=cfg.bias)
+        self.rope_style = cfg.rope_style
+        kv = self.kv_heads * self.head_dim
+        self.qkv = nn.Linear(cfg.embed_dim, cfg.embed_dim + 2 * kv, bias=cfg.bias or cfg.qkv_bias)
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim, bias=cfg.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
@@ -127,57 +254,75 @@ class CausalSelfAttention(nn.Module):
         x: Tensor,
         rope: tuple[Tensor, Tensor] | None = None,
         past: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """``x`` (B, T, C) -> (output (B, T, C), (keys, values) (B, H, T_past + T, D) for the cache)."""
+        """``x`` (B, T, C) -> (output (B, T, C), (keys, values) (B, H_kv, T_past + T, D) for the cache).
+        ``mask``: a boolean attention mask (B, 1, T, T_past + T) of a padded batch (None: causal only)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
+        kv = self.kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split([C, kv, kv], dim=2)  # (B, T, C), 2 x (B, T, kv)
         q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
+        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            rotate = apply_rope_half if self.rope_style == "half" else apply_rope
+            q, k = rotate(q, *rope), rotate(k, *rope)
         past_len = 0
         if past is not None:
             past_len = past[0].shape[2]
-            k = torch.cat([past[0], k], dim=2)  # (B, H, T_past + T, D)
+            k = torch.cat([past[0], k], dim=2)  # (B, H_kv, T_past + T, D)
             v = torch.cat([past[1], v], dim=2)
         drop = self.dropout if self.training else 0.0
-        if past_len == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)  # (B, H, T, D)
+        gqa = {"enable_gqa": True} if self.kv_heads != self.num_heads else {}
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, **gqa)
+        elif past_len == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True, **gqa)  # (B, H, T, D)
         elif T == 1:  # one new query may attend to every cached position
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, **gqa)
         else:  # several new queries after a cache: causal mask aligned to the bottom-right
-            mask = torch.ones(T, past_len + T, dtype=torch.bool, device=x.device).tril(diagonal=past_len)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+            causal = torch.ones(T, past_len + T, dtype=torch.bool, device=x.device).tril(diagonal=past_len)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal, dropout_p=drop, **gqa)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y)), (k, v)
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: Linear(C, rC) -> GELU -> Linear(rC, C) -> dropout."""
+    """Position-wise feed-forward network: Linear(C, I) -> GELU -> Linear(I, C) -> dropout, or SwiGLU: ``fc``
+    holds the gate rows then the up rows (Linear(C, 2I)), ``proj(silu(gate) * up)``."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim, bias=cfg.bias)
+        self.kind = cfg.mlp
+        width = cfg.hidden_dim
+        self.fc = nn.Linear(cfg.embed_dim, 2 * width if cfg.mlp == "swiglu" else width, bias=cfg.bias)
+        self.proj = nn.Linear(width, cfg.embed_dim, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))  # (B, T, C)
+        return self.drop(self.proj(mlp_activation(self.kind, self.fc(x))))  # (B, T, C)
+
+
+def mlp_activation(kind: str, h: Tensor) -> Tensor:
+    """The MLP's nonlinearity on the output of its first projection (B, T, I or 2I) -> (B, T, I)."""
+    if kind == "swiglu":
+        gate, up = h.chunk(2, dim=-1)
+        return F.silu(gate) * up
+    return F.gelu(h, approximate="tanh" if kind == "gelu_tanh" else "none")
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm Transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``."""
+    """Pre-norm Transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.embed_dim, bias=cfg.bias)
+        self.ln1 = _make_norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.embed_dim, bias=cfg.bias)
+        self.ln2 = _make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rope=None, past=None):
-        a, kv = self.attn(self.ln1(x), rope, past)
+    def forward(self, x, rope=None, past=None, mask=None):
+        a, kv = self.attn(self.ln1(x), rope, past, mask)
         x = x + a
         x = x + self.mlp(self.ln2(x))
         return x, kv
@@ -185,22 +330,28 @@ class Block(nn.Module):
 
 @dataclass
 class KVCache:
-    """The step state of cached generation: per-layer key and value buffers (B, H, block_size, D), allocated
-    once, of which the first ``length`` positions are filled, and the ids (B, block_size) they cover.
+    """The step state of cached generation: per-layer key and value buffers (B, H_kv, capacity, D), of which
+    the first ``length`` positions are filled, and the ids (B, capacity) they cover.
 
     Decoding writes each new position in place (no re-allocation or concatenation per token; the state object
-    returned by :meth:`GPT.step_cached` is the one passed in). ``ids`` are kept so that, once the context is
-    full, the window of the last ``block_size`` tokens can be recomputed (absolute position embeddings cannot
-    slide)."""
+    returned by :meth:`GPT.step_cached` is the one passed in); a full buffer grows (doubling, up to the
+    context). ``ids`` are kept so that, once the context is full, the window of the last ``block_size`` tokens
+    can be recomputed (absolute position embeddings cannot slide).
+
+    A padded batch (left-padded prompts) also keeps ``mask`` (B, capacity), False at pads, and ``positions``
+    (B,), each row's count of real tokens so far (the position of its next token)."""
 
     keys: list[Tensor]
     values: list[Tensor]
     ids: Tensor
     length: int
+    mask: Tensor | None = None
+    positions: Tensor | None = None
 
     @classmethod
-    def from_layers(cls, layers: list[tuple[Tensor, Tensor]], ids: Tensor, capacity: int) -> KVCache:
-        """Buffers of ``capacity`` positions holding the keys/values ``layers`` (B, H, T, D) of ``ids`` (B, T)."""
+    def from_layers(cls, layers: list[tuple[Tensor, Tensor]], ids: Tensor, capacity: int,
+                    mask: Tensor | None = None) -> KVCache:
+        """Buffers of ``capacity`` positions holding the keys/values ``layers`` (B, H_kv, T, D) of ``ids`` (B, T)."""
         B, T = ids.shape
         keys, values = [], []
         for k, v in layers:
@@ -212,12 +363,56 @@ class KVCache:
             values.append(vb)
         id_buf = ids.new_zeros(B, capacity)
         id_buf[:, :T] = ids
-        return cls(keys, values, id_buf, T)
+        cache = cls(keys, values, id_buf, T)
+        if mask is not None:
+            cache.mask = torch.ones(B, capacity, dtype=torch.bool, device=ids.device)
+            cache.mask[:, :T] = mask
+            cache.positions = mask.long().sum(-1)
+        return cache
+
+    @property
+    def capacity(self) -> int:
+        return self.ids.shape[1]
+
+    def grow(self, capacity: int) -> None:
+        """Re-allocate the buffers to hold ``capacity`` positions (the filled ones copied)."""
+        n = self.length
+
+        def bigger(buf: Tensor, fill: Any = None) -> Tensor:
+            shape = list(buf.shape)
+            shape[-2 if buf.dim() == 4 else 1] = capacity
+            out = buf.new_empty(shape) if fill is None else buf.new_full(shape, fill)
+            if buf.dim() == 4:
+                out[:, :, :n] = buf[:, :, :n]
+            else:
+                out[:, :n] = buf[:, :n]
+            return out
+
+        self.keys = [bigger(k) for k in self.keys]
+        self.values = [bigger(v) for v in self.values]
+        self.ids = bigger(self.ids, 0)
+        if self.mask is not None:
+            self.mask = bigger(self.mask, True)
 
     @property
     def filled_ids(self) -> Tensor:
         """The ids (B, length) whose keys and values are cached."""
         return self.ids[:, : self.length]
+
+
+@contextmanager
+def _no_init():
+    """Skip torch's parameter initialisers while a model is built for loading weights into (as transformers'
+    ``no_init_weights`` does; the meta device would instead import torch's reference-op machinery, seconds)."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+    saved = {name: getattr(nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 # -------------------------------------------------------------------------------------------------- the model
@@ -234,15 +429,27 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(config.block_size, config.embed_dim) if config.position == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
-        self.ln_f = nn.LayerNorm(config.embed_dim, bias=config.bias)
+        self.ln_f = _make_norm(config)
         self.lm_head = nn.Linear(config.embed_dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         if config.position == "rope":
-            cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_base)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
+            self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+            self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self.init_buffers()
         self.reset_parameters()
+
+    def init_buffers(self) -> None:
+        """(Re)compute the rotary tables (non-persistent buffers, so that they follow the config, not a file)."""
+        cfg = self.config
+        if cfg.position != "rope":
+            return
+        device = self.wte.weight.device
+        if cfg.rope_style == "half":
+            cos, sin = rope_tables_half(cfg, cfg.block_size)
+        else:
+            cos, sin = rope_tables(cfg.head_dim, cfg.block_size, cfg.rope_base)
+        self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
 
     def reset_parameters(self) -> None:
         """GPT-2 initialisation; residual output projections get std 0.02 / sqrt(2 * num_layers)."""
@@ -253,14 +460,24 @@ class GPT(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            elif isinstance(module, nn.LayerNorm):
+            elif isinstance(module, nn.LayerNorm | nn.RMSNorm):
                 nn.init.ones_(module.weight)
-                if module.bias is not None:
+                if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
         scaled = 0.02 / math.sqrt(2 * self.config.num_layers)
         for block in self.blocks:
             nn.init.normal_(block.attn.proj.weight, mean=0.0, std=scaled)
             nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=scaled)
+
+    @classmethod
+    def empty(cls, config: GPTConfig, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> GPT:
+        """A model with uninitialised weights, for loading weights into without spending time on a random
+        initialisation that is overwritten (the rotary tables are computed as usual)."""
+        with torch.device(device), _no_init():
+            model = cls(config)
+        if dtype is not None:
+            model.to(dtype)
+        return model
 
     def num_parameters(self) -> int:
         """Trainable parameters, counting a tied embedding once."""
@@ -274,23 +491,45 @@ class GPT(nn.Module):
                 f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens"
             )
 
-    def forward(self, ids: Tensor, past: list[tuple[Tensor, Tensor]] | None = None):
+    def _rope_at(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """cos/sin (B, 1, T, D/2) at per-row ``positions`` (B, T)."""
+        return self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+
+    def forward(self, ids: Tensor, past: list[tuple[Tensor, Tensor]] | None = None,
+                attention_mask: Tensor | None = None, last_only: bool = False):
         """Logits (B, T, V) for ``ids`` (B, T); with ``past`` (a cache of earlier positions) also the new cache.
 
-        Without ``past`` the return value is just the logits; with ``past`` (possibly an empty list) it is
-        ``(logits, layers)``."""
-        x, layers = self._trunk(ids, past)
+        ``attention_mask`` (B, T), 1/True at real tokens, 0/False at pads (left or right padding; not with a
+        non-empty ``past``): pads are hidden from every query and positions count real tokens only; the
+        logits at pad positions are meaningless. Without ``past`` the return value is just the logits; with
+        ``past`` (possibly an empty list) it is ``(logits, layers)``. ``last_only``: the logits (B, 1, V) of the
+        last position only (generation: the output layer of a large vocabulary is the costliest part of a
+        prompt pass)."""
+        x, layers = self._trunk(ids, past, attention_mask)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         return logits if past is None else (logits, layers)
 
-    def _trunk(self, ids: Tensor, past: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, list]:
-        """The residual stream after the last block (B, T, C), before the final LayerNorm, and the new cache."""
+    def _trunk(self, ids: Tensor, past: list[tuple[Tensor, Tensor]] | None = None,
+               attention_mask: Tensor | None = None) -> tuple[Tensor, list]:
+        """The residual stream after the last block (B, T, C), before the final norm, and the new cache."""
         B, T = ids.shape
         offset = past[0][0].shape[2] if past else 0
         self._check_length(offset + T)
         x = self.wte(ids)  # (B, T, C)
-        rope = None
-        if self.wpe is not None:
+        rope, mask = None, None
+        if attention_mask is not None:
+            if offset:
+                raise ValueError("attention_mask with a non-empty past is not supported; use step_cached")
+            key_mask = attention_mask.bool()
+            positions = padding_positions(key_mask)  # (B, T)
+            mask = padded_attention_mask(key_mask, T, 0)  # (B, 1, T, T)
+            if self.wpe is not None:
+                x = x + self.wpe(positions)  # (B, T, C)
+            else:
+                rope = self._rope_at(positions)
+        elif self.wpe is not None:
             pos = torch.arange(offset, offset + T, device=ids.device)
             x = x + self.wpe(pos)  # (B, T, C)
         else:
@@ -298,7 +537,7 @@ class GPT(nn.Module):
         x = self.drop(x)
         layers = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, rope, past[i] if past else None)
+            x, kv = block(x, rope, past[i] if past else None, mask)
             layers.append(kv)
         return x, layers
 
@@ -379,20 +618,48 @@ class GPT(nn.Module):
         drop = max(0, len(ids) - self.config.block_size)
         return ids[drop:], drop
 
+    #: the first KV-cache allocation holds the prompt plus this many positions (then it doubles as needed)
+    cache_headroom: int = 256
+
     @torch.inference_mode()
     def step_cached(self, input_ids: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
         """``lmlab.generation`` step function with a KV cache: logits (B, V) of the last position.
 
         While the context has room, only the new tokens are run (:meth:`forward_cached`, which appends to the
         cache in place); once it is full, the window of the last ``block_size`` tokens is recomputed, exactly
-        as the uncached path does."""
+        as the uncached path does. ``state`` may be a :meth:`prefill_state` of a padded batch."""
         block = self.config.block_size
         if state is None or state.length + input_ids.shape[1] > block:
-            ids = input_ids if state is None else torch.cat([state.filled_ids, input_ids], dim=1)  # (B, T)
+            ids, mask = input_ids, None
+            if state is not None:
+                ids = torch.cat([state.filled_ids, input_ids], dim=1)  # (B, T)
+                if state.mask is not None:
+                    mask = torch.cat([state.mask[:, : state.length], state.mask.new_ones(input_ids.shape)], dim=1)
+                    mask = mask[:, -block:]
             window = ids[:, -block:]
-            logits, layers = self(window, past=[])
-            return logits[:, -1], KVCache.from_layers(layers, window, block)
+            logits, layers = self(window, past=[], attention_mask=mask, last_only=True)
+            capacity = block if state is not None else min(block, window.shape[1] + self.cache_headroom)
+            return logits[:, -1], KVCache.from_layers(layers, window, capacity, mask)
+        needed = state.length + input_ids.shape[1]
+        if needed > state.capacity:
+            state.grow(min(block, max(needed, 2 * state.capacity)))
         return self.forward_cached(input_ids, state), state
+
+    def prefill_state(self, attention_mask: Tensor, max_new_tokens: int = 0) -> KVCache:
+        """An empty :class:`KVCache` for a left-padded prompt batch: its mask (B, T) is recorded, so the first
+        :meth:`step_cached` (on the padded prompt ids) hides the pads and counts positions from each row's
+        first real token."""
+        B, T = attention_mask.shape
+        cfg = self.config
+        p = next(self.parameters())
+        capacity = min(cfg.block_size, T + (max_new_tokens or self.cache_headroom))
+        shape = (B, cfg.kv_heads, capacity, cfg.head_dim)
+        keys = [p.new_empty(shape) for _ in self.blocks]
+        values = [p.new_empty(shape) for _ in self.blocks]
+        ids = torch.zeros(B, capacity, dtype=torch.long, device=p.device)
+        mask = torch.ones(B, capacity, dtype=torch.bool, device=p.device)
+        mask[:, :T] = attention_mask.bool()
+        return KVCache(keys, values, ids, 0, mask, torch.zeros(B, dtype=torch.long, device=p.device))
 
     @torch.inference_mode()
     def forward_cached(self, ids: Tensor, cache: KVCache) -> Tensor:
@@ -406,33 +673,59 @@ class GPT(nn.Module):
             raise RuntimeError("forward_cached is for generation: call model.eval() first")
         cfg = self.config
         B, T = ids.shape
-        C, H, D = cfg.embed_dim, cfg.num_heads, cfg.head_dim
+        C, H, Hkv, D = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.head_dim
+        kv = Hkv * D
         start, end = cache.length, cache.length + T
         self._check_length(end)
         x = F.embedding(ids, self.wte.weight)  # (B, T, C)
         rope = None
-        if self.wpe is not None:
-            x = x + self.wpe.weight[start:end]  # (B, T, C)
+        if cache.mask is not None:  # a padded batch: per-row positions, pads hidden
+            new = cache.mask[:, start:end]
+            positions = cache.positions[:, None] + padding_positions(new)  # (B, T)
+            cache.positions = cache.positions + new.long().sum(-1)
+            mask = padded_attention_mask(cache.mask[:, :end], T, start)  # (B, 1, T, end)
+            if self.wpe is not None:
+                x = x + F.embedding(positions, self.wpe.weight)  # (B, T, C)
+            else:
+                rope = self._rope_at(positions)
         else:
-            rope = (self.rope_cos[start:end], self.rope_sin[start:end])
-        # one new query sees every cached position; several see them plus a causal mask among themselves
-        mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=ids.device).tril(diagonal=start)
+            if self.wpe is not None:
+                x = x + self.wpe.weight[start:end]  # (B, T, C)
+            else:
+                rope = (self.rope_cos[start:end], self.rope_sin[start:end])
+            # one new query sees every cached position; several see them plus a causal mask among themselves
+            mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=ids.device).tril(diagonal=start)
+        rotate = apply_rope_half if cfg.rope_style == "half" else apply_rope
+        gqa = {"enable_gqa": True} if Hkv != H else {}
+        swiglu = cfg.mlp == "swiglu"
+        approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
         for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
-            attn, mlp, ln1, ln2 = block.attn, block.mlp, block.ln1, block.ln2
-            h = F.layer_norm(x, (C,), ln1.weight, ln1.bias, ln1.eps)
-            qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.unbind(0)  # 3 x (B, H, T, D)
+            attn, mlp = block.attn, block.mlp
+            h = _norm(x, block.ln1)
+            qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias)  # (B, T, C + 2 kv)
+            if Hkv == H:
+                q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
+            else:
+                q, k, v = qkv.split([C, kv, kv], dim=-1)
+                q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+                k = k.view(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
+                v = v.view(B, T, Hkv, D).transpose(1, 2)
             if rope is not None:
-                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+                q, k = rotate(q, *rope), rotate(k, *rope)
             keys[:, :, start:end] = k
             values[:, :, start:end] = v
-            y = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask, **gqa)
             x = x + F.linear(y.transpose(1, 2).reshape(B, T, C), attn.proj.weight, attn.proj.bias)
-            h = F.layer_norm(x, (C,), ln2.weight, ln2.bias, ln2.eps)
-            x = x + F.linear(F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias)), mlp.proj.weight, mlp.proj.bias)
+            h = F.linear(_norm(x, block.ln2), mlp.fc.weight, mlp.fc.bias)
+            if swiglu:
+                gate, up = h.chunk(2, dim=-1)
+                h = F.silu(gate) * up
+            else:
+                h = F.gelu(h, approximate=approximate)
+            x = x + F.linear(h, mlp.proj.weight, mlp.proj.bias)
         cache.ids[:, start:end] = ids
         cache.length = end
-        last = F.layer_norm(x[:, -1], (C,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)  # (B, C)
+        last = _norm(x[:, -1], self.ln_f)  # (B, C)
         return F.linear(last, self.lm_head.weight)  # (B, V)
 
     def step(self, input_ids: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
@@ -440,16 +733,28 @@ class GPT(nn.Module):
         return self.step_cached(input_ids, state)
 
     @torch.inference_mode()
-    def step_uncached(self, input_ids: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``lmlab.generation`` step function without a cache: re-run the last ``block_size`` tokens each time."""
+    def step_uncached(self, input_ids: Tensor, state: Tensor | tuple[Tensor, Tensor] | None) -> tuple[Tensor, Any]:
+        """``lmlab.generation`` step function without a cache: re-run the last ``block_size`` tokens each time.
+        ``state`` is the ids so far, or (ids, attention mask) for a padded batch."""
+        mask = None
+        if isinstance(state, tuple):
+            state, mask = state
+            if state.shape[1] == 0:
+                state = None
+            mask = torch.cat([mask, mask.new_ones(input_ids.shape)], dim=1) if state is not None else mask
         ids = input_ids if state is None else torch.cat([state, input_ids], dim=1)  # (B, T)
         ids = ids[:, -self.config.block_size :]
-        return self(ids)[:, -1], ids  # (B, V)
+        if mask is None:
+            return self(ids, last_only=True)[:, -1], ids  # (B, V)
+        mask = mask[:, -self.config.block_size :]
+        return self(ids, attention_mask=mask, last_only=True)[:, -1], (ids, mask)
 
     @torch.inference_mode()
-    def generate(self, prompt_ids, sampling, use_cache: bool = True, eos_id: int | None = None, on_token=None):
+    def generate(self, prompt_ids, sampling, use_cache: bool = True, eos_id: int | Sequence[int] | None = None,
+                 on_token=None, attention_mask: Tensor | None = None):
         """Sample continuations of ``prompt_ids`` ((T,) or (B, T)) with a :class:`~lmlab.generation.SamplingConfig`;
-        returns the new ids of each row. The prompt must fit the context (see :meth:`crop_prompt`)."""
+        returns the new ids of each row. The prompt must fit the context (see :meth:`crop_prompt`).
+        ``attention_mask`` (B, T): a left-padded prompt batch (0 at the pads)."""
         from lmlab.generation import generate
 
         was_training = self.training
@@ -460,6 +765,16 @@ class GPT(nn.Module):
             ids = ids.to(device).long()
             self._check_length(ids.shape[-1])
             step = self.step_cached if use_cache else self.step_uncached
-            return generate(step, ids, sampling, on_token=on_token, eos_id=eos_id)
+            state = None
+            if attention_mask is not None:
+                attention_mask = attention_mask.to(device).bool()
+                if use_cache:
+                    state = self.prefill_state(attention_mask, sampling.max_new_tokens)
+                else:
+                    state = (ids[:, :0], attention_mask)
+            elif use_cache:
+                self.cache_headroom = max(type(self).cache_headroom, sampling.max_new_tokens)
+            return generate(step, ids, sampling, state=state, on_token=on_token, eos_id=eos_id)
         finally:
+            self.__dict__.pop("cache_headroom", None)
             self.train(was_training)

@@ -18,6 +18,18 @@ from lmlab.errors import ChatTemplateError
 from lmlab.models.gpt import GPT
 
 
+def _after(decode, last_prompt_id: int):
+    """``decode`` of generated ids as they read after the prompt: SentencePiece-style decoders drop the space
+    that starts a text ("▁world" alone -> "world"), which is wrong in the middle of one."""
+    before = decode([last_prompt_id])
+
+    def decode_after(ids):
+        text = decode([last_prompt_id, *ids])
+        return text[len(before):] if text.startswith(before) else decode(ids)
+
+    return decode_after
+
+
 class GPTGenerator:
     """Text in, text out for a trained GPT run: ``stream`` / ``generate`` as every lmlab Generator does.
 
@@ -93,7 +105,7 @@ class GPTGenerator:
             seed=seed,
         )
         ids = self.codec.encode_prompt(prompt) if prompt else []
-        yield from self._stream_ids(ids, cfg, self.codec.eos_id)
+        yield from self._stream_ids(ids, cfg, self.codec.end_ids or None)
 
     def _stream_ids(self, ids: list[int], cfg, eos_id: int | Sequence[int] | None):
         """:func:`lmlab.generation.stream_generate` after prompt ``ids`` (cropped to the context)."""
@@ -109,7 +121,10 @@ class GPTGenerator:
                 return step(input_ids, state)
 
         extra = {"prompt_truncated": dropped} if dropped else None
-        yield from stream_generate(no_grad_step, ids, cfg, self.codec.decode, eos_id=eos_id,
+        decode = self.codec.decode
+        if self.codec.kind == "hf":  # a pretrained tokenizer: decode after the prompt's last token (see below)
+            decode = _after(self.codec.decode, ids[-1])
+        yield from stream_generate(no_grad_step, ids, cfg, decode, eos_id=eos_id,
                                    extra_final=extra, device=device)
 
     def generate(self, prompt: str, **kwargs) -> dict:

@@ -109,14 +109,16 @@ def split_tokens(tokens: np.ndarray, val_tokens: np.ndarray | None, fraction: fl
 
 
 @torch.no_grad()
-def evaluate_tokens(model: GPT, tokens: np.ndarray, batch_size: int = 32, max_tokens: int = 0) -> dict[str, float]:
-    """Mean next-token loss over every non-overlapping block of ``tokens``, its perplexity and bits/token."""
+def evaluate_tokens(model: GPT, tokens: np.ndarray, batch_size: int = 32, max_tokens: int = 0,
+                    block_size: int | None = None) -> dict[str, float]:
+    """Mean next-token loss over every non-overlapping block of ``tokens`` (``block_size`` tokens each, default
+    the model's context), its perplexity and bits/token."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
     try:
-        for batch in SequentialBlocks(tokens, model.config.block_size, batch_size, max_tokens):
+        for batch in SequentialBlocks(tokens, block_size or model.config.block_size, batch_size, max_tokens):
             logits = model(batch["input_ids"].to(device))  # (B, T, V)
             targets = batch["targets"].to(device)
             total += F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), reduction="sum").item()
@@ -230,8 +232,17 @@ class GPTRecipe(Recipe):
                 f"{run_dir}: the tokenizer has {codec.vocab_size} tokens but the model was built for "
                 f"{run.model.vocab_size}; the tokenizer files do not belong to this model"
             )
-        model = GPT(run.model)
-        checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
+        imported = saved.get("imported")
+        if isinstance(imported, dict):  # a Hugging Face checkpoint (lmlab gpt import): stream it in, keep its dtype
+            dtype = getattr(torch, str(imported.get("dtype", "float32")), None)
+            if not isinstance(dtype, torch.dtype):
+                raise CheckpointError(f"{run_dir}/config.json: imported.dtype {imported.get('dtype')!r} is not a dtype")
+            model = GPT.empty(run.model, dtype=dtype)
+            checkpoint.stream_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model,
+                                      tied={"lm_head.weight": "wte.weight"} if run.model.tie_embeddings else None)
+        else:  # every weight is in the file (load_weights checks): no random initialisation needed
+            model = GPT.empty(run.model)
+            checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
         model.to(resolve_device(device)).eval()
         return model, codec, run
 
@@ -272,16 +283,24 @@ class GPTRecipe(Recipe):
 
     @classmethod
     def evaluate(
-        cls, run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu", max_tokens: int = 0
+        cls, run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu", max_tokens: int = 0,
+        context: int = 0,
     ) -> dict[str, float]:
         """Loss (nats/token), perplexity and bits/token of a trained run on a text file (tokenized to a temp file),
-        over its first ``max_tokens`` tokens (0: all)."""
+        over its first ``max_tokens`` tokens (0: all), in blocks of ``context`` tokens (0: the model's context;
+        for an imported pretrained model at most 1,024, and at most the text's length)."""
         import tempfile
 
         model, codec, run = cls.load_model(run_dir, device)
+        imported = "imported" in checkpoint.load_config(run_dir)
+        if context < 0 or context > run.model.block_size:
+            raise ConfigError(f"--context must be in [1, {run.model.block_size}] (the model's context), got {context}")
         with tempfile.TemporaryDirectory() as tmp:
             tokens = write_token_file(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin")
-            check_block_size(tokens, run.model.block_size, f"evaluation text {data}")
-            result = evaluate_tokens(model, tokens, run.data.eval_batch_size, max_tokens)
+            block = context or run.model.block_size
+            if imported and not context:
+                block = max(1, min(block, 1024, len(tokens) - 1))
+            check_block_size(tokens, block, f"evaluation text {data}")
+            result = evaluate_tokens(model, tokens, run.data.eval_batch_size, max_tokens, block_size=block)
             del tokens
         return result

@@ -1,0 +1,250 @@
+"""Pretrained checkpoints: lmlab's imported GPT-2 / Llama-family models vs ``transformers``, side by side.
+
+Two models with random weights, built here with ``transformers`` and saved with ``save_pretrained`` (nothing is
+downloaded): GPT-2 small's shapes (124M: 12 layers x 768, vocab 50,257) and a 0.5B Llama-family shape (Qwen2-0.5B:
+24 layers x 896, 14 heads / 2 key-value heads, SwiGLU 4,864, vocab 151,936, tied). For each, ``lmlab gpt import``
+turns the folder into a run, then each side runs in its own fresh process (so that peak memory is its own):
+
+* load time (``lmlab.load(run)`` vs ``AutoModelForCausalLM.from_pretrained``; import time reported apart),
+* peak resident memory of the process (ru_maxrss),
+* prompt processing tokens/s (one forward pass over a 128-token prompt, the KV cache filled),
+* decoding tokens/s of greedy generation of 256 new tokens (time after the prompt pass),
+
+at batch 1 and 8, on 1 and 2 threads; the generated ids of both sides are compared (identical greedy tokens).
+Targets (the issue's): decoding >= 1.5x transformers' tokens/s at batch 1, peak memory <= transformers'.
+
+Usage:
+    python benchmarks/checkpoints.py            # full shapes; writes benchmarks/results/checkpoints.json
+    python benchmarks/checkpoints.py --quick    # tiny shapes, 32 new tokens (~1 min); checkpoints.quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+SHAPES = {
+    "gpt2-124M": dict(arch="gpt2", vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
+    "llama-0.5B": dict(arch="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                       num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                       tie_word_embeddings=True),
+}
+QUICK_SHAPES = {
+    "gpt2-tiny": dict(arch="gpt2", vocab_size=2000, n_positions=512, n_embd=64, n_layer=2, n_head=4),
+    "llama-tiny": dict(arch="qwen2", vocab_size=3000, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                       tie_word_embeddings=True),
+}
+
+
+def build_checkpoint(shape: dict, folder: Path) -> None:
+    """A random model of ``shape`` saved with save_pretrained, with a byte-level tokenizer covering its ids."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    shape = dict(shape)
+    arch = shape.pop("arch")
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(**shape, bos_token_id=0, eos_token_id=0))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**shape, bos_token_id=0, eos_token_id=0))
+    model.save_pretrained(folder)
+    _write_tokenizer(folder, shape["vocab_size"])
+
+
+def _write_tokenizer(folder: Path, vocab_size: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<|endoftext|>": 0}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    assert len(vocab) <= vocab_size
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"}))
+
+
+# ------------------------------------------------------------------------------------------- one side, one process
+def worker(args: argparse.Namespace) -> None:
+    """Load one side, measure, print one JSON line (run in a fresh process)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    # imports are not load time: bring in each side's modules first
+    if args.side == "lmlab":
+        import lmlab
+        import lmlab.recipes.gpt  # noqa: F401
+    else:
+        import importlib
+
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        kind = AutoConfig.from_pretrained(args.path).model_type
+        importlib.import_module(f"transformers.models.{kind}.modeling_{kind}")
+    started = time.perf_counter()
+    if args.side == "lmlab":
+        model = lmlab.load(args.path).model
+    else:
+        model = AutoModelForCausalLM.from_pretrained(args.path, dtype=torch.float32).eval()
+    load_s = time.perf_counter() - started
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(1, vocab, (args.batch, args.prompt_tokens), generator=g)
+    out: dict = {"load_s": load_s}
+    with torch.inference_mode():
+        # prompt processing: one pass over the prompt, filling the cache (best of 2)
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            if args.side == "lmlab":
+                model.step_cached(prompt, None)  # the last position's logits only, as generate does
+            else:
+                model(prompt, use_cache=True, logits_to_keep=1)
+            times.append(time.perf_counter() - t)
+        prefill_s = min(times)
+        t = time.perf_counter()
+        if args.side == "lmlab":
+            from lmlab.generation import SamplingConfig
+
+            ids = model.generate(prompt, SamplingConfig(max_new_tokens=args.new_tokens, temperature=0))
+        else:
+            gen = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
+                                 min_new_tokens=args.new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+            ids = gen[:, args.prompt_tokens:].tolist()
+        total_s = time.perf_counter() - t
+    decode_s = max(total_s - prefill_s, 1e-9)
+    out.update(
+        prompt_tokens_per_s=args.batch * args.prompt_tokens / prefill_s,
+        decode_tokens_per_s=args.batch * (args.new_tokens - 1) / decode_s,
+        generate_s=total_s,
+        peak_rss_mb=peak_rss_mb(),
+        ids=ids,
+    )
+    print(json.dumps(out))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not inherit the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_side(side: str, path: Path, threads: int, batch: int, prompt_tokens: int, new_tokens: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", side, "--path", str(path), "--threads", str(threads),
+           "--batch", str(batch), "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine_info() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    import transformers
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "load_average": os.getloadavg()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes and 32 new tokens")
+    parser.add_argument("--models", default=None, help="comma-separated subset of the shapes")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=None, help="default 256 (quick: 32)")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--worker", choices=["lmlab", "transformers"], help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--build", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build:  # in its own process, so that the parent stays small
+        build_checkpoint(json.loads(args.build), Path(args.path))
+        return
+    if args.worker:
+        args.side, args.threads = args.worker, int(args.threads)
+        worker(args)
+        return
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.models:
+        shapes = {k: shapes[k] for k in args.models.split(",")}
+    new_tokens = args.new_tokens or (32 if args.quick else 256)
+    prompt_tokens = 16 if args.quick else args.prompt_tokens
+    threads = [int(t) for t in args.threads.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    from lmlab.hf import import_hf
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lmlab-bench-ckpt-") as tmp:
+        for name, shape in shapes.items():
+            hf_dir, run_dir = Path(tmp) / f"{name}-hf", Path(tmp) / f"{name}-run"
+            t = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--build", json.dumps(shape), "--path", str(hf_dir)], check=True,
+                           capture_output=True)
+            print(f"{name}: built and saved in {time.perf_counter() - t:.1f} s", flush=True)
+            t = time.perf_counter()
+            import_hf(hf_dir, run_dir, log=lambda m: None)
+            import_s = time.perf_counter() - t
+            import gc
+
+            gc.collect()
+            for n_threads in threads:
+                for batch in batches:
+                    ours = run_side("lmlab", run_dir, n_threads, batch, prompt_tokens, new_tokens)
+                    ref = run_side("transformers", hf_dir, n_threads, batch, prompt_tokens, new_tokens)
+                    row = {
+                        "model": name, "threads": n_threads, "batch": batch, "prompt_tokens": prompt_tokens,
+                        "new_tokens": new_tokens, "import_s": import_s,
+                        "identical_tokens": ours.pop("ids") == ref.pop("ids"),
+                        "lmlab": ours, "transformers": ref,
+                        "decode_speedup": ours["decode_tokens_per_s"] / ref["decode_tokens_per_s"],
+                        "memory_ratio": ours["peak_rss_mb"] / ref["peak_rss_mb"],
+                    }
+                    rows.append(row)
+                    print(f"{name:11s} threads {n_threads} batch {batch}: decode {ours['decode_tokens_per_s']:8.1f} vs "
+                          f"{ref['decode_tokens_per_s']:8.1f} tok/s ({row['decode_speedup']:.2f}x), prompt "
+                          f"{ours['prompt_tokens_per_s']:8.0f} vs {ref['prompt_tokens_per_s']:8.0f} tok/s, load "
+                          f"{ours['load_s']:.2f} vs {ref['load_s']:.2f} s, peak {ours['peak_rss_mb']:.0f} vs "
+                          f"{ref['peak_rss_mb']:.0f} MB, identical {row['identical_tokens']}", flush=True)
+    result = {
+        "benchmark": "checkpoints", "quick": args.quick, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(), "targets": {"decode_speedup_batch1": 1.5, "memory_ratio": 1.0}, "rows": rows,
+    }
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / (
+        "checkpoints.quick.json" if args.quick else "checkpoints.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""Hugging Face checkpoints in and out (lmlab.hf), proven against ``transformers`` itself on models made here:
+random tiny GPT-2 / Llama (grouped-query attention) / Qwen2 (q/k/v biases) models and tokenizers trained on a
+multilingual sample with ``tokenizers`` (byte-level BPE and a SentencePiece-style Metaspace one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from lmlab.cli import main  # noqa: E402
+from lmlab.generation import SamplingConfig  # noqa: E402
+
+TEXT = [
+    "The quick brown fox jumps over the lazy dog. It's a sunny day, isn't it?",
+    "Language models predict the next token; transformers attend to every earlier position.",
+    "我们今天学习大语言模型，从理论到实践。模型读取文本并预测下一个词。",
+    "机器学习很有趣！深度学习需要大量数据。",
+    "Emoji 🙂🚀🎉 and mixed 中文 English text, numbers 12345.",
+    "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer.",
+]
+SAMPLE = ["Hello world! 你好，世界。🚀 The model 预测 the next token 🎉.", "  spaces  and\nnew lines\t中文🙂", ""]
+TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+
+
+def _train_tokenizer(kind: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind == "byte_level":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:  # SentencePiece-style: Metaspace with byte fallback, <s> prepended by the post-processor (Llama)
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+        bytes_ = [f"<0x{i:02X}>" for i in range(256)]
+        trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=SPECIALS + bytes_, show_progress=False)
+    tok.train_from_iterator(TEXT * 3, trainer=trainer)
+    if kind != "byte_level":
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   chat_template=TEMPLATE)
+
+
+def _hf_model(arch: str, vocab_size: int, seed: int = 0):
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab_size, initializer_range=0.1 if arch == "gpt2" else 0.2, bos_token_id=1,
+                  eos_token_id=2)
+    if arch == "gpt2":
+        cfg = GPT2Config(n_positions=96, n_embd=32, n_layer=2, n_head=4, **common)
+        model = GPT2LMHeadModel(cfg)
+    elif arch == "llama":
+        cfg = LlamaConfig(hidden_size=32, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=96, tie_word_embeddings=False,
+                          rope_theta=500.0, **common)
+        model = LlamaForCausalLM(cfg)
+    else:
+        cfg = Qwen2Config(hidden_size=32, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=1, max_position_embeddings=96, tie_word_embeddings=True, **common)
+        model = Qwen2ForCausalLM(cfg)
+    scale = 0.05 if arch == "gpt2" else 0.3  # (GPT-2's final LayerNorm bias feeds the tied head directly)
+    with torch.no_grad():  # visible norm gains and biases, so that a wrong mapping shows
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn_like(p) * scale + (1.0 if "norm" in name or "ln" in name else 0.0))
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: these models are tiny, and extra threads only contend on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizers():
+    return {kind: _train_tokenizer(kind) for kind in ("byte_level", "metaspace")}
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory, hf_tokenizers):
+    """arch -> (folder saved with save_pretrained, the transformers model); llama is sharded."""
+    out = {}
+    for arch, kind in (("gpt2", "byte_level"), ("llama", "metaspace"), ("qwen2", "byte_level")):
+        tok = hf_tokenizers[kind]
+        extra = 7 if arch == "qwen2" else 0  # embedding rows beyond the tokenizer (padded vocabularies)
+        model = _hf_model(arch, len(tok) + extra)
+        folder = tmp_path_factory.mktemp(f"hf-{arch}")
+        model.save_pretrained(folder, max_shard_size="20KB" if arch == "llama" else "5GB")
+        tok.save_pretrained(folder)
+        out[arch] = (folder, model)
+    return out
+
+
+@pytest.fixture(scope="module")
+def imported(hf_dirs, tmp_path_factory):
+    runs = {}
+    for arch, (folder, _) in hf_dirs.items():
+        out = tmp_path_factory.mktemp(f"run-{arch}") / "run"
+        assert main(["gpt", "import", str(folder), "--out", str(out)]) == 0
+        runs[arch] = out
+    return runs
+
+
+def _padded_batch(vocab: int, left: bool):
+    torch.manual_seed(1)
+    ids = torch.randint(3, vocab, (3, 20))
+    mask = torch.ones(3, 20, dtype=torch.long)
+    if left:
+        mask[1, :4], mask[2, :11] = 0, 0
+    else:
+        mask[1, 15:], mask[2, 8:] = 0, 0
+    return ids, mask
+
+
+def test_the_llama_checkpoint_is_sharded(hf_dirs):
+    folder = hf_dirs["llama"][0]
+    assert (folder / "model.safetensors.index.json").is_file()
+    assert len(list(folder.glob("model-*.safetensors"))) > 2
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("left", [False, True], ids=["right-padded", "left-padded"])
+def test_logits_equal_transformers_on_a_padded_batch(arch, left, hf_dirs, imported):
+    import lmlab
+
+    hf_model = hf_dirs[arch][1]
+    ours = lmlab.load(imported[arch]).model
+    ids, mask = _padded_batch(hf_model.config.vocab_size, left)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers' generate passes for left padding
+    with torch.no_grad():
+        expected = hf_model(ids, attention_mask=mask, position_ids=positions).logits
+        got = ours(ids, attention_mask=mask)
+    real = mask.bool()
+    assert expected[real].abs().max() > 1.0  # the logits are far from uniform: a wrong mapping would show
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_greedy_32_tokens_equal_transformers_with_and_without_the_cache(arch, hf_dirs, imported):
+    import lmlab
+
+    hf_model = hf_dirs[arch][1]
+    ours = lmlab.load(imported[arch]).model
+    ids, mask = _padded_batch(hf_model.config.vocab_size, left=True)
+    prompt, pmask = ids[:, 8:], mask[:, 8:]
+    with torch.no_grad():
+        expected = hf_model.generate(prompt, attention_mask=pmask, max_new_tokens=32, min_new_tokens=32,
+                                     do_sample=False, eos_token_id=None, pad_token_id=0)[:, prompt.shape[1]:]
+    assert bool(pmask[0].all()) and len(set(expected.flatten().tolist())) > 3  # row 0 is unpadded; outputs vary
+    greedy = SamplingConfig(max_new_tokens=32, temperature=0)
+    for use_cache in (True, False):
+        assert ours.generate(prompt, greedy, use_cache=use_cache, attention_mask=pmask) == expected.tolist()
+        assert ours.generate(prompt[0], greedy, use_cache=use_cache)[0] == expected[0].tolist()  # no padding
+
+
+@pytest.mark.parametrize("kind", ["byte_level", "metaspace"])
+def test_tokenizer_ids_equal_autotokenizer(kind, hf_tokenizers, tmp_path):
+    from transformers import AutoTokenizer
+
+    from lmlab.data.tokenizers import HFTokenizer
+    from lmlab.data.tokens import TokenCodec
+
+    hf_tokenizers[kind].save_pretrained(tmp_path)
+    auto = AutoTokenizer.from_pretrained(tmp_path)
+    codec = TokenCodec(HFTokenizer.from_file(tmp_path / "tokenizer.json"))
+    for text in SAMPLE:
+        assert codec.encode_prompt(text) == auto(text)["input_ids"], text
+        assert codec.encode(text) == auto(text, add_special_tokens=False)["input_ids"], text
+        ids = auto(text)["input_ids"]
+        assert codec.decode(ids) == auto.decode(ids, skip_special_tokens=True)
+
+
+def test_import_writes_chat_json_and_the_tokenizer(imported, hf_dirs):
+    chat = json.loads((imported["llama"] / "chat.json").read_text())
+    assert chat == {"template": TEMPLATE, "bos_token": "<s>", "eos_token": "</s>", "stop_token_ids": [2],
+                    "add_bos": True}
+    assert json.loads((imported["gpt2"] / "chat.json").read_text())["add_bos"] is False
+    saved = json.loads((imported["qwen2"] / "config.json").read_text())
+    assert saved["model"]["qkv_bias"] and saved["model"]["num_kv_heads"] == 1 and saved["data"]["tokenizer"] == "hf"
+    assert saved["imported"]["model_type"] == "qwen2"
+    assert not [p for p in imported["qwen2"].parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_generate_eval_and_serve_an_imported_run(imported, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from lmlab.serve import create_app
+
+    run = imported["llama"]
+    assert main(["gpt", "generate", str(run), "-p", "The model 预测", "-n", "12", "-t", "0"]) == 0
+    text = tmp_path / "eval.txt"
+    text.write_text("\n".join(TEXT * 4), encoding="utf-8")
+    assert main(["gpt", "eval", str(run), "--data", str(text), "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert result["tokens"] > 0 and result["perplexity"] > 1
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be.", encoding="utf-8")  # fewer tokens than the context of 96
+    assert main(["gpt", "eval", str(run), "--data", str(short), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["tokens"] > 3
+    client = TestClient(create_app([run]))
+    name = client.get("/v1/models").json()["data"][0]["id"]
+    reply = client.post("/v1/completions", json={"model": name, "prompt": "Hello", "max_tokens": 5, "temperature": 0})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] <= 5
+
+
+def test_bfloat16_is_kept_on_request(hf_dirs, tmp_path):
+    import lmlab
+
+    out = tmp_path / "bf16"
+    assert main(["gpt", "import", str(hf_dirs["qwen2"][0]), "--out", str(out), "--dtype", "bfloat16"]) == 0
+    pipe = lmlab.load(out)
+    assert pipe.model.wte.weight.dtype == torch.bfloat16
+    assert pipe.generate("Hello", max_new_tokens=4, temperature=0)["completion_tokens"] <= 4
+
+
+def _exported_logits_match(run: Path, out: Path, text: str = "To be 中文 🙂"):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import lmlab
+
+    assert main(["gpt", "export", str(run), "--out", str(out)]) == 0
+    pipe = lmlab.load(run)
+    hf_model = AutoModelForCausalLM.from_pretrained(out).eval()
+    auto = AutoTokenizer.from_pretrained(out)
+    ids = pipe.codec.encode(text)
+    assert auto(text, add_special_tokens=False)["input_ids"] == ids
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(x).logits, pipe.model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_export_an_imported_run_round_trips(imported, tmp_path):
+    for arch in ("gpt2", "llama", "qwen2"):
+        _exported_logits_match(imported[arch], tmp_path / arch)
+
+
+@pytest.mark.parametrize("options", [
+    ["model.position=learned", "data.tokenizer=char"],
+    ["model.position=rope", "model.norm=rmsnorm", "model.mlp=swiglu", "model.bias=false", "model.num_kv_heads=2",
+     "model.intermediate_size=40", "model.tie_embeddings=false", "data.tokenizer=bpe", "data.vocab_size=300"],
+], ids=["gpt2-char", "llama-bpe-interleaved-rope"])
+def test_export_a_trained_run(options, tmp_path):
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(TEXT * 30), encoding="utf-8")
+    run = tmp_path / "run"
+    rc = main(["gpt", "train", "--data", str(data), "--preset", "char", "--out", str(run), "model.num_layers=1",
+               "model.embed_dim=32", "model.num_heads=4", "model.block_size=32", "max_steps=3", "eval_every=3",
+               "progress=false", "tensorboard=false", "num_threads=1", *options])
+    assert rc == 0
+    _exported_logits_match(run, tmp_path / "hf")
+
+
+def test_a_run_that_has_no_transformers_equivalent_is_refused(tmp_path, capsys):
+    from lmlab.errors import ConfigError
+    from lmlab.hf import hf_config_for
+    from lmlab.models.gpt import GPTConfig
+
+    with pytest.raises(ConfigError, match="rmsnorm"):
+        hf_config_for(GPTConfig(vocab_size=10, position="rope"), {})
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+def _copy(folder: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(folder, dest)
+    return dest
+
+
+def _corrupt(kind: str, src: Path, dest: Path) -> Path:
+    if kind == "no config.json":
+        (_copy(src, dest) / "config.json").unlink()
+    elif kind == "unknown model_type":
+        cfg = json.loads((_copy(src, dest) / "config.json").read_text())
+        cfg["model_type"] = "bert"
+        (dest / "config.json").write_text(json.dumps(cfg))
+    elif kind == "missing shard":
+        next(iter(sorted(_copy(src, dest).glob("model-*.safetensors")))).unlink()
+    elif kind == "wrong tensor shape":
+        cfg = json.loads((_copy(src, dest) / "config.json").read_text())
+        cfg["intermediate_size"] += 8
+        (dest / "config.json").write_text(json.dumps(cfg))
+    elif kind == "truncated safetensors":
+        shard = sorted(_copy(src, dest).glob("model-*.safetensors"))[-1]
+        shard.write_bytes(shard.read_bytes()[:-100])
+    elif kind == "tokenizer bigger than the embedding":
+        cfg = json.loads((_copy(src, dest) / "config.json").read_text())
+        cfg["vocab_size"] -= 50
+        (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("no config.json", "no config.json"),
+    ("unknown model_type", "model_type 'bert' is not supported; lmlab imports gpt2, llama, qwen2, mistral"),
+    ("missing shard", "are missing"),
+    ("wrong tensor shape", "has shape"),
+    ("truncated safetensors", "truncated or corrupt"),
+    ("tokenizer bigger than the embedding", "does not belong to this model"),
+])
+def test_bad_checkpoints_are_one_line_errors_and_write_nothing(kind, message, hf_dirs, tmp_path, capsys):
+    bad = _corrupt(kind, hf_dirs["llama"][0], tmp_path / "bad")
+    out = tmp_path / "runs" / "out"
+    assert main(["gpt", "import", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_streamed_text_keeps_the_space_a_sentencepiece_token_starts_with(imported):
+    import lmlab
+    from lmlab.pipelines.gpt import _after
+
+    pipe = lmlab.load(imported["llama"])  # the Metaspace tokenizer
+    vocab = pipe.codec.tokenizer.tokenizer.get_vocab()
+    word = next(i for t, i in sorted(vocab.items()) if t.startswith("▁") and len(t) > 2)
+    prompt = pipe.codec.encode_prompt("The model")
+    assert not pipe.codec.decode([word]).startswith(" ")  # decoded alone, a text's first space is dropped
+    assert _after(pipe.codec.decode, prompt[-1])([word]) == " " + vocab_piece(pipe, word)
+    out = pipe.generate("The model", max_new_tokens=12, temperature=0)
+    new = [i for i in pipe.model.generate(prompt, SamplingConfig(max_new_tokens=12, temperature=0))[0]
+           if i not in pipe.codec.end_ids]
+    assert "The model" + out["text"] == pipe.codec.decode(prompt + new)
+
+
+def vocab_piece(pipe, i: int) -> str:
+    return pipe.codec.tokenizer.tokenizer.id_to_token(i).replace("▁", " ").lstrip(" ")
