@@ -74,7 +74,7 @@ HPARAMS = {"embed_dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample
 PROTOCOLS = {
     "5m": {"max_words": 5_060_000, "epochs": 3, "threads": 1, "glove_threads": 1, "seeds": "1,2,3",
            "glove_seeds": "1,2,3", "algos": "sg,cbow,glove", "impls": "lmlab,gensim-iter,glove-c",
-           "glove_epochs": 15, "glove_window": 10},
+           "glove_epochs": 15, "glove_window": 10, "glove_bias_lr": 1.0},
 }
 #: speed targets (lmlab / reference words per second) of the ratios in the summary
 TARGETS = {"sg": 2.0, "cbow": 1.5, "sg-vs-gensim-iter": 1.8, "cbow-vs-gensim-iter": 2.0, "glove-vs-glove-c": 2.0}
@@ -247,7 +247,8 @@ def worker(args: argparse.Namespace) -> dict:
 
         cfg = GloVeConfig(embed_dim=HPARAMS["embed_dim"], window=args.glove_window, min_count=HPARAMS["min_count"],
                           epochs=args.glove_epochs, threads=args.threads, seed=seed, tokenizer="whitespace",
-                          lowercase=False, memory_mb=args.glove_memory_mb, adagrad=args.glove_adagrad)
+                          lowercase=False, memory_mb=args.glove_memory_mb, adagrad=args.glove_adagrad,
+                          bias_lr=args.glove_bias_lr)
         warm = GloVeConfig(epochs=1, min_count=1, threads=args.threads, memory_mb=1)
         _fit_small(GloVe(warm))
         with tempfile.TemporaryDirectory(prefix="glovebench-") as tmp:
@@ -263,6 +264,7 @@ def worker(args: argparse.Namespace) -> dict:
         rec["epochs"] = args.glove_epochs
         rec["window"] = args.glove_window
         rec["adagrad"] = args.glove_adagrad
+        rec["bias_lr"] = args.glove_bias_lr
         rec["peak_rss_mb"] = _peak_rss_mb()
         rec["epoch_loss"] = [h.loss for h in model.history]
         words, vectors = model.words, model.vectors
@@ -475,6 +477,8 @@ def main() -> None:
     ap.add_argument("--glove-memory-mb", type=int, default=512)
     ap.add_argument("--glove-adagrad", choices=["reference", "textbook"], default="reference",
                     help="what GloVe's AdaGrad accumulates (see docs/glove.md)")
+    ap.add_argument("--glove-bias-lr", type=float, default=None,
+                    help="GloVe biases' AdaGrad rate (None: lr, glove.c 1.2; 1.0: glove.c master, as --protocol 5m)")
     ap.add_argument("--glove-seeds", default="1")
     ap.add_argument("--parallel", type=int, default=1, help="jobs at once, each pinned to its own cores")
     ap.add_argument("--eval-dir", default=str(DEFAULT_EVAL))
@@ -559,7 +563,8 @@ def main() -> None:
         "hparams": {**HPARAMS, "epochs": args.epochs, "threads": args.threads, "lmlab_compute_loss": args.loss,
                     "glove": {"epochs": args.glove_epochs, "window": args.glove_window,
                               "threads": args.glove_threads or args.threads, "x_max": 100, "alpha": 0.75,
-                              "lr": 0.05, "adagrad": args.glove_adagrad, "memory_mb": args.glove_memory_mb}},
+                              "lr": 0.05, "adagrad": args.glove_adagrad, "bias_lr": args.glove_bias_lr,
+                              "memory_mb": args.glove_memory_mb}},
         "runs": [],
     }
     out_path = Path(args.out)
@@ -594,6 +599,7 @@ def main() -> None:
                    "--epochs", str(args.epochs), "--raw-words", str(raw_words),
                    "--glove-epochs", str(args.glove_epochs), "--glove-window", str(args.glove_window),
                    "--glove-memory-mb", str(args.glove_memory_mb), "--glove-adagrad", args.glove_adagrad]
+                   + (["--glove-bias-lr", str(args.glove_bias_lr)] if args.glove_bias_lr is not None else [])
                    + (["--loss"] if args.loss else [])
                    + (["--glove-c-bin", args.glove_c_bin] if args.glove_c_bin else []))
             wenv = dict(env, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
