@@ -158,3 +158,21 @@ def test_init_from_refuses_bad_runs_in_one_line(base_run, two_corpora, tmp_path,
     assert main(_args(two_corpora[1], tmp_path / "out", "--init-from", str(base_run), "--dim", "16")) == 2
     assert "keeps arch, embed_dim" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_huffman_tree_of_an_updated_vocabulary_is_the_sorted_tree_mapped_back():
+    """Old words first, then new ones: counts are no longer sorted, the kernel's tree build needs them sorted."""
+    from lmlab.models._compiled import load_kernels
+    from lmlab.models.word2vec import _huffman
+
+    K = load_kernels("_w2v_kernels")
+    counts = np.array([50, 40, 9, 3, 60, 20, 1], dtype=np.int64)
+    codes, points, lengths = _huffman(K, counts)
+    order = np.argsort(-counts, kind="stable")
+    s_codes, s_points, s_lengths = K.build_huffman(counts[order])
+    for rank, word in enumerate(order):
+        n = s_lengths[rank]
+        assert lengths[word] == n
+        assert codes[word, :n].tolist() == s_codes[rank, :n].tolist()
+        assert points[word, :n].tolist() == s_points[rank, :n].tolist()
+    assert lengths[4] <= lengths[6]  # the most frequent word has the shortest code, the rarest the longest
