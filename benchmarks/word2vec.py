@@ -32,6 +32,16 @@ Examples::
 benchmarks/results/word2vec.quick.json; one thread makes lmlab's numbers deterministic. Without gensim its
 column is skipped with a note.
 
+``--protocol 5m`` is issue 20's point (``PROTOCOLS["5m"]``): the first 5,060,000 words of the tokenized corpus,
+3 epochs, one thread, seeds 1-3, lmlab against gensim fed by ``LineSentence`` (``gensim-iter``, its linear
+schedule), and GloVe (dim 100, window 10, x_max 100, alpha 0.75, 15 iterations, lr 0.05) against the reference
+``glove.c`` (``glove-c``). The ``glove-c`` row needs the stanfordnlp/GloVe source tree: ``--glove-c-src DIR`` or
+``LMLAB_GLOVE_C_SRC=DIR`` (built with ``make`` in a temporary copy); without it the row is skipped with a message.
+glove.c counts, shuffles and trains with its own tools on the same tokens and vocabulary (min_count 5). The
+result goes under the key ``protocol_5m`` of benchmarks/results/word2vec.json, the other records kept::
+
+    LMLAB_GLOVE_C_SRC=/tmp/glove-src python benchmarks/word2vec.py --protocol 5m
+
 Results: benchmarks/results/word2vec.json (machine info, command, date, every run, medians, ratios).
 """
 
@@ -61,6 +71,13 @@ EVAL_FILES = {
 QUICK = {"max_words": 1_000_000, "seeds": "1", "threads": 1, "glove_threads": 1, "glove_seeds": "1", "glove_epochs": 5,
          "out": str(ROOT / "benchmarks" / "results" / "word2vec.quick.json")}
 HPARAMS = {"embed_dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "epochs": 5}
+PROTOCOLS = {
+    "5m": {"max_words": 5_060_000, "epochs": 3, "threads": 1, "glove_threads": 1, "seeds": "1,2,3",
+           "glove_seeds": "1,2,3", "algos": "sg,cbow,glove", "impls": "lmlab,gensim-iter,glove-c",
+           "glove_epochs": 15, "glove_window": 10, "glove_bias_lr": 1.0},
+}
+#: speed targets (lmlab / reference words per second) of the ratios in the summary
+TARGETS = {"sg": 2.0, "cbow": 1.5, "sg-vs-gensim-iter": 1.8, "cbow-vs-gensim-iter": 2.0, "glove-vs-glove-c": 2.0}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -230,7 +247,8 @@ def worker(args: argparse.Namespace) -> dict:
 
         cfg = GloVeConfig(embed_dim=HPARAMS["embed_dim"], window=args.glove_window, min_count=HPARAMS["min_count"],
                           epochs=args.glove_epochs, threads=args.threads, seed=seed, tokenizer="whitespace",
-                          lowercase=False, memory_mb=args.glove_memory_mb, adagrad=args.glove_adagrad)
+                          lowercase=False, memory_mb=args.glove_memory_mb, adagrad=args.glove_adagrad,
+                          bias_lr=args.glove_bias_lr)
         warm = GloVeConfig(epochs=1, min_count=1, threads=args.threads, memory_mb=1)
         _fit_small(GloVe(warm))
         with tempfile.TemporaryDirectory(prefix="glovebench-") as tmp:
@@ -246,9 +264,14 @@ def worker(args: argparse.Namespace) -> dict:
         rec["epochs"] = args.glove_epochs
         rec["window"] = args.glove_window
         rec["adagrad"] = args.glove_adagrad
+        rec["bias_lr"] = args.glove_bias_lr
         rec["peak_rss_mb"] = _peak_rss_mb()
         rec["epoch_loss"] = [h.loss for h in model.history]
         words, vectors = model.words, model.vectors
+        rec["vocab_size"] = len(words)
+    elif impl == "glove-c" and algo == "glove":
+        rec.update(_run_glove_c(Path(args.glove_c_bin), corpus, seed, args))
+        words, vectors = rec.pop("words"), rec.pop("vectors")
         rec["vocab_size"] = len(words)
     else:
         raise SystemExit(f"unknown worker {impl} {algo}")
@@ -262,6 +285,60 @@ def worker(args: argparse.Namespace) -> dict:
         rec["quality_gensim_eval"] = _eval_gensim(words, vectors, eval_dir)
     except ImportError:
         rec["quality_gensim_eval"] = None
+    return rec
+
+
+def build_glove_c(src: Path, into: Path) -> Path:
+    """``make`` a copy of the stanfordnlp/GloVe source tree ``src`` in ``into``; returns its build/ folder."""
+    import shutil
+
+    dst = into / "glove-c"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("build", ".git"))
+    subprocess.run(["make"], cwd=dst, check=True, capture_output=True, text=True)
+    return dst / "build"
+
+
+def _run_glove_c(bin_dir: Path, corpus: Path, seed: int, args: argparse.Namespace) -> dict:
+    """vocab_count -> cooccur -> shuffle -> glove on ``corpus`` with the benchmark's GloVe settings."""
+    import resource
+
+    import numpy as np
+
+    def run(tool: str, *opts: str, stdin: Path, stdout: Path) -> None:
+        with open(stdin, "rb") as fin, open(stdout, "wb") as fout:
+            subprocess.run([str(bin_dir / tool), *opts], stdin=fin, stdout=fout, stderr=subprocess.DEVNULL,
+                           check=True)
+
+    rec: dict = {"epochs": args.glove_epochs, "window": args.glove_window}
+    with tempfile.TemporaryDirectory(prefix="glovec-") as tmp:
+        t = Path(tmp)
+        t0 = time.perf_counter()
+        run("vocab_count", "-min-count", str(HPARAMS["min_count"]), "-verbose", "0", stdin=corpus,
+            stdout=t / "vocab.txt")
+        rec["vocab_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        run("cooccur", "-memory", "1.0", "-vocab-file", str(t / "vocab.txt"), "-verbose", "0", "-window-size",
+            str(args.glove_window), stdin=corpus, stdout=t / "cooc.bin")
+        run("shuffle", "-memory", "1.0", "-verbose", "0", "-seed", str(seed), stdin=t / "cooc.bin",
+            stdout=t / "cooc.shuf.bin")
+        rec["count_s"] = time.perf_counter() - t0
+        rec["nnz"] = (t / "cooc.shuf.bin").stat().st_size // 16  # int, int, double
+        t0 = time.perf_counter()
+        subprocess.run([str(bin_dir / "glove"), "-save-file", str(t / "vectors"), "-threads",
+                        str(args.threads), "-input-file", str(t / "cooc.shuf.bin"), "-x-max", "100", "-iter",
+                        str(args.glove_epochs), "-vector-size", str(HPARAMS["embed_dim"]), "-binary", "0",
+                        "-vocab-file", str(t / "vocab.txt"), "-verbose", "0", "-eta", "0.05", "-alpha", "0.75",
+                        "-seed", str(seed), "-model", "2", "-write-header", "0"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        rec["train_s"] = time.perf_counter() - t0
+        rec["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        words, rows = [], []
+        with open(t / "vectors.txt", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.rstrip("\n").split(" ")
+                words.append(parts[0])
+                rows.append(np.asarray(parts[1:], dtype=np.float32))
+    rec["words"], rec["vectors"] = words, np.stack(rows)
     return rec
 
 
@@ -328,18 +405,24 @@ def summarize(runs: list[dict]) -> dict:
             | {"words_per_s": [r.get("words_per_s") for r in rs]},
         }
     ratios = {}
-    # "-vs-gensim-iter": against gensim on the linear schedule (see the worker); the targets are against "gensim"
-    for name, algo, target in (("sg", "sg", 2.0), ("cbow", "cbow", 1.5), ("sg-shared", "sg", 2.0),
-                               ("sg-vs-gensim-iter", "sg", 2.0), ("cbow-vs-gensim-iter", "cbow", 1.5)):
-        ref = "gensim-iter" if name.endswith("gensim-iter") else "gensim"
+    # "-vs-gensim-iter": against gensim on the linear schedule (see the worker); "sg"/"cbow" against "gensim";
+    # GloVe against glove.c: the ratio of training times (the same epochs over the same co-occurrences)
+    for name, algo in (("sg", "sg"), ("cbow", "cbow"), ("sg-shared", "sg"), ("sg-vs-gensim-iter", "sg"),
+                       ("cbow-vs-gensim-iter", "cbow"), ("glove-vs-glove-c", "glove")):
+        target = TARGETS.get(name, TARGETS.get(algo))
+        ref = "gensim-iter" if name.endswith("gensim-iter") else "glove-c" if algo == "glove" else "gensim"
         a, g = out.get(f"{algo}/{'lmlab-shared' if name == 'sg-shared' else 'lmlab'}"), out.get(f"{algo}/{ref}")
         if not a or not g:
             continue
-        speed = a["words_per_s"] / g["words_per_s"]
+        if algo == "glove":
+            speed = cpu_speed = g["train_s"] / a["train_s"]
+        else:
+            speed = a["words_per_s"] / g["words_per_s"]
+            cpu_speed = a["words_per_cpu_s"] / g["words_per_cpu_s"]
         quality = {k: (a[k] - g[k]) * 100 for k in ("ws353", "simlex", "analogy")}
         ratios[name] = {
             "throughput_ratio": speed,
-            "throughput_ratio_cpu_time": a["words_per_cpu_s"] / g["words_per_cpu_s"],
+            "throughput_ratio_cpu_time": cpu_speed,
             "throughput_target": target,
             "throughput_met": speed >= target,
             "quality_diff_points": quality,
@@ -394,6 +477,8 @@ def main() -> None:
     ap.add_argument("--glove-memory-mb", type=int, default=512)
     ap.add_argument("--glove-adagrad", choices=["reference", "textbook"], default="reference",
                     help="what GloVe's AdaGrad accumulates (see docs/glove.md)")
+    ap.add_argument("--glove-bias-lr", type=float, default=None,
+                    help="GloVe biases' AdaGrad rate (None: lr, glove.c 1.2; 1.0: glove.c master, as --protocol 5m)")
     ap.add_argument("--glove-seeds", default="1")
     ap.add_argument("--parallel", type=int, default=1, help="jobs at once, each pinned to its own cores")
     ap.add_argument("--eval-dir", default=str(DEFAULT_EVAL))
@@ -401,8 +486,18 @@ def main() -> None:
     ap.add_argument("--worker", nargs=3, metavar=("IMPL", "ALGO", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--raw-words", default="0", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="1M words, one seed, one thread (QUICK); writes word2vec.quick.json")
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                    help="5m: issue 20's 5.06M-word / 3-epoch / one-thread protocol (PROTOCOLS); its results go "
+                         "under the key protocol_5m of --out, the other records kept")
+    ap.add_argument("--glove-c-src", default=os.environ.get("LMLAB_GLOVE_C_SRC"),
+                    help="stanfordnlp/GloVe source tree for the glove-c row [$LMLAB_GLOVE_C_SRC]; none: skipped")
+    ap.add_argument("--glove-c-bin", default=None, help=argparse.SUPPRESS)
     if "--quick" in sys.argv[1:]:
         ap.set_defaults(**QUICK)
+    for name, defaults in PROTOCOLS.items():
+        if f"--protocol={name}" in sys.argv[1:] or any(a == "--protocol" and b == name
+                                                        for a, b in zip(sys.argv[1:], sys.argv[2:], strict=False)):
+            ap.set_defaults(**defaults)
     args = ap.parse_args()
 
     if args.worker:
@@ -429,15 +524,30 @@ def main() -> None:
         if importlib.util.find_spec("gensim") is None:
             print("note: gensim is not installed (pip install -e '.[bench]'); --quick skips its column", flush=True)
             impls = [i for i in impls if not i.startswith("gensim")]
+    glove_c_tmp = None
+    if "glove" in algos and "glove-c" in impls:
+        if not args.glove_c_src or not (Path(args.glove_c_src) / "src" / "glove.c").is_file():
+            print(f"note: skipping the glove-c row: no stanfordnlp/GloVe source tree at {args.glove_c_src!r}; "
+                  "give --glove-c-src DIR or LMLAB_GLOVE_C_SRC=DIR (e.g. a clone of github.com/stanfordnlp/GloVe)",
+                  flush=True)
+            impls = [i for i in impls if i != "glove-c"]
+        else:
+            glove_c_tmp = tempfile.TemporaryDirectory(prefix="glove-c-build-")
+            try:
+                args.glove_c_bin = str(build_glove_c(Path(args.glove_c_src), Path(glove_c_tmp.name)))
+            except (OSError, subprocess.CalledProcessError) as err:
+                print(f"note: skipping the glove-c row: building {args.glove_c_src} failed ({err})", flush=True)
+                impls = [i for i in impls if i != "glove-c"]
     jobs = []
     for seed in seeds:
         for algo in algos:
             if algo == "glove":
                 continue
             for impl in impls:
-                jobs.append((impl, algo, seed))
-    if "glove" in algos and "lmlab" in impls:
-        jobs = jobs + [("lmlab", "glove", s) for s in glove_seeds]
+                if impl != "glove-c":
+                    jobs.append((impl, algo, seed))
+    if "glove" in algos:
+        jobs = jobs + [(impl, "glove", s) for s in glove_seeds for impl in ("lmlab", "glove-c") if impl in impls]
 
     ncpu = os.cpu_count() or 1
     env = dict(os.environ)
@@ -446,13 +556,15 @@ def main() -> None:
         "benchmark": "word2vec",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/word2vec.py " + " ".join(sys.argv[1:]),
+        "protocol": args.protocol,
         "machine": machine_info(),
         "corpus": {"path": str(tokens), "source": str(args.corpus), "words": raw_words, "lines": lines,
                    "prepared": prep},
         "hparams": {**HPARAMS, "epochs": args.epochs, "threads": args.threads, "lmlab_compute_loss": args.loss,
                     "glove": {"epochs": args.glove_epochs, "window": args.glove_window,
                               "threads": args.glove_threads or args.threads, "x_max": 100, "alpha": 0.75,
-                              "lr": 0.05, "adagrad": args.glove_adagrad, "memory_mb": args.glove_memory_mb}},
+                              "lr": 0.05, "adagrad": args.glove_adagrad, "bias_lr": args.glove_bias_lr,
+                              "memory_mb": args.glove_memory_mb}},
         "runs": [],
     }
     out_path = Path(args.out)
@@ -460,7 +572,12 @@ def main() -> None:
     def save() -> None:
         result["summary"] = summarize(result["runs"])
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=2) + "\n")
+        if args.protocol:  # a record of its own inside the file, the others kept
+            whole = json.loads(out_path.read_text()) if out_path.exists() else {}
+            whole[f"protocol_{args.protocol}"] = result
+            out_path.write_text(json.dumps(whole, indent=2) + "\n")
+        else:
+            out_path.write_text(json.dumps(result, indent=2) + "\n")
 
     running: list[tuple[subprocess.Popen, tuple, list[int], float]] = []
     free_cores = list(range(ncpu))
@@ -482,7 +599,9 @@ def main() -> None:
                    "--epochs", str(args.epochs), "--raw-words", str(raw_words),
                    "--glove-epochs", str(args.glove_epochs), "--glove-window", str(args.glove_window),
                    "--glove-memory-mb", str(args.glove_memory_mb), "--glove-adagrad", args.glove_adagrad]
-                   + (["--loss"] if args.loss else []))
+                   + (["--glove-bias-lr", str(args.glove_bias_lr)] if args.glove_bias_lr is not None else [])
+                   + (["--loss"] if args.loss else [])
+                   + (["--glove-c-bin", args.glove_c_bin] if args.glove_c_bin else []))
             wenv = dict(env, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                         MKL_NUM_THREADS="1")
             pre = (lambda c=cores: os.sched_setaffinity(0, c)) if cores else None
@@ -516,6 +635,8 @@ def main() -> None:
     save()
     result["table"] = print_table(result["summary"])
     save()
+    if glove_c_tmp is not None:
+        glove_c_tmp.cleanup()
 
 
 if __name__ == "__main__":

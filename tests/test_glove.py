@@ -10,6 +10,7 @@ import pytest
 
 from lmlab.cli import main
 from lmlab.data.sentences import encode_corpus, iter_sentences
+from lmlab.errors import ConfigError
 from lmlab.models.glove import GloVe, GloVeConfig, count_cooccurrences, glove_loss
 from lmlab.models.word2vec import Word2VecConfig
 from lmlab.recipes.embed import fit_corpus, save_vectors
@@ -127,6 +128,37 @@ def test_loss_and_adagrad_step_by_hand(adagrad):
     big = np.array([[0.0, 500.0], [0.0, 0.0]])
     d = float(model.w[0] @ model.wt[1] + model.b[0] + model.bt[1] - math.log(500.0))
     assert glove_loss(big, model.w, model.wt, model.b, model.bt) == pytest.approx(0.5 * d * d, rel=1e-6)
+
+
+def test_bias_lr_1_steps_the_biases_as_glove_c_master_does():
+    """glove.c master: ``W[bias] -= fdiff / sqrt(gradsq)``, ``gradsq += fdiff^2`` (no eta); vectors unchanged."""
+    x = np.array([50.0], dtype=np.float32)
+    models = {}
+    for bias_lr in (None, 1.0):
+        model = GloVe(GloVeConfig(embed_dim=2, lr=0.05, bias_lr=bias_lr))
+        model.init_params(2)
+        model.w[:] = [[0.1, -0.2], [0.3, 0.4]]
+        model.wt[:] = [[0.5, 0.1], [-0.3, 0.2]]
+        model.b[:] = [0.01, -0.02]
+        model.bt[:] = [0.03, 0.04]
+        models[bias_lr] = model
+    model = models[1.0]
+    fx = (50.0 / 100.0) ** 0.75
+    g = fx * ((0.1 * -0.3 + -0.2 * 0.2) + 0.01 + 0.04 - math.log(50.0))
+    for m in models.values():
+        m.step(np.array([0]), np.array([1]), x)
+    assert model.b[0] == pytest.approx(0.01 - g, rel=1e-5)
+    assert model.bt[1] == pytest.approx(0.04 - g, rel=1e-5)
+    assert model.gb[0] == pytest.approx(1 + g * g, rel=1e-5) and model.gbt[1] == pytest.approx(1 + g * g, rel=1e-5)
+    assert models[None].b[0] == pytest.approx(0.01 - 0.05 * g, rel=1e-5)  # None: lr, glove.c 1.2
+    np.testing.assert_array_equal(model.w, models[None].w)  # the word vectors' step is the same
+    np.testing.assert_array_equal(model.gw, models[None].gw)
+    b_before, gb_before = float(model.b[0]), float(model.gb[0])
+    g2 = fx * float(model.w[0] @ model.wt[1] + model.b[0] + model.bt[1] - math.log(50.0))
+    model.step(np.array([0]), np.array([1]), x)
+    assert model.b[0] == pytest.approx(b_before - g2 / math.sqrt(gb_before), rel=1e-5)
+    with pytest.raises(ConfigError, match="bias_lr"):
+        GloVeConfig(bias_lr=0.0).validate()
 
 
 def test_reference_adagrad_is_textbook_adagrad_with_rate_1_and_accumulator_from_1_over_lr_squared():

@@ -25,12 +25,15 @@ def _config_for(algo: str, options: dict, overrides: tuple[str, ...]):
 
 
 @embed.command("train")
-@click.option("--algo", type=click.Choice(ALGOS), default="sgns", show_default=True,
-              help="sgns/skipgram: skip-gram; cbow; glove.")
+@click.option("--algo", type=click.Choice(ALGOS), default=None,
+              help="sgns/skipgram: skip-gram; cbow; glove.  [default: sgns; with --init-from, that run's]")
 @click.option("--corpus", required=True, type=click.Path(), help="Text file(s) (.txt/.gz/.jsonl...) or a folder.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last completed epoch.")
+@click.option("--init-from", type=click.Path(), default=None,
+              help="Continue this finished word2vec run on --corpus: its vectors and settings, new words added, "
+                   "the learning rate restarted.")
 @click.option("--embed-dim", "--dim", "embed_dim", type=int, default=None, help="Vector size [100].")
 @click.option("--window", type=int, default=None, help="Context window [5 word2vec, 10 GloVe].")
 @click.option("--epochs", type=int, default=None, help="Passes over the corpus [5 word2vec, 25 GloVe].")
@@ -56,11 +59,13 @@ def _config_for(algo: str, options: dict, overrides: tuple[str, ...]):
 @click.option("--save-format", type=click.Choice(["word2vec", "word2vec-binary", "glove"]), multiple=True,
               help="Also write vectors.txt / vectors.bin in these formats.")
 @overrides_argument
-def train(algo, corpus, out, overwrite, resume, save_format, overrides, **options) -> None:
+def train(algo, corpus, out, overwrite, resume, init_from, save_format, overrides, **options) -> None:
     """Train word vectors on CORPUS; KEY=VALUE overrides (e.g. ns_exponent=0.5) follow the options."""
     from lmlab.recipes.embed import recipe_from_cli
 
-    recipe = recipe_from_cli(algo, options, overrides, corpus=corpus, save_formats=save_format, log=click.echo)
+    extra = {"init_from": init_from} if init_from is not None else {}
+    recipe = recipe_from_cli(algo, options, overrides, corpus=corpus, save_formats=save_format, log=click.echo,
+                             **extra)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     click.echo(f"{result.notes[-1]}; run directory: {out}")
 

@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,7 @@ class EncodedCorpus:
 
     path: Path
     words: list[str]
-    counts: np.ndarray  # (V,) int64, non-increasing
+    counts: np.ndarray  # (V,) int64, non-increasing (except after a vocabulary update: old words first)
     num_tokens: int  # in-vocabulary tokens (what training sees per epoch)
     num_raw_tokens: int  # every token read, out-of-vocabulary ones included
     num_sentences: int
@@ -187,13 +187,20 @@ def _most_common_preview(words: list[str], counts: np.ndarray, k: int = 3) -> st
 
 
 def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1, max_vocab: int = 0,
-                  log: Callable[[str], None] | None = None, tokenizer: Any = None) -> EncodedCorpus:
+                  log: Callable[[str], None] | None = None, tokenizer: Any = None,
+                  base_vocab: tuple[Sequence[str], Any] | None = None) -> EncodedCorpus:
     """Read ``corpus`` once (split by ``tokenizer``, default :func:`tokenizer_for` ``(cfg)``) and write it to
     ``workdir/tokens.int32`` with a frequency-sorted vocabulary. Warns (through ``log``, else a ``UserWarning``)
     when Chinese text was not segmented (:func:`long_token_warning`).
 
+    ``base_vocab`` ``(words, counts)`` updates an existing vocabulary instead (continued training, gensim's
+    ``build_vocab(update=True)``): its words keep their ids whatever their count here, their counts add this
+    corpus's, and the words of this corpus that occur ``min_count`` times and are new follow them, most frequent
+    first (``max_vocab`` caps the total). The counts are then no longer sorted.
+
     Raises:
-        DataError: the corpus holds no words, or no word occurs ``min_count`` times.
+        DataError: the corpus holds no words, or no word occurs ``min_count`` times (with ``base_vocab``: no word
+            of the corpus is kept).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +246,9 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
     elif warning:
         warnings.warn(warning, UserWarning, stacklevel=2)
     kept = np.flatnonzero(counts >= min_count)
+    if base_vocab is not None:
+        return _encode_update(raw_path, out_path, words_by_id, counts, base_vocab, min_count, max_vocab, corpus,
+                              num_raw, num_sentences, t0, log)
     if len(kept) == 0:
         raw_path.unlink(missing_ok=True)
         raise DataError(
@@ -255,6 +265,56 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
     vocab_words = [words_by_id[i] for i in order]
     vocab_counts = counts[order].copy()
     del words_by_id
+    num_tokens, kept_sentences = _remap(raw_path, out_path, lut)
+    if log:
+        log(
+            f"read {num_raw:,} words in {num_sentences:,} sentences ({time.perf_counter() - t0:.1f}s); "
+            f"vocabulary {len(vocab_words):,} words (min_count={min_count}), {num_tokens:,} tokens kept"
+        )
+    return EncodedCorpus(out_path, vocab_words, vocab_counts, num_tokens, num_raw, kept_sentences)
+
+
+def _encode_update(raw_path: Path, out_path: Path, words_by_id: list[str], counts: np.ndarray,
+                   base_vocab: tuple[Sequence[str], Any], min_count: int, max_vocab: int, corpus: Any,
+                   num_raw: int, num_sentences: int, t0: float, log: Callable[[str], None] | None) -> EncodedCorpus:
+    """:func:`encode_corpus` with ``base_vocab``: the old words first (same ids), then the new frequent ones."""
+    old_words = list(base_vocab[0])
+    old_counts = np.asarray(base_vocab[1], dtype=np.int64)
+    lut = np.full(len(counts) + 1, -2, dtype=np.int32)  # index id+1; lut[0] is the sentence end
+    lut[0] = -1
+    old_index = {w: i for i, w in enumerate(old_words)}
+    here = np.array([old_index.get(w, -1) for w in words_by_id], dtype=np.int64)  # provisional id -> old id
+    seen = np.flatnonzero(here >= 0)
+    lut[seen + 1] = here[seen]
+    vocab_counts = old_counts.copy()
+    vocab_counts[here[seen]] += counts[seen]
+    fresh = np.flatnonzero((here < 0) & (counts >= min_count))
+    fresh = fresh[np.argsort(-counts[fresh], kind="stable")]
+    if max_vocab:
+        fresh = fresh[: max(0, max_vocab - len(old_words))]
+    lut[fresh + 1] = len(old_words) + np.arange(len(fresh), dtype=np.int32)
+    vocab_words = old_words + [words_by_id[i] for i in fresh]
+    vocab_counts = np.concatenate([vocab_counts, counts[fresh]])
+    del words_by_id
+    num_tokens, kept_sentences = _remap(raw_path, out_path, lut)
+    if num_tokens == 0:
+        out_path.unlink(missing_ok=True)
+        raise DataError(
+            f"{_describe(corpus)} shares no word with the vocabulary it continues ({len(old_words):,} words) and no "
+            f"new word occurs min_count={min_count} times; continue on text of the same language, or lower min_count"
+        )
+    if log:
+        log(
+            f"read {num_raw:,} words in {num_sentences:,} sentences ({time.perf_counter() - t0:.1f}s); "
+            f"vocabulary {len(old_words):,} + {len(fresh):,} new words (min_count={min_count}), "
+            f"{num_tokens:,} tokens kept"
+        )
+    return EncodedCorpus(out_path, vocab_words, vocab_counts, num_tokens, num_raw, kept_sentences)
+
+
+def _remap(raw_path: Path, out_path: Path, lut: np.ndarray) -> tuple[int, int]:
+    """Pass 2: provisional ids -> final ids through ``lut`` (``-2``: out of vocabulary, dropped), empty sentences
+    dropped; deletes ``raw_path``. Returns (tokens kept, sentences kept)."""
     # pass 2: map provisional ids to final ids, drop out-of-vocabulary words and empty sentences
     num_tokens = 0
     kept_sentences = 0
@@ -281,12 +341,7 @@ def encode_corpus(corpus: Any, cfg: Any, workdir: str | Path, min_count: int = 1
             np.array([-1], dtype=np.int32).tofile(dst)
             kept_sentences += 1
     raw_path.unlink(missing_ok=True)
-    if log:
-        log(
-            f"read {num_raw:,} words in {num_sentences:,} sentences ({time.perf_counter() - t0:.1f}s); "
-            f"vocabulary {len(vocab_words):,} words (min_count={min_count}), {num_tokens:,} tokens kept"
-        )
-    return EncodedCorpus(out_path, vocab_words, vocab_counts, num_tokens, num_raw, kept_sentences)
+    return num_tokens, kept_sentences
 
 
 def _describe(corpus: Any) -> str:

@@ -80,7 +80,8 @@ def shuffle_in_place(int64_t[::1] order, state):
 
 cdef double _glove_range(const int32_t *rows, const int32_t *cols, const float *vals, int64_t start, int64_t end,
                          float *w, float *wt, float *b, float *bt, float *gw, float *gwt, float *gb, float *gbt,
-                         int64_t dim, float x_max, float alpha, float lr, bint reference) noexcept nogil:
+                         int64_t dim, float x_max, float alpha, float lr, bint reference,
+                         float bias_lr) noexcept nogil:
     """One AdaGrad step for each entry in ``[start, end)``; returns the summed loss (before the steps).
 
     For entry (i, j, x): ``diff = w_i . wt_j + b_i + bt_j - log x``, ``fx = min(1, (x/x_max)^alpha)``,
@@ -88,16 +89,19 @@ cdef double _glove_range(const int32_t *rows, const int32_t *cols, const float *
     with ``g = fx diff``. Each parameter takes ``p -= lr u / sqrt(G)`` and then ``G += v^2``, ``G`` starting at 1:
     ``reference`` (the reference GloVe code) accumulates the scaled step ``v = lr u``; otherwise (textbook
     AdaGrad) ``v = u``. The reference rule is textbook AdaGrad with rate 1 and ``G`` starting at ``1/lr^2``.
+    The biases take the same rule with ``bias_lr`` in place of ``lr`` (glove.c 1.2 uses lr; its master since the
+    gradient-clipping change steps them with 1: ``b -= g / sqrt(G)``, ``G += g^2``).
     """
     cdef double loss = 0.0
     cdef int64_t t, k
     cdef int64_t i, j
-    cdef float x, f, diff, fx, g, gi, gj, acc_scale
+    cdef float x, f, diff, fx, g, gi, gj, acc_scale, bias_scale
     cdef float *wi
     cdef float *wj
     cdef float *gwi
     cdef float *gwj
     acc_scale = lr if reference else <float>1.0
+    bias_scale = bias_lr if reference else <float>1.0
     for t in range(start, end):
         i = rows[t]
         j = cols[t]
@@ -127,9 +131,9 @@ cdef double _glove_range(const int32_t *rows, const int32_t *cols, const float *
             gj = gj * acc_scale
             gwi[k] += gi * gi
             gwj[k] += gj * gj
-        b[i] -= lr * g / sqrt(gb[i])
-        bt[j] -= lr * g / sqrt(gbt[j])
-        g = g * acc_scale
+        b[i] -= bias_lr * g / sqrt(gb[i])
+        bt[j] -= bias_lr * g / sqrt(gbt[j])
+        g = g * bias_scale
         gb[i] += g * g
         gbt[j] += g * g
     return loss
@@ -138,7 +142,7 @@ cdef double _glove_range(const int32_t *rows, const int32_t *cols, const float *
 def _glove_slice(int s, const int32_t[::1] rows, const int32_t[::1] cols, const float[::1] vals,
                  const int64_t[::1] bounds, float[:, ::1] w, float[:, ::1] wt, float[::1] b, float[::1] bt,
                  float[:, ::1] gw, float[:, ::1] gwt, float[::1] gb, float[::1] gbt, float x_max, float alpha,
-                 float lr, bint reference, double[::1] out_loss):
+                 float lr, bint reference, float bias_lr, double[::1] out_loss):
     """Slice ``s`` of the block on the calling thread, without the GIL."""
     cdef int64_t dim = w.shape[1]
     if wt.shape[1] != dim or gw.shape[1] != dim or gwt.shape[1] != dim:
@@ -149,13 +153,13 @@ def _glove_slice(int s, const int32_t[::1] rows, const int32_t[::1] cols, const 
     with nogil:
         out_loss[s] = _glove_range(&rows[0], &cols[0], &vals[0], bounds[s], bounds[s + 1], &w[0, 0], &wt[0, 0],
                                    &b[0], &bt[0], &gw[0, 0], &gwt[0, 0], &gb[0], &gbt[0], dim, x_max, alpha, lr,
-                                   reference)
+                                   reference, bias_lr)
 
 
 def glove_block(rows, cols, vals, bounds, w, wt, b, bt, gw, gwt, gb, gbt, x_max, alpha, lr, out_loss,
-                reference=True):
+                reference=True, bias_lr=None):
     """Hogwild: slice ``s`` (``bounds[s]:bounds[s+1]``) of the block is trained by its own thread;
-    ``out_loss[s]`` receives its summed loss."""
+    ``out_loss[s]`` receives its summed loss. ``bias_lr`` (None: ``lr``) is the biases' rate."""
     args = (rows, cols, vals, bounds, w, wt, b, bt, gw, gwt, gb, gbt, float(x_max), float(alpha), float(lr),
-            bool(reference), out_loss)
+            bool(reference), float(lr if bias_lr is None else bias_lr), out_loss)
     run_slices(_glove_slice, len(bounds) - 1, args, "lmlab-glove")

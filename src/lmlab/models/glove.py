@@ -52,6 +52,10 @@ class GloVeConfig:
     #: gradients (equivalent to textbook AdaGrad with rate 1 and the accumulator starting at 1/lr^2);
     #: "textbook": accumulate the squared gradients themselves (steps shrink ~1/lr times faster)
     adagrad: Literal["reference", "textbook"] = "reference"
+    #: the biases' AdaGrad rate; None: ``lr``, as glove.c 1.2 (the paper's release) does. glove.c's master steps
+    #: the biases with rate 1 (``b -= g / sqrt(G)``, ``G += g^2``; its gradient-clipping change dropped the lr
+    #: there): ``bias_lr=1.0`` reproduces it (docs/glove.md)
+    bias_lr: float | None = None
     x_max: float = 100.0
     alpha: float = 0.75
     #: "w+wt": the sum of word and context vectors (the paper's choice); "w": word vectors only
@@ -84,6 +88,8 @@ class GloVeConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 problems.append(f"{name} must be > 0, got {value}")
+        if self.bias_lr is not None and not (math.isfinite(self.bias_lr) and self.bias_lr > 0):
+            problems.append(f"bias_lr must be > 0 (or null: lr), got {self.bias_lr}")
         if self.adagrad not in ("reference", "textbook"):
             problems.append(f"adagrad must be 'reference' or 'textbook', got {self.adagrad!r}")
         if problems:
@@ -369,7 +375,8 @@ class GloVe:
         K.glove_block(np.ascontiguousarray(rows, np.int32), np.ascontiguousarray(cols, np.int32),
                       np.ascontiguousarray(vals, np.float32), bounds, self.w, self.wt, self.b, self.bt,
                       self.gw, self.gwt, self.gb, self.gbt, np.float32(cfg.x_max), np.float32(cfg.alpha),
-                      np.float32(cfg.lr), out, cfg.adagrad == "reference")
+                      np.float32(cfg.lr), out, cfg.adagrad == "reference",
+                      np.float32(cfg.lr if cfg.bias_lr is None else cfg.bias_lr))
         return float(out.sum())
 
     def train_cooccurrences(self, cooc: CooccurrenceMatrix, words: list[str], counts: np.ndarray | None = None,

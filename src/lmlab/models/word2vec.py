@@ -218,6 +218,37 @@ class Word2Vec:
         self.epochs_done = int(state["epoch"])
         self.history = [EpochStats(**{k: v for k, v in h.items()}) for h in state.get("history", [])]
 
+    def continue_from(self, state: dict, vocab_size: int) -> None:
+        """Start the next :meth:`fit` from a finished run's weights, on a vocabulary of ``vocab_size`` words whose
+        first rows are that run's words (continued training on new text, gensim's ``build_vocab(update=True)``
+        then ``train``): those rows of the input and output weights are the saved ones, exactly; the new words'
+        input rows are drawn as a fresh run with this seed draws them and their output rows are zero. The epochs
+        and the learning-rate schedule start again (from ``lr`` to ``min_lr`` over the new corpus), the history empty.
+
+        Raises:
+            ConfigError: the saved weights do not fit this config (another embed_dim or output layer) or hold
+                more words than ``vocab_size``.
+        """
+        cfg = self.config
+        arrays = state["arrays"]
+        syn0 = np.asarray(arrays["syn0"], dtype=np.float32)
+        old_vocab, dim = syn0.shape
+        if dim != cfg.embed_dim or old_vocab > vocab_size:
+            raise ConfigError(
+                f"the run to continue holds {old_vocab} x {dim} vectors; this config has embed_dim {cfg.embed_dim} "
+                f"and a vocabulary of {vocab_size} words; keep the run's embed_dim"
+            )
+        use_hs = bool(cfg.hs and vocab_size > 1)
+        self._init_weights(vocab_size, use_hs)
+        self.syn0[:old_vocab] = syn0
+        for name in ("syn1neg", "syn1"):
+            old, new = np.asarray(arrays[name], dtype=np.float32), getattr(self, name)
+            rows = min(len(old), len(new))
+            if old.shape[1] != dim or (name == "syn1neg" and (len(old) > 1) != (len(new) > 1)):
+                raise ConfigError(f"the run to continue has another output layer ({name} {old.shape}); keep its "
+                                  "negative / hs settings")
+            new[:rows] = old[:rows]
+
     def _init_weights(self, vocab_size: int, use_hs: bool) -> None:
         cfg = self.config
         dim = cfg.embed_dim
@@ -253,7 +284,7 @@ class Word2Vec:
             )
         syn0, syn1neg, syn1 = self.syn0, self.syn1neg, self.syn1
         if use_hs:
-            codes, points, lengths = K.build_huffman(enc.counts)
+            codes, points, lengths = _huffman(K, np.asarray(enc.counts))
         else:
             codes = np.zeros((1, 1), dtype=np.uint8)
             points = np.zeros((1, 1), dtype=np.int32)
@@ -318,6 +349,18 @@ class Word2Vec:
 
     #: the name the equation tables of docs/word2vec.md cite
     train_encoded = fit
+
+
+def _huffman(K: Any, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Huffman tree of ``counts`` (codes, points, lengths per word); the kernel needs them sorted, so an
+    updated vocabulary (old words first) is built in frequency order and mapped back to its ids."""
+    if np.all(counts[:-1] >= counts[1:]):
+        return K.build_huffman(counts)
+    order = np.argsort(-counts, kind="stable")
+    codes, points, lengths = K.build_huffman(counts[order])
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return codes[rank], points[rank], lengths[rank]
 
 
 def _split_bounds(chunk: np.ndarray, parts: int) -> np.ndarray:

@@ -10,6 +10,15 @@ atomically, and ``checkpoints/last.json`` names the epoch. ``--resume`` re-encod
 whose vocabulary changed), reloads that state and continues at the next epoch, bit-identical on one thread to
 an uninterrupted run: word2vec's learning rate is a function of the words done and its kernel RNG is seeded
 from (seed, epoch, chunk, thread), so the epoch is the whole schedule position.
+
+``init_from`` (``lmlab embed train --init-from RUN --corpus NEW``) continues a finished word2vec run on new text,
+as gensim's ``build_vocab(update=True)`` + ``train`` do: the run's config is the base (flags and overrides may
+change the training knobs, not arch / embed_dim / hs / negative sampling), its words keep their ids and their
+saved input and output vectors, their counts add the new corpus's, the new corpus's words that occur
+``min_count`` times are added after them (input rows drawn as a fresh run draws them, output rows zero), and the
+learning rate restarts at ``lr`` (0.025 skip-gram, 0.05 CBOW by default) decaying linearly to ``min_lr`` over
+``epochs`` passes of the new corpus. GloVe refuses it: its model fits the co-occurrence counts of one corpus,
+which the run does not keep.
 """
 
 from __future__ import annotations
@@ -165,30 +174,64 @@ class _TrainedVectorsRecipe(VectorsRecipe):
 
     # -- configuration -------------------------------------------------------------------------------
     @classmethod
-    def resolve(cls, preset: str | None = None, overrides: Sequence[str] = (), options: dict | None = None):
-        """Preset + ``model`` options (the CLI's flags, already typed) + ``key=value`` overrides (they win)."""
-        base = load_preset(preset or cls.default_preset, cls.family)
+    def resolve(cls, preset: str | None = None, overrides: Sequence[str] = (), options: dict | None = None,
+                init_from: str | Path | None = None):
+        """Preset (or, with ``init_from``, the config of the run to continue) + ``model`` options (the CLI's
+        flags, already typed) + ``key=value`` overrides (they win)."""
+        if init_from is not None:
+            saved = continued_run_config(init_from, cls.model_type)
+            base = {"model": saved["model"], "data": saved.get("data", {})}
+        else:
+            base = load_preset(preset or cls.default_preset, cls.family)
         if options:
             base = merge(base, {"model": dict(options)})
         extra = resolve_short_overrides(parse_overrides(list(overrides)),
                                         {"model": cls.model_cls.config_cls, "data": VectorDataConfig})
-        return config_from_dict(cls.run_config, merge(base, extra), where="config")
+        config = config_from_dict(cls.run_config, merge(base, extra), where="config")
+        if init_from is not None:
+            _check_continuable(init_from, saved["model"], config_to_dict(config.model))
+        return config
 
     @classmethod
     def from_options(cls, preset: str | None, options: dict, overrides: Sequence[str] = (), **inputs: Any):
-        return cls(cls.resolve(preset, overrides, options), **inputs)
+        return cls(cls.resolve(preset, overrides, options, inputs.get("init_from")), **inputs)
 
     # -- family steps --------------------------------------------------------------------------------
     def seed(self) -> None:
         """Nothing global to seed: the kernels draw from ``model.seed`` themselves."""
+
+    def check_resume(self, saved: dict, run_dir: Path) -> None:
+        """A continued run resumes with the same ``--init-from`` (first, so the message says so), then the config."""
+        if bool(saved.get("init_from")) != (self.inputs.get("init_from") is not None):
+            raise CheckpointError(
+                f"cannot resume {run_dir}: it " + (f"continued {saved['init_from']['run_dir']}; resume with "
+                                                   "--init-from that run" if saved.get("init_from") else
+                                                   "was not started with --init-from; resume without it")
+            )
+        super().check_resume(saved, run_dir)
 
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
         self.workdir = run_dir / WORK_DIR
         self.model = self.model_cls(self.config.model)
         t0 = time.perf_counter()
         self.tokenizer = vector_tokenizer(self.config.model, self.config.data, self.inputs["corpus"], self.log)
-        self.enc = encode(self.model, self.inputs["corpus"], self.workdir, self.log, self.tokenizer)
+        init_from = self.inputs.get("init_from")
+        self.init_state = None
+        base_vocab = None
+        if init_from is not None:
+            self.init_state, base_vocab = load_continued_state(init_from)
+        cfg = self.model.config
+        from lmlab.data.sentences import encode_corpus
+
+        self.enc = encode_corpus(self.inputs["corpus"], cfg, self.workdir, cfg.min_count, cfg.max_vocab, log=self.log,
+                                 tokenizer=self.tokenizer, base_vocab=base_vocab)
         self.encode_s = time.perf_counter() - t0
+        if base_vocab is not None:
+            self.init_info = {"run_dir": str(Path(init_from)), "vocab_size": len(base_vocab[0]),
+                              "new_words": len(self.enc.words) - len(base_vocab[0])}
+            self.log(f"continuing {init_from}: {self.init_info['vocab_size']:,} words kept, "
+                     f"{self.init_info['new_words']:,} new; lr restarts at {cfg.start_lr:g} -> {cfg.min_lr:g} over "
+                     f"{cfg.epochs} epochs of the new corpus")
         if saved is not None:
             vocab = checkpoint.read_json(run_dir / "vocab.json", "vocab.json")
             same = (isinstance(vocab, dict) and vocab.get("words") == list(self.enc.words)
@@ -204,7 +247,10 @@ class _TrainedVectorsRecipe(VectorsRecipe):
 
     def config_extras(self) -> dict[str, Any]:
         """The tokenizer the corpus was read with (the ``auto`` segmenter resolved), so lookups can split text alike."""
-        return {"tokenizer": self.tokenizer.to_dict()}
+        extras: dict[str, Any] = {"tokenizer": self.tokenizer.to_dict()}
+        if getattr(self, "init_state", None) is not None:
+            extras["init_from"] = self.init_info
+        return extras
 
     def save_artifacts(self, run_dir: Path) -> None:
         super().save_artifacts(run_dir)
@@ -223,6 +269,8 @@ class _TrainedVectorsRecipe(VectorsRecipe):
             if state is not None:
                 model.load_training_state(state)
                 self.log(f"resuming {run_dir} after epoch {model.epochs_done}/{model.config.epochs}")
+            elif getattr(self, "init_state", None) is not None:
+                model.continue_from(self.init_state, len(self.enc.words))
             checkpoint.truncate_metrics(run_dir, model.epochs_done)
 
             def on_epoch(stats) -> None:  # metrics first: a resume truncates them back to the checkpoint
@@ -297,10 +345,74 @@ def cli_options(algo: str, options: dict) -> dict:
     return data
 
 
-def recipe_from_cli(algo: str, options: dict, overrides: Sequence[str] = (), **inputs: Any) -> _TrainedVectorsRecipe:
-    """The recipe ``lmlab embed train --algo ALGO [flags] [key=value ...]`` runs (validated, nothing read yet)."""
+def recipe_from_cli(algo: str | None, options: dict, overrides: Sequence[str] = (),
+                    **inputs: Any) -> _TrainedVectorsRecipe:
+    """The recipe ``lmlab embed train --algo ALGO [flags] [key=value ...]`` runs (validated, nothing read yet).
+    ``algo`` None: sgns, or with ``init_from`` the algorithm of that run."""
+    init_from = inputs.get("init_from")
+    if init_from is not None:
+        saved = continued_run_config(init_from, None)
+        run_algo = "cbow" if saved["model"].get("arch") == "cbow" else "sgns"
+        if algo is not None and ALGO_PRESETS[algo] != run_algo:
+            raise ConfigError(f"--algo {algo} does not match --init-from {init_from}, a {run_algo} run; "
+                              "drop --algo (a continued run keeps its algorithm)")
+        algo = run_algo
+    algo = algo or "sgns"
     cls = recipe_for_algo(algo)
     return cls.from_options(ALGO_PRESETS[algo], cli_options(algo, options), overrides, **inputs)
+
+
+# ------------------------------------------------------------------------------------------ continued training
+#: what a continued run cannot change: the weights it starts from have this shape and meaning
+_KEPT_ON_CONTINUE = ("arch", "embed_dim", "hs")
+
+
+def continued_run_config(run_dir: str | Path, model_type: str | None) -> dict:
+    """config.json of the word2vec run ``run_dir`` to continue (``--init-from``), refusing other runs in one line."""
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"--init-from {run_dir}: no such run directory; give the --out folder of a finished "
+                              "word2vec run")
+    data = checkpoint.load_config(run_dir)
+    kind = data["model_type"]
+    if kind == "glove" or model_type == "glove":
+        raise ConfigError(
+            f"--init-from {run_dir}: GloVe runs cannot be continued on new text (GloVe fits the co-occurrence counts "
+            "of one corpus, which the run does not keep); train a new run on both corpora, or --resume an interrupted one"
+        )
+    if kind != "word2vec" or (model_type is not None and model_type != "word2vec"):
+        raise ConfigError(f"--init-from {run_dir}: a {kind!r} run, not a word2vec one; give a run of "
+                          "`lmlab embed train --algo sgns|cbow`")
+    if not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{run_dir}/config.json has no model section; this run cannot be continued")
+    return data
+
+
+def _check_continuable(run_dir: str | Path, saved: dict, new: dict) -> None:
+    problems = [f"{key} {new.get(key)!r} (the run has {saved.get(key)!r})"
+                for key in _KEPT_ON_CONTINUE if saved.get(key) != new.get(key)]
+    if bool(saved.get("negative")) != bool(new.get("negative")):
+        problems.append(f"negative {new.get('negative')} (the run has {saved.get('negative')})")
+    if problems:
+        raise ConfigError(f"--init-from {run_dir}: a continued run keeps arch, embed_dim, hs and negative sampling "
+                          f"on or off; drop the options that change {', '.join(problems)}")
+
+
+def load_continued_state(run_dir: str | Path) -> tuple[dict, tuple[list[str], np.ndarray]]:
+    """(training state, (words, counts)) of the finished run ``run_dir``, checked against each other."""
+    run_dir = Path(run_dir)
+    state = load_training_state(run_dir)
+    if state is None:
+        raise CheckpointError(
+            f"--init-from {run_dir}: no training state (checkpoints/{STATE_FILE}), so no output weights to continue "
+            "from; it was written by an older lmlab or stopped before its first epoch: train it again"
+        )
+    vocab = checkpoint.read_json(run_dir / "vocab.json", "vocab.json")
+    words, counts = (vocab.get("words"), vocab.get("counts")) if isinstance(vocab, dict) else (None, None)
+    if not isinstance(words, list) or not isinstance(counts, list) or len(words) != len(counts) \
+            or len(words) != len(state["arrays"]["syn0"]):
+        raise CheckpointError(f"--init-from {run_dir}: vocab.json does not match checkpoints/{STATE_FILE}; "
+                              "the run directory is damaged: train it again")
+    return state, (words, np.asarray(counts, dtype=np.int64))
 
 
 # ------------------------------------------------------------------------------------------ training state
