@@ -208,3 +208,40 @@ def test_segmenter_key_is_validated_in_every_family_config():
         cfg.segmenter, cfg.user_dict = "char", "words.txt"
         with pytest.raises(ConfigError, match="user_dict works with data.segmenter=jieba"):
             cfg.validate()
+
+
+# ------------------------------------------------------------------------------------------------ detokenization
+def test_generated_chinese_is_joined_without_spaces_in_every_family():
+    from lmlab.data.lm import LMCodec, LMDataConfig
+    from lmlab.data.parallel import ParallelDataConfig, build_codecs
+    from lmlab.data.sentence_rows import sentence_codec
+    from lmlab.data.tokenizers import join_words
+    from lmlab.data.tokens import TokenCodec, TokenDataConfig
+    from lmlab.data.vocab import build_vocab
+    from lmlab.generation import TextStream
+
+    assert join_words(["我", "爱", "北京", "python", "编程", "。"]) == "我爱北京 python 编程。"
+    assert join_words(["to", "be", ",", "or"]) == "to be , or"  # no CJK: exactly " ".join
+    tok = WordTokenizer(segmenter="jieba")
+    text = "我爱北京天安门，1998 年 abc 公司！“好”《书》我用 python 写代码。"
+    assert tok.detokenize(tok.tokenize(text)) == text  # NFKC'd "," is written "，" again after Han
+    assert tok.detokenize("he said , ( ok ) .".split()) == "he said, (ok)."  # English unchanged
+    # rnn LM ("lines" join, streamed token by token as the server does)
+    lm = LMCodec.fit("我们今天去北京看电影。\nto be or not .\n", LMDataConfig(tokenizer="word"))
+    ids = lm.encode("我们今天去北京看电影。\nto be or not .\n")
+    assert lm.decode(ids) == "我们今天去北京看电影。\nto be or not .\n"
+    stream = TextStream(lm.decode)
+    assert "".join(stream.push(i) for i in ids) + stream.flush() == lm.decode(ids)
+    # seq2seq (each side's tokenizer)
+    src, tgt = build_codecs([("We go to Beijing today.", "我们今天去北京。")], ParallelDataConfig())
+    assert tgt.decode(tgt.encode("我们今天去北京。")) == "我们今天去北京。"
+    assert src.decode(src.encode("We go to Beijing today.")) == "We go to Beijing today."
+    # SeqGAN (space join; BLEU still counts words)
+    lines = [tok.tokenize("我们今天去北京看电影。")]
+    vocab = build_vocab(lines)
+    gan = sentence_codec(vocab, len(vocab), vocab.eos_id, vocab.pad_id, "word", True, "jieba")
+    ids = gan.encode("我们今天去北京看电影。")
+    assert gan.decode(ids) == "我们今天去北京看电影。" and gan.decode_tokens(ids) == lines[0]
+    # GPT data preparation (characters): no spaces either
+    gpt = TokenCodec.fit(["人民日报发表社论。"], TokenDataConfig())
+    assert gpt.decode(gpt.encode("日报发表")) == "日报发表"

@@ -255,7 +255,7 @@ def quality_diversity(
     rows = []
     for t in temperatures:
         samples = sample_many(generator, num_samples, t, seed)
-        hyps = [codec.decode(s).split() for s in samples.tolist()]
+        hyps = [codec.decode_tokens(s) for s in samples.tolist()]
         row: dict[str, Any] = {"temperature": t, "samples": num_samples}
         row.update({f"bleu{k}": v for k, v in M.bleu_against(hyps, ref_index, range(2, max_n + 1)).items()})
         row.update({f"self_bleu{k}": v for k, v in M.self_bleu(hyps, range(2, max_n + 1)).items()})
