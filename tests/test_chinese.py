@@ -245,3 +245,46 @@ def test_generated_chinese_is_joined_without_spaces_in_every_family():
     # GPT data preparation (characters): no spaces either
     gpt = TokenCodec.fit(["人民日报发表社论。"], TokenDataConfig())
     assert gpt.decode(gpt.encode("日报发表")) == "日报发表"
+
+
+# ------------------------------------------------------------------------------------------------ encodings
+@pytest.fixture(scope="module")
+def daily_gb(daily, tmp_path_factory) -> Path:
+    """The People's Daily slice re-encoded to GB18030 (as many Chinese files on disk are)."""
+    path = tmp_path_factory.mktemp("gb") / "raw-gb18030.txt"
+    lines = daily.read_text(encoding="utf-8").splitlines(keepends=True)[:300]
+    path.write_bytes("".join(lines).encode("gb18030"))
+    return path
+
+
+def test_gb18030_read_as_utf8_names_file_line_and_the_fix(daily_gb, tmp_path, capsys):
+    from lmlab.data.readers import looks_like_gb18030, open_text
+
+    with pytest.raises(Exception, match=rf"{re.escape(str(daily_gb))}:1: byte 0x.. .*is not valid utf-8 \(the line "
+                       r"reads as Chinese in GBK/GB18030\); pass the file's encoding, e\.g\. --encoding gb18030"):
+        list(open_text(daily_gb))
+    assert list(open_text(daily_gb, "gb18030")) == daily_gb.read_bytes().decode("gb18030").splitlines()
+    assert looks_like_gb18030("人民日报".encode("gbk")) and not looks_like_gb18030("café au lait".encode("cp1252"))
+    # every family's train command: exit 2 with the one-line message, before any training
+    for family in (["embed", "train", "--corpus", str(daily_gb)], ["lm", "train", "--data", str(daily_gb)],
+                   ["gpt", "train", "--data", str(daily_gb)], ["gan", "train", "--data", str(daily_gb)]):
+        assert main([*family, "--out", str(tmp_path / family[0])]) == 2
+        err = capsys.readouterr().err
+        assert f"{daily_gb}:1: byte" in err and "--encoding gb18030" in err and "Traceback" not in err, family
+    # with the right --encoding it reads and segments
+    out = tmp_path / "w"
+    assert main(["embed", "train", "--corpus", str(daily_gb), "--encoding", "gb18030", "--out", str(out),
+                 "--epochs", "1", "--threads", "1", "--dim", "8"]) == 0
+    words = json.loads((out / "vocab.json").read_text(encoding="utf-8"))["words"]
+    assert {"中国", "发展"} <= set(words[:300])
+
+
+def test_gb18030_reviews_classify_with_encoding(reviews, tmp_path, capsys):
+    gb = tmp_path / "reviews-gb.csv"
+    gb.write_bytes(reviews.read_text(encoding="utf-8").encode("gb18030"))
+    assert main(["classify", "train", "--data", str(gb), "--preset", "seed-lstm", "--out", str(tmp_path / "a"),
+                 *TINY, "data.tokenizer=word"]) == 2
+    assert "--encoding gb18030" in capsys.readouterr().err
+    assert main(["classify", "train", "--data", str(gb), "--encoding", "gb18030", "--preset", "seed-lstm",
+                 "--out", str(tmp_path / "b"), *TINY, "data.tokenizer=word"]) == 0
+    assert "segmenter: jieba" in capsys.readouterr().out

@@ -13,7 +13,9 @@ import click
 
 from lmlab.cli.common import (
     echo_json,
+    encoding_option,
     overrides_argument,
+    with_encoding,
     run_dir_options,
     sampling_from_options,
     sampling_options,
@@ -29,16 +31,17 @@ def gpt() -> None:
 @click.option("--data", default=None, type=click.Path(), help="Training text: a file (.txt/.gz/.bz2/.xz/.jsonl) or a folder.")
 @click.option("--val", default=None, type=click.Path(), help="Validation text (default: the last data.val_fraction of --data).")
 @click.option("--preset", default="char", show_default=True, help="nanogpt-cpu, char, bpe, or a YAML/JSON file.")
+@encoding_option
 @run_dir_options
 @overrides_argument
-def train(data, val, preset, out, overwrite, resume, overrides) -> None:
+def train(data, val, preset, out, overwrite, resume, overrides, encoding) -> None:
     """Tokenize --data once into a memory-mapped file and train a GPT on random blocks of it.
 
     Overrides such as max_steps=500 or model.embed_dim=256 follow the options."""
     from lmlab import distributed
     from lmlab.recipes.gpt import GPTRecipe
 
-    recipe = GPTRecipe.from_preset(preset, overrides, data=data, val=val, log=_main_echo)
+    recipe = GPTRecipe.from_preset(preset, with_encoding(overrides, encoding), data=data, val=val, log=_main_echo)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():
         shown = ""

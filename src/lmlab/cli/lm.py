@@ -9,7 +9,9 @@ import click
 
 from lmlab.cli.common import (
     echo_json,
+    encoding_option,
     overrides_argument,
+    with_encoding,
     run_dir_options,
     sampling_from_options,
     sampling_options,
@@ -25,14 +27,15 @@ def lm() -> None:
 @click.option("--data", required=True, type=click.Path(), help="Training text (.txt/.gz/.jsonl; PTB/WikiText files work as they are).")
 @click.option("--val", default=None, type=click.Path(), help="Validation text (default: hold out data.val_fraction of --data).")
 @click.option("--preset", default="ptb-recommended", show_default=True, help="A preset in lmlab/configs/lm (ptb-small, ptb-recommended, char-shakespeare, ...) or a YAML/JSON file.")
+@encoding_option
 @run_dir_options
 @overrides_argument
-def train(data, val, preset, out, overwrite, resume, overrides) -> None:
+def train(data, val, preset, out, overwrite, resume, overrides, encoding) -> None:
     """Train a language model; overrides like epochs=2 or model.hidden_dim=256 follow the options."""
     from lmlab import distributed
     from lmlab.recipes.lm import LMRecipe
 
-    recipe = LMRecipe.from_preset(preset, overrides, data=data, val=val, log=click.echo)
+    recipe = LMRecipe.from_preset(preset, with_encoding(overrides, encoding), data=data, val=val, log=click.echo)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():
         click.echo(result.summary())
