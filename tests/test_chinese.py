@@ -288,3 +288,20 @@ def test_gb18030_reviews_classify_with_encoding(reviews, tmp_path, capsys):
     assert main(["classify", "train", "--data", str(gb), "--encoding", "gb18030", "--preset", "seed-lstm",
                  "--out", str(tmp_path / "b"), *TINY, "data.tokenizer=word"]) == 0
     assert "segmenter: jieba" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ the zh tour
+def test_zh_tour_at_tiny_scale_writes_a_chinese_report(tmp_path, capsys):
+    assert main(["tour", "--lang", "zh", "--scale", "0.02", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "segmenter: jieba (auto: " in out and "测试准确率" in out and "验证损失" in out
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert md.startswith("# lmlab 中文导览报告")
+    for title in ("词向量：人民日报 + jieba 分词", "中文情感分类：商品评论", "字级 GPT：人民日报"):
+        assert f"## {title}" in md
+    assert "| 全部猜多数类" in md and "| 中国 | " in md
+    sample = md.split("以“新华社北京”开头采样")[1].split("```")[1]
+    assert sample.strip().startswith("新华社北京") and not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", sample)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<html lang='zh-CN'>" in page and "<title>lmlab 中文导览报告</title>" in page
+    assert main(["tour", "--lang", "zh", "--only", "lm"]) == 2  # the Chinese tour's stops: embed, classify, gpt
