@@ -305,3 +305,60 @@ def test_zh_tour_at_tiny_scale_writes_a_chinese_report(tmp_path, capsys):
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<html lang='zh-CN'>" in page and "<title>lmlab 中文导览报告</title>" in page
     assert main(["tour", "--lang", "zh", "--only", "lm"]) == 2  # the Chinese tour's stops: embed, classify, gpt
+
+
+# ------------------------------------------------------------------------------------------------ HTTP
+@pytest.fixture(scope="module")
+def zh_runs(reviews, daily, tmp_path_factory) -> dict[str, Path]:
+    """Tiny Chinese runs: a byte-level BPE GPT (each Han character = 3 byte tokens) that has learnt one
+    sentence by heart, a jieba classifier and jieba word vectors."""
+    from lmlab.recipes.gpt import GPTRecipe
+
+    root = tmp_path_factory.mktemp("zh-serve")
+    text = root / "periodic.txt"
+    text.write_text("中国人民爱和平。\n" * 400, encoding="utf-8")
+    GPTRecipe.from_preset("bpe", [
+        "data.vocab_size=260", "model.num_layers=1", "model.embed_dim=32", "model.num_heads=2", "model.block_size=32",
+        "train.batch_size=8", "train.lr=0.01", "train.max_steps=60", "train.warmup_steps=0", "train.schedule=constant",
+        "train.eval_every=0", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
+        "train.num_threads=1", "data.val_fraction=0.1"], data=str(text), log=lambda *_: None).train(root / "zh-gpt")
+    assert main(["classify", "train", "--data", str(reviews), "--preset", "linear", "--out", str(root / "zh-clf"),
+                 "train.progress=false", "train.tensorboard=false", "train.num_threads=1", "epochs=1",
+                 "model.bigram_buckets=1024"]) == 0
+    assert main(["embed", "train", "--corpus", str(daily), "--out", str(root / "zh-vec"), "--epochs", "1",
+                 "--threads", "1", "--dim", "8"]) == 0
+    return {"gpt": root / "zh-gpt", "clf": root / "zh-clf", "vec": root / "zh-vec"}
+
+
+def test_http_chinese_in_and_out_and_streaming_never_splits_a_character(zh_runs):
+    from fastapi.testclient import TestClient
+
+    from lmlab.recipes.gpt import GPTRecipe
+    from lmlab.serve import create_app
+
+    codec = GPTRecipe.load(zh_runs["gpt"]).codec
+    assert all(codec.decode([i]) == "\ufffd" for i in codec.encode("人民"))  # partial UTF-8 bytes, every one
+    with TestClient(create_app(list(zh_runs.values()))) as client:
+        body = {"model": "zh-gpt", "prompt": "中国", "max_tokens": 30, "temperature": 0}
+        whole = client.post("/v1/completions", json=body)
+        assert whole.status_code == 200 and whole.headers["content-type"] == "application/json"
+        text = whole.json()["choices"][0]["text"]
+        assert text.startswith("人民爱和平。\n中国人")
+        with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            raw = b"".join(response.iter_bytes())
+        events = [e for e in (block[len(b"data: "):] for block in raw.split(b"\n\n") if block) if e != b"[DONE]"]
+        pieces = [json.loads(e.decode("utf-8"))["choices"][0]["text"] for e in events]  # strict UTF-8 on the wire
+        assert "".join(pieces) == text and len([p for p in pieces if p]) > 3
+        assert not any("\ufffd" in p for p in pieces[:-2])  # whole characters only (the end may cut one)
+        assert "人" in raw.decode("utf-8")  # UTF-8 itself, not \u escapes
+        # classifier: Chinese in, segmented as in training; labels out
+        reply = client.post("/v1/classify", json={"model": "zh-clf", "texts": ["这本书的质量很好，物流也很快！"]})
+        assert reply.status_code == 200 and reply.json()["results"][0]["label"] in ("neg", "pos")
+        # word vectors: Chinese words in and out
+        reply = client.post("/v1/embeddings/similar", json={"model": "zh-vec", "positive": ["中国"], "topn": 3})
+        assert reply.status_code == 200, reply.text
+        hits = reply.json()
+        assert any(re.search(r"[\u4e00-\u9fff]", json.dumps(hits, ensure_ascii=False)) for _ in [0])
+        page = client.get("/")
+        assert page.headers["content-type"] == "text/html; charset=utf-8"

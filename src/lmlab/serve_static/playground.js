@@ -311,7 +311,7 @@ $("translate").addEventListener("click", translate);
 $("similar").addEventListener("click", similar);
 $("analogy").addEventListener("click", analogy);
 $("prompt").addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate();
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.isComposing) generate();  // not while an IME (Chinese input) composes
 });
 loadModels().catch((err) => {
   $("server-status").textContent = "server unreachable";

@@ -29,7 +29,7 @@ def run_stop(ctx) -> None:
     for preset, extra in (("linear", ["model.bigram_buckets=65536"]),
                           ("bilstm", ["data.max_len=120", "model.bigram_buckets=65536", f"train.epochs={epochs}",
                                       "train.warmup_steps=20"])):
-        run = ClassifyRecipe.resolve(preset, [f"train.max_time_s={max(5.0, ctx.budget_s):.0f}", *extra, *quiet])
+        run = ClassifyRecipe.resolve(preset, [f"train.max_time_s={max(10.0, ctx.budget_s * 3):.0f}", *extra, *quiet])
         ctx.log(f"训练 {preset}：{len(train)} 条评论（jieba 分词），最多 {run.train.epochs} 轮或 {run.train.max_time_s:.0f} 秒")
         ClassifyRecipe(run, data=train, log=ctx.log).train(ctx.workdir / preset, overwrite=True)
         results[preset] = ClassifyRecipe.load(ctx.workdir / preset).evaluate(test)
