@@ -11,10 +11,10 @@ from lmlab.cli.common import (
     echo_json,
     encoding_option,
     overrides_argument,
-    with_encoding,
     run_dir_options,
     sampling_from_options,
     sampling_options,
+    with_encoding,
 )
 
 
