@@ -28,7 +28,7 @@ def run_stop(ctx) -> None:
     jieba = WordTokenizer(segmenter="jieba")
     words = jieba.tokenize(EXAMPLE)
     ctx.log(f"jieba 分词示例：{EXAMPLE} -> {' / '.join(words)}")
-    epochs = max(1, round(5 * min(1.0, ctx.scale)))
+    epochs = max(1, round(20 * min(1.0, ctx.scale)))  # a small corpus needs many passes
     ctx.log(f"skip-gram（负采样）：人民日报前 {len(lines):,} 段（{chars:,} 个字），维度 100，窗口 5，{epochs} 轮")
     t0 = time.monotonic()
     sg = Word2VecRecipe.from_preset("sgns", [f"epochs={epochs}", "min_count=3", "threads=0", "seed=1"],
