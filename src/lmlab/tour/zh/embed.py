@@ -52,5 +52,5 @@ def run_stop(ctx) -> None:
         f"（每个样本的训练损失 {sg.model.history[0].loss:.3f} -> {sg.model.history[-1].loss:.3f}）。\n\n"
         + "\n".join(table)
         + "\n\n语料只有二十多万字，近邻已经能把同类的词聚在一起；整个月的语料（186 万字）见 "
-        "`benchmarks/chinese.py`。自己试试：`lmlab embed similar runs/tour-zh/embed/skipgram 词`。",
+        "`benchmarks/chinese.py`。自己试试：`lmlab embed similar runs/tour/embed/skipgram 词`。",
     )
