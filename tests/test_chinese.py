@@ -208,3 +208,157 @@ def test_segmenter_key_is_validated_in_every_family_config():
         cfg.segmenter, cfg.user_dict = "char", "words.txt"
         with pytest.raises(ConfigError, match="user_dict works with data.segmenter=jieba"):
             cfg.validate()
+
+
+# ------------------------------------------------------------------------------------------------ detokenization
+def test_generated_chinese_is_joined_without_spaces_in_every_family():
+    from lmlab.data.lm import LMCodec, LMDataConfig
+    from lmlab.data.parallel import ParallelDataConfig, build_codecs
+    from lmlab.data.sentence_rows import sentence_codec
+    from lmlab.data.tokenizers import join_words
+    from lmlab.data.tokens import TokenCodec, TokenDataConfig
+    from lmlab.data.vocab import build_vocab
+    from lmlab.generation import TextStream
+
+    assert join_words(["我", "爱", "北京", "python", "编程", "。"]) == "我爱北京 python 编程。"
+    assert join_words(["to", "be", ",", "or"]) == "to be , or"  # no CJK: exactly " ".join
+    tok = WordTokenizer(segmenter="jieba")
+    text = "我爱北京天安门，1998 年 abc 公司！“好”《书》我用 python 写代码。"
+    assert tok.detokenize(tok.tokenize(text)) == text  # NFKC'd "," is written "，" again after Han
+    assert tok.detokenize("he said , ( ok ) .".split()) == "he said, (ok)."  # English unchanged
+    # rnn LM ("lines" join, streamed token by token as the server does)
+    lm = LMCodec.fit("我们今天去北京看电影。\nto be or not .\n", LMDataConfig(tokenizer="word"))
+    ids = lm.encode("我们今天去北京看电影。\nto be or not .\n")
+    assert lm.decode(ids) == "我们今天去北京看电影。\nto be or not .\n"
+    stream = TextStream(lm.decode)
+    assert "".join(stream.push(i) for i in ids) + stream.flush() == lm.decode(ids)
+    # seq2seq (each side's tokenizer)
+    src, tgt = build_codecs([("We go to Beijing today.", "我们今天去北京。")], ParallelDataConfig())
+    assert tgt.decode(tgt.encode("我们今天去北京。")) == "我们今天去北京。"
+    assert src.decode(src.encode("We go to Beijing today.")) == "We go to Beijing today."
+    # SeqGAN (space join; BLEU still counts words)
+    lines = [tok.tokenize("我们今天去北京看电影。")]
+    vocab = build_vocab(lines)
+    gan = sentence_codec(vocab, len(vocab), vocab.eos_id, vocab.pad_id, "word", True, "jieba")
+    ids = gan.encode("我们今天去北京看电影。")
+    assert gan.decode(ids) == "我们今天去北京看电影。" and gan.decode_tokens(ids) == lines[0]
+    # GPT data preparation (characters): no spaces either
+    gpt = TokenCodec.fit(["人民日报发表社论。"], TokenDataConfig())
+    assert gpt.decode(gpt.encode("日报发表")) == "日报发表"
+
+
+# ------------------------------------------------------------------------------------------------ encodings
+@pytest.fixture(scope="module")
+def daily_gb(daily, tmp_path_factory) -> Path:
+    """The People's Daily slice re-encoded to GB18030 (as many Chinese files on disk are)."""
+    path = tmp_path_factory.mktemp("gb") / "raw-gb18030.txt"
+    lines = daily.read_text(encoding="utf-8").splitlines(keepends=True)[:300]
+    path.write_bytes("".join(lines).encode("gb18030"))
+    return path
+
+
+def test_gb18030_read_as_utf8_names_file_line_and_the_fix(daily_gb, tmp_path, capsys):
+    from lmlab.data.readers import looks_like_gb18030, open_text
+
+    with pytest.raises(Exception, match=rf"{re.escape(str(daily_gb))}:1: byte 0x.. .*is not valid utf-8 \(the line "
+                       r"reads as Chinese in GBK/GB18030\); pass the file's encoding, e\.g\. --encoding gb18030"):
+        list(open_text(daily_gb))
+    assert list(open_text(daily_gb, "gb18030")) == daily_gb.read_bytes().decode("gb18030").splitlines()
+    assert looks_like_gb18030("人民日报".encode("gbk")) and not looks_like_gb18030("café au lait".encode("cp1252"))
+    # every family's train command: exit 2 with the one-line message, before any training
+    for family in (["embed", "train", "--corpus", str(daily_gb)], ["lm", "train", "--data", str(daily_gb)],
+                   ["gpt", "train", "--data", str(daily_gb)], ["gan", "train", "--data", str(daily_gb)]):
+        assert main([*family, "--out", str(tmp_path / family[0])]) == 2
+        err = capsys.readouterr().err
+        assert f"{daily_gb}:1: byte" in err and "--encoding gb18030" in err and "Traceback" not in err, family
+    # with the right --encoding it reads and segments
+    out = tmp_path / "w"
+    assert main(["embed", "train", "--corpus", str(daily_gb), "--encoding", "gb18030", "--out", str(out),
+                 "--epochs", "1", "--threads", "1", "--dim", "8"]) == 0
+    words = json.loads((out / "vocab.json").read_text(encoding="utf-8"))["words"]
+    assert {"中国", "发展"} <= set(words[:300])
+
+
+def test_gb18030_reviews_classify_with_encoding(reviews, tmp_path, capsys):
+    gb = tmp_path / "reviews-gb.csv"
+    gb.write_bytes(reviews.read_text(encoding="utf-8").encode("gb18030"))
+    assert main(["classify", "train", "--data", str(gb), "--preset", "seed-lstm", "--out", str(tmp_path / "a"),
+                 *TINY, "data.tokenizer=word"]) == 2
+    assert "--encoding gb18030" in capsys.readouterr().err
+    assert main(["classify", "train", "--data", str(gb), "--encoding", "gb18030", "--preset", "seed-lstm",
+                 "--out", str(tmp_path / "b"), *TINY, "data.tokenizer=word"]) == 0
+    assert "segmenter: jieba" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ the zh tour
+def test_zh_tour_at_tiny_scale_writes_a_chinese_report(tmp_path, capsys):
+    assert main(["tour", "--lang", "zh", "--scale", "0.02", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "segmenter: jieba (auto: " in out and "测试准确率" in out and "验证损失" in out
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert md.startswith("# lmlab 中文导览报告")
+    for title in ("词向量：人民日报 + jieba 分词", "中文情感分类：商品评论", "字级 GPT：人民日报"):
+        assert f"## {title}" in md
+    assert "| 全部猜多数类" in md and "| 中国 | " in md
+    sample = md.split("以“新华社北京”开头采样")[1].split("```")[1]
+    assert sample.strip().startswith("新华社北京") and not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", sample)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<html lang='zh-CN'>" in page and "<title>lmlab 中文导览报告</title>" in page
+    assert main(["tour", "--lang", "zh", "--only", "lm"]) == 2  # the Chinese tour's stops: embed, classify, gpt
+
+
+# ------------------------------------------------------------------------------------------------ HTTP
+@pytest.fixture(scope="module")
+def zh_runs(reviews, daily, tmp_path_factory) -> dict[str, Path]:
+    """Tiny Chinese runs: a byte-level BPE GPT (each Han character = 3 byte tokens) that has learnt one
+    sentence by heart, a jieba classifier and jieba word vectors."""
+    from lmlab.recipes.gpt import GPTRecipe
+
+    root = tmp_path_factory.mktemp("zh-serve")
+    text = root / "periodic.txt"
+    text.write_text("中国人民爱和平。\n" * 400, encoding="utf-8")
+    GPTRecipe.from_preset("bpe", [
+        "data.vocab_size=260", "model.num_layers=1", "model.embed_dim=32", "model.num_heads=2", "model.block_size=32",
+        "train.batch_size=8", "train.lr=0.01", "train.max_steps=60", "train.warmup_steps=0", "train.schedule=constant",
+        "train.eval_every=0", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
+        "train.num_threads=1", "data.val_fraction=0.1"], data=str(text), log=lambda *_: None).train(root / "zh-gpt")
+    assert main(["classify", "train", "--data", str(reviews), "--preset", "linear", "--out", str(root / "zh-clf"),
+                 "train.progress=false", "train.tensorboard=false", "train.num_threads=1", "epochs=1",
+                 "model.bigram_buckets=1024"]) == 0
+    assert main(["embed", "train", "--corpus", str(daily), "--out", str(root / "zh-vec"), "--epochs", "1",
+                 "--threads", "1", "--dim", "8"]) == 0
+    return {"gpt": root / "zh-gpt", "clf": root / "zh-clf", "vec": root / "zh-vec"}
+
+
+def test_http_chinese_in_and_out_and_streaming_never_splits_a_character(zh_runs):
+    from fastapi.testclient import TestClient
+
+    from lmlab.recipes.gpt import GPTRecipe
+    from lmlab.serve import create_app
+
+    codec = GPTRecipe.load(zh_runs["gpt"]).codec
+    assert all(codec.decode([i]) == "\ufffd" for i in codec.encode("人民"))  # partial UTF-8 bytes, every one
+    with TestClient(create_app(list(zh_runs.values()))) as client:
+        body = {"model": "zh-gpt", "prompt": "中国", "max_tokens": 30, "temperature": 0}
+        whole = client.post("/v1/completions", json=body)
+        assert whole.status_code == 200 and whole.headers["content-type"] == "application/json"
+        text = whole.json()["choices"][0]["text"]
+        assert text.startswith("人民爱和平。\n中国人")
+        with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            raw = b"".join(response.iter_bytes())
+        events = [e for e in (block[len(b"data: "):] for block in raw.split(b"\n\n") if block) if e != b"[DONE]"]
+        pieces = [json.loads(e.decode("utf-8"))["choices"][0]["text"] for e in events]  # strict UTF-8 on the wire
+        assert "".join(pieces) == text and len([p for p in pieces if p]) > 3
+        assert not any("\ufffd" in p for p in pieces[:-2])  # whole characters only (the end may cut one)
+        assert "人" in raw.decode("utf-8")  # UTF-8 itself, not \u escapes
+        # classifier: Chinese in, segmented as in training; labels out
+        reply = client.post("/v1/classify", json={"model": "zh-clf", "texts": ["这本书的质量很好，物流也很快！"]})
+        assert reply.status_code == 200 and reply.json()["results"][0]["label"] in ("neg", "pos")
+        # word vectors: Chinese words in and out
+        reply = client.post("/v1/embeddings/similar", json={"model": "zh-vec", "positive": ["中国"], "topn": 3})
+        assert reply.status_code == 200, reply.text
+        hits = reply.json()
+        assert any(re.search(r"[\u4e00-\u9fff]", json.dumps(hits, ensure_ascii=False)) for _ in [0])
+        page = client.get("/")
+        assert page.headers["content-type"] == "text/html; charset=utf-8"

@@ -40,7 +40,7 @@ def read_inputs(text: str | None, file: str | None) -> list[str]:
 
 def _decode_utf8(data: bytes, what: str) -> str:
     """``data`` as UTF-8 (a leading byte-order mark dropped); a DataError naming line and byte otherwise."""
-    from lmlab.data.readers import detect_bom
+    from lmlab.data.readers import detect_bom, looks_like_gb18030
 
     bom = detect_bom(data)
     if bom is not None and bom != "utf-8":
@@ -53,9 +53,12 @@ def _decode_utf8(data: bytes, what: str) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        start = data.rfind(b"\n", 0, err.start) + 1
+        end = data.find(b"\n", err.start)
+        source = "gb18030" if looks_like_gb18030(data[start : end if end >= 0 else len(data)]) else "cp1252"
         raise DataError(
             f"{what}:{line}: byte 0x{data[err.start]:02x} (byte {column} of the line) is not valid UTF-8; "
-            "convert the text to UTF-8 first (e.g. iconv -f cp1252 -t utf-8)"
+            f"convert the text to UTF-8 first (e.g. iconv -f {source} -t utf-8)"
         ) from None
     return text[1:] if text.startswith("\ufeff") else text
 
@@ -112,6 +115,16 @@ def sampling_from_options(options: dict) -> dict:
 
 def overrides_argument(func):
     return click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(func)
+
+
+def encoding_option(func):
+    """--encoding: the text encoding of the data files, passed on as the override data.encoding=..."""
+    return click.option("--encoding", default=None, help="Text encoding of the data files (e.g. gb18030) [utf-8].")(func)
+
+
+def with_encoding(overrides, encoding: str | None) -> tuple:
+    """``overrides`` plus ``data.encoding=ENCODING`` when --encoding was given."""
+    return (*overrides, f"data.encoding={encoding}") if encoding else tuple(overrides)
 
 
 def echo_json(obj) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lmlab.cli.common import echo_json, overrides_argument, run_dir_options
+from lmlab.cli.common import echo_json, encoding_option, overrides_argument, run_dir_options, with_encoding
 
 
 @click.group("gan")
@@ -16,12 +16,14 @@ def gan() -> None:
 @click.option("--data", "data_path", default=None, type=click.Path(), help="Sentences, one per line (.gz ok).")
 @click.option("--oracle", is_flag=True, help="Train on the synthetic oracle's sequences (SeqGAN's benchmark).")
 @click.option("--preset", default=None, help="seqgan-oracle, seqgan-multi30k, tour, or a YAML/JSON file.")
+@encoding_option
 @run_dir_options
 @overrides_argument
-def train(data_path, oracle, preset, out, overwrite, resume, overrides) -> None:
+def train(data_path, oracle, preset, out, overwrite, resume, overrides, encoding) -> None:
     """Pre-train by MLE, pre-train D, then adversarial rounds; overrides like gan.rollout_num=8 follow."""
     from lmlab.recipes.gan import GANRecipe
 
+    overrides = with_encoding(overrides, encoding)
     if resume:
         recipe = GANRecipe.from_run(out, overrides, log=click.echo)
     else:

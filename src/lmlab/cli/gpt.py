@@ -14,10 +14,12 @@ import click
 
 from lmlab.cli.common import (
     echo_json,
+    encoding_option,
     overrides_argument,
     run_dir_options,
     sampling_from_options,
     sampling_options,
+    with_encoding,
 )
 
 
@@ -32,16 +34,17 @@ def gpt() -> None:
 @click.option("--preset", default="char", show_default=True, help="nanogpt-cpu, char, bpe, or a YAML/JSON file.")
 @click.option("--init-from", "init_from", default=None, type=click.Path(),
               help="Continue pretraining a trained GPT run on --data (its weights, architecture and tokenizer).")
+@encoding_option
 @run_dir_options
 @overrides_argument
-def train(data, val, preset, init_from, out, overwrite, resume, overrides) -> None:
+def train(data, val, preset, init_from, out, overwrite, resume, overrides, encoding) -> None:
     """Tokenize --data once into a memory-mapped file and train a GPT on random blocks of it.
 
     Overrides such as max_steps=500 or model.embed_dim=256 follow the options."""
     from lmlab import distributed
     from lmlab.recipes.gpt import GPTRecipe
 
-    recipe = GPTRecipe.from_preset(preset, overrides, init_from=init_from, data=data, val=val, log=_main_echo)
+    recipe = GPTRecipe.from_preset(preset, with_encoding(overrides, encoding), init_from=init_from, data=data, val=val, log=_main_echo)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():
         shown = ""

@@ -9,10 +9,12 @@ import click
 
 from lmlab.cli.common import (
     echo_json,
+    encoding_option,
     overrides_argument,
     run_dir_options,
     sampling_from_options,
     sampling_options,
+    with_encoding,
 )
 
 
@@ -27,14 +29,16 @@ def lm() -> None:
 @click.option("--preset", default="ptb-recommended", show_default=True, help="A preset in lmlab/configs/lm (ptb-small, ptb-recommended, char-shakespeare, ...) or a YAML/JSON file.")
 @click.option("--init-from", "init_from", default=None, type=click.Path(),
               help="Continue pretraining a trained RNN LM run on --data (its weights, architecture and tokenizer).")
+@encoding_option
 @run_dir_options
 @overrides_argument
-def train(data, val, preset, init_from, out, overwrite, resume, overrides) -> None:
+def train(data, val, preset, init_from, out, overwrite, resume, overrides, encoding) -> None:
     """Train a language model; overrides like epochs=2 or model.hidden_dim=256 follow the options."""
     from lmlab import distributed
     from lmlab.recipes.lm import LMRecipe
 
-    recipe = LMRecipe.from_preset(preset, overrides, init_from=init_from, data=data, val=val, log=click.echo)
+    recipe = LMRecipe.from_preset(preset, with_encoding(overrides, encoding), init_from=init_from, data=data, val=val,
+                                  log=click.echo)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():
         click.echo(result.summary())

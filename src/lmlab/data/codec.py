@@ -13,7 +13,8 @@ oracle's :class:`~lmlab.data.tokenizers.IdTokenizer`). What differs between the 
                    (``<pad> <bos> <eos>``), ``"none"``
 ``end_ids``        ids that end a text: generation stops on them and, with ``stop_at_end``, decode stops there
 ``join``           words -> text: ``"tokenizer"`` (its ``detokenize``), ``"space"``, or ``"lines"`` (the LM's
-                   rule: ``<eos>`` as a line break, each word after a space)
+                   rule: ``<eos>`` as a line break, each word after a space); no space between two Chinese
+                   tokens in either (:func:`~lmlab.data.tokenizers.join_words`)
 ``on_unknown``     prompts with out-of-vocabulary tokens: ``"unk"``, ``"warn"``, ``"error"``
 =================  =============================================================================================
 
@@ -30,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmlab.data.tokenizers import CharTokenizer, tokenizer_from_dict
+from lmlab.data.tokenizers import CharTokenizer, is_cjk_text, join_words, tokenizer_from_dict, word_joint
 from lmlab.data.vocab import Vocab, atomic_write_text, build_vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
@@ -252,20 +253,38 @@ class Codec:
             return self._decode_lines(ids)
         drop = self._skipped_ids()
         tokens = self.vocab.decode([i for i in ids if i not in drop])
-        return " ".join(tokens) if self.join == "space" else self.tokenizer.detokenize(tokens)
+        return join_words(tokens) if self.join == "space" else self.tokenizer.detokenize(tokens)
+
+    def decode_tokens(self, ids: Iterable[int]) -> list[str]:
+        """The tokens :meth:`decode` joins into text (after ``stop_at_end`` and ``skip``): what n-gram metrics
+        such as BLEU count, whatever the script (Chinese text is joined without spaces)."""
+        ids = [int(i) for i in ids]
+        if self.stop_at_end and self.end_ids:
+            ends = set(self.end_ids)
+            ids = next((ids[:k] for k, i in enumerate(ids) if i in ends), ids)
+        if self.vocab is None:
+            return self.decode(ids).split()
+        drop = self._skipped_ids() if self.join != "lines" else {self.vocab.pad_id, self.vocab.bos_id}
+        return self.vocab.decode([i for i in ids if i not in drop])
 
     def _decode_lines(self, ids: list[int]) -> str:
         """Word-level LM text: ``<eos>`` is a line break, other words follow a space (the text continues a
         prompt), ``<pad>``/``<bos>`` are dropped."""
         eos = self.vocab.eos_id
         out: list[str] = []
+        prev = ""
         for i, token in zip(ids, self.vocab.decode(ids), strict=True):
             if i == eos:
                 out.append("\n")
             elif token in ("<pad>", "<bos>"):
                 continue
-            else:
-                out.append(token if (out and out[-1] == "\n") else " " + token)
+            elif out and out[-1] == "\n":
+                out.append(token)
+                prev = token
+            else:  # after a space, or none between Chinese words (the first one continues the prompt)
+                sep, token = word_joint(prev, token) if prev else ("" if is_cjk_text(token[:1]) else " ", token)
+                out.append(sep + token)
+                prev = token
         return "".join(out)
 
     def pieces(self, ids: Iterable[int]) -> list[str]:

@@ -62,6 +62,7 @@ __all__ = [
     "check_labels",
     "detect_bom",
     "detect_format",
+    "looks_like_gb18030",
     "load_examples",
     "open_text",
     "read_labelled",
@@ -150,8 +151,28 @@ def _corrupt_error(path: Path, reason: str, lineno: int | None = None) -> DataEr
     return err
 
 
+_HAN_OR_CJK_PUNCT = re.compile("[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff01-\uff65]")
+
+
+def looks_like_gb18030(raw: bytes) -> bool:
+    """True if ``raw`` (bytes that are not UTF-8) reads as Chinese in GBK/GB18030: it decodes, and most of its
+    non-ASCII characters are Han or CJK punctuation made of two high bytes (Windows-1252 accents, followed by an
+    ASCII letter, are not)."""
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError:
+        return False
+    wide = [c for c in text if ord(c) > 127]
+    if not wide:
+        return False
+    han = sum(1 for c in wide if _HAN_OR_CJK_PUNCT.match(c) and all(b >= 0x80 for b in c.encode("gb18030")))
+    return han >= 0.9 * len(wide)
+
+
 def _suggest_encoding(raw: bytes) -> str:
     """The encoding to suggest for ``raw`` bytes that failed to decode."""
+    if looks_like_gb18030(raw):
+        return "gb18030"
     for candidate in ("utf-8", "cp1252"):
         try:
             raw.decode(candidate)
@@ -285,9 +306,10 @@ class open_text:  # noqa: N801 - used like the builtin open()
                 except UnicodeDecodeError as exc:
                     bad = raw[exc.start : exc.start + 1]
                     suggestion = _suggest_encoding(raw)
+                    looks = " (the line reads as Chinese in GBK/GB18030)" if suggestion == "gb18030" else ""
                     error = DataError(
                         f"{where}:{self.lineno}: byte 0x{bad.hex()} (byte {exc.start + 1} of the line) is not valid "
-                        f"{self.encoding}; pass the file's encoding, e.g. --encoding {suggestion} "
+                        f"{self.encoding}{looks}; pass the file's encoding, e.g. --encoding {suggestion} "
                         f"(encoding={suggestion!r})"
                     )
                     raise self._corruption(error) or error from None

@@ -35,6 +35,8 @@ class SentenceDataConfig:
     min_freq: int = 1
     #: use only the first N lines (0: all)
     max_lines: int = 0
+    #: text encoding of path and test_path (e.g. gb18030)
+    encoding: str = "utf-8"
     #: word tokenizer: how runs of Chinese/Japanese characters split into words: ``auto`` (Chinese text -> jieba
     #: when installed, else one token per character), ``jieba``, ``char``, ``none``; a run's config.json holds the
     #: resolved choice
@@ -52,7 +54,7 @@ class SentenceDataConfig:
             from lmlab.data.readers import open_text
 
             sample, seen = [], 0
-            with open_text(Path(self.path)) as fh:
+            with open_text(Path(self.path), self.encoding) as fh:
                 for line in fh:
                     sample.append(line)
                     seen += len(line)
@@ -79,7 +81,7 @@ def _tokenizer(kind: str, lowercase: bool, segmenter: str = "char", user_dict: s
 
 def read_sentences(
     path: str | Path, kind: str = "whitespace", lowercase: bool = True, max_lines: int = 0,
-    segmenter: str = "char", user_dict: str = "",
+    segmenter: str = "char", user_dict: str = "", encoding: str = "utf-8",
 ) -> list[list[str]]:
     """Tokenised non-blank lines of a text file (.gz/.bz2/.xz ok)."""
     from lmlab.data.readers import open_text
@@ -89,7 +91,7 @@ def read_sentences(
         raise DataError(f"{p}: no such file; pass one sentence per line (e.g. ../shared/data/multi30k/...)")
     tokenize = sentence_tokenizer(kind, lowercase, segmenter, user_dict)
     out = []
-    with open_text(p) as fh:
+    with open_text(p, encoding) as fh:
         for line in fh:
             line = line.strip()
             if not line:

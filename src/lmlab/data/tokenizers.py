@@ -49,6 +49,9 @@ __all__ = [
     "WhitespaceTokenizer",
     "WordTokenizer",
     "detokenize_words",
+    "is_cjk_text",
+    "join_words",
+    "word_joint",
     "load_tokenizer",
     "pad_sequences",
     "han_share",
@@ -246,13 +249,70 @@ _HYPHEN = re.compile(r"(\w) - (?=\w)")
 _APOSTROPHE_ELISION = re.compile(r"\b([cdjlmnstCDJLMNST]|qu|Qu|jusqu|lorsqu|puisqu) ' ")
 
 
+# Chinese/Japanese text: Han/kana (_CJK_CLASS), CJK symbols and punctuation (、。《》「」【】...), full-width forms.
+_CJK_TEXT_RE = re.compile(f"[{_CJK_CLASS}\u3000-\u303f\ufe30-\ufe4f\uff01-\uff65]")
+# CJK punctuation (full-width, no space on either side in Chinese typography).
+_CJK_PUNCT_RE = re.compile("[\u3000-\u303f\ufe30-\ufe4f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]")
+# Punctuation that belongs to whichever script it stands in: no space on its CJK side.
+_NEUTRAL_PUNCT = frozenset(".,!?;:()[]{}\"'\u2018\u2019\u201c\u201d\u2026\u2014\u00b7")
+# ASCII marks that NFKC made of full-width ones (，！？；：): written full-width again after a Han character.
+_FULL_WIDTH = {",": "\uff0c", "!": "\uff01", "?": "\uff1f", ";": "\uff1b", ":": "\uff1a"}
+
+
+def _no_space_between(prev: str, tok: str) -> bool:
+    """True where Chinese typography puts no space between ``prev`` and ``tok``."""
+    if not prev or not tok:
+        return False
+    a, b = prev[-1], tok[0]
+    if _CJK_PUNCT_RE.match(a) or _CJK_PUNCT_RE.match(b):
+        return True
+    a_cjk, b_cjk = bool(_CJK_TEXT_RE.match(a)), bool(_CJK_TEXT_RE.match(b))
+    return (a_cjk and (b_cjk or (len(tok) == 1 and b in _NEUTRAL_PUNCT))) or (
+        b_cjk and len(prev) == 1 and a in _NEUTRAL_PUNCT
+    )
+
+
+def is_cjk_text(text: str) -> bool:
+    """True if ``text`` holds a Chinese/Japanese character or CJK punctuation."""
+    return bool(_CJK_TEXT_RE.search(text))
+
+
+def word_joint(prev: str, token: str) -> tuple[str, str]:
+    """How ``token`` follows ``prev`` in text: ``(separator, token as written)``; the rule of :func:`join_words`
+    for one pair (``prev`` is ``""`` at the start of a text)."""
+    if prev and token in _FULL_WIDTH and _CJK_TEXT_RE.match(prev[-1]):
+        token = _FULL_WIDTH[token]
+    if not prev:
+        return "", token
+    return ("" if _no_space_between(prev, token) else " "), token
+
+
+def join_words(tokens: Sequence[str]) -> str:
+    """Join word tokens with single spaces, except between Chinese/Japanese tokens (THE join of segmented text
+    in every family): ``["我", "爱", "北京", "python", "编程", "。"]`` -> ``"我爱北京 python 编程。"``.
+
+    No space is put where both neighbours are CJK text (Han, kana), either one is CJK punctuation (``，。《》``),
+    or one is CJK text and the other a punctuation mark; Latin words and digits keep their spaces.
+    ``, ! ? ; :`` right after a Han character is written full-width (``，``), undoing the NFKC of the
+    segmenting tokenizers. Text without CJK characters is joined exactly as ``" ".join(tokens)``.
+    """
+    out: list[str] = []
+    prev = ""
+    for k, tok in enumerate(tokens):
+        sep, tok = word_joint(prev, tok)
+        out.append((" " if k and not prev else sep) + tok)
+        prev = tok
+    return "".join(out)
+
+
 def detokenize_words(tokens: Sequence[str]) -> str:
-    """Join word tokens into text: no space before ``. , ! ? ; : )`` or after ``(``, ``a - b`` -> ``a-b``.
+    """Join word tokens into text: no space before ``. , ! ? ; : )`` or after ``(``, ``a - b`` -> ``a-b``, no
+    space between Chinese/Japanese tokens (:func:`join_words`).
 
     (French typography puts a space before ``! ? ;``; this simple rule does not, which sacreBLEU's
     tokenizer makes irrelevant for BLEU.)
     """
-    text = " ".join(tokens)
+    text = join_words(tokens)
     text = _NO_SPACE_BEFORE.sub(r"\1", text)
     text = _NO_SPACE_AFTER.sub(r"\1", text)
     text = _HYPHEN.sub(r"\1-", text)
@@ -349,8 +409,8 @@ class WhitespaceTokenizer(_JSONFileMixin):
     __call__ = tokenize
 
     def detokenize(self, tokens: Sequence[str]) -> str:
-        """Tokens joined by single spaces."""
-        return " ".join(tokens)
+        """Tokens joined by single spaces (none between Chinese tokens: :func:`join_words`)."""
+        return join_words(tokens)
 
     def to_dict(self) -> dict:
         """JSON-friendly description (``{"type": "whitespace", ...}``)."""
@@ -490,8 +550,8 @@ class VectorWordTokenizer(_SegmentingMixin, _JSONFileMixin):
     __call__ = tokenize
 
     def detokenize(self, tokens: Sequence[str]) -> str:
-        """Words joined by single spaces."""
-        return " ".join(tokens)
+        """Words joined by single spaces (none between Chinese words: :func:`join_words`)."""
+        return join_words(tokens)
 
     def to_dict(self) -> dict:
         """JSON-friendly description (``{"type": "vector_words", ...}``; files without ``segmenter``: ``"none"``)."""

@@ -17,6 +17,7 @@ import torch
 
 from lmlab.data.codec import Codec
 from lmlab.data.parallel import BOS_ID, EOS_ID, PAD_ID, collate_pairs, fit_source, pad_ids
+from lmlab.data.tokenizers import han_share
 from lmlab.errors import ConfigError, DataError
 from lmlab.models.seq2seq import Seq2Seq
 
@@ -223,8 +224,10 @@ class Translator:
         outputs = self.translate(sources, beam_size=beam_size, length_penalty=length_penalty, batch_size=batch_size)
         seconds = time.perf_counter() - started
         hyps = [o["translation"] for o in outputs]
-        bleu = corpus_bleu(hyps, references)
-        bleu_lc = corpus_bleu(hyps, references, lowercase=True)
+        # Chinese references are written without spaces: sacreBLEU's "zh" tokenizer (its standard for Chinese)
+        bleu_tok = "zh" if han_share(references) > 0.3 else "13a"
+        bleu = corpus_bleu(hyps, references, tokenize=bleu_tok)
+        bleu_lc = corpus_bleu(hyps, references, lowercase=True, tokenize=bleu_tok)
         chrf = corpus_chrf(hyps, references)
         out_tokens = sum(len(t) for t in self.tgt_codec.encode_batch(hyps))
         return {

@@ -117,7 +117,7 @@ def prepare_data(cfg: GANRunConfig, log: Callable[[str], None] = print) -> Prepa
     if not d.path:
         raise ConfigError("source is 'data' but data.path is empty; pass --data PATH (one sentence per line)")
     seg = d.resolve_segmenter(log)
-    lines = read_sentences(d.path, d.tokenizer, d.lowercase, d.max_lines, seg, d.user_dict)
+    lines = read_sentences(d.path, d.tokenizer, d.lowercase, d.max_lines, seg, d.user_dict, d.encoding)
     if d.max_vocab < 6:
         raise ConfigError(f"data.max_vocab must be >= 6 (4 specials + at least 2 words), got {d.max_vocab}")
     vocab = build_vocab(lines, min_freq=d.min_freq, max_size=d.max_vocab)
@@ -137,7 +137,7 @@ def prepare_data(cfg: GANRunConfig, log: Callable[[str], None] = print) -> Prepa
         )
     heldout = references = None
     if d.test_path:
-        references = read_sentences(d.test_path, d.tokenizer, d.lowercase, 0, seg, d.user_dict)
+        references = read_sentences(d.test_path, d.tokenizer, d.lowercase, 0, seg, d.user_dict, d.encoding)
         heldout, cut = encode_sentences(references, vocab, m.max_len, d.test_path)
         if cut:
             log(f"warning: {cut} of {len(references)} held-out sentences were truncated to {m.max_len} tokens")
@@ -264,7 +264,7 @@ def quality_diversity(
     rows = []
     for t in temperatures:
         samples = sample_many(generator, num_samples, t, seed)
-        hyps = [codec.decode(s).split() for s in samples.tolist()]
+        hyps = [codec.decode_tokens(s) for s in samples.tolist()]
         row: dict[str, Any] = {"temperature": t, "samples": num_samples}
         row.update({f"bleu{k}": v for k, v in M.bleu_against(hyps, ref_index, range(2, max_n + 1)).items()})
         row.update({f"self_bleu{k}": v for k, v in M.self_bleu(hyps, range(2, max_n + 1)).items()})
@@ -454,7 +454,7 @@ class GANRecipe(Recipe):
             raise ConfigError("no references: pass --references PATH (one sentence per line) or train with data.test_path")
         d = run.data
         refs = read_sentences(ref_path, d.tokenizer, d.lowercase, 0, "char" if d.segmenter == "auto" else d.segmenter,
-                              d.user_dict)
+                              d.user_dict, d.encoding)
         heldout, _ = encode_sentences(refs, codec.vocab, run.model.max_len, str(ref_path))
         out["nll_test"] = generator_nll(model.generator, heldout)
         out["results"] = quality_diversity(

@@ -374,7 +374,7 @@ $("similar").addEventListener("click", similar);
 $("analogy").addEventListener("click", analogy);
 $("fill").addEventListener("click", fillMask);
 $("prompt").addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate();
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.isComposing) generate();  // not while an IME (Chinese input) composes
 });
 loadModels().catch((err) => {
   $("server-status").textContent = "server unreachable";

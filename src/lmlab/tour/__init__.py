@@ -30,6 +30,14 @@ STOPS: list[tuple[str, str, float]] = [
     ("finetune", "Pretrain, then fine-tune: a tiny GPT on rt-polarity", 75),
 ]
 
+#: ``lmlab tour --lang zh``: the Chinese stops (modules under lmlab.tour.zh), titles and report in Chinese
+STOPS_ZH: list[tuple[str, str, float]] = [
+    ("embed", "词向量：人民日报 + jieba 分词", 45),
+    ("classify", "中文情感分类：商品评论", 90),
+    ("gpt", "字级 GPT：人民日报", 80),
+]
+STOPS_BY_LANG = {"en": STOPS, "zh": STOPS_ZH}
+
 
 @dataclass
 class Section:
@@ -52,22 +60,24 @@ class TourContext:
         self.sections.append(Section(title, markdown, [Path(p) for p in images or []]))
 
 
-def _stop_module(name: str):
-    module = f"lmlab.tour.{name}"
+def _stop_module(name: str, lang: str = "en"):
+    module = f"lmlab.tour.{name}" if lang == "en" else f"lmlab.tour.{lang}.{name}"
     return importlib.import_module(module) if importlib.util.find_spec(module) else None
 
 
-def run_tour(out: str | Path = "runs/tour", only: list[str] | None = None, scale: float = 1.0, log=print) -> Path:
-    """Run the stops (all, or those named in ``only``) and write ``report.md`` and ``report.html`` in ``out``."""
+def run_tour(out: str | Path = "runs/tour", only: list[str] | None = None, scale: float = 1.0, log=print,
+             lang: str = "en") -> Path:
+    """Run the stops of ``lang`` (``"en"``, or ``"zh"``: the Chinese stops and a Chinese report; all, or those
+    named in ``only``) and write ``report.md`` and ``report.html`` in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     all_sections: list[Section] = []
     timings = []
     t_start = time.monotonic()
-    for name, title, budget in STOPS:
+    for name, title, budget in STOPS_BY_LANG[lang]:
         if only and name not in only:
             continue
-        module = _stop_module(name)
+        module = _stop_module(name, lang)
         if module is None:
             continue
         workdir = out / name
@@ -83,8 +93,11 @@ def run_tour(out: str | Path = "runs/tour", only: list[str] | None = None, scale
         for s in ctx.sections:
             all_sections.append(Section(s.title, s.markdown, s.images))
     total = time.monotonic() - t_start
-    write_report(out, all_sections, timings, total)
-    log(f"\ntour finished in {total:.0f} s; report: {out / 'report.md'} and {out / 'report.html'}")
+    write_report(out, all_sections, timings, total, lang=lang)
+    if lang == "zh":
+        log(f"\n导览结束，用时 {total:.0f} 秒；报告：{out / 'report.md'} 和 {out / 'report.html'}")
+    else:
+        log(f"\ntour finished in {total:.0f} s; report: {out / 'report.md'} and {out / 'report.html'}")
     return out
 
 
@@ -95,16 +108,36 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def write_report(out: Path, sections: list[Section], timings: list[tuple[str, float, float]], total: float) -> None:
-    md = ["# lmlab tour report", ""]
-    md.append("Every model below was trained just now, on 2 CPU cores or whatever this machine has, on the data that ")
-    md.append("ships inside lmlab. Numbers are from this run.")
+#: the report's own words, per language
+_REPORT_TEXT = {
+    "en": {
+        "title": "lmlab tour report",
+        "intro": ["Every model below was trained just now, on 2 CPU cores or whatever this machine has, on the data "
+                  "that ", "ships inside lmlab. Numbers are from this run."],
+        "header": "| stop | time (s) | budget (s) |",
+        "total": "total",
+    },
+    "zh": {
+        "title": "lmlab 中文导览报告",
+        "intro": ["下面每个模型都是刚刚在这台机器上（两个 CPU 核心或更多）用 lmlab 自带的中文数据训练的，"
+                  "所有数字都来自这次运行。"],
+        "header": "| 站 | 用时（秒） | 预算（秒） |",
+        "total": "合计",
+    },
+}
+
+
+def write_report(out: Path, sections: list[Section], timings: list[tuple[str, float, float]], total: float,
+                 lang: str = "en") -> None:
+    words = _REPORT_TEXT[lang]
+    md = [f"# {words['title']}", ""]
+    md += words["intro"]
     md.append("")
-    md.append("| stop | time (s) | budget (s) |")
+    md.append(words["header"])
     md.append("|---|---:|---:|")
     for title, took, budget in timings:
         md.append(f"| {title} | {took:.0f} | {budget:.0f} |")
-    md.append(f"| **total** | **{total:.0f}** | |")
+    md.append(f"| **{words['total']}** | **{total:.0f}** | |")
     md.append("")
     for s in sections:
         md += [f"## {s.title}", "", s.markdown.strip(), ""]
@@ -113,7 +146,8 @@ def write_report(out: Path, sections: list[Section], timings: list[tuple[str, fl
     text = "\n".join(md) + "\n"
     checkpoint.atomic_write_text(out / "report.md", text)
     page = (
-        "<!doctype html>\n<html><head><meta charset='utf-8'><title>lmlab tour report</title>"
+        "<!doctype html>\n" + ("<html lang='zh-CN'>" if lang == "zh" else "<html>")
+        + f"<head><meta charset='utf-8'><title>{words['title']}</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;line-height:1.45}"
         "pre{background:#f4f4f4;padding:.8em;overflow-x:auto}code{background:#f4f4f4;padding:0 .2em}"
         "pre code{padding:0}table{border-collapse:collapse;margin:1em 0}"
