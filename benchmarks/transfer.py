@@ -184,11 +184,15 @@ def main(argv: list[str] | None = None) -> int:
                          "read from its metrics.jsonl")
     ap.add_argument("--finetune-minutes", type=float, default=None,
                     help="wall-clock cap of each fine-tuning (default: 20 min, --quick: step-bounded)")
+    ap.add_argument("--test-limit", type=int, default=None,
+                    help="evaluate on a seeded sample of this many IMDb test reviews (default: all 25,000)")
     args = ap.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.finetune_minutes:
         cfg["finetune"] = [*cfg["finetune"], f"train.max_time_s={int(args.finetune_minutes * 60)}"]
     given = dict(b.split("=", 1) for b in args.body)
+    if args.test_limit:
+        cfg["test_limit"] = args.test_limit
     threads = args.threads or (1 if args.quick else os.cpu_count() or 1)
     workdir = Path(args.workdir or ROOT / "runs" / ("bench-transfer-quick" if args.quick else "bench-transfer"))
     workdir.mkdir(parents=True, exist_ok=True)

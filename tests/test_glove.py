@@ -84,7 +84,7 @@ def test_counting_stays_within_its_memory_budget(shakespeare, tmp_path):
 
 @pytest.mark.parametrize("adagrad", ["reference", "textbook"])
 def test_loss_and_adagrad_step_by_hand(adagrad):
-    cfg = GloVeConfig(embed_dim=2, lr=0.05, x_max=100.0, alpha=0.75, adagrad=adagrad)
+    cfg = GloVeConfig(embed_dim=2, lr=0.05, x_max=100.0, alpha=0.75, adagrad=adagrad, bias_lr=None)
     model = GloVe(cfg)
     model.init_params(2)
     model.w[:] = [[0.1, -0.2], [0.3, 0.4]]
@@ -165,8 +165,8 @@ def test_reference_adagrad_is_textbook_adagrad_with_rate_1_and_accumulator_from_
     rng = np.random.default_rng(0)
     rows, cols = rng.integers(0, 6, 40), rng.integers(0, 6, 40)
     vals = rng.uniform(0.5, 150.0, 40).astype(np.float32)
-    ref = GloVe(GloVeConfig(embed_dim=3, lr=0.05, adagrad="reference"))
-    txt = GloVe(GloVeConfig(embed_dim=3, lr=1.0, adagrad="textbook"))
+    ref = GloVe(GloVeConfig(embed_dim=3, lr=0.05, adagrad="reference", bias_lr=None))
+    txt = GloVe(GloVeConfig(embed_dim=3, lr=1.0, adagrad="textbook", bias_lr=None))
     ref.init_params(6)
     txt.init_params(6)
     for name in ("gw", "gwt", "gb", "gbt"):
