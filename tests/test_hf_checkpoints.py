@@ -232,6 +232,41 @@ def test_generate_eval_and_serve_an_imported_run(imported, tmp_path, capsys):
     assert reply.json()["usage"]["completion_tokens"] <= 5
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_an_imported_model_chats_through_openai_as_transformers_generates(arch, imported, hf_dirs):
+    """The whole chat path on an imported checkpoint: the template from its tokenizer_config (via chat.json), the
+    prompt ids of ``apply_chat_template``, greedy decoding that stops at the end of the turn, and the official
+    ``openai`` client against ``lmlab serve``'s app -- the reply is what ``transformers`` generates."""
+    import openai
+    from fastapi.testclient import TestClient
+
+    import lmlab
+    from lmlab.serve import create_app
+
+    folder, hf_model = hf_dirs[arch]
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "你好, who are you? 🙂"}]
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = tok(text)["input_ids"]  # the tokenizer's own special tokens (Llama: <s>) as transformers adds them
+    assert lmlab.load(imported[arch]).chat_prompt(messages) == ids
+    stops = [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
+    with torch.no_grad():
+        out = hf_model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=stops,
+                                pad_token_id=0)[0, len(ids):].tolist()
+    cut = next((i for i, t in enumerate(out) if t in stops), len(out))
+    expected = tok.decode(out[:cut], skip_special_tokens=True)
+    assert cut >= 3 and expected.strip()  # a real reply of several tokens, not an immediate end of turn
+    with TestClient(create_app([imported[arch]])) as http:
+        client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
+        name = client.models.list().data[0].id
+        reply = client.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=0)
+        assert reply.choices[0].message.content == expected
+        assert reply.usage.prompt_tokens == len(ids) and reply.usage.completion_tokens == min(cut + 1, 12)
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+            model=name, messages=messages, max_tokens=12, temperature=0, stream=True) if chunk.choices)
+        assert streamed == expected
+
+
 def test_bfloat16_is_kept_on_request(hf_dirs, tmp_path):
     import lmlab
 
