@@ -332,6 +332,15 @@ class _NoStage:
         return None
 
 
+def check_codec_fits(run_dir: str | Path, codec_size: int, model_size: int) -> None:
+    """A run's tokenizer must have as many tokens as its model's embedding (a mixed-up run directory otherwise)."""
+    if codec_size != model_size:
+        raise checkpoint.CheckpointError(
+            f"{run_dir}: the tokenizer has {codec_size} tokens but the model was built for {model_size}; "
+            "the tokenizer files do not belong to this model"
+        )
+
+
 def load_resumable(run_dir: Path, model_type: str) -> dict:
     """config.json of a run to resume, with a message that says what to do when the run never got started."""
     if not run_dir.is_dir() or not any(run_dir.iterdir()):

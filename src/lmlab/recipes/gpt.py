@@ -42,6 +42,7 @@ from lmlab.recipes.base import (
     PretrainedBody,
     Recipe,
     TrainResult,
+    check_codec_fits,
     init_from_config,
     read_tokenizer_files,
     tokenizer_files_dir,
@@ -227,11 +228,7 @@ class GPTRecipe(Recipe):
         saved = checkpoint.load_config(run_dir, cls.model_type)
         run = saved_run_config(run_dir, saved)
         codec = TokenCodec.load(run_dir)
-        if codec.vocab_size != run.model.vocab_size:
-            raise CheckpointError(
-                f"{run_dir}: the tokenizer has {codec.vocab_size} tokens but the model was built for "
-                f"{run.model.vocab_size}; the tokenizer files do not belong to this model"
-            )
+        check_codec_fits(run_dir, codec.vocab_size, run.model.vocab_size)
         imported = saved.get("imported")
         if isinstance(imported, dict):  # a Hugging Face checkpoint (lmlab gpt import): stream it in, keep its dtype
             dtype = getattr(torch, str(imported.get("dtype", "float32")), None)

@@ -36,9 +36,9 @@ from lmlab.data.mlm import (
     write_mlm_tokens,
 )
 from lmlab.data.tokens import iter_text
-from lmlab.errors import CheckpointError, ConfigError
+from lmlab.errors import ConfigError
 from lmlab.models.mlm import MLM, MLMConfig
-from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult
+from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult, check_codec_fits
 
 #: the data options the tokenizer fixes: with --init-from they come from the source run
 TOKENIZER_KEYS = ("tokenizer", "vocab_size", "lowercase", "strip_html")
@@ -223,11 +223,7 @@ class MLMRecipe(Recipe):
         saved = checkpoint.load_config(run_dir, cls.model_type)
         run = saved_run_config(run_dir, saved)
         codec = MLMCodec.load(run_dir)
-        if codec.vocab_size != run.model.vocab_size:
-            raise CheckpointError(
-                f"{run_dir}: the tokenizer has {codec.vocab_size} tokens but the model was built for "
-                f"{run.model.vocab_size}; the tokenizer files do not belong to this model"
-            )
+        check_codec_fits(run_dir, codec.vocab_size, run.model.vocab_size)
         model = MLM(run.model)
         checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
         model.to(resolve_device(device)).eval()
