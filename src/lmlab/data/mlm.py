@@ -52,7 +52,7 @@ from lmlab.data.tokenizers import (
     CharTokenizer,
     check_segmenter_option,
 )
-from lmlab.data.tokens import _chunks, open_token_file, token_dtype, world_size_error
+from lmlab.data.tokens import _chunks, open_token_file, token_data_problems, token_dtype, world_size_error
 from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
@@ -93,15 +93,7 @@ class MLMDataConfig:
     segmenter: str = "char"
 
     def validate(self) -> None:
-        problems = []
-        if not 0.0 <= self.val_fraction < 1.0:
-            problems.append(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.tokenizer == "bpe" and self.vocab_size < 300:
-            problems.append(f"data.vocab_size must be >= 300 for byte-level BPE (256 bytes + specials), got {self.vocab_size}")
-        if self.eval_batch_size < 1:
-            problems.append(f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        if self.max_eval_tokens < 0:
-            problems.append(f"data.max_eval_tokens must be >= 0, got {self.max_eval_tokens}")
+        problems = token_data_problems(self, min_bpe_vocab=300)
         if not 0.0 < self.mask_prob < 1.0:
             problems.append(f"data.mask_prob must be in (0, 1), got {self.mask_prob}")
         for key in ("mask_token_prob", "random_token_prob"):

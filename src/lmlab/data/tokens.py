@@ -55,17 +55,26 @@ class TokenDataConfig:
     max_eval_tokens: int = 0
 
     def validate(self) -> None:
-        problems = []
-        if not 0.0 <= self.val_fraction < 1.0:
-            problems.append(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.tokenizer == "bpe" and self.vocab_size < 260:
-            problems.append(f"data.vocab_size must be >= 260 for byte-level BPE (256 bytes + 4 specials), got {self.vocab_size}")
-        if self.eval_batch_size < 1:
-            problems.append(f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        if self.max_eval_tokens < 0:
-            problems.append(f"data.max_eval_tokens must be >= 0, got {self.max_eval_tokens}")
+        problems = token_data_problems(self, min_bpe_vocab=260)
         if problems:
             raise ConfigError("; ".join(problems))
+
+
+def token_data_problems(cfg, min_bpe_vocab: int) -> list[str]:
+    """What is wrong with the fields every token-stream ``data`` section has (GPT's, the masked LM's):
+    val_fraction, a BPE vocabulary of at least ``min_bpe_vocab`` (the 256 bytes + specials), eval_batch_size and
+    max_eval_tokens."""
+    problems = []
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        problems.append(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.tokenizer == "bpe" and cfg.vocab_size < min_bpe_vocab:
+        problems.append(f"data.vocab_size must be >= {min_bpe_vocab} for byte-level BPE (256 bytes + specials), "
+                        f"got {cfg.vocab_size}")
+    if cfg.eval_batch_size < 1:
+        problems.append(f"data.eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
+    if cfg.max_eval_tokens < 0:
+        problems.append(f"data.max_eval_tokens must be >= 0, got {cfg.max_eval_tokens}")
+    return problems
 
 
 def iter_text(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[str]:
