@@ -298,6 +298,33 @@ def test_export_an_imported_run_round_trips(imported, tmp_path):
         _exported_logits_match(imported[arch], tmp_path / arch)
 
 
+def test_export_overwrite_replaces_only_an_earlier_export(imported, tmp_path, capsys):
+    """--overwrite replaces a folder an export wrote; a downloaded model folder (extra shards, a README), the run
+    itself or a folder above it are refused in one line, byte for byte untouched."""
+    import hashlib
+
+    def tree(folder: Path) -> dict:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    run = imported["gpt2"]
+    out = tmp_path / "hf"
+    assert main(["gpt", "export", str(run), "--out", str(out)]) == 0
+    assert main(["gpt", "export", str(run), "--out", str(out), "--overwrite"]) == 0  # an earlier export: replaced
+    (out / "README.md").write_text("my model card", encoding="utf-8")
+    (out / "model-00002-of-00002.safetensors").write_bytes(b"user weights")
+    before = tree(out)
+    capsys.readouterr()
+    assert main(["gpt", "export", str(run), "--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "README.md" in err and len(err.splitlines()) == 1 and tree(out) == before
+    for target in (run, run.parent):
+        saved = tree(target)
+        assert main(["gpt", "export", str(run), "--out", str(target), "--overwrite"]) == 2
+        assert "run being exported" in capsys.readouterr().err and tree(target) == saved
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
 @pytest.mark.parametrize("options", [
     ["model.position=learned", "data.tokenizer=char"],
     ["model.position=rope", "model.norm=rmsnorm", "model.mlp=swiglu", "model.bias=false", "model.num_kv_heads=2",

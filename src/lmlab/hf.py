@@ -556,6 +556,11 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     run_dir, out = Path(run_dir), Path(out)
     model, codec, _ = GPTRecipe.load_model(run_dir)
     model.float()
+    here, source = Path.cwd().resolve(), run_dir.resolve()
+    target = out.resolve()
+    if target == source or source.is_relative_to(target) or here.is_relative_to(target):
+        raise CheckpointError(f"--out {out} is the run being exported, a folder above it or above the working "
+                              "directory; choose a new folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise CheckpointError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
@@ -578,7 +583,15 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, overwrite: boo
             tensors.pop("lm_head.weight", None)
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
         if out.is_dir() and any(out.iterdir()):
-            shutil.rmtree(out)
+            # only an earlier export is replaced: a folder holding anything this export does not write (weights
+            # shards, a README, a user's notes ...) is somebody's model folder and stays as it is
+            ours = {p.name for p in staging.iterdir()}
+            foreign = sorted(p.name for p in out.iterdir() if p.name not in ours or not p.is_file())
+            if foreign:
+                raise CheckpointError(
+                    f"--overwrite refuses to replace {out}: it holds {', '.join(foreign[:3])}"
+                    f"{' ...' if len(foreign) > 3 else ''}, which an export does not write; choose another --out"
+                )
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
