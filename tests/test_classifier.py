@@ -152,9 +152,18 @@ def test_cli_resume_equals_straight_run(rt_slice, tmp_path):
     assert _train(rt_slice, tmp_path / "a", "epochs=2", "data.val_split=0.2") == 0
     assert _train(rt_slice, tmp_path / "b", "epochs=1", "data.val_split=0.2") == 0
     assert _train(rt_slice, tmp_path / "b", "epochs=2", "data.val_split=0.2", "--resume") == 0
+    # --resume with neither --preset nor the old overrides continues with the run's own saved config
+    assert _train(rt_slice, tmp_path / "c", "epochs=1", "data.val_split=0.2") == 0
+    assert main(["classify", "train", "--data", str(rt_slice / "train.jsonl"), "--out", str(tmp_path / "c"),
+                 "--resume", "epochs=2"]) == 0
+    c = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert c["model"]["lstm_dims"] == [8, 8] and c["data"]["val_split"] == 0.2
+    assert (tmp_path / "b" / "metrics.jsonl").read_text().count('"split"') == (tmp_path / "c" / "metrics.jsonl").read_text().count('"split"')
     a = load_tensors(tmp_path / "a" / "checkpoints" / json.loads((tmp_path / "a/checkpoints/last.json").read_text())["dir"] / "model.safetensors")
     b = load_tensors(tmp_path / "b" / "checkpoints" / json.loads((tmp_path / "b/checkpoints/last.json").read_text())["dir"] / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = load_tensors(tmp_path / "c" / "checkpoints" / json.loads((tmp_path / "c/checkpoints/last.json").read_text())["dir"] / "model.safetensors")
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_bilstm_learns_real_sentiment(rt_slice, tmp_path, capsys):

@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from lmlab.cli import main
-from lmlab.config import load_preset
+from lmlab.config import config_to_dict, load_preset
 from lmlab.data.sentences import tokenize
 from lmlab.data.tokenizers import VectorWordTokenizer, tokenizer_from_dict
 from lmlab.models.glove import GloVeConfig
@@ -198,3 +198,16 @@ def test_word_vector_models_import_only_numpy_stdlib_errors_and_models():
             top = mod.split(".")[0]
             ok = top != "lmlab" or mod == "lmlab.errors" or mod.startswith("lmlab.models")
             assert ok and top not in ("torch",), f"models/{name}.py imports {mod}"
+
+
+def test_resume_without_flags_uses_the_runs_own_algorithm_and_config(corpus_slice, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args("cbow", corpus_slice, out)[:-4] + ["--dim", "8", "--epochs", "1", "--window", "3"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    recipe = recipe_from_cli(None, {}, (), resume_dir=str(out), corpus=str(corpus_slice))
+    assert recipe.model_type == "word2vec" and config_to_dict(recipe.config.model) == saved["model"]
+    assert config_to_dict(recipe.config.data) == saved["data"]
+    # flags and overrides still apply on top of the saved config (stopping knobs such as threads may change)
+    assert recipe_from_cli(None, {"threads": 2}, (), resume_dir=str(out)).config.model.threads == 2
+    capsys.readouterr()
+    assert main(["embed", "train", "--corpus", str(corpus_slice), "--out", str(out), "--resume"]) == 0

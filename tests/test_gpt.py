@@ -486,3 +486,35 @@ def test_sigkill_three_times_and_resume_ends_bit_identical(shakespeare: Path, tm
     for r in rows:
         assert r.get("loss", r.get("val_loss")) == reference_rows[r["split"], r["step"]].get(
             "loss", reference_rows[r["split"], r["step"]].get("val_loss")), r
+
+
+def test_resume_without_preset_uses_the_runs_own_config(tiny_run: Path, tmp_path: Path, capsys):
+    """The message after Ctrl-C says "resume with --resume": that alone (plus a new max_steps) must work for a run
+    trained with a non-default preset and overrides; --preset RUN_DIR starts a new run with that run's settings."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    saved = json.loads((run / "config.json").read_text())
+    done = max(r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()))
+    capsys.readouterr()
+    assert main(["gpt", "train", "--out", str(run), "--resume", f"max_steps={done + 2}", *QUIET]) == 0
+    assert f"trained {done + 2} steps" in capsys.readouterr().out
+    after = json.loads((run / "config.json").read_text())
+    assert after["model"] == saved["model"] and after["data"] == saved["data"]
+    # a new run from another run's settings (its model/data/train sections; its corpus facts are not config)
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    fresh = tmp_path / "fresh"
+    assert main(["gpt", "train", "--data", str(text), "--preset", str(tiny_run), "--out", str(fresh), "max_steps=1",
+                 *QUIET]) == 0
+    got = json.loads((fresh / "config.json").read_text())
+    assert got["model"]["embed_dim"] == saved["model"]["embed_dim"] == 32 and got["train"]["max_steps"] == 1
+    # a folder that is not a run: one line, exit 2
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main(["gpt", "train", "--data", str(text), "--preset", str(tmp_path / "empty"), "--out",
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "folder without config.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

@@ -14,6 +14,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -458,9 +459,17 @@ def read_config_file(path: Path, text: str | None = None) -> dict:
     return data
 
 
-def load_preset(name_or_path: str, family: str) -> dict:
-    """Read a shipped preset by name (``lmlab/configs/<family>/<name>.yaml``) or a YAML/JSON file by path."""
+#: the records of a run's config.json that are not config sections
+RUN_METADATA_KEYS = frozenset({"format_version", "model_type", "lmlab_version"})
+
+
+def load_preset(name_or_path: str, family: str, sections: Iterable[str] | None = None) -> dict:
+    """Read a shipped preset by name (``lmlab/configs/<family>/<name>.yaml``), a YAML/JSON file by path, or the
+    config of a run directory (its ``config.json``: the run's own settings, e.g. for ``--resume``; only the
+    ``sections`` named are kept, the run's other records such as labels or corpus facts are not config)."""
     path = Path(name_or_path)
+    if path.is_dir():
+        return _run_dir_preset(path, sections)
     if path.suffix in {".yaml", ".yml", ".json"} or path.exists():
         return read_config_file(path)
     text = preset_text(family, name_or_path)
@@ -473,6 +482,20 @@ def load_preset(name_or_path: str, family: str) -> dict:
         f"unknown {family} preset {name_or_path!r}{hint} (presets: {', '.join(names) or 'none'}; "
         "or pass a path to a .yaml/.json file)"
     )
+
+
+def _run_dir_preset(path: Path, sections: Iterable[str] | None) -> dict:
+    """The config sections of the run directory ``path`` (``--preset RUN_DIR``, and ``--resume`` without --preset)."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise ConfigError(
+            f"{path} is a folder without config.json, not a run directory; give --preset a preset name, "
+            "a .yaml/.json file or a run directory"
+        )
+    data = read_config_file(file)
+    keep = set(sections) if sections is not None else None
+    return {k: v for k, v in data.items()
+            if k not in RUN_METADATA_KEYS and isinstance(v, dict) and (keep is None or k in keep)}
 
 
 # ------------------------------------------------------------------------------------------ run-level helpers
@@ -491,7 +514,7 @@ def resolve_run_config(run_cls: type[T], family: str, preset: str, overrides=())
     """
     hints = typing.get_type_hints(run_cls)
     sections = {f.name: hints[f.name] for f in dataclasses.fields(run_cls) if dataclasses.is_dataclass(hints[f.name])}
-    base = load_preset(preset, family)
+    base = load_preset(preset, family, sections=[f.name for f in dataclasses.fields(run_cls)])
     merged = merge(base, resolve_short_overrides(parse_overrides(list(overrides)), sections))
     return config_from_dict(run_cls, merged, where="config")
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from lmlab.cli.common import echo_json, overrides_argument, read_inputs, run_dir_options
+from lmlab.cli.common import echo_json, overrides_argument, read_inputs, resume_preset, run_dir_options
 
 
 def reader_options(func):
@@ -40,7 +40,8 @@ def classify() -> None:
 @click.option("--val", default=None, type=click.Path(), help="Validation data (default: hold out data.val_split).")
 @click.option("--val-split", type=float, default=None, help="Fraction of --data held out for validation.")
 @click.option("--preset", default=None,
-              help="seed-lstm, bilstm (the default), linear, finetune (the default with --init-from), or a YAML/JSON file.")
+              help="seed-lstm, bilstm (the default), linear, finetune (the default with --init-from), a YAML/JSON file or a run "
+                   "directory (--resume without --preset: the run's own config).")
 @click.option("--pretrained-vectors", default=None, help="Word vectors (lmlab dir, word2vec or GloVe file) for the embedding.")
 @click.option("--init-from", "init_from", default=None, type=click.Path(),
               help="Fine-tune the body of a pretrained run (gpt, lm or mlm) instead of training from scratch.")
@@ -58,6 +59,7 @@ def train(data, fmt, text_column, label_column, encoding, val, val_split, preset
         extra.append(f"data.val_split={val_split}")
     if freeze_embeddings is not None:
         extra.append(f"model.freeze_embeddings={str(freeze_embeddings).lower()}")
+    preset = resume_preset(preset, out, resume)
     if init_from is None:
         preset = preset or ClassifyRecipe.default_preset
     recipe = ClassifyRecipe.from_preset(

@@ -63,6 +63,17 @@ def _decode_utf8(data: bytes, what: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+#: the --preset help's last words; ``--resume`` without --preset continues with the run's own saved config
+PRESET_DEFAULT = "[default: {}; with --resume, the run's own config]"
+
+
+def resume_preset(preset: str | None, out: str, resume: bool) -> str | None:
+    """The preset a ``train`` command uses: ``--preset`` when given; on ``--resume`` without it, the run in
+    ``--out`` itself (its saved config; ``key=value`` overrides such as max_steps=3000 still apply); else None
+    (the family's default preset)."""
+    return preset if preset is not None or not resume else out
+
+
 def run_dir_options(func):
     """--out, --overwrite, --resume."""
     func = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")(func)

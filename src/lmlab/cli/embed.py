@@ -64,8 +64,8 @@ def train(algo, corpus, out, overwrite, resume, init_from, save_format, override
     from lmlab.recipes.embed import recipe_from_cli
 
     extra = {"init_from": init_from} if init_from is not None else {}
-    recipe = recipe_from_cli(algo, options, overrides, corpus=corpus, save_formats=save_format, log=click.echo,
-                             **extra)
+    recipe = recipe_from_cli(algo, options, overrides, resume_dir=out if resume else None, corpus=corpus,
+                             save_formats=save_format, log=click.echo, **extra)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     click.echo(f"{result.notes[-1]}; run directory: {out}")
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from lmlab.cli.common import echo_json, encoding_option, overrides_argument, run_dir_options, with_encoding
+from lmlab.cli.common import (
+    echo_json,
+    encoding_option,
+    overrides_argument,
+    resume_preset,
+    run_dir_options,
+    with_encoding,
+)
 
 
 @click.group("gan")
@@ -15,7 +22,7 @@ def gan() -> None:
 @gan.command("train")
 @click.option("--data", "data_path", default=None, type=click.Path(), help="Sentences, one per line (.gz ok).")
 @click.option("--oracle", is_flag=True, help="Train on the synthetic oracle's sequences (SeqGAN's benchmark).")
-@click.option("--preset", default=None, help="seqgan-oracle, seqgan-multi30k, tour, or a YAML/JSON file.")
+@click.option("--preset", default=None, help="seqgan-oracle, seqgan-multi30k, tour, a YAML/JSON file or a run directory (--resume without --preset: the run's own config).")
 @encoding_option
 @run_dir_options
 @overrides_argument
@@ -29,7 +36,7 @@ def train(data_path, oracle, preset, out, overwrite, resume, overrides, encoding
     else:
         if bool(data_path) == bool(oracle):
             raise click.UsageError("give exactly one of --data PATH or --oracle")
-        preset = preset or ("seqgan-oracle" if oracle else "seqgan-multi30k")
+        preset = resume_preset(preset, out, resume) or ("seqgan-oracle" if oracle else "seqgan-multi30k")
         recipe = GANRecipe.from_preset(
             preset, overrides, source="oracle" if oracle else "data", data=data_path, log=click.echo
         )

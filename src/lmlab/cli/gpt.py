@@ -13,9 +13,11 @@ import sys
 import click
 
 from lmlab.cli.common import (
+    PRESET_DEFAULT,
     echo_json,
     encoding_option,
     overrides_argument,
+    resume_preset,
     run_dir_options,
     sampling_from_options,
     sampling_options,
@@ -31,7 +33,7 @@ def gpt() -> None:
 @gpt.command("train")
 @click.option("--data", default=None, type=click.Path(), help="Training text: a file (.txt/.gz/.bz2/.xz/.jsonl) or a folder.")
 @click.option("--val", default=None, type=click.Path(), help="Validation text (default: the last data.val_fraction of --data).")
-@click.option("--preset", default="char", show_default=True, help="nanogpt-cpu, char, bpe, or a YAML/JSON file.")
+@click.option("--preset", default=None, help="nanogpt-cpu, char, bpe, a YAML/JSON file or a run directory.  " + PRESET_DEFAULT.format("char"))
 @click.option("--init-from", "init_from", default=None, type=click.Path(),
               help="Continue pretraining a trained GPT run on --data (its weights, architecture and tokenizer).")
 @encoding_option
@@ -44,6 +46,7 @@ def train(data, val, preset, init_from, out, overwrite, resume, overrides, encod
     from lmlab import distributed
     from lmlab.recipes.gpt import GPTRecipe
 
+    preset = resume_preset(preset, out, resume)
     recipe = GPTRecipe.from_preset(preset, with_encoding(overrides, encoding), init_from=init_from, data=data, val=val, log=_main_echo)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     if distributed.is_main():

@@ -8,9 +8,11 @@ import sys
 import click
 
 from lmlab.cli.common import (
+    PRESET_DEFAULT,
     echo_json,
     encoding_option,
     overrides_argument,
+    resume_preset,
     run_dir_options,
     sampling_from_options,
     sampling_options,
@@ -26,7 +28,7 @@ def lm() -> None:
 @lm.command("train")
 @click.option("--data", required=True, type=click.Path(), help="Training text (.txt/.gz/.jsonl; PTB/WikiText files work as they are).")
 @click.option("--val", default=None, type=click.Path(), help="Validation text (default: hold out data.val_fraction of --data).")
-@click.option("--preset", default="ptb-recommended", show_default=True, help="A preset in lmlab/configs/lm (ptb-small, ptb-recommended, char-shakespeare, ...) or a YAML/JSON file.")
+@click.option("--preset", default=None, help="A preset in lmlab/configs/lm (ptb-small, ptb-recommended, char-shakespeare, ...), a YAML/JSON file or a run directory.  " + PRESET_DEFAULT.format("ptb-recommended"))
 @click.option("--init-from", "init_from", default=None, type=click.Path(),
               help="Continue pretraining a trained RNN LM run on --data (its weights, architecture and tokenizer).")
 @encoding_option
@@ -37,6 +39,7 @@ def train(data, val, preset, init_from, out, overwrite, resume, overrides, encod
     from lmlab import distributed
     from lmlab.recipes.lm import LMRecipe
 
+    preset = resume_preset(preset, out, resume)
     recipe = LMRecipe.from_preset(preset, with_encoding(overrides, encoding), init_from=init_from, data=data, val=val,
                                   log=click.echo)
     result = recipe.train(out, overwrite=overwrite, resume=resume)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lmlab.cli.common import echo_json, overrides_argument, run_dir_options
+from lmlab.cli.common import PRESET_DEFAULT, echo_json, overrides_argument, resume_preset, run_dir_options
 
 
 @click.group("mlm")
@@ -17,7 +17,7 @@ def mlm() -> None:
 @mlm.command("train")
 @click.option("--data", default=None, type=click.Path(), help="Training text: a file (.txt/.gz/.bz2/.xz/.jsonl) or a folder.")
 @click.option("--val", default=None, type=click.Path(), help="Validation text (default: the last data.val_fraction of --data).")
-@click.option("--preset", default="small", show_default=True, help="small, tiny, or a YAML/JSON file.")
+@click.option("--preset", default=None, help="small, tiny, a YAML/JSON file or a run directory.  " + PRESET_DEFAULT.format("small"))
 @click.option("--init-from", "init_from", default=None, type=click.Path(),
               help="An MLM run to continue pretraining from (its weights, tokenizer and architecture) on --data.")
 @run_dir_options
@@ -30,6 +30,7 @@ def train(data, val, preset, init_from, out, overwrite, resume, overrides) -> No
 
     from lmlab.recipes.mlm import MLMRecipe
 
+    preset = resume_preset(preset, out, resume)
     recipe = MLMRecipe.from_preset(preset, overrides, data=data, val=val, init_from=init_from, log=click.echo)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     shown = ""

@@ -6,7 +6,14 @@ import json
 
 import click
 
-from lmlab.cli.common import echo_json, overrides_argument, read_inputs, run_dir_options
+from lmlab.cli.common import (
+    PRESET_DEFAULT,
+    echo_json,
+    overrides_argument,
+    read_inputs,
+    resume_preset,
+    run_dir_options,
+)
 
 
 def pair_options(func):
@@ -32,7 +39,7 @@ def seq2seq() -> None:
 @click.option("--limit", default=0, type=int, help="Use only the first N training pairs.")
 @pair_options
 @click.option("--skip-empty", is_flag=True, help="Drop pairs with an empty side instead of stopping with an error.")
-@click.option("--preset", default="gru-bahdanau", show_default=True, help="gru-bahdanau, lstm-luong, transformer, tour-small, or a YAML/JSON file.")
+@click.option("--preset", default=None, help="gru-bahdanau, lstm-luong, transformer, tour-small, a YAML/JSON file or a run directory.  " + PRESET_DEFAULT.format("gru-bahdanau"))
 @run_dir_options
 @overrides_argument
 def train(src, tgt, val_src, val_tgt, val_size, limit, reverse, src_field, tgt_field, encoding, skip_empty, preset,
@@ -44,6 +51,7 @@ def train(src, tgt, val_src, val_tgt, val_size, limit, reverse, src_field, tgt_f
     extra = list(overrides)
     if skip_empty:
         extra.append("data.on_empty=skip")
+    preset = resume_preset(preset, out, resume)
     recipe = Seq2SeqRecipe.from_preset(
         preset, extra, src=src, tgt=tgt, val_src=val_src, val_tgt=val_tgt, val_size=val_size, limit=limit,
         reader_options={"reverse": reverse, "src_field": src_field, "tgt_field": tgt_field, "encoding": encoding},

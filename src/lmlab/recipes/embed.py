@@ -23,6 +23,7 @@ which the run does not keep.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -182,7 +183,8 @@ class _TrainedVectorsRecipe(VectorsRecipe):
             saved = continued_run_config(init_from, cls.model_type)
             base = {"model": saved["model"], "data": saved.get("data", {})}
         else:
-            base = load_preset(preset or cls.default_preset, cls.family)
+            base = load_preset(preset or cls.default_preset, cls.family,
+                               sections=[f.name for f in dataclasses.fields(cls.run_config)])
         if options:
             base = merge(base, {"model": dict(options)})
         extra = resolve_short_overrides(parse_overrides(list(overrides)),
@@ -345,11 +347,18 @@ def cli_options(algo: str, options: dict) -> dict:
     return data
 
 
-def recipe_from_cli(algo: str | None, options: dict, overrides: Sequence[str] = (),
+def recipe_from_cli(algo: str | None, options: dict, overrides: Sequence[str] = (), resume_dir: str | None = None,
                     **inputs: Any) -> _TrainedVectorsRecipe:
     """The recipe ``lmlab embed train --algo ALGO [flags] [key=value ...]`` runs (validated, nothing read yet).
-    ``algo`` None: sgns, or with ``init_from`` the algorithm of that run."""
+    ``algo`` None: sgns, or with ``init_from`` the algorithm of that run, or with ``resume_dir`` (``--resume``)
+    the algorithm and the saved config of the run being resumed (flags and overrides still apply on top)."""
     init_from = inputs.get("init_from")
+    if resume_dir is not None and init_from is None and algo is None and (Path(resume_dir) / "config.json").is_file():
+        saved = checkpoint.load_config(resume_dir, ("word2vec", "glove"))
+        algo = "glove" if saved["model_type"] == "glove" else (
+            "cbow" if saved["model"].get("arch") == "cbow" else "sgns")
+        cls = recipe_for_algo(algo)
+        return cls.from_options(resume_dir, cli_options(algo, options), overrides, **inputs)
     if init_from is not None:
         saved = continued_run_config(init_from, None)
         run_algo = "cbow" if saved["model"].get("arch") == "cbow" else "sgns"
