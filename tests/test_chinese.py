@@ -407,3 +407,17 @@ def test_kneser_ney_baseline_of_the_chinese_benchmark_is_a_distribution():
     periodic = np.tile(rng.integers(0, vocab, size=17), 20)
     losses = [bench.kneser_ney(periodic, 250, np.arange(250, 340), order, vocab) for order in (1, 2, 3)]
     assert losses[2] < losses[1] < 0.5 < 2.0 < losses[0]  # a unigram cannot use the period; a bigram, trigram can
+
+
+def test_word_vectors_suggest_the_nfkc_form_of_a_full_width_query(zh_vec):
+    """People's Daily writes years and Latin letters full-width (１９９７); the jieba word tokenizer NFKC-folds them, so
+    the vocabulary holds 1997. Querying with the text's own spelling names the word to use, as a capitalised English
+    query names its lower-case form."""
+    from lmlab.errors import LmlabError
+    from lmlab.vectors import KeyedVectors, load_vectors
+
+    kv = load_vectors(zh_vec[0])
+    assert "1997" in kv and "１９９７" not in kv
+    with pytest.raises(LmlabError, match=r"'１９９７' is not in the vocabulary .*closest spellings: 1997"):
+        kv.most_similar("１９９７")
+    assert KeyedVectors(["the", "apec"], np.eye(2)).suggest("ＡＰＥＣ") == ["apec"]  # folded, then lower-cased
