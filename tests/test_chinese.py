@@ -104,14 +104,42 @@ def test_user_dictionary_round_trip(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ families
-def test_classify_segments_with_jieba_and_reuses_it_at_load(reviews, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def zh_clf(reviews, tmp_path_factory) -> tuple[Path, str]:
+    """A tiny classifier trained through the CLI on the reviews with data.tokenizer=word (segmenter auto), and
+    what it printed; the classify test and the HTTP test share it."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("clf") / "zh-clf"  # the server names a model by its folder
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["classify", "train", "--data", str(reviews), "--preset", "seed-lstm", "--out", str(out), *TINY,
+                     "data.tokenizer=word"]) == 0
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def zh_vec(daily, tmp_path_factory) -> tuple[Path, str]:
+    """Word vectors trained through the CLI on the raw People's Daily slice (segmenter auto), and what the command
+    printed; the embed test and the HTTP test share them."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("vec") / "zh-vec"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["embed", "train", "--corpus", str(daily), "--out", str(out), "--epochs", "1", "--threads", "1",
+                     "--dim", "16"]) == 0
+    return out, printed.getvalue()
+
+
+def test_classify_segments_with_jieba_and_reuses_it_at_load(zh_clf, reviews, tmp_path, capsys):
     from lmlab.pipelines import Classifier
     from lmlab.recipes.classify import ClassifyRecipe
 
-    out = tmp_path / "run"
-    assert main(["classify", "train", "--data", str(reviews), "--preset", "seed-lstm", "--out", str(out), *TINY,
-                 "data.tokenizer=word"]) == 0
-    assert "tokenizer: word, segmenter: jieba (auto: " in capsys.readouterr().out
+    out, printed = zh_clf
+    assert "tokenizer: word, segmenter: jieba (auto: " in printed
     saved = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))
     assert saved["tokenizer"]["segmenter"] == "jieba" and saved["tokenizer"]["nfkc"] is True
     words = [w for w in saved["vocab"]["itos"] if len(w) > 1 and not w.isascii()]
@@ -135,11 +163,9 @@ def test_classify_segments_with_jieba_and_reuses_it_at_load(reviews, tmp_path, c
     assert json.loads((out2 / "tokenizer.json").read_text(encoding="utf-8"))["tokenizer"]["segmenter"] == "char"
 
 
-def test_embed_auto_segments_people_daily(daily, tmp_path, capsys):
-    out = tmp_path / "w"
-    assert main(["embed", "train", "--corpus", str(daily), "--out", str(out), "--epochs", "1", "--threads", "1",
-                 "--dim", "16"]) == 0
-    assert "tokenizer: words, segmenter: jieba (auto: " in capsys.readouterr().out
+def test_embed_auto_segments_people_daily(zh_vec):
+    out, printed = zh_vec
+    assert "tokenizer: words, segmenter: jieba (auto: " in printed
     cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert cfg["data"]["segmenter"] == "auto" and cfg["tokenizer"]["segmenter"] == "jieba"
     words = json.loads((out / "vocab.json").read_text(encoding="utf-8"))["words"]
@@ -309,9 +335,9 @@ def test_zh_tour_at_tiny_scale_writes_a_chinese_report(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ HTTP
 @pytest.fixture(scope="module")
-def zh_runs(reviews, daily, tmp_path_factory) -> dict[str, Path]:
+def zh_runs(zh_clf, zh_vec, tmp_path_factory) -> dict[str, Path]:
     """Tiny Chinese runs: a byte-level BPE GPT (each Han character = 3 byte tokens) that has learnt one
-    sentence by heart, a jieba classifier and jieba word vectors."""
+    sentence by heart, and (shared with the tests above) a jieba classifier and jieba word vectors."""
     from lmlab.recipes.gpt import GPTRecipe
 
     root = tmp_path_factory.mktemp("zh-serve")
@@ -322,12 +348,7 @@ def zh_runs(reviews, daily, tmp_path_factory) -> dict[str, Path]:
         "train.batch_size=8", "train.lr=0.01", "train.max_steps=60", "train.warmup_steps=0", "train.schedule=constant",
         "train.eval_every=0", "train.save_every=0", "train.progress=false", "train.tensorboard=false",
         "train.num_threads=1", "data.val_fraction=0.1"], data=str(text), log=lambda *_: None).train(root / "zh-gpt")
-    assert main(["classify", "train", "--data", str(reviews), "--preset", "linear", "--out", str(root / "zh-clf"),
-                 "train.progress=false", "train.tensorboard=false", "train.num_threads=1", "epochs=1",
-                 "model.bigram_buckets=1024"]) == 0
-    assert main(["embed", "train", "--corpus", str(daily), "--out", str(root / "zh-vec"), "--epochs", "1",
-                 "--threads", "1", "--dim", "8"]) == 0
-    return {"gpt": root / "zh-gpt", "clf": root / "zh-clf", "vec": root / "zh-vec"}
+    return {"gpt": root / "zh-gpt", "clf": zh_clf[0], "vec": zh_vec[0]}
 
 
 def test_http_chinese_in_and_out_and_streaming_never_splits_a_character(zh_runs):
@@ -362,3 +383,41 @@ def test_http_chinese_in_and_out_and_streaming_never_splits_a_character(zh_runs)
         assert any(re.search(r"[\u4e00-\u9fff]", json.dumps(hits, ensure_ascii=False)) for _ in [0])
         page = client.get("/")
         assert page.headers["content-type"] == "text/html; charset=utf-8"
+
+
+# ------------------------------------------------------------------------------------------------ benchmark (c)
+def test_kneser_ney_baseline_of_the_chinese_benchmark_is_a_distribution():
+    """benchmarks/chinese.py part (c) scores the char GPT beside Kneser-Ney character n-grams: for a held-out
+    position the n-gram probabilities of every possible character sum to one, whatever the order, seen or unseen
+    history; and a higher order helps on text that repeats."""
+    import importlib.util
+    import math
+
+    spec = importlib.util.spec_from_file_location("bench_chinese", Path(__file__).parents[1] / "benchmarks" / "chinese.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(0)
+    vocab = 40
+    ids = rng.integers(0, vocab, size=300)
+    for order in (1, 2, 3, 5):
+        for pos in (250, 251, 299):
+            total = sum(math.exp(-bench.kneser_ney(np.r_[ids[:pos], [w], ids[pos + 1:]], 200, [pos], order, vocab))
+                        for w in range(vocab))
+            assert total == pytest.approx(1.0, abs=1e-9), (order, pos)
+    periodic = np.tile(rng.integers(0, vocab, size=17), 20)
+    losses = [bench.kneser_ney(periodic, 250, np.arange(250, 340), order, vocab) for order in (1, 2, 3)]
+    assert losses[2] < losses[1] < 0.5 < 2.0 < losses[0]  # a unigram cannot use the period; a bigram, trigram can
+
+
+def test_word_vectors_suggest_the_nfkc_form_of_a_full_width_query(zh_vec):
+    """People's Daily writes years and Latin letters full-width (１９９７); the jieba word tokenizer NFKC-folds them, so
+    the vocabulary holds 1997. Querying with the text's own spelling names the word to use, as a capitalised English
+    query names its lower-case form."""
+    from lmlab.errors import LmlabError
+    from lmlab.vectors import KeyedVectors, load_vectors
+
+    kv = load_vectors(zh_vec[0])
+    assert "1997" in kv and "１９９７" not in kv
+    with pytest.raises(LmlabError, match=r"'１９９７' is not in the vocabulary .*closest spellings: 1997"):
+        kv.most_similar("１９９７")
+    assert KeyedVectors(["the", "apec"], np.eye(2)).suggest("ＡＰＥＣ") == ["apec"]  # folded, then lower-cased

@@ -348,7 +348,7 @@ def test_serve_fill_mask_endpoint(tiny_run: Path):
 
 def test_chinese_text_trains_and_fills(shared_data: Path, tmp_path: Path):
     with gzip.open(shared_data / "chinese" / "peoples-daily-1998" / "raw.txt.gz", "rt", encoding="utf-8") as fh:
-        text = fh.read(30_000)
+        text = fh.read(12_000)
     data = tmp_path / "zh.txt"
     data.write_text(text, encoding="utf-8")
     out = tmp_path / "zh"

@@ -25,6 +25,7 @@ import json
 import lzma
 import math
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +126,16 @@ class KeyedVectors:
         return f"KeyedVectors({len(self)} words, dim {self.vector_size})"
 
     def suggest(self, word: str, n: int = 3) -> list[str]:
-        """The vocabulary words spelled most like ``word`` (difflib), looking first at frequent words."""
+        """The vocabulary words spelled most like ``word`` (difflib), looking first at frequent words; first of all
+        its NFKC-folded form (``１９９７`` -> ``1997``, ``ＡＰＥＣ`` -> ``apec``: a vocabulary segmented with
+        NFKC holds Chinese text's full-width digits and letters in that form)."""
         pool = self.words[:50000]
         close = difflib.get_close_matches(word, pool, n=n, cutoff=0.6)
+        folded = unicodedata.normalize("NFKC", word)
+        if folded != word:  # full-width (or other compatibility) characters; plain ASCII is never folded
+            form = next((f for f in (folded, folded.lower()) if f in self.index), None)
+            if form is not None:
+                close = [form, *(c for c in close if c != form)][:n]
         if not close and word.lower() != word and word.lower() in self.index:
             close = [word.lower()]
         return close

@@ -32,9 +32,9 @@ STOPS: list[tuple[str, str, float]] = [
 
 #: ``lmlab tour --lang zh``: the Chinese stops (modules under lmlab.tour.zh), titles and report in Chinese
 STOPS_ZH: list[tuple[str, str, float]] = [
-    ("embed", "词向量：人民日报 + jieba 分词", 45),
-    ("classify", "中文情感分类：商品评论", 90),
-    ("gpt", "字级 GPT：人民日报", 80),
+    ("embed", "词向量：人民日报 + jieba 分词", 30),
+    ("classify", "中文情感分类：商品评论", 40),
+    ("gpt", "字级 GPT：人民日报", 100),
 ]
 STOPS_BY_LANG = {"en": STOPS, "zh": STOPS_ZH}
 

@@ -1,4 +1,4 @@
-"""导览站：字级 GPT。在人民日报上训练约一分钟，然后采样生成中文。"""
+"""导览站：字级 GPT。在人民日报上训练一两分钟（800 步），然后采样生成中文。"""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ def run_stop(ctx) -> None:
     lines = slice_lines(ctx, "peoples-daily-1998.txt.gz", 2500, 300)
     data = ctx.workdir / "peoples-daily.txt"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    steps = max(10, round(600 * min(1.0, ctx.scale)))  # work-bounded; the budget (x2) is only a cap
+    # work-bounded (~95 s of one core; two cores are quicker); the budget (x2) is only a cap on a busy machine.
+    # 800 steps, the learning rate annealed to the end, is where the samples become recognisable news Chinese
+    # (validation loss ~5.5 nats/character; 600 steps at a constant rate left it at ~6.0, garbled)
+    steps = max(10, round(800 * min(1.0, ctx.scale)))
     budget = max(10.0, ctx.budget_s * 2)
     recipe = GPTRecipe.from_preset(
         "nanogpt-cpu",
         ["model.num_layers=2", "model.embed_dim=128", "model.num_heads=4", "model.block_size=64",
-         "train.batch_size=16", "train.lr=0.003", "train.schedule=constant", "train.warmup_steps=50",
+         "train.batch_size=16", "train.lr=0.003", "train.schedule=cosine", "train.min_lr=0.0003",
+         "train.warmup_steps=50",
          f"train.max_steps={steps}", f"train.max_time_s={budget:.0f}", "train.eval_every=0", "train.save_every=0",
          "train.progress=false", "train.tensorboard=false", "data.max_eval_tokens=20000"],
         data=str(data),
