@@ -4,6 +4,7 @@ Rows (each: accuracy, wall minutes, cores):
   tfidf_lr     TF-IDF word 1-2 grams + logistic regression (scikit-learn; benchmark dependency only)
   linear       lmlab's fastText-style ``linear`` preset
   bilstm       lmlab's ``bilstm`` preset from scratch
+  bilstm_w2v   the same, its embedding started from word2vec (CBOW, lmlab's own) trained here on the unlabelled text
   ft_gpt       ``classify train --init-from`` a GPT pretrained here (BPE)
   ft_lm        the same from an RNN LM (ULMFiT-style: concat pooling, discriminative LR, slanted triangular LR)
   ft_mlm       the same from a masked LM, when ``lmlab.recipes.mlm`` exists (skipped with a message otherwise)
@@ -35,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LMLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results" / "transfer.json"
-ROWS = ("tfidf_lr", "linear", "bilstm", "ft_gpt", "ft_lm", "ft_mlm")
+ROWS = ("tfidf_lr", "linear", "bilstm", "bilstm_w2v", "ft_gpt", "ft_lm", "ft_mlm")
 TASKS = ("imdb25k", "imdb1k", "imdb100", "rt10")
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 
@@ -48,6 +49,7 @@ FULL = {
                     "train.max_time_s=3600", "train.epochs=100"],
     "finetune": ["train.max_time_s=1200"],
     "scratch": [],
+    "pretrain_w2v": {"epochs": 5, "min_count": 5},
 }
 QUICK = {
     "quick": True,
@@ -58,6 +60,7 @@ QUICK = {
                     "model.num_layers=2", "train.batch_size=16", "data.bptt=35", "train.max_steps=30"],
     "finetune": ["train.max_steps=20", "finetune.max_tokens=64"],
     "scratch": ["train.max_steps=20"],
+    "pretrain_w2v": {"epochs": 1, "min_count": 2},
 }
 
 
@@ -91,7 +94,14 @@ def pretrain(kind: str, text: Path, cfg: dict, workdir: Path, threads: int) -> d
     """Pretrain one body on the unlabelled text; returns its run directory and compute."""
     out = workdir / f"pretrain-{kind}"
     t0 = time.perf_counter()
-    if kind == "gpt":
+    if kind == "w2v":
+        from lmlab.recipes.classify import ClassifyRecipe
+        from lmlab.recipes.embed import recipe_from_cli
+
+        dim = ClassifyRecipe.resolve("bilstm").model.embed_dim  # the bilstm row's embedding width
+        recipe = recipe_from_cli("cbow", {"embed_dim": dim, "threads": threads, "seed": 1, **cfg["pretrain_w2v"]},
+                                 corpus=str(text), log=lambda _: None)
+    elif kind == "gpt":
         from lmlab.recipes.gpt import GPTRecipe
 
         recipe = GPTRecipe.from_preset("bpe", [*cfg["pretrain_gpt"], f"train.num_threads={threads}", *QUIET],
@@ -137,8 +147,10 @@ def run_row(row: str, train, test, cfg: dict, workdir: Path, bodies: dict, threa
 
     out = workdir / f"row-{row}"
     common = [f"train.num_threads={threads}", *QUIET]
-    if row in ("linear", "bilstm"):
-        recipe = ClassifyRecipe(ClassifyRecipe.resolve(row, [*cfg["scratch"], *common]), data=train, log=lambda _: None)
+    if row in ("linear", "bilstm", "bilstm_w2v"):
+        vectors = bodies["w2v"]["run_dir"] if row == "bilstm_w2v" else None
+        recipe = ClassifyRecipe(ClassifyRecipe.resolve(row.split("_")[0], [*cfg["scratch"], *common]), data=train,
+                                pretrained_vectors=vectors, log=lambda _: None)
     else:
         recipe = ClassifyRecipe.from_preset(None, [*cfg["finetune"], *common], init_from=bodies[row[3:]]["run_dir"],
                                             data=train, log=lambda _: None)
@@ -184,12 +196,20 @@ def main(argv: list[str] | None = None) -> int:
                          "read from its metrics.jsonl")
     ap.add_argument("--finetune-minutes", type=float, default=None,
                     help="wall-clock cap of each fine-tuning (default: 20 min, --quick: step-bounded)")
+    ap.add_argument("--finetune-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra overrides of every fine-tuning run (e.g. finetune.head_pooling=mean train.epochs=4); "
+                         "train.max_time_s=0 makes runs step-bounded, comparable across loads")
+    ap.add_argument("--subsets", type=int, default=None, help="IMDb 1k: how many seeded subsets (default 3)")
     ap.add_argument("--test-limit", type=int, default=None,
                     help="evaluate on a seeded sample of this many IMDb test reviews (default: all 25,000)")
     args = ap.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.finetune_minutes:
         cfg["finetune"] = [*cfg["finetune"], f"train.max_time_s={int(args.finetune_minutes * 60)}"]
+    if args.finetune_overrides:
+        cfg["finetune"] = [*cfg["finetune"], *args.finetune_overrides]
+    if args.subsets:
+        cfg["subsets"] = args.subsets
     given = dict(b.split("=", 1) for b in args.body)
     if args.test_limit:
         cfg["test_limit"] = args.test_limit
@@ -214,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     text.write_text("\n".join(t.replace("<br />", " ").replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
     bodies = {}
     for row in rows:
-        if row.startswith("ft_"):
-            kind = row[3:]
+        if row.startswith("ft_") or row == "bilstm_w2v":
+            kind = row[3:] if row.startswith("ft_") else "w2v"
             if kind in given:
                 bodies[kind] = reused_body(Path(given[kind]))
                 print(f"reusing {kind} body {given[kind]}: {bodies[kind]['steps']} steps, "
