@@ -21,8 +21,8 @@ metrics.jsonl; it is deterministic and takes seconds, so ``--resume`` simply fit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
