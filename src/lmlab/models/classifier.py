@@ -58,6 +58,7 @@ cross-entropy for any number of classes.
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Literal
@@ -441,8 +442,7 @@ class TextClassifier(nn.Module):
         values = values.double()
         # only the features that occur in training can get a non-zero weight: fit in their compressed index space
         active, local = torch.unique(row, return_inverse=True)
-        per_doc = torch.bincount(doc, minlength=n)
-        offsets = torch.cumsum(per_doc, 0) - per_doc
+        x, x_t = _csr_pair(doc, local, values, n, active.numel())  # (N, A) and its transpose (A, N)
         out_dim = self.coef.weight.shape[1]
         w = torch.zeros(active.numel(), out_dim, dtype=torch.float64, requires_grad=True)
         b = torch.zeros(out_dim, dtype=torch.float64, requires_grad=True)
@@ -453,15 +453,14 @@ class TextClassifier(nn.Module):
 
         def objective():
             with torch.no_grad():
-                z = F.embedding_bag(local, w, offsets, mode="sum", per_sample_weights=values) + b  # (N, out): x . W
+                z = _csr_matmul(x, w) + b  # (N, out)
                 if self.sigmoid_out:
                     loss = (F.softplus(z) - target * z).sum()
                     g = torch.sigmoid(z) - target
                 else:
                     loss = (torch.logsumexp(z, 1) - (target * z).sum(1)).sum()
                     g = torch.softmax(z, 1) - target
-                xt_g = torch.zeros_like(w).index_add_(0, local, values[:, None] * g[doc])  # (A, out): x^T g
-                w.grad = (xt_g + w / c.C) / n
+                w.grad = (_csr_matmul(x_t, g) + w / c.C) / n  # (A, out)
                 b.grad = g.sum(0) / n
                 return (loss + (w * w).sum() / (2 * c.C)) / n
 
@@ -542,6 +541,27 @@ class TextClassifier(nn.Module):
             opt.zero_grad(set_to_none=True)
         out["loss"] = out["loss"].detach()
         return out
+
+
+def _csr_pair(doc: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n_rows: int, n_cols: int):
+    """The sparse matrix with ``values`` at (doc, col) -- entries sorted by doc, then col, no duplicates -- as a
+    CSR tensor, and its transpose as another CSR tensor (a CSR mat-vec is ~5x faster than EmbeddingBag on a CPU)."""
+
+    def csr(rows, cols, vals, shape):
+        crow = torch.zeros(shape[0] + 1, dtype=torch.long)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the mat-vec is all we use
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, cols, vals, shape, check_invariants=False)
+
+    order = torch.argsort(col * n_rows + doc)
+    return csr(doc, col, values, (n_rows, n_cols)), csr(col[order], doc[order], values[order], (n_cols, n_rows))
+
+
+def _csr_matmul(x: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return x @ dense
 
 
 def keras_parameter_count(config: ClassifierConfig) -> int:
