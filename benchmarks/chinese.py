@@ -157,7 +157,7 @@ MODELS = ("linear_words", "linear_chars", "bilstm_chars", "bilstm_words", "nblr_
 
 
 def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str] | None = None,
-                    progress=lambda out: None, previous: dict | None = None, run: dict | None = None) -> dict:
+                    progress=lambda out: None, previous: dict | None = None, run_info: dict | None = None) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -185,7 +185,7 @@ def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str
     pred = clf.predict(vec.transform([e.text for e in test]))
     acc = sum(p == e.label for p, e in zip(pred, test, strict=True)) / len(test)
     out["tfidf_char13_lr"] = {"accuracy": float(acc), "wall_s": round(time.perf_counter() - t0, 2),
-                              "features": x.shape[1], **({"run": run} if run else {})}
+                              "features": x.shape[1], **({"run": run_info} if run_info else {})}
     print(f"  TF-IDF char 1-3 + LR: {out['tfidf_char13_lr']}", flush=True)
 
     models = {
@@ -210,7 +210,7 @@ def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str
         wall = time.perf_counter() - t0
         report = ClassifyRecipe.load(run).evaluate(test)
         out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "wall_s": round(wall, 2),
-                     "steps": result.step, "preset": preset, "overrides": overrides, **({"run": run} if run else {})}
+                     "steps": result.step, "preset": preset, "overrides": overrides, **({"run": run_info} if run_info else {})}
         print(f"  {name}: {out[name]['accuracy']:.4f} ({wall:.0f} s)", flush=True)
         progress(out)
     best = max((k for k in out if k in MODELS), key=lambda k: out[k]["accuracy"])

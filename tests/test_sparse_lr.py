@@ -149,6 +149,11 @@ def test_nblr_preset_trains_saves_and_loads_identically(rt_texts, tmp_path, caps
     assert [r["split"] for r in records] == ["train", "val"]
     # the CLI: predict through the saved run
     assert main(["classify", "predict", str(tmp_path / "run"), "a wonderful , moving film"]) == 0
+    # --resume fits again (deterministic): the same weights
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+    assert main(["classify", "train", "--data", str(data), "--preset", "nblr", "--out", str(tmp_path / "run"),
+                 "--resume", *QUIET, "model.char_ngrams=[2,4]", "model.bigram_buckets=65536"]) == 0
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
 
 
 def test_chinese_characters(shared_data, tmp_path):
