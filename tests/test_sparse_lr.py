@@ -46,18 +46,22 @@ def _setup(texts, labels, **model_options):
     return model, encoder, doc, row, count, batch, y
 
 
-def test_tfidf_features_equal_scikit_learn(rt_texts):
+@pytest.mark.parametrize("min_df", [1, 2])
+def test_tfidf_features_equal_scikit_learn(rt_texts, min_df):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     texts, labels = rt_texts
-    model, encoder, doc, row, count, _, _ = _setup(texts, labels, ngrams=1, tf="sublinear", idf=True)
+    model, encoder, doc, row, count, _, _ = _setup(texts, labels, ngrams=1, tf="sublinear", idf=True, min_df=min_df)
     values = model.feature_values(doc, row, count)
-    vec = TfidfVectorizer(analyzer=encoder.tokens, sublinear_tf=True, lowercase=False)
+    vec = TfidfVectorizer(analyzer=encoder.tokens, sublinear_tf=True, lowercase=False, min_df=min_df)
     ref = vec.fit_transform(texts).toarray()
     itos = encoder.itos()
     ours = np.zeros_like(ref)
     for d, r, v in zip(doc.tolist(), row.tolist(), values.tolist(), strict=True):
-        ours[d, vec.vocabulary_[itos[r]]] = v
+        if itos[r] in vec.vocabulary_:
+            ours[d, vec.vocabulary_[itos[r]]] = v
+        else:  # a word in fewer than min_df texts: dropped by both
+            assert min_df > 1 and v == 0
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
 
 
@@ -93,6 +97,7 @@ def test_nb_ratio_equals_numpy(rt_texts):
     p = 0.5 + binary[y == 1].sum(0)
     q = 0.5 + binary[y == 0].sum(0)
     r = np.log((p / p.sum()) / (q / q.sum()))
+    r[binary.sum(0) == 0] = 0.0  # a feature no training text has is dropped (min_df=1): it cannot get a weight
     np.testing.assert_allclose(model.feature_weight.numpy(), r, rtol=1e-5, atol=1e-5)
     # binary tf x r, L2-normalised per text
     values = model.feature_values(doc, row, count).numpy()

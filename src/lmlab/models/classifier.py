@@ -117,6 +117,8 @@ class ClassifierConfig:
     nb_alpha: float = 1.0
     #: sparse-lr: L2-normalise each text's feature vector
     normalize: bool = True
+    #: sparse-lr: features found in fewer training texts than this are dropped (weight 0), as scikit-learn's min_df
+    min_df: int = 1
     #: sparse-lr: inverse L2 regularisation strength, scikit-learn's C (objective: sum of losses + |W|^2 / (2C))
     C: float = 1.0  # noqa: N815
     #: sparse-lr: L-BFGS iterations at most
@@ -161,6 +163,8 @@ class ClassifierConfig:
             raise ConfigError(f"model.C must be > 0 (the inverse regularisation strength), got {self.C}")
         if not self.nb_alpha > 0:
             raise ConfigError(f"model.nb_alpha must be > 0, got {self.nb_alpha}")
+        if self.min_df < 1:
+            raise ConfigError(f"model.min_df must be >= 1, got {self.min_df}")
         if self.max_iter < 1 or not self.tol > 0:
             raise ConfigError(f"model.max_iter must be >= 1 and model.tol > 0, got {self.max_iter} and {self.tol}")
         if self.dropout or self.embed_dropout or self.freeze_embeddings:
@@ -169,8 +173,8 @@ class ClassifierConfig:
 
 
 #: the keys only ``sparse-lr`` reads
-SPARSE_LR_KEYS = ("ngrams", "char_ngrams", "char_table_size", "tf", "idf", "nb", "nb_alpha", "normalize", "C",
-                  "max_iter", "tol")
+SPARSE_LR_KEYS = ("ngrams", "char_ngrams", "char_table_size", "tf", "idf", "nb", "nb_alpha", "normalize", "min_df",
+                  "C", "max_iter", "tol")
 #: the modulus of the n-gram hash (a prime below 2^31: h * 1000003 + id stays inside int64)
 _HASH_MOD = 2_147_483_647
 
@@ -419,8 +423,8 @@ class TextClassifier(nn.Module):
         ``labels`` (n_docs,) class indices): the smoothed IDF and/or the NB log-count ratio, else ones."""
         c = self.config
         weight = torch.ones(self.num_features, dtype=torch.float64)
+        df = torch.bincount(row, minlength=self.num_features).double()
         if c.idf:
-            df = torch.bincount(row, minlength=self.num_features).double()
             weight *= torch.log((1.0 + labels.numel()) / (1.0 + df)) + 1.0
         if c.nb:
             if c.num_classes != 2:
@@ -429,6 +433,7 @@ class TextClassifier(nn.Module):
             p = c.nb_alpha + torch.bincount(row[positive], minlength=self.num_features).double()
             q = c.nb_alpha + torch.bincount(row[~positive], minlength=self.num_features).double()
             weight *= torch.log(p / p.sum()) - torch.log(q / q.sum())
+        weight[df < c.min_df] = 0.0
         with torch.no_grad():
             self.feature_weight.copy_(weight.float())
 
@@ -439,7 +444,8 @@ class TextClassifier(nn.Module):
         objective and gradient."""
         c = self.config
         n = labels.numel()
-        values = values.double()
+        keep = values != 0  # features dropped by min_df (weight 0)
+        doc, row, values = doc[keep], row[keep], values[keep].double()
         # only the features that occur in training can get a non-zero weight: fit in their compressed index space
         active, local = torch.unique(row, return_inverse=True)
         x, x_t = _csr_pair(doc, local, values, n, active.numel())  # (N, A) and its transpose (A, N)
