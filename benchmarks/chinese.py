@@ -196,7 +196,7 @@ def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str
         "bilstm_words": ("bilstm", ["data.tokenizer=word", "data.segmenter=jieba", f"train.epochs={bilstm_epochs}",
                                     "data.max_len=200"]),
         # sparse logistic regression (fitted exactly, no validation needed: every training label is used)
-        "nblr_chars": ("nblr", ["data.tokenizer=word", "data.segmenter=char", "data.val_split=0"]),
+        "nblr_chars": ("nblr", ["data.tokenizer=word", "data.segmenter=char", "model.ngrams=3", "data.val_split=0"]),
         "nblr_words": ("nblr", ["data.tokenizer=word", "data.segmenter=jieba", "model.char_ngrams=[1,3]",
                                 "data.val_split=0"]),
         "tfidf_chars": ("tfidf", ["data.tokenizer=word", "data.segmenter=char", "model.ngrams=3", "data.val_split=0"]),
