@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         for row in previous.get("sentiment", {}).values():  # rows written before rows carried their own run record
             if isinstance(row, dict) and "run" not in row:
                 row["run"] = earlier
+        for part in ("vectors", "gpt"):  # parts kept from an earlier run say which run measured them
+            if part in result and part not in parts and "run" not in result[part]:
+                result[part]["run"] = earlier
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every part: a later part that fails keeps the earlier ones
