@@ -171,7 +171,7 @@ def test_chinese_characters(shared_data, tmp_path):
     data = tmp_path / "zh.csv"
     with open(data, "w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows([["text", "label"], *rows])
-    recipe = ClassifyRecipe.from_preset("nblr", [*QUIET, "data.segmenter=char", "model.bigram_buckets=65536"],
+    recipe = ClassifyRecipe.from_preset("nblr", [*QUIET, "data.segmenter=char", "model.ngrams=3", "model.bigram_buckets=65536"],
                                         data=str(data))
     recipe.train(tmp_path / "run")
     # character tokens: the word 1..3-grams are the character 1..3-grams of a Han text
