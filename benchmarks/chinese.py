@@ -8,7 +8,9 @@
       precision / recall / F1 against the gold (PKU) segmentation ``segmented.txt.gz``.
   (b) Sentiment on ``chinese/reviews/train.csv.gz`` (13,965 rows), a seeded 80/20 split (``random.Random(0)``):
       TF-IDF character 1-3-grams + logistic regression (scikit-learn, benchmark only) vs lmlab's ``linear``
-      preset (jieba words; characters) and ``bilstm`` with characters and with jieba words. Accuracy on the 20%.
+      preset (jieba words; characters), ``bilstm`` with characters and with jieba words, and the sparse
+      logistic regressions ``nblr`` (character 1-3 grams; jieba words + their character 1-3 grams) and ``tfidf``
+      (character 1-3 grams). Accuracy on the 20%. ``--models`` runs some of them; the others' rows are kept.
   (c) A character-level GPT on People's Daily (the last 10% of the characters held out; 4 layers x 128, 1,200
       steps of 16 x 128 characters, ~10 minutes of one core): validation loss per character (nats and bits) on the
       whole held-out 10%, beside the uniform guess and interpolated Kneser-Ney character 1-5-grams counted on the
@@ -153,8 +155,12 @@ def bench_vectors(limit: int, workdir: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- (b) sentiment
+#: the lmlab rows of (b)
+MODELS = ("linear_words", "linear_chars", "bilstm_chars", "bilstm_words", "nblr_chars", "nblr_words", "tfidf_chars")
+
+
 def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str] | None = None,
-                    progress=lambda out: None) -> dict:
+                    progress=lambda out: None, previous: dict | None = None, run_info: dict | None = None) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -171,6 +177,9 @@ def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str
     train = [examples[i] for i in order[n_test:]]
     out: dict = {"train": len(train), "test": len(test),
                  "majority_baseline": max(Counter(e.label for e in test).values()) / len(test)}
+    if previous and previous.get("train") == out["train"] and only:
+        # rows of the models not run now, from the earlier run (each row's "run" says which)
+        out.update({k: v for k, v in previous.items() if isinstance(v, dict) and k not in only})
 
     t0 = time.perf_counter()
     vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
@@ -179,7 +188,7 @@ def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str
     pred = clf.predict(vec.transform([e.text for e in test]))
     acc = sum(p == e.label for p, e in zip(pred, test, strict=True)) / len(test)
     out["tfidf_char13_lr"] = {"accuracy": float(acc), "wall_s": round(time.perf_counter() - t0, 2),
-                              "features": x.shape[1]}
+                              "features": x.shape[1], **({"run": run_info} if run_info else {})}
     print(f"  TF-IDF char 1-3 + LR: {out['tfidf_char13_lr']}", flush=True)
 
     models = {
@@ -189,6 +198,11 @@ def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str
                                     "data.max_len=200"]),
         "bilstm_words": ("bilstm", ["data.tokenizer=word", "data.segmenter=jieba", f"train.epochs={bilstm_epochs}",
                                     "data.max_len=200"]),
+        # sparse logistic regression (fitted exactly, no validation needed: every training label is used)
+        "nblr_chars": ("nblr", ["data.tokenizer=word", "data.segmenter=char", "model.ngrams=3", "data.val_split=0"]),
+        "nblr_words": ("nblr", ["data.tokenizer=word", "data.segmenter=jieba", "model.char_ngrams=[1,3]",
+                                "data.val_split=0"]),
+        "tfidf_chars": ("tfidf", ["data.tokenizer=word", "data.segmenter=char", "model.ngrams=3", "data.val_split=0"]),
     }
     models = {k: v for k, v in models.items() if not only or k in only}
     for name, (preset, overrides) in models.items():
@@ -199,10 +213,10 @@ def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str
         wall = time.perf_counter() - t0
         report = ClassifyRecipe.load(run).evaluate(test)
         out[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "wall_s": round(wall, 2),
-                     "steps": result.step, "preset": preset, "overrides": overrides}
+                     "steps": result.step, "preset": preset, "overrides": overrides, **({"run": run_info} if run_info else {})}
         print(f"  {name}: {out[name]['accuracy']:.4f} ({wall:.0f} s)", flush=True)
         progress(out)
-    best = max((k for k in models), key=lambda k: out[k]["accuracy"])
+    best = max((k for k in out if k in MODELS), key=lambda k: out[k]["accuracy"])
     out["best_lmlab"] = best
     out["best_minus_tfidf_points"] = round(100 * (out[best]["accuracy"] - out["tfidf_char13_lr"]["accuracy"]), 2)
     return out
@@ -351,7 +365,7 @@ def print_tables(r: dict) -> None:
         print(f"| majority class | {s['majority_baseline']:.4f} | |")
         print(f"| TF-IDF char 1-3-grams + LR | {s['tfidf_char13_lr']['accuracy']:.4f} | "
               f"{s['tfidf_char13_lr']['wall_s']:.1f} |")
-        for k in ("linear_words", "linear_chars", "bilstm_chars", "bilstm_words"):
+        for k in MODELS:
             if k in s:
                 print(f"| lmlab {k} | {s[k]['accuracy']:.4f} | {s[k]['wall_s']:.1f} |")
         print(f"best lmlab ({s['best_lmlab']}) - TF-IDF: {s['best_minus_tfidf_points']:+.2f} points")
@@ -380,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="Every part on a slice (a smoke run).")
     ap.add_argument("--parts", default="vectors,sentiment,gpt")
     ap.add_argument("--gpt-steps", type=int, default=0, help="GPT steps (default 1200; --quick 100).")
-    ap.add_argument("--models", default="", help="(b): only these lmlab models (linear_words,linear_chars,...).")
+    ap.add_argument("--models", default="", help="(b): only these lmlab models (" + ",".join(MODELS) + "); the "
+                    "other models' rows are kept from the results file.")
     ap.add_argument("--bilstm-epochs", type=int, default=0, help="(b): bilstm epochs (default 6; --quick 2).")
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench-chinese"))
     ap.add_argument("--out", default=None)
@@ -398,14 +413,17 @@ def main(argv: list[str] | None = None) -> int:
                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version()},
         "quick": args.quick,
     }
-    run_info: dict = {}
-    if os.path.exists(out_path):  # parts run separately accumulate in one file (read, modify, write)
+    previous: dict = {}
+    if os.path.exists(out_path):  # parts run separately accumulate in one file
         previous = json.loads(out_path.read_text(encoding="utf-8"))
-        if any(k in previous for k in ("vectors", "sentiment", "gpt") if k not in parts):
-            # every key of the file is kept in place (its date/command/machine are those of its earlier run);
-            # the parts run now are replaced and carry this run's date/command/machine
-            run_info = {k: result[k] for k in ("date", "command", "machine")}
-            result = {**result, **previous}
+        result.update({k: previous[k] for k in ("vectors", "sentiment", "gpt") if k in previous and k not in parts})
+        earlier = {k: previous.get(k) for k in ("date", "command")}
+        for row in previous.get("sentiment", {}).values():  # rows written before rows carried their own run record
+            if isinstance(row, dict) and "run" not in row:
+                row["run"] = earlier
+        for part in ("vectors", "gpt"):  # parts kept from an earlier run say which run measured them
+            if part in result and part not in parts and "run" not in result[part]:
+                result[part]["run"] = earlier
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every part: a later part that fails keeps the earlier ones
@@ -422,12 +440,14 @@ def main(argv: list[str] | None = None) -> int:
             result["sentiment"] = bench_sentiment(2000 if args.quick else 0, tmp,
                                                   args.bilstm_epochs or (2 if args.quick else 6),
                                                   set(filter(None, args.models.split(","))) or None,
-                                                  lambda part: (result.__setitem__("sentiment", part), save()))
+                                                  lambda part: (result.__setitem__("sentiment", part), save()),
+                                                  previous.get("sentiment"),
+                                                  {"date": result["date"], "command": result["command"]})
             save()
         if "gpt" in parts:
             steps = args.gpt_steps or (100 if args.quick else 1200)
             print(f"(c) char GPT, {steps} steps ...", flush=True)
-            result["gpt"] = {**bench_gpt(2000 if args.quick else 0, tmp, steps), **({"run": run_info} if run_info else {})}
+            result["gpt"] = bench_gpt(2000 if args.quick else 0, tmp, steps)
             save()
     print_tables(result)
     print(f"\nwrote {out_path}")

@@ -1,14 +1,17 @@
-"""The linear (fastText) classifier vs TF-IDF + logistic regression, with the bilstm numbers beside them.
+"""The linear classifiers (fastText ``linear``, sparse logistic regression ``nblr`` / ``tfidf``) vs TF-IDF +
+logistic regression, with the bilstm numbers beside them.
 
 Side by side in one run, each model on one core (one torch thread, OMP_NUM_THREADS=1 for scikit-learn):
-  (a) IMDb, all 25k training reviews -> all 25k test reviews: lmlab's ``linear`` preset (trained on the same 25k
-      as the baseline: ``data.val_split=0``) vs TF-IDF word 1-2 grams + LogisticRegression (scikit-learn defaults
-      apart from ``min_df=2, sublinear_tf=True``; nothing tuned on the test set).
+  (a) IMDb, all 25k training reviews -> all 25k test reviews: lmlab's ``linear``, ``nblr`` and ``tfidf`` presets
+      (trained on the same 25k as the baseline: ``data.val_split=0``) vs TF-IDF word 1-2 grams + LogisticRegression
+      (scikit-learn defaults apart from ``min_df=2, sublinear_tf=True``; nothing tuned on the test set).
   (b) rt-polarity, 10-fold cross-validation with the SAME folds as benchmarks/classify.py's bilstm CV.
   The ``bilstm`` rows are read from benchmarks/results/classify.json (not retrained).
 
-    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/linear.py [--parts imdb,cv] [--limit N] [--folds 10]
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/linear.py [--parts imdb,cv] [--models linear,nblr,tfidf,tfidf_lr]
+                                                          [--limit N] [--folds 10]
 
+Models left out of ``--models`` keep their rows from the existing results file (merged, not dropped).
 scikit-learn is a benchmark dependency (``pip install -e '.[bench]'``). Writes benchmarks/results/linear.json.
 Wall times include tokenizing/vectorizing the training text; accuracy is on the held-out text.
 """
@@ -33,11 +36,18 @@ BILSTM = ROOT / "benchmarks" / "results" / "classify.json"
 QUIET = ["train.progress=false", "train.tensorboard=false", "data.val_split=0"]
 
 
-def run_linear(train, test, workdir: Path, overrides=()) -> dict:
+MODELS = ("linear", "nblr", "tfidf", "tfidf_lr")
+
+
+def run_model(name: str, train, test, workdir: Path, overrides=()) -> dict:
+    return run_tfidf(train, test) if name == "tfidf_lr" else run_linear(train, test, workdir, overrides, preset=name)
+
+
+def run_linear(train, test, workdir: Path, overrides=(), preset: str = "linear") -> dict:
     from lmlab.recipes.classify import ClassifyRecipe
 
     t0 = time.perf_counter()
-    result = ClassifyRecipe.from_preset("linear", [*QUIET, *overrides], data=train, log=lambda *_: None).train(
+    result = ClassifyRecipe.from_preset(preset, [*QUIET, *overrides], data=train, log=lambda *_: None).train(
         workdir, overwrite=True)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -62,7 +72,7 @@ def run_tfidf(train, test) -> dict:
             "features": x.shape[1]}
 
 
-def bench_imdb(workdir: Path, limit: int | None) -> dict:
+def bench_imdb(workdir: Path, limit: int | None, models=MODELS) -> dict:
     from lmlab.data.readers import load_examples
 
     train = load_examples(DATA / "imdb" / "train.jsonl.gz")
@@ -70,29 +80,28 @@ def bench_imdb(workdir: Path, limit: int | None) -> dict:
     if limit:  # the files are sorted by label: a seeded sample, as benchmarks/classify.py's --limit
         train, test = random.Random(0).sample(train, limit), random.Random(1).sample(test, limit)
     out = {"train": len(train), "test": len(test)}
-    print(f"(a) IMDb {len(train)} -> {len(test)}: linear ...", flush=True)
-    out["linear"] = run_linear(train, test, workdir / "imdb-linear")
-    print(f"    linear {out['linear']}\n    TF-IDF + LR ...", flush=True)
-    out["tfidf_lr"] = run_tfidf(train, test)
-    print(f"    tfidf_lr {out['tfidf_lr']}", flush=True)
+    print(f"(a) IMDb {len(train)} -> {len(test)}", flush=True)
+    for name in models:
+        out[name] = run_model(name, train, test, workdir / f"imdb-{name}")
+        print(f"    {name} {out[name]}", flush=True)
     return out
 
 
-def bench_cv(workdir: Path, folds: int) -> dict:
+def bench_cv(workdir: Path, folds: int, models=MODELS) -> dict:
     from lmlab.data.readers import load_examples
 
     examples = load_examples(DATA / "rt-polarity" / "rt-polarity.*.utf8", format="lines")
     order = list(range(len(examples)))
     random.Random(0).shuffle(order)  # the folds of benchmarks/classify.py's bench_cv
-    rows: dict[str, list[dict]] = {"linear": [], "tfidf_lr": []}
+    rows: dict[str, list[dict]] = {name: [] for name in models}
     for k in range(folds):
         test_idx = set(order[k::folds])
         tr = [examples[i] for i in order if i not in test_idx]
         te = [examples[i] for i in sorted(test_idx)]
-        rows["linear"].append(run_linear(tr, te, workdir / f"cv{k}", [f"train.seed={k}"]))
-        rows["tfidf_lr"].append(run_tfidf(tr, te))
-        print(f"  fold {k + 1}/{folds}: linear {rows['linear'][-1]['accuracy']:.4f} ({rows['linear'][-1]['train_s']:.1f} s)"
-              f"  tfidf_lr {rows['tfidf_lr'][-1]['accuracy']:.4f} ({rows['tfidf_lr'][-1]['train_s']:.1f} s)", flush=True)
+        for name in models:
+            rows[name].append(run_model(name, tr, te, workdir / f"cv{k}-{name}", [f"train.seed={k}"]))
+        print(f"  fold {k + 1}/{folds}: " + "  ".join(
+            f"{name} {r[-1]['accuracy']:.4f} ({r[-1]['train_s']:.1f} s)" for name, r in rows.items()), flush=True)
     out: dict = {"folds": folds, "examples": len(examples)}
     for name, r in rows.items():
         accs = [x["accuracy"] for x in r]
@@ -108,25 +117,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="imdb,cv")
     ap.add_argument("--limit", type=int, default=0, help="IMDb: a seeded sample of N train and N test reviews (0: all).")
     ap.add_argument("--folds", type=int, default=10)
+    ap.add_argument("--models", default=",".join(MODELS), help="rows to run: " + ",".join(MODELS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench-linear"))
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
+    models = [m for m in args.models.split(",") if m]
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        ap.error(f"unknown --models {sorted(unknown)}; choose from {', '.join(MODELS)}")
     workdir = Path(args.workdir)
-    result: dict = {
-        "benchmark": "linear",
+    run = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"platform": platform.platform(), "torch_threads": args.threads,
-                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version()},
+                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
     }
+    # rows of models not run this time are kept from the existing file; every row says which run measured it
+    result: dict = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+    earlier = {k: result[k] for k in ("date", "command", "machine") if k in result}
+    for part in ("imdb", "rt_polarity_cv"):  # rows written before rows carried their own run record
+        for v in result.get(part, {}).values():
+            if isinstance(v, dict) and "run" not in v and earlier:
+                v["run"] = earlier
+    result.update({"benchmark": "linear", **run})
     if "imdb" in parts:
-        result["imdb"] = bench_imdb(workdir, args.limit or None)
+        new = bench_imdb(workdir, args.limit or None, models)
+        result["imdb"] = {**result.get("imdb", {}), **{k: ({**v, "run": run} if isinstance(v, dict) else v)
+                                                       for k, v in new.items()}}
     if "cv" in parts:
-        print(f"(b) rt-polarity {args.folds}-fold CV: linear and TF-IDF + LR ...", flush=True)
-        result["rt_polarity_cv"] = bench_cv(workdir, args.folds)
+        print(f"(b) rt-polarity {args.folds}-fold CV: {', '.join(models)} ...", flush=True)
+        new = bench_cv(workdir, args.folds, models)
+        result["rt_polarity_cv"] = {**result.get("rt_polarity_cv", {}),
+                                    **{k: ({**v, "run": run} if isinstance(v, dict) else v) for k, v in new.items()}}
     if BILSTM.is_file():
         old = json.loads(BILSTM.read_text())
         result["bilstm_from_classify_json"] = {
@@ -143,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(r: dict) -> None:
     print("\n| data | model | accuracy | train wall s (1 core) |\n|---|---|---:|---:|")
     if "imdb" in r:
-        for name in ("linear", "tfidf_lr"):
+        for name in [m for m in MODELS if m in r["imdb"]]:
             x = r["imdb"][name]
             print(f"| IMDb {r['imdb']['train']}/{r['imdb']['test']} | {name} | {x['accuracy']:.4f} | {x['train_s']:.1f} |")
     b = r.get("bilstm_from_classify_json", {})
@@ -152,7 +178,7 @@ def print_table(r: dict) -> None:
             print(f"| IMDb 25000/25000 | {k} (classify.json) | {b[k]['accuracy']:.4f} | {b[k]['train_wall_s']:.0f} |")
     if "rt_polarity_cv" in r:
         cv = r["rt_polarity_cv"]
-        for name in ("linear", "tfidf_lr"):
+        for name in [m for m in MODELS if m in cv]:
             x = cv[name]
             print(f"| rt-polarity {cv['folds']}-fold CV | {name} | {x['accuracy_mean']:.4f} +- {x['accuracy_stdev']:.4f} "
                   f"| {x['median_fold_train_s']:.1f} per fold |")

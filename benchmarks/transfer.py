@@ -3,6 +3,8 @@
 Rows (each: accuracy, wall minutes, cores):
   tfidf_lr     TF-IDF word 1-2 grams + logistic regression (scikit-learn; benchmark dependency only)
   linear       lmlab's fastText-style ``linear`` preset
+  nblr         lmlab's ``nblr`` preset: NB-weighted logistic regression on word 1-3 grams, L-BFGS to the optimum
+  tfidf        lmlab's ``tfidf`` preset: TF-IDF word 1-2 grams + logistic regression (lmlab's own, no scikit-learn)
   bilstm       lmlab's ``bilstm`` preset from scratch
   bilstm_w2v   the same, its embedding started from word2vec (CBOW, lmlab's own) trained here on the unlabelled text
   ft_gpt       ``classify train --init-from`` a GPT pretrained here (BPE)
@@ -12,7 +14,7 @@ Tasks: IMDb with 25k labels, IMDb with 1k labels (3 seeded subsets, median), IMD
 IMDb test set), rt-polarity 10-fold cross-validation. Pretraining reads unlabelled text only (IMDb ``unsup`` + the
 training reviews' text, never the test reviews or any label); its compute is reported separately, once per body.
 
-    python benchmarks/transfer.py [--rows tfidf_lr,linear,bilstm,ft_gpt,ft_lm,ft_mlm] [--tasks imdb25k,...]
+    python benchmarks/transfer.py [--rows tfidf_lr,linear,nblr,tfidf,bilstm,ft_gpt,ft_lm,ft_mlm] [--tasks imdb25k,...]
     python benchmarks/transfer.py --quick    # tiny and step-bounded, one thread: checks the whole pipeline
 
 Writes benchmarks/results/transfer.json (``--quick``: transfer.quick.json).
@@ -36,7 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LMLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results" / "transfer.json"
-ROWS = ("tfidf_lr", "linear", "bilstm", "bilstm_w2v", "ft_gpt", "ft_lm", "ft_mlm")
+ROWS = ("tfidf_lr", "linear", "nblr", "tfidf", "bilstm", "bilstm_w2v", "ft_gpt", "ft_lm", "ft_mlm")
+#: lmlab presets trained from scratch; the sparse-lr ones (no early stopping) fit on every label (data.val_split=0)
+SCRATCH = {"linear": [], "bilstm": [], "bilstm_w2v": [], "nblr": ["data.val_split=0"], "tfidf": ["data.val_split=0"]}
 TASKS = ("imdb25k", "imdb1k", "imdb100", "rt10")
 QUIET = ["train.progress=false", "train.tensorboard=false"]
 
@@ -147,10 +151,10 @@ def run_row(row: str, train, test, cfg: dict, workdir: Path, bodies: dict, threa
 
     out = workdir / f"row-{row}"
     common = [f"train.num_threads={threads}", *QUIET]
-    if row in ("linear", "bilstm", "bilstm_w2v"):
+    if row in SCRATCH:
         vectors = bodies["w2v"]["run_dir"] if row == "bilstm_w2v" else None
-        recipe = ClassifyRecipe(ClassifyRecipe.resolve(row.split("_")[0], [*cfg["scratch"], *common]), data=train,
-                                pretrained_vectors=vectors, log=lambda _: None)
+        recipe = ClassifyRecipe(ClassifyRecipe.resolve(row.split("_")[0], [*cfg["scratch"], *SCRATCH[row], *common]),
+                                data=train, pretrained_vectors=vectors, log=lambda _: None)
     else:
         recipe = ClassifyRecipe.from_preset(None, [*cfg["finetune"], *common], init_from=bodies[row[3:]]["run_dir"],
                                             data=train, log=lambda _: None)
@@ -227,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         skipped["tfidf_lr"] = "scikit-learn is not installed"
         rows.remove("tfidf_lr")
 
-    # unlabelled text only: IMDb unsup + the training reviews' text
+    # unlabelled text only: IMDb unsup + the training reviews' text (only when a body is pretrained here)
     text = workdir / "unlabelled.txt"
-    texts = [e.text for e in _examples(DATA / "imdb" / "unsup.jsonl.gz", cfg["pretrain_texts"])]
-    texts += [e.text for e in _examples(DATA / "imdb" / "train.jsonl.gz", cfg["pretrain_texts"])]
-    text.write_text("\n".join(t.replace("<br />", " ").replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+    texts = []
+    if any((row.startswith("ft_") and row[3:] not in given) or (row == "bilstm_w2v" and "w2v" not in given)
+           for row in rows):
+        texts = [e.text for e in _examples(DATA / "imdb" / "unsup.jsonl.gz", cfg["pretrain_texts"])]
+        texts += [e.text for e in _examples(DATA / "imdb" / "train.jsonl.gz", cfg["pretrain_texts"])]
+        text.write_text("\n".join(t.replace("<br />", " ").replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
     bodies = {}
     for row in rows:
         if row.startswith("ft_") or row == "bilstm_w2v":

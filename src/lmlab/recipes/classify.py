@@ -11,10 +11,17 @@ The classifier is a :class:`lmlab.models.finetune.BodyClassifier` configured by 
 run directory holds the body's tokenizer files (instead of a fitted text encoder) and a ``body`` record (family,
 model_type, model_config, pooling, max_tokens), from which :meth:`ClassifyRecipe.load` rebuilds the same model
 and the same tokenization.
+
+``model.arch=sparse-lr`` (presets ``tfidf``, ``nblr``) is not trained by the Trainer: :meth:`ClassifyRecipe.fit`
+counts the n-gram features of every training text once, sets the feature weights (IDF / NB ratio) from them and
+fits the logistic regression to its optimum with full-batch L-BFGS (:meth:`TextClassifier.fit_lbfgs`): there are
+no epochs, batches or learning rates. It writes model.safetensors and one ``train`` and one ``val`` record to
+metrics.jsonl; it is deterministic and takes seconds, so ``--resume`` simply fits again.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +32,7 @@ from lmlab import checkpoint
 from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.data.classification import ClassifyDataConfig, TextEncoder
 from lmlab.errors import ConfigError
-from lmlab.models.classifier import ClassifierConfig, TextClassifier
+from lmlab.models.classifier import ClassifierConfig, TextClassifier, char_ngram_table
 from lmlab.models.finetune import BodyClassifier, FinetuneConfig
 from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult, read_tokenizer_files, split_validation
 
@@ -97,7 +104,8 @@ class ClassifyRecipe(Recipe):
     model_type = "classifier"
     run_config = ClassifyRunConfig
     default_preset = "bilstm"
-    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "num_classes"}, "data": {"segmenter", "user_dict"}}
+    resume_ignore: ClassVar[dict[str, Any]] = {"model": {"vocab_size", "num_classes", "char_table_size"},
+                                               "data": {"segmenter", "user_dict"}}
 
     @classmethod
     def from_preset(cls, preset: str | None = None, overrides=(), init_from: str | None = None, **inputs: Any):
@@ -159,6 +167,14 @@ class ClassifyRecipe(Recipe):
         if self.body is None:
             run.model.vocab_size = self.encoder.vocab_size
             run.model.num_classes = len(self.labels)
+        self.char_table = None
+        if run.model.arch == "sparse-lr" and run.model.char_ngrams:
+            from lmlab.data.vocab import DEFAULT_SPECIALS
+
+            lo, hi = run.model.char_ngrams
+            self.char_table = char_ngram_table(self.encoder.itos(), lo, hi, run.model.vocab_size,
+                                               run.model.bigram_buckets, skip={*DEFAULT_SPECIALS, run.data.oov_token})
+            run.model.char_table_size = int(self.char_table[1].numel())
         train_ds = ClassifyDataset.build(train_examples, self.encoder, self.labels, source=str(data))
         val_ds = (
             ClassifyDataset.build(val_examples, self.encoder, self.labels, source=str(val or data))
@@ -211,7 +227,11 @@ class ClassifyRecipe(Recipe):
             self.log(self.notes[-1])
             return model
         model = TextClassifier(self.config.model)
+        if self.char_table is not None:
+            model.set_char_table(*self.char_table)
         vectors = self.inputs.get("pretrained_vectors")
+        if vectors and self.config.model.arch == "sparse-lr":
+            raise ConfigError("--pretrained-vectors needs an embedding; model.arch=sparse-lr has none")
         if vectors and not self.resumed:
             self.notes.append(self._load_pretrained(model, vectors))
             self.log(self.notes[-1])
@@ -266,6 +286,8 @@ class ClassifyRecipe(Recipe):
     def fit(self, run_dir: Path, resume: bool, callbacks) -> TrainResult:
         from lmlab.trainer import Trainer
 
+        if self.body is None and self.config.model.arch == "sparse-lr":
+            return self._fit_sparse_lr(run_dir)
         n_val = len(self.val_data.dataset) if self.val_data else 0
         vocab = self.body.model_config.get("vocab_size") if self.body is not None else self.encoder.vocab_size
         self.log(
@@ -277,6 +299,62 @@ class ClassifyRecipe(Recipe):
                           callbacks=callbacks)
         last = trainer.fit(resume=resume)
         return TrainResult.from_trainer(trainer, last, self.notes)
+
+    def _fit_sparse_lr(self, run_dir: Path) -> TrainResult:
+        """sparse-lr: features of every training text -> feature weights -> L-BFGS to the optimum (see the module
+        docstring); the validation texts are scored once at the end."""
+        from lmlab.data.classification import collate
+
+        start = time.perf_counter()
+        model, dataset, cfg = self.model, self.train_data.dataset, self.config.model
+        chunk = 1024
+        docs, rows, counts = [], [], []
+        with torch.no_grad():
+            for first in range(0, len(dataset), chunk):
+                batch = collate([dataset[i] for i in range(first, min(first + chunk, len(dataset)))])
+                doc, row, count = model.count_features(batch.ids, batch.lengths)
+                docs.append(doc + first)
+                rows.append(row)
+                counts.append(count)
+        doc, row, count = torch.cat(docs), torch.cat(rows), torch.cat(counts)
+        labels = torch.tensor(dataset.labels, dtype=torch.long)
+        model.fit_weighting(doc, row, labels)
+        info = model.fit_lbfgs(doc, row, model.feature_values(doc, row, count), labels)
+        n_val = len(self.val_data.dataset) if self.val_data else 0
+        self.log(
+            f"classify: sparse-lr on {len(dataset)} train / {n_val} val examples, {len(self.labels)} classes, "
+            f"{int((model.feature_weight[torch.unique(row)] != 0).sum()):,} features; L-BFGS "
+            f"{info['iterations']} iterations, objective {info['objective']:.6f}"
+        )
+        if not info["converged"]:
+            self.notes.append(
+                f"L-BFGS stopped after {info['iterations']} iterations with a gradient of {info['grad_max']:.2e} > "
+                f"model.tol={cfg.tol}; raise model.max_iter for the exact optimum"
+            )
+            self.log(f"warning: {self.notes[-1]}")
+        elapsed = time.perf_counter() - start
+        record = {"split": "train", "step": info["iterations"], "epoch": 1, "loss": info["objective"],
+                  "evaluations": info["evaluations"], "grad_max": info["grad_max"], "time_s": round(elapsed, 3)}
+        checkpoint.append_metrics(run_dir, record)
+        last = {k: v for k, v in record.items() if k != "split"}
+        best = None
+        metric = self.config.train.early_stopping_metric
+        if self.val_data is not None:
+            totals, n = {"val_loss": 0.0, "val_accuracy": 0.0}, 0
+            model.eval()
+            with torch.no_grad():
+                for batch in self.val_data:
+                    out = model.loss(batch)
+                    totals["val_loss"] += float(out["loss"]) * out["n"]
+                    totals["val_accuracy"] += float(out["accuracy"]) * out["n"]
+                    n += out["n"]
+            val = {k: v / max(n, 1) for k, v in totals.items()}
+            checkpoint.append_metrics(run_dir, {"split": "val", "step": info["iterations"], "epoch": 1, **val})
+            last.update(val)
+            best = val.get(metric)
+        checkpoint.save_tensors(run_dir / checkpoint.WEIGHTS_FILE, model.state_dict())
+        return TrainResult(run_dir=run_dir, step=info["iterations"], metric=metric, best=best, metrics=last,
+                           train_time_s=elapsed, notes=self.notes)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu"):
