@@ -174,3 +174,21 @@ def test_gpt_old_run_files_load(kind, expected, tmp_path):
     assert codec.start_ids() == exp["start"] and codec.vocab_size == exp["vocab_size"] and codec.kind == kind
     codec.save(tmp_path)
     assert TokenCodec.load(tmp_path).encode_batch(PROBE) == exp["ids"]
+
+
+def test_fit_keep_tokens_encodes_the_fitted_texts_once_with_identical_ids(monkeypatch):
+    """The classifier fits its vocabulary on the training texts and encodes them next: with keep_tokens the second
+    pass reuses the first pass's tokens (each text tokenized once) and gives exactly the ids of a fresh encode."""
+    from lmlab.data.codec import Codec
+    from lmlab.data.tokenizers import WordTokenizer
+
+    texts = ["A gorgeous, witty film.", "<br />Dull and slow...", "witty but slow", "a film"]
+    plain = Codec(WordTokenizer(lowercase=True, strip_html=True), max_len=3).fit(texts)
+    kept = Codec(WordTokenizer(lowercase=True, strip_html=True), max_len=3).fit(texts, keep_tokens=True)
+    calls = []
+    real = kept.tokenizer.tokenize
+    monkeypatch.setattr(kept.tokenizer, "tokenize", lambda t: (calls.append(t), real(t))[1])
+    assert kept.encode_batch(texts) == plain.encode_batch(texts) and calls == []  # reused, same ids
+    assert kept.encode_batch(texts) == plain.encode_batch(texts) and len(calls) == len(texts)  # used once only
+    other = [t.upper() for t in texts]  # other string objects: tokenized as usual
+    assert kept.encode_batch(other) == plain.encode_batch(other)

@@ -109,7 +109,7 @@ class TextEncoder:
         if cfg.tokenizer == "keras":
             self.codec.tokenizer.fit_on_texts(texts)
         else:
-            self.codec.fit(texts, min_freq=cfg.min_freq, max_size=cfg.num_words or None)
+            self.codec.fit(texts, min_freq=cfg.min_freq, max_size=cfg.num_words or None, keep_tokens=True)
         return self
 
     @property

@@ -87,6 +87,8 @@ class Codec:
         self.stop_at_end = stop_at_end
         self.join = join
         self.on_unknown = on_unknown
+        #: (texts, their tokens) of the last ``fit(..., keep_tokens=True)``, until ``encode_batch`` uses them
+        self._fitted_tokens: tuple[list[str], list[list[str]]] | None = None
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"codec option {name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -95,16 +97,24 @@ class Codec:
 
     # --- building ------------------------------------------------------------------------------------------
     def fit(
-        self, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None, specials: Sequence[str] | None = None
+        self, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None, specials: Sequence[str] | None = None,
+        keep_tokens: bool = False,
     ) -> Codec:
         """Build the vocabulary from ``texts`` (tokens by count, ties in first-seen order); returns ``self``.
 
         With ``split_lines="eos"`` every line of every text counts as one sequence. A tokenizer with its own ids
-        is trained by its own ``train``/``fit_on_texts`` and passed in ready.
+        is trained by its own ``train``/``fit_on_texts`` and passed in ready. ``keep_tokens``: remember the tokens
+        of ``texts`` so that the next :meth:`encode_batch` of exactly these texts (the same string objects, e.g.
+        the training set right after fitting) reuses them instead of tokenizing every text a second time.
         """
         tok = self.tokenizer
+        self._fitted_tokens = None
         if self.split_lines == "eos":
             token_lists: Iterable[list[str]] = (tok.tokenize(line) for text in texts for line in text.splitlines())
+        elif keep_tokens:
+            texts = list(texts)
+            token_lists = [tok.tokenize(t) for t in texts]
+            self._fitted_tokens = (texts, token_lists)
         else:
             token_lists = (tok.tokenize(t) for t in texts)
         kwargs = {} if specials is None else {"specials": specials}
@@ -193,6 +203,11 @@ class Codec:
         """Ids of several texts (a BPE tokenizer encodes them in parallel)."""
         if self.vocab is None and self.split_lines == "none":
             return [self._frame(list(ids)) for ids in self._own_batch(list(texts))]
+        fitted = self._fitted_tokens
+        if fitted is not None and len(fitted[0]) == len(texts) and all(a is b for a, b in zip(fitted[0], texts, strict=True)):
+            self._fitted_tokens = None  # used once: the tokens of the texts just fitted on
+            vocab = self.vocab
+            return [self._frame(vocab.encode(tokens)) for tokens in fitted[1]]
         return [self.encode(t) for t in texts]
 
     def encode_prompt(self, text: str) -> list[int]:
