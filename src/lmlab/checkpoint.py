@@ -398,8 +398,9 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + n
 
 
-#: the largest block of a tensor :func:`stream_weights` reads through a temporary buffer
-_STREAM_CHUNK_BYTES = 16 << 20
+#: the largest block of a tensor :func:`stream_weights` reads through a buffer (small: a column-major copy
+#: from it stays in the L2 cache, ~10x faster than from a 16 MB one)
+_STREAM_CHUNK_BYTES = 256 << 10
 
 
 def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str] | None = None) -> None:
@@ -444,7 +445,7 @@ def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, 
 
 def _read_tensor(fh: Any, dest: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> int:
     """Read a tensor of ``shape`` and ``dtype`` from ``fh`` into ``dest``: straight into it when it is a
-    contiguous CPU tensor of that dtype, else through a buffer of at most ``_STREAM_CHUNK_BYTES``, a block of
+    contiguous CPU tensor of that dtype, else through a buffer of at most ``_STREAM_CHUNK_BYTES`` (256 KB), a block of
     rows at a time (another dtype, a device, a column-major layout: no full second copy). The bytes read (a
     short count: the file ended)."""
     import torch
