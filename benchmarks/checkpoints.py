@@ -13,6 +13,8 @@ turns the folder into a run, then each side runs in its own fresh process (so th
 at batch 1 and 8, on 1 and 2 threads; the generated ids of both sides are compared (identical greedy tokens).
 Targets (the issue's): decoding >= 1.5x transformers' tokens/s at batch 1, peak memory <= transformers'.
 
+Cells: every one-thread cell first, the two-thread ones last; each row records the load average before and after it.
+
 Usage:
     python benchmarks/checkpoints.py            # full shapes; writes benchmarks/results/checkpoints.json
     python benchmarks/checkpoints.py --quick    # tiny shapes, 32 new tokens (~1 min); checkpoints.quick.json
@@ -182,6 +184,9 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=None, help="default 256 (quick: 32)")
+    parser.add_argument("--cell-new-tokens", default="",
+                        help="fewer new tokens for some cells, e.g. 'llama-0.5B:8=64,gpt2-124M:1:2=64' "
+                        "(MODEL:BATCH[:THREADS]=N, comma-separated)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", choices=["lmlab", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -204,8 +209,15 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     from lmlab.hf import import_hf
 
+    cell_tokens = {}
+    for item in filter(None, args.cell_new_tokens.split(",")):  # MODEL:BATCH[:THREADS]=N
+        cell, n = item.split("=")
+        model, batch, *n_threads = cell.split(":")
+        for t in n_threads or threads:
+            cell_tokens[(model, int(batch), int(t))] = int(n)
     rows = []
     with tempfile.TemporaryDirectory(prefix="lmlab-bench-ckpt-") as tmp:
+        folders, import_times = {}, {}
         for name, shape in shapes.items():
             hf_dir, run_dir = Path(tmp) / f"{name}-hf", Path(tmp) / f"{name}-run"
             t = time.perf_counter()
@@ -214,28 +226,38 @@ def main() -> None:
             print(f"{name}: built and saved in {time.perf_counter() - t:.1f} s", flush=True)
             t = time.perf_counter()
             import_hf(hf_dir, run_dir, log=lambda m: None)
-            import_s = time.perf_counter() - t
-            import gc
+            import_times[name] = time.perf_counter() - t
+            folders[name] = (hf_dir, run_dir)
+        import gc
 
-            gc.collect()
-            for n_threads in threads:
+        gc.collect()
+        # every one-thread cell first, the two-thread ones last (on a shared machine they suffer most)
+        for n_threads in threads:
+            for name in shapes:
+                hf_dir, run_dir = folders[name]
                 for batch in batches:
-                    ours = run_side("lmlab", run_dir, n_threads, batch, prompt_tokens, new_tokens)
-                    ref = run_side("transformers", hf_dir, n_threads, batch, prompt_tokens, new_tokens)
+                    n_new = cell_tokens.get((name, batch, n_threads), new_tokens)
+                    load_before = os.getloadavg()
+                    ours = run_side("lmlab", run_dir, n_threads, batch, prompt_tokens, n_new)
+                    ref = run_side("transformers", hf_dir, n_threads, batch, prompt_tokens, n_new)
                     row = {
                         "model": name, "threads": n_threads, "batch": batch, "prompt_tokens": prompt_tokens,
-                        "new_tokens": new_tokens, "import_s": import_s,
+                        "new_tokens": n_new, "import_s": import_times[name],
                         "identical_tokens": ours.pop("ids") == ref.pop("ids"),
                         "lmlab": ours, "transformers": ref,
                         "decode_speedup": ours["decode_tokens_per_s"] / ref["decode_tokens_per_s"],
                         "memory_ratio": ours["peak_rss_mb"] / ref["peak_rss_mb"],
+                        "load_average": [round(x, 2) for x in (*load_before, *os.getloadavg())],
                     }
                     rows.append(row)
                     print(f"{name:11s} threads {n_threads} batch {batch}: decode {ours['decode_tokens_per_s']:8.1f} vs "
                           f"{ref['decode_tokens_per_s']:8.1f} tok/s ({row['decode_speedup']:.2f}x), prompt "
                           f"{ours['prompt_tokens_per_s']:8.0f} vs {ref['prompt_tokens_per_s']:8.0f} tok/s, load "
                           f"{ours['load_s']:.2f} vs {ref['load_s']:.2f} s, peak {ours['peak_rss_mb']:.0f} vs "
-                          f"{ref['peak_rss_mb']:.0f} MB, identical {row['identical_tokens']}", flush=True)
+                          f"{ref['peak_rss_mb']:.0f} MB, identical {row['identical_tokens']}, "
+                          f"load average {row['load_average'][0]:.1f}", flush=True)
+                    if args.out:  # a partial file after every cell (a long grid on a shared machine)
+                        Path(args.out + ".partial").write_text(json.dumps(rows, indent=2) + "\n")
     result = {
         "benchmark": "checkpoints", "quick": args.quick, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(), "targets": {"decode_speedup_batch1": 1.5, "memory_ratio": 1.0}, "rows": rows,

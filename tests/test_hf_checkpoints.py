@@ -179,6 +179,30 @@ def test_greedy_32_tokens_equal_transformers_with_and_without_the_cache(arch, hf
         assert ours.generate(prompt[0], greedy, use_cache=use_cache)[0] == expected[0].tolist()  # no padding
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_decoding_loads_the_wide_weights_column_major_with_the_same_numbers(arch, imported, monkeypatch):
+    import lmlab
+    from lmlab import checkpoint
+    from lmlab.recipes.gpt import GPTRecipe
+
+    monkeypatch.setattr(checkpoint, "_STREAM_CHUNK_BYTES", 1000)  # every strided tensor read in several blocks
+    fast = lmlab.load(imported[arch]).model
+    plain, _, _ = GPTRecipe.load_model(imported[arch])
+    wide = fast.wide_linears()
+    assert fast.lm_head in wide and fast.blocks[0].mlp.fc in wide and fast.blocks[0].attn.proj not in wide
+    assert all(lin.weight.stride() == (1, lin.out_features) for lin in wide)
+    assert plain.lm_head.weight.is_contiguous() and fast.blocks[0].attn.proj.weight.is_contiguous()
+    assert fast.lm_head.weight is fast.wte.weight  # still tied
+    for name, value in plain.state_dict().items():
+        assert torch.equal(fast.state_dict()[name], value), name
+    torch.manual_seed(0)
+    ids = torch.randint(0, plain.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids), plain(ids), atol=1e-5, rtol=1e-5)
+    greedy = SamplingConfig(max_new_tokens=12, temperature=0)
+    assert fast.generate(ids, greedy) == plain.generate(ids, greedy)
+
+
 @pytest.mark.parametrize("kind", ["byte_level", "metaspace"])
 def test_tokenizer_ids_equal_autotokenizer(kind, hf_tokenizers, tmp_path):
     from transformers import AutoTokenizer

@@ -16,6 +16,7 @@ process killed mid-write leaves the previous file intact.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -397,6 +398,11 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + n
 
 
+#: the largest block of a tensor :func:`stream_weights` reads through a buffer (small: a column-major copy
+#: from it stays in the L2 cache, ~10x faster than from a 16 MB one)
+_STREAM_CHUNK_BYTES = 256 << 10
+
+
 def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str] | None = None) -> None:
     """Read the tensors of a safetensors file straight into ``model``'s parameters, one at a time, with plain
     file reads (no memory map whose pages would count as a second copy of the weights), converting dtypes;
@@ -432,14 +438,56 @@ def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, 
                 raise CheckpointError(f"{path}: tensor {name} has dtype {info['dtype']}, which lmlab does not read")
             lo, hi = (int(x) for x in info["data_offsets"])
             dest = expected[name]
-            direct = dest.dtype == dtype and dest.device.type == "cpu" and dest.is_contiguous()
-            buf = dest if direct else torch.empty(tuple(info["shape"]), dtype=dtype)
             fh.seek(data_start + lo)
-            view = memoryview(buf.view(torch.uint8).numpy()).cast("B") if buf.numel() else memoryview(b"")
-            if hi - lo != len(view) or fh.readinto(view) != hi - lo:
+            if _read_tensor(fh, dest, tuple(info["shape"]), dtype) != hi - lo:
                 raise CheckpointError(f"{path}: weights file is truncated or corrupt at {name}; re-train or restore it")
-            if not direct:
-                dest.copy_(buf)
+
+
+def _read_tensor(fh: Any, dest: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """Read a tensor of ``shape`` and ``dtype`` from ``fh`` into ``dest``: straight into it when it is a
+    contiguous CPU tensor of that dtype, else through a buffer of at most ``_STREAM_CHUNK_BYTES`` (256 KB), a block of
+    rows at a time (another dtype, a device, a column-major layout: no full second copy). The bytes read (a
+    short count: the file ended)."""
+    import torch
+
+    def fill(buf: torch.Tensor) -> int:  # read until full (one read() returns at most ~2 GB) or the end
+        if not buf.numel():
+            return 0
+        view = memoryview(buf.view(torch.uint8).numpy()).cast("B")
+        done = 0
+        while done < len(view):
+            n = fh.readinto(view[done:])
+            if not n:
+                return -1
+            done += n
+        return done
+
+    direct = dest.dtype == dtype and dest.device.type == "cpu" and dest.is_contiguous()
+    if direct or not shape:
+        buf = dest if direct else torch.empty(shape, dtype=dtype)
+        n = fill(buf)
+        if buf is not dest and n >= 0:
+            dest.copy_(buf)
+        return max(n, 0)
+    row_bytes = max(1, math.prod(shape[1:]) * torch.empty((), dtype=dtype).element_size())
+    step = max(1, _STREAM_CHUNK_BYTES // row_bytes)
+    # a strided copy on the CPU through numpy: torch's copy_ opens an OpenMP region per block, which on a busy
+    # machine with 2+ threads costs more than the copy (loading GPT-2 small took 12 s instead of 2)
+    numpy_dest = dest.detach().numpy() if dest.device.type == "cpu" and dest.dtype == dtype != torch.bfloat16 else None
+    buf, total = None, 0
+    for r in range(0, shape[0], step):
+        rows = min(step, shape[0] - r)
+        if buf is None or buf.shape[0] != rows:
+            buf = torch.empty((rows, *shape[1:]), dtype=dtype)
+        n = fill(buf)
+        if n < 0:
+            return total
+        if numpy_dest is not None:
+            numpy_dest[r : r + rows] = buf.numpy()
+        else:
+            dest[r : r + rows].copy_(buf)
+        total += n
+    return total
 
 
 def torch_load_state(path: str | Path) -> Any:

@@ -221,10 +221,15 @@ class GPTRecipe(Recipe):
 
     # ------------------------------------------------------------------------------------------ trained runs
     @classmethod
-    def load_model(cls, run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, TokenCodec, GPTRunConfig]:
-        """The trained model (best weights, eval mode), its codec and its run config."""
+    def load_model(cls, run_dir: str | os.PathLike, device: str = "cpu",
+                   for_decoding: bool = False) -> tuple[GPT, TokenCodec, GPTRunConfig]:
+        """The trained model (best weights, eval mode), its codec and its run config. ``for_decoding`` (the
+        generation pipeline) on a CPU: the wide projections' weights are laid out column-major
+        (:meth:`GPT.column_major_`, the same values; faster token-by-token decoding)."""
         from lmlab.trainer import resolve_device
 
+        target = resolve_device(device)
+        column_major = for_decoding and torch.device(target).type == "cpu"
         saved = checkpoint.load_config(run_dir, cls.model_type)
         run = saved_run_config(run_dir, saved)
         codec = TokenCodec.load(run_dir)
@@ -235,25 +240,29 @@ class GPTRecipe(Recipe):
             if not isinstance(dtype, torch.dtype):
                 raise CheckpointError(f"{run_dir}/config.json: imported.dtype {imported.get('dtype')!r} is not a dtype")
             model = GPT.empty(run.model, dtype=dtype)
+            if column_major:
+                model.column_major_(copy=False)
             checkpoint.stream_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model,
                                       tied={"lm_head.weight": "wte.weight"} if run.model.tie_embeddings else None)
         else:  # every weight is in the file (load_weights checks): no random initialisation needed
             model = GPT.empty(run.model)
+            if column_major:
+                model.column_major_(copy=False)
             checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
-        model.to(resolve_device(device)).eval()
+        model.to(target).eval()
         return model, codec, run
 
     @classmethod
     def load_for_generation(cls, run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, TokenCodec]:
         """(model in eval mode with its best weights, codec) of a trained run directory."""
-        model, codec, _ = cls.load_model(run_dir, device)
+        model, codec, _ = cls.load_model(run_dir, device, for_decoding=True)
         return model, codec
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "cpu"):
         from lmlab.pipelines.gpt import GPTGenerator
 
-        model, codec, run = cls.load_model(run_dir, device)
+        model, codec, run = cls.load_model(run_dir, device, for_decoding=True)
         return GPTGenerator(model, codec, run, Path(run_dir))
 
     # ------------------------------------------------------------------------------------- transfer learning
