@@ -449,10 +449,17 @@ def _same_settings(a: dict, b: dict, glove: bool) -> bool:
     return same_corpus and ha == hb
 
 
+def _stamped(runs: list[dict], record: dict | None) -> list[dict]:
+    """``runs`` each with the date and git commit of the record they were made in (a run's own stamp wins)."""
+    stamp = {"date": (record or {}).get("date"), "git_commit": (record or {}).get("machine", {}).get("git_commit")}
+    return [{**stamp, **r} for r in runs]
+
+
 def merge_protocol_record(earlier: dict | None, new: dict) -> dict:
     """The record a ``--protocol`` run leaves: ``new`` plus the runs of ``earlier`` (the record already in the
     file) that ``new`` did not redo (same impl, algo and seed) and that were made with the same corpus and
-    hyper-parameters; the summary covers them all and ``commands`` lists every command behind them. Keys of
+    hyper-parameters; each run keeps the date and git commit it was made at, the summary covers them all and
+    ``commands`` lists every command behind them. Keys of
     ``earlier`` that a run does not write (notes, side measurements) are kept."""
     merged = {k: v for k, v in (earlier or {}).items() if k not in new}
     merged.update(new)
@@ -461,12 +468,13 @@ def merge_protocol_record(earlier: dict | None, new: dict) -> dict:
     if earlier:
         kept = [r for r in earlier.get("runs", []) if (r["impl"], r["algo"], r["seed"]) not in done
                 and "error" not in r and _same_settings(earlier, new, r["algo"] == "glove")]
-    merged["runs"] = kept + list(new["runs"])
+    merged["runs"] = _stamped(kept, earlier) + _stamped(new["runs"], new)
     commands = []
     if kept:
         commands = list(earlier.get("commands") or [c for c in [earlier.get("command")] if c])
-    if new.get("command") and new["command"] not in commands:
-        commands.append(new["command"])
+    for command in [*new.get("commands", []), new.get("command")]:  # a merged record's own list first
+        if command and command not in commands:
+            commands.append(command)
     merged["commands"] = commands
     merged["summary"] = summarize(merged["runs"])
     return merged

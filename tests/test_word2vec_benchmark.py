@@ -25,7 +25,7 @@ def _run(impl, algo, seed, ws=0.3):
 
 
 def _record(command, runs, epochs=3, bias_lr=1.0, note=None):
-    rec = {"command": command, "corpus": {"words": 5_060_000, "lines": 86_508},
+    rec = {"command": command, "date": command, "machine": {"git_commit": "c-" + command}, "corpus": {"words": 5_060_000, "lines": 86_508},
            "hparams": {"embed_dim": 100, "window": 5, "epochs": epochs, "threads": 1, "lmlab_compute_loss": False,
                        "glove": {"epochs": 15, "window": 10, "bias_lr": bias_lr}},
            "runs": runs}
@@ -44,6 +44,9 @@ def test_protocol_run_keeps_earlier_runs_it_does_not_redo(bench):
     assert merged["summary"]["sg/lmlab"]["ws353"] == 0.2  # the redone run replaces the earlier one
     assert set(merged["summary"]["ratios"]) == {"sg-vs-gensim-iter", "cbow-vs-gensim-iter"}
     assert merged["commands"] == ["--algos cbow", "--algos sg"] and merged["note"] == "kept"
+    # every run says when and at which commit it was made
+    assert [(r["date"], r["git_commit"]) for r in merged["runs"]][1:3] == [("--algos cbow", "c---algos cbow"),
+                                                                         ("--algos sg", "c---algos sg")]
 
 
 def test_protocol_run_drops_earlier_runs_made_with_other_settings(bench):
