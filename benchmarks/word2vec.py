@@ -38,7 +38,9 @@ schedule), and GloVe (dim 100, window 10, x_max 100, alpha 0.75, 15 iterations, 
 ``glove.c`` (``glove-c``). The ``glove-c`` row needs the stanfordnlp/GloVe source tree: ``--glove-c-src DIR`` or
 ``LMLAB_GLOVE_C_SRC=DIR`` (built with ``make`` in a temporary copy); without it the row is skipped with a message.
 glove.c counts, shuffles and trains with its own tools on the same tokens and vocabulary (min_count 5). The
-result goes under the key ``protocol_5m`` of benchmarks/results/word2vec.json, the other records kept::
+result goes under the key ``protocol_5m`` of benchmarks/results/word2vec.json, the other records kept, and so
+do the record's earlier runs that this one does not redo (same corpus and settings; ``merge_protocol_record``), so
+the protocol can be run a few rows at a time (``--algos sg``, then ``--algos glove --glove-seeds 3``)::
 
     LMLAB_GLOVE_C_SRC=/tmp/glove-src python benchmarks/word2vec.py --protocol 5m
 
@@ -434,6 +436,50 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def _same_settings(a: dict, b: dict, glove: bool) -> bool:
+    """Whether two records' runs can share a summary: the same corpus and hyper-parameters (GloVe's only for
+    ``glove``)."""
+    ha, hb = dict(a.get("hparams", {})), dict(b.get("hparams", {}))
+    ga, gb = ha.pop("glove", {}), hb.pop("glove", {})
+    ha.pop("lmlab_compute_loss", None), hb.pop("lmlab_compute_loss", None)
+    same_corpus = all(a.get("corpus", {}).get(k) == b.get("corpus", {}).get(k) for k in ("words", "lines"))
+    if glove:
+        return same_corpus and all(ga.get(k) == gb.get(k) for k in ("epochs", "window", "x_max", "alpha", "lr",
+                                                                     "adagrad", "bias_lr", "threads"))
+    return same_corpus and ha == hb
+
+
+def _stamped(runs: list[dict], record: dict | None) -> list[dict]:
+    """``runs`` each with the date and git commit of the record they were made in (a run's own stamp wins)."""
+    stamp = {"date": (record or {}).get("date"), "git_commit": (record or {}).get("machine", {}).get("git_commit")}
+    return [{**stamp, **r} for r in runs]
+
+
+def merge_protocol_record(earlier: dict | None, new: dict) -> dict:
+    """The record a ``--protocol`` run leaves: ``new`` plus the runs of ``earlier`` (the record already in the
+    file) that ``new`` did not redo (same impl, algo and seed) and that were made with the same corpus and
+    hyper-parameters; each run keeps the date and git commit it was made at, the summary covers them all and
+    ``commands`` lists every command behind them. Keys of
+    ``earlier`` that a run does not write (notes, side measurements) are kept."""
+    merged = {k: v for k, v in (earlier or {}).items() if k not in new}
+    merged.update(new)
+    done = {(r["impl"], r["algo"], r["seed"]) for r in new["runs"]}
+    kept = []
+    if earlier:
+        kept = [r for r in earlier.get("runs", []) if (r["impl"], r["algo"], r["seed"]) not in done
+                and "error" not in r and _same_settings(earlier, new, r["algo"] == "glove")]
+    merged["runs"] = _stamped(kept, earlier) + _stamped(new["runs"], new)
+    commands = []
+    if kept:
+        commands = list(earlier.get("commands") or [c for c in [earlier.get("command")] if c])
+    for command in [*new.get("commands", []), new.get("command")]:  # a merged record's own list first
+        if command and command not in commands:
+            commands.append(command)
+    merged["commands"] = commands
+    merged["summary"] = summarize(merged["runs"])
+    return merged
+
+
 def print_table(summary: dict) -> str:
     head = ("| algo | impl | words/s | words/CPU-s | train s | vocab s | peak RSS MB | WS-353 | SimLex | "
             "analogy (30k) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -569,14 +615,21 @@ def main() -> None:
     }
     out_path = Path(args.out)
 
+    # a protocol's record lives inside the file, the other records kept; its earlier runs are kept too
+    # (merge_protocol_record), so the protocol's rows can be run a few at a time (SG now, GloVe seed 3 later)
+    earlier = None
+    if args.protocol and out_path.exists():
+        earlier = json.loads(out_path.read_text()).get(f"protocol_{args.protocol}")
+
     def save() -> None:
-        result["summary"] = summarize(result["runs"])
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        if args.protocol:  # a record of its own inside the file, the others kept
+        if args.protocol:
             whole = json.loads(out_path.read_text()) if out_path.exists() else {}
-            whole[f"protocol_{args.protocol}"] = result
+            whole[f"protocol_{args.protocol}"] = record = merge_protocol_record(earlier, result)
+            result["summary"] = record["summary"]
             out_path.write_text(json.dumps(whole, indent=2) + "\n")
         else:
+            result["summary"] = summarize(result["runs"])
             out_path.write_text(json.dumps(result, indent=2) + "\n")
 
     running: list[tuple[subprocess.Popen, tuple, list[int], float]] = []
