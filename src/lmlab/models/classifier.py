@@ -440,14 +440,14 @@ class TextClassifier(nn.Module):
     def fit_lbfgs(self, doc: torch.Tensor, row: torch.Tensor, values: torch.Tensor, labels: torch.Tensor) -> dict:
         """Fit ``coef`` and ``intercept`` to the optimum of ``sum_i loss_i + |W|^2 / (2 C)`` on the features
         (doc, row, value) of ``labels.numel()`` texts: full-batch L-BFGS (strong Wolfe) in float64 on the objective
-        divided by the number of texts, from zero. Returns iterations, function evaluations and the final
+        divided by the number of texts, from zero. Returns iterations, function evaluations, the features fitted and the final
         objective and gradient."""
         c = self.config
         n = labels.numel()
         keep = values != 0  # features dropped by min_df (weight 0)
         doc, row, values = doc[keep], row[keep], values[keep].double()
         # only the features that occur in training can get a non-zero weight: fit in their compressed index space
-        active, local = torch.unique(row, return_inverse=True)
+        active, local = _compress(row, self.num_features)
         x, x_t = _csr_pair(doc, local, values, n, active.numel())  # (N, A) and its transpose (A, N)
         out_dim = self.coef.weight.shape[1]
         w = torch.zeros(active.numel(), out_dim, dtype=torch.float64, requires_grad=True)
@@ -481,7 +481,7 @@ class TextClassifier(nn.Module):
             self.intercept.copy_(b.float())
         grad = max(float(w.grad.abs().max()), float(b.grad.abs().max()))
         return {"iterations": int(state.get("n_iter", 0)), "evaluations": int(state.get("func_evals", 0)),
-                "objective": final, "grad_max": grad, "converged": grad <= c.tol}
+                "objective": final, "grad_max": grad, "converged": grad <= c.tol, "features": int(active.numel())}
 
     def probabilities(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, C) class probabilities."""
@@ -562,6 +562,17 @@ def _csr_pair(doc: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n_rows
 
     order = torch.argsort(col * n_rows + doc)
     return csr(doc, col, values, (n_rows, n_cols)), csr(col[order], doc[order], values[order], (n_cols, n_rows))
+
+
+def _compress(row: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(row, return_inverse=True)`` for ids below ``size``, by a presence table instead of a sort:
+    (the distinct ids ascending, each entry's index among them)."""
+    present = torch.zeros(size, dtype=torch.bool, device=row.device)
+    present[row] = True
+    active = present.nonzero().squeeze(1)
+    index = torch.empty(size, dtype=torch.long, device=row.device)
+    index[active] = torch.arange(active.numel(), device=row.device)
+    return active, index[row]
 
 
 def _csr_matmul(x: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

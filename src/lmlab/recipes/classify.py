@@ -323,7 +323,7 @@ class ClassifyRecipe(Recipe):
         n_val = len(self.val_data.dataset) if self.val_data else 0
         self.log(
             f"classify: sparse-lr on {len(dataset)} train / {n_val} val examples, {len(self.labels)} classes, "
-            f"{int((model.feature_weight[torch.unique(row)] != 0).sum()):,} features; L-BFGS "
+            f"{info['features']:,} features; L-BFGS "
             f"{info['iterations']} iterations, objective {info['objective']:.6f}"
         )
         if not info["converged"]:
