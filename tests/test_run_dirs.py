@@ -417,3 +417,19 @@ def test_vocab_files_follow_the_umask_too(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "vocab.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_weights_that_do_not_fit_the_model_are_named_by_both_readers(tmp_path):
+    """load_weights and stream_weights share one message naming missing, unexpected and wrongly shaped tensors."""
+    import pytest
+    import torch
+
+    from lmlab.checkpoint import CheckpointError, load_weights, save_weights, stream_weights
+
+    path = tmp_path / "w.safetensors"
+    save_weights(path, torch.nn.Linear(3, 2))
+    for read in (load_weights, stream_weights):
+        with pytest.raises(CheckpointError, match=r"shape mismatch weight \(2, 3\) != \(2, 4\)"):
+            read(path, torch.nn.Linear(4, 2))
+        with pytest.raises(CheckpointError, match=r"missing 0.weight, 0.bias; unexpected bias, weight"):
+            read(path, torch.nn.Sequential(torch.nn.Linear(3, 2)))

@@ -362,15 +362,7 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> None:
         for k, v in expected.items()
         if k in tensors and tensors[k].shape != v.shape
     ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:4])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:4])}")
-        if wrong:
-            parts.append(f"shape mismatch {', '.join(wrong[:4])}")
-        raise CheckpointError(f"{path}: weights do not match the model in config.json ({'; '.join(parts)})")
+    _check_names(path, missing, unexpected, wrong)
     model.load_state_dict(tensors)
 
 
@@ -403,6 +395,14 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
 _STREAM_CHUNK_BYTES = 256 << 10
 
 
+def _check_names(path: Path, missing: list[str], unexpected: list[str], wrong: list[str]) -> None:
+    """One CheckpointError naming (up to 4 of each) the missing, unexpected and wrongly shaped tensors, if any."""
+    parts = [f"{what} {', '.join(names[:4])}"
+             for what, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if names]
+    if parts:
+        raise CheckpointError(f"{path}: weights do not match the model in config.json ({'; '.join(parts)})")
+
+
 def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str] | None = None) -> None:
     """Read the tensors of a safetensors file straight into ``model``'s parameters, one at a time, with plain
     file reads (no memory map whose pages would count as a second copy of the weights), converting dtypes;
@@ -418,18 +418,10 @@ def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, 
     tied = dict(tied or {})
     names = set(header)
     missing = [k for k in expected if k not in names and not (k in tied and tied[k] in names)]
-    unexpected = [k for k in names if k not in expected]
+    unexpected = sorted(k for k in names if k not in expected)
     wrong = [f"{k} {tuple(header[k]['shape'])} != {tuple(expected[k].shape)}"
-             for k in names & set(expected) if tuple(header[k]["shape"]) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:4])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:4])}")
-        if wrong:
-            parts.append(f"shape mismatch {', '.join(wrong[:4])}")
-        raise CheckpointError(f"{path}: weights do not match the model in config.json ({'; '.join(parts)})")
+             for k in sorted(names & set(expected)) if tuple(header[k]["shape"]) != tuple(expected[k].shape)]
+    _check_names(path, missing, unexpected, wrong)
     with open(path, "rb", buffering=0) as fh, torch.no_grad():
         for name in sorted(names, key=lambda k: header[k]["data_offsets"][0]):
             info = header[name]
