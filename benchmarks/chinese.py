@@ -42,6 +42,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _ngram import kneser_ney  # noqa: E402  (the shared Kneser-Ney baseline; benchmarks/_ngram.py)
+
 DATA = Path(os.environ.get("LMLAB_SHARED_DATA", ROOT.parent / "shared" / "data")) / "chinese"
 RESULTS = ROOT / "benchmarks" / "results"
 HPARAMS = {"embed_dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5, "epochs": 5}
@@ -227,58 +231,6 @@ GPT_OVERRIDES = ["model.num_layers=4", "model.embed_dim=128", "model.num_heads=4
                  "model.dropout=0.0", "train.batch_size=16", "train.lr=0.002", "train.min_lr=0.0002",
                  "train.schedule=cosine", "train.warmup_steps=100", "train.save_every=0", "train.num_threads=1",
                  "data.val_fraction=0.1", "data.max_eval_tokens=50000", *QUIET]
-
-
-def kneser_ney(ids, train_end: int, targets, order: int, vocab: int) -> float:
-    """Mean negative log-likelihood (nats) of ``ids[targets]`` under an interpolated Kneser-Ney character n-gram
-    model of ``order`` (Chen & Goodman: raw counts at the top order, continuation counts below, one discount
-    D = n1 / (n1 + 2 n2) per order, the unigram interpolated with the uniform 1/V) counted on ``ids[:train_end]``.
-    Each target is predicted from the ``order - 1`` characters before it in the stream. NumPy, a few seconds."""
-    import numpy as np
-
-    x = np.asarray(ids[:train_end], dtype=np.int64)
-    all_ids = np.asarray(ids, dtype=np.int64)
-    V = np.int64(vocab)
-
-    def keys(arr, k, ends):  # key of the k-gram ending at each position in ``ends``
-        key = np.zeros(len(ends), dtype=np.int64)
-        for j in range(k):
-            key = key * V + arr[ends - (k - 1) + j]
-        return key
-
-    # counts per order: raw at the top order, continuation counts (distinct left neighbours) below it
-    tables = {}
-    for k in range(1, order + 1):
-        if k == order:
-            grams, counts = np.unique(keys(x, k, np.arange(k - 1, len(x))), return_counts=True)
-        else:  # N1+(. g): the distinct (k+1)-grams ending in g
-            longer = np.unique(keys(x, k + 1, np.arange(k, len(x))))
-            grams, counts = np.unique(longer % (V ** k), return_counts=True)
-        n1, n2 = np.sum(counts == 1), np.sum(counts == 2)
-        discount = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
-        hist, inverse = np.unique(grams // V, return_inverse=True)
-        tables[k] = (grams, counts.astype(np.float64), discount, hist,
-                     np.bincount(inverse, weights=counts).astype(np.float64), np.bincount(inverse).astype(np.float64))
-
-    def lookup(sorted_keys, query):
-        at = np.minimum(np.searchsorted(sorted_keys, query), len(sorted_keys) - 1)
-        return at, sorted_keys[at] == query
-
-    targets = np.asarray(targets, dtype=np.int64)
-    prob = np.full(len(targets), 1.0 / vocab)
-    for k in range(1, order + 1):
-        grams, counts, d, hist, denom, types = tables[k]
-        ok = targets >= k - 1
-        g = np.zeros(len(targets), dtype=np.int64)
-        g[ok] = keys(all_ids, k, targets[ok])
-        at, found = lookup(grams, g)
-        c = np.where(found & ok, counts[at], 0.0)
-        hat, hfound = lookup(hist, g // V) if k > 1 else (np.zeros(len(g), dtype=np.int64), np.ones(len(g), bool))
-        hfound &= ok
-        den, typ = np.where(hfound, denom[hat], 1.0), np.where(hfound, types[hat], 0.0)
-        mixed = np.maximum(c - d, 0.0) / den + d * typ / den * prob
-        prob = np.where(hfound, mixed, prob)  # an unseen history backs off to the lower order unchanged
-    return float(-np.mean(np.log(prob)))
 
 
 def bench_gpt(limit: int, workdir: Path, steps: int) -> dict:
