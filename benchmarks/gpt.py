@@ -12,6 +12,11 @@ Parts (choose with --parts a,b,c):
 (c) generation speed of the recommended architecture (context raised to 256 so that 256 tokens fit) with and
     without the KV cache, 256 tokens (1 prompt token + 255 new, greedy); target: >= 5x with the cache.
 
+(baseline) the one-minute baseline: interpolated Kneser-Ney character 1-10-grams (benchmarks/_ngram.py, NumPy,
+    seconds each) counted on the same 90% and scored on exactly the characters (a) and (b) are scored on. Run alone
+    (``--parts baseline``) it is merged into the results file under ``baseline`` with its own date, command and
+    commit, and the other parts' numbers are left as they are.
+
 Usage:
     python benchmarks/gpt.py                       # all parts, 2 threads, writes benchmarks/results/gpt.json
     python benchmarks/gpt.py --parts a --threads 2
@@ -362,6 +367,43 @@ def sample_text(run_dir: Path, prompt: str = "ROMEO:") -> str:
     return GPTRecipe.load(run_dir).generate(prompt, max_new_tokens=300, temperature=0.8, seed=1337)["text"]
 
 
+def part_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int, block_size: int = 64) -> dict:
+    """The one-minute baseline: interpolated Kneser-Ney character n-grams (benchmarks/_ngram.py, NumPy) counted
+    on the same 90% and scored on exactly the characters parts (a) and (b) are scored on (``evaluate_tokens``:
+    every non-overlapping block of ``block_size`` inputs of the last 10%, the next character of each input as
+    target), each predicted from the characters before it in the validation text."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _ngram import score_orders
+
+    for preset in ("nanogpt-cpu", "char"):
+        if GPTRecipe.resolve(preset).model.block_size != block_size:
+            raise RuntimeError(f"{preset} is scored in blocks other than {block_size}; score it separately")
+    stream = np.concatenate([np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)])
+    n_targets = (len(val) - 1) // block_size * block_size
+    targets = len(train) + 1 + np.arange(n_targets)  # the characters evaluate_tokens scores, as stream positions
+    print(f"(baseline) Kneser-Ney character n-grams on {n_targets:,} validation characters", flush=True)
+    rows = score_orders(stream, len(train), targets, vocab_size, range(1, 11), first=len(train), unit="char",
+                        log=lambda line: print(f"(baseline){line}", flush=True))
+    return {
+        "method": ("interpolated Kneser-Ney (Chen & Goodman 1998; one discount per order, D = n1 / (n1 + 2 n2); the "
+                   "unigram interpolated with the uniform 1/V), counted on the first 90%, every target predicted "
+                   "from the N-1 characters before it in the validation text"),
+        "vocab_size": vocab_size, "train_chars": int(len(train)), "scored_chars": int(n_targets),
+        "matches": f"evaluate_tokens(model, val) of parts (a) and (b): blocks of {block_size}, the same targets",
+        **rows,
+    }
+
+
+def _commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 QUICK = {
     "a_max_steps": 100, "threads": 1, "b_max_time_s": 0.0, "c_repeats": 1, "overrides": ["max_steps=100", "eval_every=50"],
     "workdir": REPO / "runs" / "bench-gpt-quick", "out": REPO / "benchmarks" / "results" / "gpt.quick.json",
@@ -370,7 +412,7 @@ QUICK = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="a,b,c", help="comma-separated parts to run: a, b, c")
+    parser.add_argument("--parts", default="a,b,c", help="comma-separated parts to run: a, b, c, baseline")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the '2 cores')")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench-gpt")
@@ -402,6 +444,20 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     codec, train, val = prepare(args.data, args.workdir)
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if "baseline" in parts:  # its own date, command and commit; the other parts' numbers are kept as they are
+        t0 = time.perf_counter()
+        result["baseline"] = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "command": "python " + " ".join(sys.argv),
+            "commit": _commit(), "machine": machine_info(args.threads), **part_baseline(train, val, codec.vocab_size),
+        }
+        result["baseline"]["wall_s"] = round(time.perf_counter() - t0, 1)
+        parts = [p for p in parts if p != "baseline"]
+        if not parts:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+            print_table(result)
+            print(f"wrote {args.out} (key 'baseline'; the other parts' numbers unchanged)")
+            return
     result.update(
         {
             "benchmark": "gpt",
@@ -451,6 +507,12 @@ def print_table(result: dict) -> None:
         c = result.get(key)
         if c:
             rows.append((f"(c) 256-token generation ({c['architecture']}), cached / uncached tok/s", f"{c['cached_tokens_per_s']:,.0f} / {c['uncached_tokens_per_s']:,.0f} ({c['speedup']}x)", ">= 5x"))
+    base = result.get("baseline")
+    if base:
+        best = min((k for k in base if k.startswith("kn")), key=lambda k: base[k]["nll"])
+        rows.append((f"baseline: Kneser-Ney character n-grams (1-10), val loss on the same {base['scored_chars']:,} "
+                     "characters", ", ".join(f"{k[2:]}: {base[k]['nll']:.4f}" for k in base if k.startswith("kn")),
+                     f"best {best[2:]}-gram {base[best]['nll']:.4f} in {base[best]['wall_s']} s"))
     print("| measure | result | target |")
     print("| --- | --- | --- |")
     for row in rows:

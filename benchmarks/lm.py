@@ -11,6 +11,11 @@ Parts (choose with ``--parts``; each job can run pinned to its own CPU cores, in
   from them). Trains each of ``--b-presets`` for the same wall time (``--b-minutes``) and reports validation
   and test perplexity (target: ptb-recommended >= 15% below ptb-small).
 * ``b-gpu`` - the same presets trained to their full epoch count on a GPU (when one is there).
+* ``baseline`` - the one-minute baseline of parts b and c: interpolated Kneser-Ney word 1-5-grams and character
+  1-10-grams (benchmarks/_ngram.py, NumPy, seconds each), counted on each part's training text with the codec
+  the presets fit, scored on exactly the tokens the LMs are scored on. Run alone, it is merged into the results
+  file under ``baseline`` (with its own date, command and commit) and leaves the other parts' numbers as they are:
+  ``nice python benchmarks/lm.py --parts baseline``.
 * ``c`` - character level on tiny Shakespeare (first 90% train / last 10% validation, as nanoGPT): the
   validation loss (nats/char) against wall time for ``--c-presets`` (target: <= 1.60 within 20 min on 2 cores).
 
@@ -425,6 +430,97 @@ def gpu_check() -> dict:
     return out
 
 
+# ================================================================================ part baseline: n-grams
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _bptt_targets(ids, batch_size: int, bptt: int, name: str):
+    """The stream positions the RNN LM's evaluation scores: :class:`BPTTBatches` cuts the stream into
+    ``batch_size`` rows of L tokens (the remainder dropped); every token of a row but its first is a target."""
+    import numpy as np
+
+    from lmlab.data.lm import BPTTBatches
+
+    batches = BPTTBatches(ids, batch_size, bptt, name)
+    rows, length = batches.data.shape
+    targets = (np.arange(rows)[:, None] * length + np.arange(1, length)[None, :]).ravel()
+    if len(targets) != batches.num_tokens or not np.array_equal(ids.numpy()[targets], batches.data[:, 1:].numpy().ravel()):
+        raise RuntimeError(f"{name}: the n-gram targets are not the tokens the LM evaluation scores")
+    return targets
+
+
+def part_baseline(args) -> dict:
+    """The one-minute baseline of parts b and c: interpolated Kneser-Ney n-grams (benchmarks/_ngram.py) counted
+    on each part's training text with the lmlab codec the presets fit on it, and scored on exactly the tokens
+    the LM is scored on (same tokenizer, vocabulary, <unk> and <eos> handling, same BPTT rows)."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _ngram import score_orders
+
+    from lmlab.data.lm import LMCodec, read_text
+    from lmlab.recipes.lm import LMRecipe
+
+    out: dict = {"method": (
+        "interpolated Kneser-Ney (Chen & Goodman 1998; one discount per order, D = n1 / (n1 + 2 n2); unigram "
+        "interpolated with the uniform 1/V over the LM's vocabulary), counted on the training text, every target "
+        "predicted from the N-1 tokens before it in the scored text (never from the training text); mkn = "
+        "modified Kneser-Ney (three discounts)")}
+    # (b) word level: the codec `lmlab lm train --preset ptb-*` fits on train.txt; test.txt / valid.txt read as
+    # `lmlab lm eval` reads them (each line's words then <eos>; words outside the vocabulary -> <unk>)
+    corpus = build_corpus()
+    run = LMRecipe.resolve("ptb-recommended")
+    if LMRecipe.resolve("ptb-small").data != run.data:
+        raise RuntimeError("ptb-small and ptb-recommended read the corpus differently; score each separately")
+    t0 = time.perf_counter()
+    train_text = read_text(corpus / "train.txt", run.data)
+    codec = LMCodec.fit(train_text, run.data)
+    train_ids, _ = codec.encode_text(train_text)
+    word: dict = {"vocab_size": codec.vocab_size, "train_tokens": int(train_ids.numel()),
+                  "tokenize_s": round(time.perf_counter() - t0, 1),
+                  "matches": (f"data.tokenizer={run.data.tokenizer}, vocabulary of train.txt ({codec.vocab_size:,} "
+                              "ids incl. specials), <unk> and <eos> tokens as the LM; the targets of "
+                              f"`lmlab lm eval` (eval_batch_size {run.data.eval_batch_size} rows, bptt "
+                              f"{run.data.bptt}: every token but each row's first)")}
+    for split in ("test", "valid"):
+        text = read_text(corpus / f"{split}.txt", run.data)
+        ids, unk = codec.encode_text(text)
+        targets = _bptt_targets(ids, run.data.eval_batch_size, run.data.bptt, split)
+        stream = np.concatenate([train_ids.numpy(), ids.numpy()])
+        n = len(train_ids)
+        print(f"[baseline] word level, {split}: {len(targets):,} scored tokens", flush=True)
+        rows = score_orders(stream, n, n + targets, codec.vocab_size, range(1, 6), first=n, unit="word",
+                            log=lambda s: print(f"[baseline]{s}", flush=True))
+        rows.update(score_orders(stream, n, n + targets, codec.vocab_size, (3, 4, 5), first=n, modified=True,
+                                 unit="word", log=lambda s: print(f"[baseline]{s}", flush=True)))
+        word[split] = {"scored_tokens": int(len(targets)), "oov_tokens": int(unk), **rows}
+    out["word"] = word
+    # (c) characters: tiny Shakespeare as part c splits it, the codec char-shakespeare fits on the first 90%
+    train_path, val_path = shakespeare_split()
+    crun = LMRecipe.resolve("char-shakespeare")
+    text = read_text(train_path, crun.data)
+    ccodec = LMCodec.fit(text, crun.data)
+    ctrain, _ = ccodec.encode_text(text)
+    vtext = read_text(val_path, crun.data)
+    vids, _ = ccodec.encode_text(vtext)
+    targets = _bptt_targets(vids, crun.data.eval_batch_size, crun.data.bptt, "validation")
+    stream = np.concatenate([ctrain.numpy(), vids.numpy()])
+    n = len(ctrain)
+    print(f"[baseline] characters: {len(targets):,} scored", flush=True)
+    rows = score_orders(stream, n, n + targets, ccodec.vocab_size, range(1, 11), first=n, unit="char",
+                        log=lambda s: print(f"[baseline]{s}", flush=True))
+    out["char"] = {"vocab_size": ccodec.vocab_size, "train_tokens": n, "scored_tokens": int(len(targets)),
+                   "matches": (f"data.tokenizer=char, the codec of train.txt, the validation targets of part c "
+                               f"(eval_batch_size {crun.data.eval_batch_size} rows, bptt {crun.data.bptt})"),
+                   **rows}
+    return out
+
+
 # ====================================================================================== parts b / c: training
 def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: float | None, device: str,
               overrides: list[str], eval_points: int = 0) -> dict:
@@ -601,6 +697,32 @@ def print_table(rows: list[dict]) -> None:
         print(f"| {r['part']} | {name} | {r['device']} | {r['steps']} | {r['tokens_seen']:,} | {r['train_time_s']:.0f} | {val} | {test} |")
 
 
+def print_baseline(result: dict) -> None:
+    """The Kneser-Ney rows beside the LM rows of the results file (parts b and c, wherever they are kept)."""
+    base = result["baseline"]
+    b = result.get("b", result) if isinstance(result.get("b"), dict) else result
+    neural_b = [r for r in b.get("rows", []) if r.get("part") == "b" and "test_ppl" in r]
+    c = result.get("c", result) if isinstance(result.get("c"), dict) else result
+    neural_c = [r for r in c.get("rows", []) if r.get("part") == "c"]
+    w = base["word"]
+    print(f"\nword level, test ({w['test']['scored_tokens']:,} tokens; vocabulary {w['vocab_size']:,})")
+    print("| model | test ppl | valid ppl | time |\n|---|---:|---:|---:|")
+    for key in [k for k in w["test"] if k.startswith(("kn", "mkn"))]:
+        name = ("modified " if key.startswith("mkn") else "") + f"Kneser-Ney {key.lstrip('mkn')}-gram"
+        print(f"| {name} | {w['test'][key]['ppl']:.1f} | {w['valid'][key]['ppl']:.1f} | {w['test'][key]['wall_s']:.1f} s |")
+    for r in neural_b:
+        print(f"| {r['preset']} ({r['steps']} steps) | {r['test_ppl']:.1f} | {r.get('best_val_ppl', float('nan')):.1f} | "
+              f"{r['train_time_s']:.0f} s |")
+    ch = base["char"]
+    print(f"\ncharacters, validation ({ch['scored_tokens']:,} characters)")
+    print("| model | nats/char | bits/char | time |\n|---|---:|---:|---:|")
+    for key in [k for k in ch if k.startswith("kn")]:
+        print(f"| Kneser-Ney {key[2:]}-gram | {ch[key]['nll']:.3f} | {ch[key]['bits']:.2f} | {ch[key]['wall_s']:.1f} s |")
+    for r in neural_c:
+        print(f"| {r['preset']} ({r['steps']} steps) | {r['best_val_nats_per_char']:.3f} | {r['best_val_bpc']:.2f} | "
+              f"{r['train_time_s']:.0f} s |")
+
+
 QUICK = {
     "parts": "a,b,c", "a_steps": 20, "a_reps": 1, "threads": 1, "b_minutes": 0.0, "c_minutes": 0.0, "c_eval_points": 0,
     "b_presets": "ptb-small+train.max_steps=30,train.eval_every=30;ptb-recommended+train.max_steps=30,train.eval_every=30",
@@ -610,7 +732,8 @@ QUICK = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="a,b,c", help="comma list of a, b, b-gpu, c")
+    parser.add_argument("--parts", default="a,b,c", help="comma list of a, b, b-gpu, c, baseline (alone: merged "
+                        "into --out, the other parts' numbers kept)")
     parser.add_argument("--b-presets", default="ptb-small;ptb-recommended", help="';'-separated preset specs (preset+key=value,...)")
     parser.add_argument("--b-minutes", type=float, default=10.0, help="equal wall-time budget per word-level run")
     parser.add_argument("--b-gpu-minutes", type=float, default=None, help="cap on each GPU run (default: full epochs)")
@@ -642,6 +765,23 @@ def main() -> None:
         return
 
     started = time.time()
+    parts = args.parts.split(",")
+    baseline = None
+    if "baseline" in parts:
+        baseline = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                    "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                    "commit": _commit(), "machine": machine_info("cpu"), **part_baseline(args)}
+        baseline["wall_s"] = round(time.time() - started, 1)
+        args.parts = ",".join(p for p in parts if p != "baseline")
+        if not args.parts:  # merged into the results file: the neural parts' numbers are kept as they are
+            out = Path(args.out)
+            result = json.loads(out.read_text()) if out.is_file() else {"benchmark": "lm"}
+            result["baseline"] = baseline
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1) + "\n")
+            print_baseline(result)
+            print(f"wrote {out} (key 'baseline'; the other parts' numbers unchanged)")
+            return
     build_corpus()  # once, before any job reads it
     jobs = jobs_for(args)
     rows: list[dict] = []
@@ -696,6 +836,9 @@ def main() -> None:
         "summary": summarize(ok),
         "rows": rows,
     }
+    if baseline:
+        result["baseline"] = baseline
+        print_baseline({"baseline": baseline})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["summary"], indent=1))
