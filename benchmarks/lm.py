@@ -778,7 +778,7 @@ def main() -> None:
             result = json.loads(out.read_text()) if out.is_file() else {"benchmark": "lm"}
             result["baseline"] = baseline
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=1) + "\n")
+            out.write_text(json.dumps(result, indent=2) + "\n")  # as the hand-merged file is kept
             print_baseline(result)
             print(f"wrote {out} (key 'baseline'; the other parts' numbers unchanged)")
             return
