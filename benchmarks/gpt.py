@@ -373,7 +373,7 @@ def part_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int, block_siz
     every non-overlapping block of ``block_size`` inputs of the last 10%, the next character of each input as
     target), each predicted from the characters before it in the validation text."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _ngram import score_orders
+    from _ngram import fit_kneser_ney, score_orders
 
     for preset in ("nanogpt-cpu", "char"):
         if GPTRecipe.resolve(preset).model.block_size != block_size:
@@ -384,12 +384,21 @@ def part_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int, block_siz
     print(f"(baseline) Kneser-Ney character n-grams on {n_targets:,} validation characters", flush=True)
     rows = score_orders(stream, len(train), targets, vocab_size, range(1, 11), first=len(train), unit="char",
                         log=lambda line: print(f"(baseline){line}", flush=True))
+    # the in-training validation of part (b) reads only the first data.max_eval_tokens (its curve's numbers)
+    head = GPTRecipe.resolve("char").data.max_eval_tokens
+    head_targets = targets[: min(len(val) - 1, head) // block_size * block_size] if head else targets
+    for order in (5, 6, 7):
+        nll = fit_kneser_ney(stream, len(train), order, vocab_size).nll(head_targets, first=len(train))
+        rows[f"kn{order}"]["nll_first_eval_tokens"] = nll
+        print(f"(baseline)  Kneser-Ney {order}-gram on the first {len(head_targets):,} (part b's in-training "
+              f"validation): {nll:.4f}", flush=True)
     return {
         "method": ("interpolated Kneser-Ney (Chen & Goodman 1998; one discount per order, D = n1 / (n1 + 2 n2); the "
                    "unigram interpolated with the uniform 1/V), counted on the first 90%, every target predicted "
                    "from the N-1 characters before it in the validation text"),
         "vocab_size": vocab_size, "train_chars": int(len(train)), "scored_chars": int(n_targets),
         "matches": f"evaluate_tokens(model, val) of parts (a) and (b): blocks of {block_size}, the same targets",
+        "first_eval_tokens": int(len(head_targets)),
         **rows,
     }
 
