@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -371,9 +372,11 @@ def part_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int, block_siz
     """The one-minute baseline: interpolated Kneser-Ney character n-grams (benchmarks/_ngram.py, NumPy) counted
     on the same 90% and scored on exactly the characters parts (a) and (b) are scored on (``evaluate_tokens``:
     every non-overlapping block of ``block_size`` inputs of the last 10%, the next character of each input as
-    target), each predicted from the characters before it in the validation text."""
+    target). Two contexts: ``nll``, each character predicted from the characters before it in the validation
+    text (how an n-gram is normally scored); ``nll_block_context``, from the characters of its own block only,
+    the context the GPT gets there (0 to block_size - 1 characters)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _ngram import fit_kneser_ney, score_orders
+    from _ngram import fit_kneser_ney
 
     for preset in ("nanogpt-cpu", "char"):
         if GPTRecipe.resolve(preset).model.block_size != block_size:
@@ -381,24 +384,34 @@ def part_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int, block_siz
     stream = np.concatenate([np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)])
     n_targets = (len(val) - 1) // block_size * block_size
     targets = len(train) + 1 + np.arange(n_targets)  # the characters evaluate_tokens scores, as stream positions
-    print(f"(baseline) Kneser-Ney character n-grams on {n_targets:,} validation characters", flush=True)
-    rows = score_orders(stream, len(train), targets, vocab_size, range(1, 11), first=len(train), unit="char",
-                        log=lambda line: print(f"(baseline){line}", flush=True))
+    block_start = len(train) + np.arange(n_targets) // block_size * block_size
     # the in-training validation of part (b) reads only the first data.max_eval_tokens (its curve's numbers)
     head = GPTRecipe.resolve("char").data.max_eval_tokens
-    head_targets = targets[: min(len(val) - 1, head) // block_size * block_size] if head else targets
-    for order in (5, 6, 7):
-        nll = fit_kneser_ney(stream, len(train), order, vocab_size).nll(head_targets, first=len(train))
-        rows[f"kn{order}"]["nll_first_eval_tokens"] = nll
-        print(f"(baseline)  Kneser-Ney {order}-gram on the first {len(head_targets):,} (part b's in-training "
-              f"validation): {nll:.4f}", flush=True)
+    n_head = min(len(val) - 1, head) // block_size * block_size if head else n_targets
+    print(f"(baseline) Kneser-Ney character n-grams on {n_targets:,} validation characters", flush=True)
+    rows = {}
+    for order in range(1, 11):
+        t0 = time.perf_counter()
+        model = fit_kneser_ney(stream, len(train), order, vocab_size)
+        nll = model.nll(targets, first=len(train))
+        wall = time.perf_counter() - t0
+        probs = model.probs(targets, first=block_start)
+        rows[f"kn{order}"] = {"nll": nll, "bits": nll / math.log(2), "wall_s": round(wall, 1),
+                              "nll_block_context": float(-np.mean(np.log(probs))),
+                              "nll_block_context_first_eval_tokens": float(-np.mean(np.log(probs[:n_head]))),
+                              "nll_first_eval_tokens": model.nll(targets[:n_head], first=len(train))}
+        r = rows[f"kn{order}"]
+        print(f"(baseline)  Kneser-Ney {order}-gram: {nll:.4f} nats/char ({wall:.1f} s); block context "
+              f"{r['nll_block_context']:.4f}; on the first {n_head:,}: {r['nll_first_eval_tokens']:.4f} / "
+              f"{r['nll_block_context_first_eval_tokens']:.4f}", flush=True)
     return {
         "method": ("interpolated Kneser-Ney (Chen & Goodman 1998; one discount per order, D = n1 / (n1 + 2 n2); the "
-                   "unigram interpolated with the uniform 1/V), counted on the first 90%, every target predicted "
-                   "from the N-1 characters before it in the validation text"),
+                   "unigram interpolated with the uniform 1/V), counted on the first 90%; nll: every target "
+                   "predicted from the N-1 characters before it in the validation text; nll_block_context: from "
+                   f"the characters of its own {block_size}-character evaluation block only (as the GPT)"),
         "vocab_size": vocab_size, "train_chars": int(len(train)), "scored_chars": int(n_targets),
         "matches": f"evaluate_tokens(model, val) of parts (a) and (b): blocks of {block_size}, the same targets",
-        "first_eval_tokens": int(len(head_targets)),
+        "first_eval_tokens": int(n_head),
         **rows,
     }
 
@@ -522,6 +535,10 @@ def print_table(result: dict) -> None:
         rows.append((f"baseline: Kneser-Ney character n-grams (1-10), val loss on the same {base['scored_chars']:,} "
                      "characters", ", ".join(f"{k[2:]}: {base[k]['nll']:.4f}" for k in base if k.startswith("kn")),
                      f"best {best[2:]}-gram {base[best]['nll']:.4f} in {base[best]['wall_s']} s"))
+        if "nll_block_context" in base[best]:
+            rows.append(("baseline: the same with the GPT's context (the characters of its block only)",
+                         ", ".join(f"{k[2:]}: {base[k]['nll_block_context']:.4f}" for k in base if k.startswith("kn")),
+                         ""))
     print("| measure | result | target |")
     print("| --- | --- | --- |")
     for row in rows:
