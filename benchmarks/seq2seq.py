@@ -16,6 +16,11 @@ a BPE vocabulary of 4,000 (the word-level GRU's is smaller anyway), so losses an
 
     python benchmarks/seq2seq.py --quick
 
+``--baseline`` runs only the one-minute baseline, IBM Model 1 word for word (benchmarks/_ibm1.py; seconds per
+direction), and merges it into the results file under ``baseline``::
+
+    python benchmarks/seq2seq.py --baseline --runs gru-bahdanau:de-en
+
 Targets on 2 CPU cores (issue 5): GRU + Bahdanau >= 30 BLEU within 60 min; Transformer >= 35 within 90 min.
 """
 
@@ -28,6 +33,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,6 +128,55 @@ def run_one(preset: str, direction: str, args, epochs: int | None = None) -> dic
     return row
 
 
+def run_baseline(args, iterations: Sequence[int] = (5, 10, 20)) -> dict:
+    """The one-minute baseline: IBM Model 1 word for word (benchmarks/_ibm1.py), the EM iteration count chosen
+    by BLEU on the validation pairs, the test sentences scored with the same sacreBLEU / chrF calls as the rows
+    (lmlab.metrics, which ``Translator.evaluate`` uses)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _ibm1 import Model1
+
+    from lmlab.data.parallel import read_lines
+    from lmlab.metrics import corpus_bleu, corpus_chrf
+
+    data = Path(args.data)
+    out: dict = {"method": ("IBM Model 1 (Brown et al. 1993), t(e | f) by EM from uniform on the training pairs "
+                            "(lower-cased words and punctuation, a NULL source word); monotone word-for-word "
+                            "decoding, each source word -> argmax_e t(e | f), unseen words copied, the first "
+                            "letter capitalised; the iteration count chosen by validation BLEU"), "direction": {}}
+    for direction in sorted({spec.split(":")[1] for spec in args.runs.split(",")}):
+        src_lang, tgt_lang = direction.split("-")
+        sources, targets = read_lines(data / f"train.{src_lang}.gz"), read_lines(data / f"train.{tgt_lang}.gz")
+        if args.train_limit:
+            sources, targets = sources[: args.train_limit], targets[: args.train_limit]
+        val_src, val_ref = read_lines(data / f"val.{src_lang}.gz"), read_lines(data / f"val.{tgt_lang}.gz")
+        test_src = read_lines(data / f"test_2016_flickr.{src_lang}.gz")
+        test_ref = read_lines(data / f"test_2016_flickr.{tgt_lang}.gz")
+        if args.eval_limit:
+            test_src, test_ref = test_src[: args.eval_limit], test_ref[: args.eval_limit]
+        tries = []
+        for n in iterations:
+            t0 = time.perf_counter()
+            model = Model1().fit(sources, targets, iterations=n)
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            hyps = [model.translate(s) for s in test_src]
+            decode_s = time.perf_counter() - t0
+            val_bleu = corpus_bleu([model.translate(s) for s in val_src], val_ref)["score"]
+            bleu, bleu_lc = corpus_bleu(hyps, test_ref), corpus_bleu(hyps, test_ref, lowercase=True)
+            tries.append({"iterations": n, "val_bleu": round(val_bleu, 2), "bleu": round(bleu["score"], 2),
+                          "bleu_signature": bleu["signature"], "bleu_lc": round(bleu_lc["score"], 2),
+                          "chrf": round(corpus_chrf(hyps, test_ref)["score"], 2), "fit_s": round(fit_s, 1),
+                          "decode_s": round(decode_s, 2), "train_pairs": len(sources), "test_sentences": len(hyps),
+                          "samples": [{"src": s, "hyp": h, "ref": r}
+                                      for s, h, r in list(zip(test_src, hyps, test_ref, strict=True))[:5]]})
+            print(f"== IBM Model 1 {direction}, {n} EM iterations: val BLEU {val_bleu:.2f}, test BLEU "
+                  f"{bleu['score']:.2f} (lowercased {bleu_lc['score']:.2f}), fit {fit_s:.1f} s", flush=True)
+        best = max(tries, key=lambda r: r["val_bleu"])
+        out["direction"][direction] = {"chosen": best, "tries": [{k: v for k, v in r.items() if k != "samples"}
+                                                                 for r in tries]}
+    return out
+
+
 QUICK = {
     "budget_min": 0.0, "epochs": 1, "threads": 1, "train_limit": 2000, "eval_limit": 100,
     "override": ["data.vocab_size=4000"],  # 2,000 pairs hold too few BPE merges for the transformer's 8,000
@@ -147,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "seq2seq.json"))
     p.add_argument("--override", action="append", default=[], help="extra KEY=VALUE config override (repeatable)")
     p.add_argument("--quick", action="store_true", help="small sizes, no time budget (QUICK); writes seq2seq.quick.json")
+    p.add_argument("--baseline", action="store_true", help="only the one-minute baseline (IBM Model 1 word for "
+                   "word) for the directions of --runs, merged into --out under 'baseline' (the runs kept)")
     if "--quick" in (sys.argv[1:] if argv is None else argv):
         p.set_defaults(**QUICK)
     args = p.parse_args(argv)
@@ -160,6 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.baseline:
+        import subprocess
+
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip() or None
+        result = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"benchmark": "seq2seq"}
+        result["baseline"] = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                              "command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit,
+                              "machine": info, **run_baseline(args)}
+        result["baseline"]["wall_s"] = round(time.perf_counter() - started, 1)
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {out} (key 'baseline'; the runs kept as they are)")
+        return 0
 
     def write(final: bool) -> None:
         result = {

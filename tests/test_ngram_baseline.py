@@ -81,3 +81,31 @@ def test_context_starts_at_first_and_orders_help_on_repeating_text(ngram):
     assert losses[2] == pytest.approx(-np.mean(np.log(model.probs(targets))), rel=1e-12)
     rows = ngram.score_orders(periodic, 250, targets, vocab, orders=(1, 3), log=lambda _: None)
     assert rows["kn3"]["nll"] == pytest.approx(losses[2]) and rows["kn3"]["ppl"] == pytest.approx(math.exp(losses[2]))
+
+
+# ------------------------------------------------------------------ benchmarks/_ibm1.py (the seq2seq baseline)
+@pytest.fixture(scope="module")
+def ibm1():
+    spec = importlib.util.spec_from_file_location("bench_ibm1", Path(__file__).parents[1] / "benchmarks" / "_ibm1.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_ibm_model1_learns_the_textbook_dictionary(ibm1):
+    """Koehn's example (Statistical Machine Translation, 4.2.1): das Haus / the house, das Buch / the book, ein
+    Buch / a book. After one EM step from uniform the shared word already wins (t(the | das) is the largest entry
+    of das); EM converges towards the one-to-one dictionary; t(. | f) is a distribution for every f; decoding is
+    monotone word for word, unseen words copied, the first letter capitalised."""
+    pairs = [("das Haus", "the house"), ("das Buch", "the book"), ("ein Buch", "a book")]
+    src, tgt = [p[0] for p in pairs], [p[1] for p in pairs]
+    one = ibm1.Model1().fit(src, tgt, iterations=1)
+    assert one.prob("the", "das") > one.prob("house", "das") == pytest.approx(one.prob("book", "das"))
+    model = ibm1.Model1().fit(src, tgt, iterations=30)
+    for f in ("das", "haus", "buch", "ein", ibm1.NULL):
+        assert sum(model.prob(e, f) for e in model.tgt_vocab) == pytest.approx(1.0)
+    assert model.prob("house", "haus") > 0.9 and model.prob("the", "das") > 0.9 and model.prob("a", "ein") > 0.9
+    assert model.translate("ein Haus .") == "A house."  # "." was never seen: copied
+    assert model.translate("Das Buch, das Haus") == "The book, the house"
