@@ -27,14 +27,14 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do $(BIN)/python $$b || exit 1; done
 
 # every benchmark's --quick: the same side-by-side comparisons at a small size (minutes each on 2 cores);
 # writes benchmarks/results/NAME.quick.json, never the full-size NAME.json. A reference implementation that is
 # not installed (Keras, gensim: the bench extra) is skipped with a note.
 .PHONY: bench-quick
 bench-quick: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b --quick"; nice $(BIN)/python $$b --quick || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b --quick"; nice $(BIN)/python $$b --quick || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
