@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError, DataError
-from lmlab.models.head_nll import linear_nll
+from lmlab.models.head_nll import linear_nll, weighted_linear_nll
 
 PHASES = ("mle", "d_pretrain", "pg", "d", "done")
 ROLLOUT_IMPLS = ("batched", "sequential")
@@ -222,6 +222,13 @@ class Generator(nn.Module):
         nll = linear_nll(out.reshape(-1, out.shape[-1]), self.head.weight, self.head.bias, seqs.reshape(-1))
         return nll.view(seqs.shape)  # (B, T)
 
+    def weighted_nll(self, seqs: Tensor, weights: Tensor) -> Tensor:
+        """``(token_nll(seqs) * weights).sum()`` for constant ``weights`` (B, T), its gradient computed in the same
+        pass (:func:`~lmlab.models.head_nll.weighted_linear_nll`)."""
+        out, _ = self.lstm(self.embedding(self.inputs_for(seqs)))  # (B, T, H)
+        return weighted_linear_nll(out.reshape(-1, out.shape[-1]), self.head.weight, self.head.bias, seqs.reshape(-1),
+                                   weights.expand(seqs.shape))
+
     def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
         """One step: ``tokens`` (B,) -> logits (B, V) and the new state."""
         out, state = self.lstm(self.embedding(tokens).unsqueeze(1), state)  # (B, 1, H)
@@ -359,7 +366,7 @@ class Highway(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """CNN text classifier (Kim 2014 / Zhang & LeCun 2015 as used by SeqGAN): real (1) vs generated (0).
+    r"""CNN text classifier (Kim 2014 / Zhang & LeCun 2015 as used by SeqGAN): real (1) vs generated (0).
 
     ``unfold_convs`` (set by :class:`SeqGAN` from ``gan.step_impl``): each convolution of width $k$ is one matrix
     product of the unfolded windows (B, L, E k) by the filters (E k, n) instead of ``nn.Conv1d`` (whose backward
@@ -483,7 +490,8 @@ class SeqGAN(nn.Module):
         after EOS there would hand longer sequences more positive reward terms and teach it to avoid ending).
         """
         if self.gan.step_impl == "fused":
-            return self.generator.token_nll(seqs).mean(), seqs.numel()
+            weights = torch.full((1, 1), 1.0 / seqs.numel(), device=seqs.device)  # the mean's 1/(B*T)
+            return self.generator.weighted_nll(seqs, weights), seqs.numel()
         logp = self.generator.token_log_probs(seqs)  # (B, T)
         return -logp.mean(), seqs.numel()
 
@@ -515,7 +523,7 @@ class SeqGAN(nn.Module):
         r"""$-\frac{1}{B}\sum_b \sum_t Q_{b,t} \log G_\theta(y_{b,t} \mid Y_{b,1:t-1})$ over all T positions (the
         ``<pad>`` actions after ``<eos>`` included, see :meth:`mle_loss`)."""
         if self.gan.step_impl == "fused":
-            return (self.generator.token_nll(seqs) * rewards.detach()).sum() / seqs.shape[0]
+            return self.generator.weighted_nll(seqs, rewards.detach().float() / seqs.shape[0])
         logp = self.generator.token_log_probs(seqs)  # (B, T)
         return -(logp * rewards.detach()).sum() / seqs.shape[0]
 
