@@ -345,18 +345,26 @@ def step_timing(args) -> dict:
     times: dict[str, list[float]] = {}
     evals: dict[str, tuple] = {}
     k = max(1, args.timing_steps)
-    for rep in range(k + 1):  # the first repetition warms up and is not counted
-        for impl in impls:
-            jobs = [(f"mle_step_{impl}", step(impl, 0)), (f"d_step_{impl}", step(impl, adv + 1)),
-                    (f"pg_step_{impl}", step(impl, adv + 1 + dpr_model))]
-            if rep < 2:  # first: in repetition 0 both models are still the same initial model
-                jobs.insert(0, (f"eval_{impl}", lambda impl=impl, rep=rep: evals.setdefault(impl, evaluate(impl))))
-            for name, fn in jobs:
-                t = time.perf_counter()
-                fn()
-                if rep or name.startswith("eval"):  # an evaluation has no warm-up to speak of: count it
-                    times.setdefault(name, []).append(time.perf_counter() - t)
-                print(f"[timing] {name} {time.perf_counter() - t:.3f} s", flush=True)
+
+    def clock(name: str, fn, keep: bool = True):
+        t = time.perf_counter()
+        out = fn()
+        if keep:
+            times.setdefault(name, []).append(time.perf_counter() - t)
+        print(f"[timing] {name} {time.perf_counter() - t:.3f} s", flush=True)
+        return out
+
+    # evaluations first, while both models are the same initial model (their values must agree)
+    for rep in range(2):
+        for impl in impls if rep % 2 == 0 else impls[::-1]:
+            evals.setdefault(impl, clock(f"eval_{impl}", lambda impl=impl: evaluate(impl)))
+    # the steps: one warm-up each, then alternating pairs (the order flipped every pair); the short steps get
+    # more pairs, so that load swings of a few seconds average out
+    plan = [("mle_step", 0, 20 * k), ("d_step", adv + 1, 5 * k), ("pg_step", adv + 1 + dpr_model, k)]
+    for phase, at, n in plan:
+        for rep in range(n + 1):
+            for impl in impls if rep % 2 == 0 else impls[::-1]:
+                clock(f"{phase}_{impl}", step(impl, at), keep=rep > 0)
     per = {name: statistics.median(v) for name, v in times.items()}
     n_evals = (P // max(1, args.eval_every_epochs) + 1) + (rounds // 10 + 1) + (E // max(1, args.eval_every_epochs) + 1)
     steps = {"mle_step": (P + E) * spe, "d_step": args.d_pretrain_steps + rounds * dpr, "pg_step": rounds, "eval": n_evals}

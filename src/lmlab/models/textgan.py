@@ -289,8 +289,10 @@ def draw_categorical_from_head(head: nn.Linear, hidden: Tensor, temperature: flo
     u = torch.rand(hidden.shape[0], 1, generator=generator, device=hidden.device, dtype=torch.float32)  # (R, 1)
     out = torch.empty(hidden.shape[0], dtype=torch.long, device=hidden.device)
     for s in range(0, hidden.shape[0], chunk_rows):
-        z = head(hidden[s : s + chunk_rows]).float() / temperature  # (r, V)
-        cdf = torch.cumsum((z - z.amax(dim=-1, keepdim=True)).exp_(), dim=-1)  # (r, V), unnormalised
+        z = head(hidden[s : s + chunk_rows]).float()  # (r, V), a fresh tensor
+        if temperature != 1.0:  # (x / 1.0 == x: the same numbers either way)
+            z = z / temperature
+        cdf = torch.cumsum(z.sub_(z.amax(dim=-1, keepdim=True)).exp_(), dim=-1)  # (r, V), unnormalised
         tok = torch.searchsorted(cdf, u[s : s + chunk_rows] * cdf[:, -1:], right=True)
         out[s : s + chunk_rows] = tok.squeeze(-1).clamp_(max=V - 1)
     return out  # (R,)
@@ -406,7 +408,7 @@ class Discriminator(nn.Module):
             k = conv.kernel_size[0]
             win = x.unfold(1, k, 1)  # (B, L, E, k): the windows, in the filter's (E, k) layout
             z = win.reshape(B, win.shape[1], E * k) @ conv.weight.view(conv.weight.shape[0], E * k).t()  # (B, L, n_k)
-            pooled.append(torch.relu(z.amax(dim=1) + conv.bias))  # (B, n_k)
+            pooled.append(torch.relu(z.max(dim=1).values + conv.bias))  # (B, n_k); max: a scatter backward
         return pooled
 
     def prob_real(self, seqs: Tensor, batch_size: int = 4096) -> Tensor:
