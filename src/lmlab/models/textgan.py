@@ -367,13 +367,61 @@ class Highway(nn.Module):
         return t * torch.relu(self.transform(x)) + (1.0 - t) * x
 
 
+class _ConvMaxPool(torch.autograd.Function):
+    r"""$\mathrm{relu}(\max_s (W \cdot x_{s:s+k} + b))$ per filter for ``x`` (B, T, E), ``weight`` (n, E, k), ``bias``
+    (n,) -> (B, n): the forward pass is one matrix product of the unfolded windows; the backward pass uses only
+    the window that won the max of each (sequence, filter) pair (1/L of the dense gradient's products): the
+    filter gradient gathers those windows (``embedding_bag`` with the output gradients as weights) and the input
+    gradient adds the filters into their winning windows (``embedding_bag`` with one bag per window)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        B, T, E = x.shape
+        n, _, k = weight.shape
+        L = T - k + 1
+        win = x.unfold(1, k, 1).reshape(B * L, E * k)  # (B*L, E*k): the windows in the filters' (E, k) layout
+        flat = weight.reshape(n, E * k)
+        z = (win @ flat.t()).view(B, L, n)  # (B, L, n)
+        zmax, idx = z.max(dim=1)  # (B, n)
+        out = torch.relu(zmax + bias)
+        ctx.save_for_backward(win, flat, idx, out)
+        ctx.dims = (B, T, E, n, k, L)
+        return out  # (B, n)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        win, flat, idx, out = ctx.saved_tensors
+        B, T, E, n, k, L = ctx.dims
+        g = grad * (out > 0)  # (B, n): through the ReLU
+        rows = idx + torch.arange(B, device=idx.device)[:, None] * L  # (B, n): the winning window's row of win
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:  # grad_W[n] = sum_b g[b, n] win[rows[b, n]]
+            grad_w = F.embedding_bag(rows.t().contiguous(), win, per_sample_weights=g.t().contiguous(), mode="sum")
+            grad_w = grad_w.view(n, E, k)
+        if ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        if ctx.needs_input_grad[0]:  # grad_win[r] = sum over the (b, n) whose winner is r of g[b, n] W[n]
+            r = rows.reshape(-1)
+            order = torch.argsort(r, stable=True)
+            counts = torch.bincount(r, minlength=B * L)
+            offsets = torch.cumsum(counts, 0) - counts
+            filters = torch.arange(n, device=r.device).repeat(B)[order]
+            grad_win = F.embedding_bag(filters, flat, offsets=offsets, per_sample_weights=g.reshape(-1)[order],
+                                       mode="sum").view(B, L, E, k)
+            grad_x = torch.zeros(B, T, E, dtype=grad_win.dtype, device=grad_win.device)
+            for j in range(k):  # fold: window s covers positions s..s+k-1
+                grad_x[:, j : j + L] += grad_win[..., j]
+        return grad_x, grad_w, grad_b
+
+
 class Discriminator(nn.Module):
     r"""CNN text classifier (Kim 2014 / Zhang & LeCun 2015 as used by SeqGAN): real (1) vs generated (0).
 
     ``unfold_convs`` (set by :class:`SeqGAN` from ``gan.step_impl``): each convolution of width $k$ is one matrix
     product of the unfolded windows (B, L, E k) by the filters (E k, n) instead of ``nn.Conv1d`` (whose backward
-    pass on a CPU costs ~4x its forward); the bias is added after the max over time and before the ReLU, which
-    gives the same value ($\max_s (z_s + b) = \max_s z_s + b$, and ReLU commutes with max).
+    pass on a CPU costs ~4x its forward), and its backward pass computes only the max-pool's winning windows
+    (:class:`_ConvMaxPool`); the bias is added after the max over time and before the ReLU, which gives the same
+    value ($\max_s (z_s + b) = \max_s z_s + b$, and ReLU commutes with max).
     """
 
     def __init__(self, config: SeqGANConfig) -> None:
@@ -402,14 +450,7 @@ class Discriminator(nn.Module):
     def pooled_unfolded(self, seqs: Tensor) -> list[Tensor]:
         """The max-pooled, rectified features of every convolution (each (B, n_k)), as matrix products."""
         x = self.embedding(seqs)  # (B, T, E)
-        B, E = x.shape[0], x.shape[2]
-        pooled = []
-        for conv in self.convs:
-            k = conv.kernel_size[0]
-            win = x.unfold(1, k, 1)  # (B, L, E, k): the windows, in the filter's (E, k) layout
-            z = win.reshape(B, win.shape[1], E * k) @ conv.weight.view(conv.weight.shape[0], E * k).t()  # (B, L, n_k)
-            pooled.append(torch.relu(z.max(dim=1).values + conv.bias))  # (B, n_k); max: a scatter backward
-        return pooled
+        return [_ConvMaxPool.apply(x, conv.weight, conv.bias) for conv in self.convs]  # each (B, n_k)
 
     def prob_real(self, seqs: Tensor, batch_size: int = 4096) -> Tensor:
         """P(real | seqs) (B,), computed in chunks."""
