@@ -112,8 +112,9 @@ class GANConfig:
     #: directories written before this key existed keep it, so they resume bit-exactly)
     rollout_impl: str = "batched"
     #: how a training step computes (the same math; float rounding differs by ~1e-7 relative): "fused" = the
-    #: generator's softmax cross-entropy in cache-sized row chunks (:func:`lmlab.models.head_nll.linear_nll`),
-    #: the discriminator's convolutions as one matrix product per width over unfolded windows, and fused Adam;
+    #: generator's softmax cross-entropy in cache-sized row chunks with its gradient from the same pass
+    #: (:func:`lmlab.models.head_nll.weighted_linear_nll`), the discriminator's convolutions as one matrix product
+    #: per width over unfolded windows with a backward pass over the max-pool's winning windows, and fused Adam;
     #: "reference" = the first implementation (run directories written before this key existed keep it, so they
     #: resume bit-exactly)
     step_impl: str = "fused"
