@@ -12,8 +12,8 @@ Self-BLEU-2..5 of 1,000 samples at each temperature, for the GAN and for the MLE
     python benchmarks/textgan.py                      # everything, paper-sized oracle (use a GPU)
     python benchmarks/textgan.py --smoke              # minutes on a CPU: tiny oracle, tiny real run
     python benchmarks/textgan.py --part cpu-timing    # per-step wall times on this machine, extrapolated
-    python benchmarks/textgan.py --part step-timing --threads 1   # seconds per step of each phase (PG step with
-                                                      # sequential and batched rollouts) -> step_timing in --out
+    python benchmarks/textgan.py --part step-timing --threads 1   # seconds per step of each phase, before/after
+                                                      # (gan.step_impl) -> step_timing in --out
     python benchmarks/textgan.py --quick              # --smoke sizes, few epochs/rounds, one seed (QUICK), ~2 min
 
 ``--quick`` sets the defaults in ``QUICK`` (options given on the command line still win) and writes
@@ -262,79 +262,132 @@ def oracle_base(args) -> dict:
     return base
 
 
-def step_timing(args) -> dict:
-    """Median seconds per step of each phase at the oracle part's size (one process, ``--threads`` threads), the
-    policy-gradient step once per ``gan.rollout_impl``, and the projected wall time of the whole schedule per seed.
+def _reference_sample(generator, n: int, seed: int, chunk: int = 2000) -> torch.Tensor:
+    """``tg.sample_many`` as it was before the chunked draws (full (n, V) logits per position): the same samples."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for i in range(0, n, chunk):
+            b = min(chunk, n - i)
+            tok = torch.full((b,), generator.config.start_id, dtype=torch.long)
+            seqs, state = torch.empty(b, generator.config.max_len, dtype=torch.long), None
+            for t in range(generator.config.max_len):
+                logits, state = generator.step(tok, state)
+                tok = tg.draw_categorical(logits.float(), g)
+                seqs[:, t] = tok
+            out.append(seqs)
+    return torch.cat(out)
 
-    A policy-gradient step is what ``SeqGAN.phase_step`` does: sample a batch, compute the rewards (rollouts +
-    discriminator), backpropagate, step Adam, update the rollout net. The two implementations alternate step by
-    step so that both see the same machine load.
+
+def _reference_nll(net, seqs: torch.Tensor, batch_size: int = 1000) -> float:
+    """Per-token NLL as it was computed before :func:`lmlab.models.head_nll.linear_nll`: log_softmax of the full
+    (b, T, V) logits (``net`` is the oracle or a generator: embedding, lstm, head)."""
+    total = 0.0
+    with torch.no_grad():
+        for chunk in seqs.split(batch_size):
+            inputs = torch.cat([torch.full_like(chunk[:, :1], 0), chunk[:, :-1]], dim=1)
+            out, _ = net.lstm(net.embedding(inputs))
+            logp = torch.log_softmax(net.head(out).float(), dim=-1)  # (b, T, V)
+            total -= logp.gather(-1, chunk.unsqueeze(-1)).sum().item()
+    return total / seqs.numel()
+
+
+def step_timing(args) -> dict:
+    """Median seconds per step of each phase at the oracle part's size (one process, ``--threads`` threads), once
+    per ``gan.step_impl`` ("reference" = before, "fused" = after), and the projected wall time of one seed of the
+    whole schedule: P MLE epochs, D pre-training, the adversarial rounds, the MLE row's E continued epochs and
+    every NLL-oracle evaluation.
+
+    A step is what ``SeqGAN.phase_step`` does (a policy-gradient step: sample a batch, compute the rewards with
+    the batched rollouts, backpropagate, step Adam, update the rollout net). An evaluation is what the recipe's
+    OracleEvaluator does: 10,000 generator samples scored by the oracle, and the generator's NLL on 2,000 oracle
+    samples (``eval_reference``: the same numbers computed as before the chunked head). The two implementations
+    alternate step by step so that both see the same machine load.
     """
+    from lmlab.models.oracle import OracleLSTM
+
     torch.set_num_threads(args.threads)
     base = oracle_base(args)
     cfg = run_config(base)
     m, o = cfg.model, cfg.oracle
     m.vocab_size, m.max_len = o.vocab_size, o.seq_len
-    torch.manual_seed(0)
-    model = tg.SeqGAN(m, cfg.gan)
-    opts = model.configure_optimizers(cfg.train)
     B = cfg.train.batch_size
-    real = torch.randint(0, o.vocab_size, (B, o.seq_len))
     spe = o.num_samples // B
-    rounds, dpr = args.adversarial_rounds, args.d_steps_per_round
-    steps = {"mle_step": args.pretrain_epochs * spe, "d_step": args.d_pretrain_steps + rounds * dpr, "pg_step": rounds}
+    P, E, rounds, dpr = args.pretrain_epochs, args.mle_extra_epochs, args.adversarial_rounds, args.d_steps_per_round
+    adv = P * spe + args.d_pretrain_steps  # the first adversarial step
+    impls = ("reference", "fused")
+    models, opts = {}, {}
+    for impl in impls:
+        gan = copy.deepcopy(cfg.gan)
+        gan.step_impl, gan.rollout_impl = impl, "batched"
+        gan.pretrain_epochs, gan.d_pretrain_steps, gan.adversarial_rounds = P, args.d_pretrain_steps, max(rounds, 2)
+        gan.g_steps_per_round, gan.d_steps_per_round = 1, max(dpr, 1)
+        torch.manual_seed(0)
+        models[impl] = tg.SeqGAN(copy.deepcopy(m), gan)
+        opts[impl] = models[impl].configure_optimizers(cfg.train)
+    dpr_model = models["fused"].gan.d_steps_per_round
+    assert tg.phase_at(adv + 1, spe, models["fused"].gan)[0] == "d"
+    assert tg.phase_at(adv + 1 + dpr_model, spe, models["fused"].gan) == ("pg", 1)
+    real = torch.randint(0, o.vocab_size, (B, o.seq_len), generator=torch.Generator().manual_seed(0))
+    oracle = OracleLSTM(o)
+    heldout = oracle.sample(min(o.num_samples, 2000), generator=torch.Generator().manual_seed(o.seed + 2))
+    clip = cfg.train.grad_clip
 
-    def mle():
-        model.phase_step(real, opts, 0, spe, cfg.train.grad_clip)
+    def step(impl, at):
+        return lambda: models[impl].phase_step(real, opts[impl], at, spe, clip)
 
-    adv = args.pretrain_epochs * spe + args.d_pretrain_steps  # the first adversarial step
+    def evaluate(impl):
+        gen = models[impl].generator
+        if impl == "reference":
+            return _reference_nll(oracle, _reference_sample(gen, o.eval_samples, 0)), _reference_nll(gen, heldout)
+        return oracle.nll(tg.sample_many(gen, o.eval_samples, 1.0, 0)), tg.generator_nll(gen, heldout)
 
-    def dstep():
-        model.phase_step(real, opts, adv + 1, spe, cfg.train.grad_clip)  # round 0, after its PG step
-
-    def pg(impl):
-        model.gan.rollout_impl = impl
-        model.phase_step(real, opts, adv + 1 + dpr, spe, cfg.train.grad_clip)  # round 1's PG step
-
-    def evaluate():
-        sample = tg.sample_many(model.generator, o.eval_samples, 1.0, 0)
-        return sample.shape
-
-    model.gan.pretrain_epochs, model.gan.d_pretrain_steps, model.gan.adversarial_rounds = args.pretrain_epochs, args.d_pretrain_steps, max(rounds, 2)
-    model.gan.g_steps_per_round, model.gan.d_steps_per_round = 1, max(dpr, 1)
-    dpr = model.gan.d_steps_per_round
-    assert tg.phase_at(adv + 1, spe, model.gan)[0] == "d" and tg.phase_at(adv + 1 + dpr, spe, model.gan) == ("pg", 1)
-    impls = ("sequential", "batched")
-    times: dict[str, list[float]] = {"mle_step": [], "d_step": [], "eval": [], **{f"pg_step_{i}": [] for i in impls}}
+    times: dict[str, list[float]] = {}
+    evals: dict[str, tuple] = {}
     k = max(1, args.timing_steps)
-    for rep in range(k + 1):  # the first repetition warms up and is not counted
-        jobs = [("mle_step", mle), ("d_step", dstep), *((f"pg_step_{i}", lambda i=i: pg(i)) for i in impls)]
-        if rep < 2:
-            jobs.append(("eval", evaluate))
-        for name, fn in jobs:
-            t = time.perf_counter()
-            fn()
-            if rep:
-                times[name].append(time.perf_counter() - t)
-            print(f"[timing] {name} {time.perf_counter() - t:.3f} s", flush=True)
-    per = {name: statistics.median(v) for name, v in times.items() if v}
-    evals = (args.pretrain_epochs // max(1, args.eval_every_epochs) + 2) + (rounds // 10 + 1)
+
+    def clock(name: str, fn, keep: bool = True):
+        t = time.perf_counter()
+        out = fn()
+        if keep:
+            times.setdefault(name, []).append(time.perf_counter() - t)
+        print(f"[timing] {name} {time.perf_counter() - t:.3f} s", flush=True)
+        return out
+
+    # evaluations first, while both models are the same initial model (their values must agree)
+    for rep in range(2):
+        for impl in impls if rep % 2 == 0 else impls[::-1]:
+            evals.setdefault(impl, clock(f"eval_{impl}", lambda impl=impl: evaluate(impl)))
+    # the steps: one warm-up each, then alternating pairs (the order flipped every pair); the short steps get
+    # more pairs, so that load swings of a few seconds average out
+    plan = [("mle_step", 0, 20 * k), ("d_step", adv + 1, 5 * k), ("pg_step", adv + 1 + dpr_model, k)]
+    for phase, at, n in plan:
+        for rep in range(n + 1):
+            for impl in impls if rep % 2 == 0 else impls[::-1]:
+                clock(f"{phase}_{impl}", step(impl, at), keep=rep > 0)
+    per = {name: statistics.median(v) for name, v in times.items()}
+    n_evals = (P // max(1, args.eval_every_epochs) + 1) + (rounds // 10 + 1) + (E // max(1, args.eval_every_epochs) + 1)
+    steps = {"mle_step": (P + E) * spe, "d_step": args.d_pretrain_steps + rounds * dpr, "pg_step": rounds, "eval": n_evals}
     projected = {}
     for impl in impls:
-        parts_s = {"mle": per["mle_step"] * steps["mle_step"], "d": per["d_step"] * steps["d_step"],
-                   "pg": per[f"pg_step_{impl}"] * steps["pg_step"], "eval": per["eval"] * evals}
+        parts_s = {ph: per[f"{ph}_{impl}"] * n for ph, n in steps.items()}
         projected[impl] = {"hours": sum(parts_s.values()) / 3600, "hours_by_phase": {k2: v / 3600 for k2, v in parts_s.items()}}
     return {
-        "what": "median seconds per step (one training step of each phase) at the oracle part's size; PG step per "
-                "gan.rollout_impl, the two alternating; projected = steps of the schedule x median step time, plus "
-                "NLL-oracle evaluations",
+        "what": "median seconds per step of each phase at the oracle part's size, per gan.step_impl (reference = "
+                "before, fused = after; batched rollouts in both), the two alternating step by step in one process; "
+                "eval = one OracleEvaluator call (NLL-oracle of 10,000 samples + NLL of 2,000 held-out oracle "
+                "samples); projected = steps of one seed's schedule (P MLE epochs, D pre-training, the adversarial "
+                "rounds, the MLE row's E continued epochs, every evaluation) x the median step time",
         "threads": args.threads,
         "size": {"vocab_size": o.vocab_size, "seq_len": o.seq_len, "embed_dim": m.embed_dim, "hidden_dim": m.hidden_dim,
                  "batch_size": B, "rollout_num": cfg.gan.rollout_num, "d_filters": sum(m.d_num_filters)},
+        "schedule": {"pretrain_epochs": P, "mle_extra_epochs": E, "d_pretrain_steps": args.d_pretrain_steps,
+                     "adversarial_rounds": rounds, "d_steps_per_round": dpr},
         "seconds_per_step": per,
         "samples": times,
-        "pg_speedup": per["pg_step_sequential"] / per["pg_step_batched"],
-        "steps_in_schedule": {**steps, "evaluations": evals},
+        "speedup": {ph: per[f"{ph}_reference"] / per[f"{ph}_fused"] for ph in steps},
+        "eval_values_at_init": {impl: {"nll_oracle": v[0], "nll_test": v[1]} for impl, v in evals.items()},
+        "steps_in_schedule": steps,
         "projected_per_seed": projected,
         "load_average": os.getloadavg(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -415,10 +468,10 @@ def print_table(res: dict) -> None:
               f"{st['size']['seq_len']}, {st['size']['rollout_num']} rollouts):")
         for name, v in st["seconds_per_step"].items():
             print(f"  {name:<22}{v:>9.3f}")
-        print(f"  policy-gradient step: batched rollouts {st['pg_speedup']:.2f}x faster than sequential")
+        print("  speedup fused / reference: " + ", ".join(f"{k} {v:.2f}x" for k, v in st["speedup"].items()))
         for impl, pr in st["projected_per_seed"].items():
             by = ", ".join(f"{k} {v:.2f}" for k, v in pr["hours_by_phase"].items())
-            print(f"  projected schedule per seed with {impl} rollouts: {pr['hours']:.2f} h ({by})")
+            print(f"  projected schedule per seed, step_impl {impl}: {pr['hours']:.2f} h ({by})")
 
 
 def plot(res: dict, path: Path) -> None:

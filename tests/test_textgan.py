@@ -170,6 +170,94 @@ def test_batched_discriminator_scoring_equals_scoring_every_rollout():
     torch.testing.assert_close(shared, every, rtol=1e-5, atol=1e-6)
 
 
+# --- gan.step_impl=fused against the reference kernels -------------------------------------------------------
+def test_linear_nll_equals_log_softmax_in_value_and_gradients_across_chunks():
+    from lmlab.models.head_nll import linear_nll, weighted_linear_nll
+
+    torch.manual_seed(0)
+    h0, w0, b0 = torch.randn(37, 8), torch.randn(50, 8), torch.randn(50)
+    y = torch.randint(0, 50, (37,))
+    g = torch.rand(37)  # per-row weights (the policy gradient's rewards)
+    grads = []
+    for chunk_rows in (0, 5):  # several chunks, the last one short
+        h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
+        nll = linear_nll(h, w, b, y, chunk_rows)
+        (nll * g).sum().backward()
+        grads.append((nll.detach(), h.grad, w.grad, b.grad))
+        h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
+        loss = weighted_linear_nll(h, w, b, y, g, chunk_rows)  # the gradients from the forward pass's softmax
+        (2.0 * loss).backward()
+        grads.append(((loss / g.sum()).detach(), h.grad / 2, w.grad / 2, b.grad / 2))
+    h, w, b = (t.clone().requires_grad_() for t in (h0, w0, b0))
+    ref = -torch.log_softmax(torch.nn.functional.linear(h, w, b), -1).gather(-1, y[:, None]).squeeze(-1)
+    (ref * g).sum().backward()
+    for i, got in enumerate(grads):
+        value = ref.detach() if i % 2 == 0 else (ref.detach() * g).sum() / g.sum()
+        for a, e in zip(got, (value, h.grad, w.grad, b.grad), strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_sampling_draws_the_same_tokens_as_the_full_logits():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 40)
+    h = torch.randn(300, 8)
+    with torch.no_grad():
+        for temperature in (1.0, 0.7):
+            full = tg.draw_categorical(head(h).float() / temperature, torch.Generator().manual_seed(4))
+            chunked = tg.draw_categorical_from_head(head, h, temperature, torch.Generator().manual_seed(4), chunk_rows=64)
+            assert torch.equal(full, chunked)
+
+
+def test_unfolded_discriminator_equals_the_convolutions_in_output_and_gradients():
+    torch.manual_seed(0)
+    d = tg.Discriminator(tg.SeqGANConfig(**{**TINY, "d_filter_sizes": [1, 2, 3, 6], "d_num_filters": [4, 5, 4, 3]}))
+    d.eval()
+    seqs = torch.randint(0, 20, (7, 6))
+    outs = []
+    for unfold in (False, True):
+        d.unfold_convs = unfold
+        d.zero_grad()
+        logits = d(seqs)
+        logits.square().sum().backward()
+        outs.append([logits.detach()] + [p.grad.clone() for p in d.parameters()])
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_steps_follow_the_reference_steps_through_every_phase():
+    """MLE, D pre-training, PG and D steps with both step_impls from the same start: the same losses and weights
+    up to float rounding (the fused Adam, the chunked head and the unfolded convolutions)."""
+    cfg = dict(TINY, vocab_size=300)  # > 1 chunk of the head's rows on a CPU is not needed for this: same code
+    runs = {}
+    for impl in ("reference", "fused"):
+        torch.manual_seed(0)
+        model = tg.SeqGAN(tg.SeqGANConfig(**cfg), tg.GANConfig(pretrain_epochs=1, d_pretrain_steps=2, adversarial_rounds=1,
+                                                              d_steps_per_round=1, rollout_num=2, step_impl=impl))
+        assert model.discriminator.unfold_convs == (impl == "fused")
+        opts = model.configure_optimizers(TrainConfig(lr=0.01))
+        torch.manual_seed(1)
+        batch = torch.randint(0, 300, (8, 6))
+        losses = [model.phase_step(batch, opts, step, 2)["loss"].item() for step in range(6)]
+        runs[impl] = (losses, {k: v.clone() for k, v in model.state_dict().items()})
+    assert runs["reference"][0] == pytest.approx(runs["fused"][0], rel=1e-5, abs=1e-6)
+    for k, v in runs["reference"][1].items():
+        torch.testing.assert_close(runs["fused"][1][k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_nll_evaluations_equal_the_full_log_softmax():
+    from lmlab.models.oracle import OracleConfig, OracleLSTM
+
+    oracle = OracleLSTM(OracleConfig(vocab_size=60, embed_dim=8, hidden_dim=8, seq_len=5, num_samples=10))
+    gen = tg.Generator(tg.SeqGANConfig(**{**TINY, "vocab_size": 60, "max_len": 5}))
+    seqs = oracle.sample(40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for net, got in ((oracle, oracle.nll(seqs, batch_size=16)), (gen, tg.generator_nll(gen, seqs, batch_size=16))):
+            inputs = torch.cat([torch.zeros_like(seqs[:, :1]), seqs[:, :-1]], dim=1)
+            out, _ = net.lstm(net.embedding(inputs))
+            ref = -torch.log_softmax(net.head(out), -1).gather(-1, seqs[..., None]).mean().item()
+            assert got == pytest.approx(ref, rel=1e-6)
+
+
 def _exact_rewards(model: tg.SeqGAN, seqs: torch.Tensor) -> torch.Tensor:
     """Q(Y_{1:t-1}, y_t) of the paper's eq. 4 by enumerating every completion of every prefix (tiny V and T)."""
     import itertools
@@ -247,6 +335,13 @@ def test_rollout_impl_is_validated_and_old_runs_keep_the_sequential_rollouts(tmp
     del config["gan"]["rollout_impl"]  # a run directory written before the key existed
     (out / "config.json").write_text(json.dumps(config))
     assert saved_run_config(out).gan.rollout_impl == "sequential"
+    assert saved_run_config(out).gan.step_impl == "fused"  # written after step_impl existed: kept
+    del config["gan"]["step_impl"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert saved_run_config(out).gan.step_impl == "reference"
+    assert not GANRecipe.load_parts(out)[0].discriminator.unfold_convs
+    with pytest.raises(ConfigError, match="step_impl must be one of fused, reference"):
+        GANRecipe.resolve("tour", ["gan.step_impl=fast"])
     recipe = GANRecipe.from_run(out)
     recipe.check_resume(config, out)  # resuming it is not refused as a config change
     with pytest.raises(CheckpointError, match="rollout_impl"):

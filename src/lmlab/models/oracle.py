@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
+from lmlab.models.head_nll import linear_nll
 
 
 @dataclass
@@ -87,8 +88,9 @@ class OracleLSTM(nn.Module):
         total, count = 0.0, 0
         for start in range(0, seqs.shape[0], batch_size):
             chunk = seqs[start : start + batch_size].to(device).long()
-            logp = torch.log_softmax(self(self._inputs(chunk)).float(), dim=-1)  # (b, T, V)
-            total -= logp.gather(-1, chunk.unsqueeze(-1)).sum().item()
+            out, _ = self.lstm(self.embedding(self._inputs(chunk)))  # (b, T, H)
+            # -log_softmax(head(out)).gather(chunk), with the (b*T, V) logits in cache-sized chunks
+            total += linear_nll(out.reshape(-1, out.shape[-1]), self.head.weight, self.head.bias, chunk).sum().item()
             count += chunk.numel()
         return total / count
 

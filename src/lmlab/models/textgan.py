@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError, DataError
+from lmlab.models.head_nll import linear_nll, weighted_linear_nll
 
 PHASES = ("mle", "d_pretrain", "pg", "d", "done")
 ROLLOUT_IMPLS = ("batched", "sequential")
+STEP_IMPLS = ("fused", "reference")
 
 
 # ---------------------------------------------------------------------------------------------------- configs
@@ -109,6 +111,13 @@ class GANConfig:
     #: that computes the prefix's convolution windows once; "sequential" = the first implementation (run
     #: directories written before this key existed keep it, so they resume bit-exactly)
     rollout_impl: str = "batched"
+    #: how a training step computes (the same math; float rounding differs by ~1e-7 relative): "fused" = the
+    #: generator's softmax cross-entropy in cache-sized row chunks with its gradient from the same pass
+    #: (:func:`lmlab.models.head_nll.weighted_linear_nll`), the discriminator's convolutions as one matrix product
+    #: per width over unfolded windows with a backward pass over the max-pool's winning windows, and fused Adam;
+    #: "reference" = the first implementation (run directories written before this key existed keep it, so they
+    #: resume bit-exactly)
+    step_impl: str = "fused"
     #: learning rates; train.lr is the MLE one, these become per-optimizer multipliers of the schedule
     pg_lr: float = 0.01
     d_lr: float = 1e-4
@@ -144,6 +153,8 @@ class GANConfig:
             problems.append(f"gan.rollout_update_rate must be in [0, 1), got {self.rollout_update_rate}")
         if self.rollout_impl not in ROLLOUT_IMPLS:
             problems.append(f"gan.rollout_impl must be one of {', '.join(ROLLOUT_IMPLS)}, got {self.rollout_impl!r}")
+        if self.step_impl not in STEP_IMPLS:
+            problems.append(f"gan.step_impl must be one of {', '.join(STEP_IMPLS)}, got {self.step_impl!r}")
         if self.pg_lr <= 0 or self.d_lr <= 0:
             problems.append("gan.pg_lr and gan.d_lr must be > 0")
         if problems:
@@ -205,6 +216,20 @@ class Generator(nn.Module):
         logits, _ = self(self.inputs_for(seqs))
         return torch.log_softmax(logits.float(), dim=-1).gather(-1, seqs.unsqueeze(-1)).squeeze(-1)  # (B, T)
 
+    def token_nll(self, seqs: Tensor) -> Tensor:
+        """-log G(y_t | y_<t) for every position of ``seqs`` (B, T) -> (B, T): ``-token_log_probs(seqs)`` up to float
+        rounding, with the head and its softmax in cache-sized chunks (:func:`~lmlab.models.head_nll.linear_nll`)."""
+        out, _ = self.lstm(self.embedding(self.inputs_for(seqs)))  # (B, T, H)
+        nll = linear_nll(out.reshape(-1, out.shape[-1]), self.head.weight, self.head.bias, seqs.reshape(-1))
+        return nll.view(seqs.shape)  # (B, T)
+
+    def weighted_nll(self, seqs: Tensor, weights: Tensor) -> Tensor:
+        """``(token_nll(seqs) * weights).sum()`` for constant ``weights`` (B, T), its gradient computed in the same
+        pass (:func:`~lmlab.models.head_nll.weighted_linear_nll`)."""
+        out, _ = self.lstm(self.embedding(self.inputs_for(seqs)))  # (B, T, H)
+        return weighted_linear_nll(out.reshape(-1, out.shape[-1]), self.head.weight, self.head.bias, seqs.reshape(-1),
+                                   weights.expand(seqs.shape))
+
     def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
         """One step: ``tokens`` (B,) -> logits (B, V) and the new state."""
         out, state = self.lstm(self.embedding(tokens).unsqueeze(1), state)  # (B, 1, H)
@@ -221,8 +246,11 @@ class Generator(nn.Module):
         out = torch.empty(n, length, dtype=torch.long, device=device)
         state = None
         for t in range(length):
-            logits, state = self.step(tok, state)
-            tok = _draw(logits, temperature, generator)
+            h, state = self.lstm(self.embedding(tok).unsqueeze(1), state)  # (n, 1, H)
+            if temperature == 0:
+                tok = self.head(h[:, 0]).argmax(-1)
+            else:  # = _draw(self.head(h[:, 0]), temperature, generator), the same draws, the logits in chunks
+                tok = draw_categorical_from_head(self.head, h[:, 0], temperature, generator)
             out[:, t] = tok
         return finish_sequences(out, self.config.eos_id, self.config.pad_id)
 
@@ -248,6 +276,27 @@ def draw_categorical(logits: Tensor, generator: torch.Generator | None = None) -
     u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)  # (B,)
 
+
+
+def draw_categorical_from_head(head: nn.Linear, hidden: Tensor, temperature: float = 1.0,
+                               generator: torch.Generator | None = None, chunk_rows: int = 0) -> Tensor:
+    """:func:`draw_categorical` of ``head(hidden) / temperature`` (R, H) -> (R,), the same draws for a seed, with
+    the (R, V) logits projected and turned into a cumulative sum ``chunk_rows`` rows at a time (about 1 MiB of
+    logits on a CPU, so every pass over them stays in the cache); the uniforms are drawn for all rows at once, as
+    :func:`draw_categorical` draws them."""
+    V = head.weight.shape[0]
+    if not chunk_rows:
+        chunk_rows = max(1, (1 << (18 if hidden.device.type == "cpu" else 26)) // V)
+    u = torch.rand(hidden.shape[0], 1, generator=generator, device=hidden.device, dtype=torch.float32)  # (R, 1)
+    out = torch.empty(hidden.shape[0], dtype=torch.long, device=hidden.device)
+    for s in range(0, hidden.shape[0], chunk_rows):
+        z = head(hidden[s : s + chunk_rows]).float()  # (r, V), a fresh tensor
+        if temperature != 1.0:  # (x / 1.0 == x: the same numbers either way)
+            z = z / temperature
+        cdf = torch.cumsum(z.sub_(z.amax(dim=-1, keepdim=True)).exp_(), dim=-1)  # (r, V), unnormalised
+        tok = torch.searchsorted(cdf, u[s : s + chunk_rows] * cdf[:, -1:], right=True)
+        out[s : s + chunk_rows] = tok.squeeze(-1).clamp_(max=V - 1)
+    return out  # (R,)
 
 
 def draw_from_head(head: nn.Linear, hidden: Tensor, generator: torch.Generator | None = None,
@@ -319,12 +368,67 @@ class Highway(nn.Module):
         return t * torch.relu(self.transform(x)) + (1.0 - t) * x
 
 
+class _ConvMaxPool(torch.autograd.Function):
+    r"""$\mathrm{relu}(\max_s (W \cdot x_{s:s+k} + b))$ per filter for ``x`` (B, T, E), ``weight`` (n, E, k), ``bias``
+    (n,) -> (B, n): the forward pass is one matrix product of the unfolded windows; the backward pass uses only
+    the window that won the max of each (sequence, filter) pair (1/L of the dense gradient's products): the
+    filter gradient gathers those windows (``embedding_bag`` with the output gradients as weights) and the input
+    gradient adds the filters into their winning windows (``embedding_bag`` with one bag per window)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        B, T, E = x.shape
+        n, _, k = weight.shape
+        L = T - k + 1
+        win = x.unfold(1, k, 1).reshape(B * L, E * k)  # (B*L, E*k): the windows in the filters' (E, k) layout
+        flat = weight.reshape(n, E * k)
+        z = (win @ flat.t()).view(B, L, n)  # (B, L, n)
+        zmax, idx = z.max(dim=1)  # (B, n)
+        out = torch.relu(zmax + bias)
+        ctx.save_for_backward(win, flat, idx, out)
+        ctx.dims = (B, T, E, n, k, L)
+        return out  # (B, n)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        win, flat, idx, out = ctx.saved_tensors
+        B, T, E, n, k, L = ctx.dims
+        g = grad * (out > 0)  # (B, n): through the ReLU
+        rows = idx + torch.arange(B, device=idx.device)[:, None] * L  # (B, n): the winning window's row of win
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[1]:  # grad_W[n] = sum_b g[b, n] win[rows[b, n]]
+            grad_w = F.embedding_bag(rows.t().contiguous(), win, per_sample_weights=g.t().contiguous(), mode="sum")
+            grad_w = grad_w.view(n, E, k)
+        if ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        if ctx.needs_input_grad[0]:  # grad_win[r] = sum over the (b, n) whose winner is r of g[b, n] W[n]
+            r = rows.reshape(-1)
+            order = torch.argsort(r, stable=True)
+            counts = torch.bincount(r, minlength=B * L)
+            offsets = torch.cumsum(counts, 0) - counts
+            filters = torch.arange(n, device=r.device).repeat(B)[order]
+            grad_win = F.embedding_bag(filters, flat, offsets=offsets, per_sample_weights=g.reshape(-1)[order],
+                                       mode="sum").view(B, L, E, k)
+            grad_x = torch.zeros(B, T, E, dtype=grad_win.dtype, device=grad_win.device)
+            for j in range(k):  # fold: window s covers positions s..s+k-1
+                grad_x[:, j : j + L] += grad_win[..., j]
+        return grad_x, grad_w, grad_b
+
+
 class Discriminator(nn.Module):
-    """CNN text classifier (Kim 2014 / Zhang & LeCun 2015 as used by SeqGAN): real (1) vs generated (0)."""
+    r"""CNN text classifier (Kim 2014 / Zhang & LeCun 2015 as used by SeqGAN): real (1) vs generated (0).
+
+    ``unfold_convs`` (set by :class:`SeqGAN` from ``gan.step_impl``): each convolution of width $k$ is one matrix
+    product of the unfolded windows (B, L, E k) by the filters (E k, n) instead of ``nn.Conv1d`` (whose backward
+    pass on a CPU costs ~4x its forward), and its backward pass computes only the max-pool's winning windows
+    (:class:`_ConvMaxPool`); the bias is added after the max over time and before the ReLU, which gives the same
+    value ($\max_s (z_s + b) = \max_s z_s + b$, and ReLU commutes with max).
+    """
 
     def __init__(self, config: SeqGANConfig) -> None:
         super().__init__()
         self.config = config
+        self.unfold_convs = False
         self.embedding = nn.Embedding(config.vocab_size, config.d_embed_dim)
         self.convs = nn.ModuleList(
             nn.Conv1d(config.d_embed_dim, n, k) for k, n in zip(config.d_filter_sizes, config.d_num_filters, strict=True)
@@ -336,10 +440,18 @@ class Discriminator(nn.Module):
 
     def forward(self, seqs: Tensor) -> Tensor:
         """Class logits (B, 2) for token ids ``seqs`` (B, T)."""
-        x = self.embedding(seqs).transpose(1, 2)  # (B, E, T)
-        pooled = [torch.relu(conv(x)).amax(dim=2) for conv in self.convs]  # each (B, n_k): max over time
+        if self.unfold_convs:
+            pooled = self.pooled_unfolded(seqs)
+        else:
+            x = self.embedding(seqs).transpose(1, 2)  # (B, E, T)
+            pooled = [torch.relu(conv(x)).amax(dim=2) for conv in self.convs]  # each (B, n_k): max over time
         h = self.highway(torch.cat(pooled, dim=1))  # (B, sum n_k)
         return self.out(self.dropout(h))  # (B, 2)
+
+    def pooled_unfolded(self, seqs: Tensor) -> list[Tensor]:
+        """The max-pooled, rectified features of every convolution (each (B, n_k)), as matrix products."""
+        x = self.embedding(seqs)  # (B, T, E)
+        return [_ConvMaxPool.apply(x, conv.weight, conv.bias) for conv in self.convs]  # each (B, n_k)
 
     def prob_real(self, seqs: Tensor, batch_size: int = 4096) -> Tensor:
         """P(real | seqs) (B,), computed in chunks."""
@@ -409,6 +521,7 @@ class SeqGAN(nn.Module):
         self.rollout_generator.load_state_dict(self.generator.state_dict())
         self.rollout_generator.requires_grad_(False)
         self.discriminator = Discriminator(config)
+        self.discriminator.unfold_convs = self.gan.step_impl == "fused"
         #: batches per epoch, set by the recipe (0: ``manual_step`` takes len(trainer.train_data))
         self.steps_per_epoch = 0
 
@@ -420,6 +533,9 @@ class SeqGAN(nn.Module):
         to pad and every sequence has the same number of actions in the policy gradient (masking the positions
         after EOS there would hand longer sequences more positive reward terms and teach it to avoid ending).
         """
+        if self.gan.step_impl == "fused":
+            weights = torch.full((1, 1), 1.0 / seqs.numel(), device=seqs.device)  # the mean's 1/(B*T)
+            return self.generator.weighted_nll(seqs, weights), seqs.numel()
         logp = self.generator.token_log_probs(seqs)  # (B, T)
         return -logp.mean(), seqs.numel()
 
@@ -450,6 +566,8 @@ class SeqGAN(nn.Module):
     def policy_gradient_loss(self, seqs: Tensor, rewards: Tensor) -> Tensor:
         r"""$-\frac{1}{B}\sum_b \sum_t Q_{b,t} \log G_\theta(y_{b,t} \mid Y_{b,1:t-1})$ over all T positions (the
         ``<pad>`` actions after ``<eos>`` included, see :meth:`mle_loss`)."""
+        if self.gan.step_impl == "fused":
+            return self.generator.weighted_nll(seqs, rewards.detach().float() / seqs.shape[0])
         logp = self.generator.token_log_probs(seqs)  # (B, T)
         return -(logp * rewards.detach()).sum() / seqs.shape[0]
 
@@ -576,10 +694,11 @@ class SeqGAN(nn.Module):
         get ``gan.pg_lr`` and ``gan.d_lr``.
         """
         betas = tuple(train.betas)
+        fused = {"fused": True} if self.gan.step_impl == "fused" else {}
 
         def adam(params, lr):
             return torch.optim.Adam(
-                [{"params": list(params), "lr_scale": lr / train.lr}], lr=lr, betas=betas, eps=train.eps
+                [{"params": list(params), "lr_scale": lr / train.lr}], lr=lr, betas=betas, eps=train.eps, **fused
             )
 
         return [
@@ -658,9 +777,9 @@ def generator_nll(generator: Generator, seqs: Tensor, batch_size: int = 1000) ->
     try:
         for chunk in seqs.split(batch_size):
             chunk = chunk.to(generator.head.weight.device)
-            logp = generator.token_log_probs(chunk)
+            nll = generator.token_nll(chunk)  # (b, T)
             mask = token_mask(chunk, generator.config.eos_id, generator.config.pad_id)
-            total -= (logp * mask).sum().item()
+            total += (nll * mask).sum().item()
             count += mask.sum().item()
     finally:
         generator.train(was)

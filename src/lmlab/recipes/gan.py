@@ -62,10 +62,14 @@ SECTIONS = ("source", "model", "gan", "train", "data", "oracle")
 
 def with_saved_defaults(saved: dict) -> dict:
     """A saved config.json with the values that runs written before a key existed trained with: runs without
-    ``gan.rollout_impl`` computed their rewards with the "sequential" rollouts (and keep them, resuming bit-exactly)."""
+    ``gan.rollout_impl`` computed their rewards with the "sequential" rollouts, runs without ``gan.step_impl`` their
+    steps with the "reference" kernels (and keep them, resuming bit-exactly)."""
     gan = saved.get("gan")
-    if isinstance(gan, dict) and "rollout_impl" not in gan:
-        saved = {**saved, "gan": {**gan, "rollout_impl": "sequential"}}
+    if isinstance(gan, dict):
+        old = {"rollout_impl": "sequential", "step_impl": "reference"}
+        missing = {k: v for k, v in old.items() if k not in gan}
+        if missing:
+            saved = {**saved, "gan": {**gan, **missing}}
     return saved
 
 
