@@ -7,9 +7,12 @@ named by ``model.safetensors.index.json``; ``tokenizer.json`` with ``tokenizer_c
 * ``config.json`` - the architecture as :class:`~lmlab.models.gpt.GPTConfig` options (:func:`gpt_config_from_hf`;
   GPT-2: learned positions, LayerNorm, tanh-GELU; Llama / Qwen2 / Mistral: RMSNorm, rotary "half" convention,
   SwiGLU, grouped-query attention, q/k/v biases for Qwen2) and an ``imported`` section (source, dtype);
-* ``model.safetensors`` - the weights, renamed and re-laid-out (:func:`hf_layout`: GPT-2's Conv1D matrices
-  transposed, q/k/v and gate/up fused), read from the memory-mapped shards one tensor at a time and copied
-  into the model (no second full copy); bf16/fp16 become float32 unless ``dtype`` keeps them;
+* ``model.safetensors`` - the weights, renamed and re-laid-out (:func:`hf_layout`: q/k/v and gate/up fused),
+  read from the memory-mapped shards one tensor at a time and copied into the model (no second full copy);
+  bf16/fp16 become float32 unless ``dtype`` keeps them. The wide projections (the output layer, the MLP's
+  first one; :meth:`GPT.wide_linears`) are stored transposed, (in, out), as decoding on a CPU reads them
+  (GPT-2's Conv1D matrices already are), and named in the file's metadata: ``lmlab.load`` maps the file and
+  copies nothing (:func:`lmlab.checkpoint.map_weights`);
 * ``tokenizer.json`` - the tokenizer as :class:`~lmlab.data.tokenizers.HFTokenizer` (its tokenizer.json, special
   tokens and stop ids);
 * ``chat.json`` - ``{"template", "bos_token", "eos_token", "stop_token_ids", "add_bos"}`` for chat.
@@ -390,6 +393,7 @@ def import_hf(
     tokenizer, chat = import_tokenizer(hf_dir, hf_config, cfg.vocab_size)
     checkpoint.check_new_run_dir(out, overwrite=overwrite, inputs=[hf_dir])
     model = GPT.empty(cfg, dtype=getattr(torch, dtype))
+    model.column_major_(copy=False)  # stored in the layout decoding uses: lmlab.load maps the file, no copy
     load_hf_weights(model, hf_dir, model_type)
     # evaluation one block at a time: a pretrained model's context and vocabulary make big logits
     run = GPTRunConfig(model=cfg, data=TokenDataConfig(tokenizer="hf", vocab_size=cfg.vocab_size, eval_batch_size=1))
@@ -415,13 +419,13 @@ def import_hf(
 
 
 def _save_weights(model, path: Path) -> None:
-    """model.safetensors without copying the weights (a tied output layer is stored once, as wte.weight)."""
-    from safetensors.torch import save_file
-
+    """model.safetensors without copying the weights (a tied output layer is stored once, as wte.weight); the
+    column-major wide weights (:meth:`GPT.column_major_`) are stored transposed, i.e. contiguous, and named in
+    the file's metadata (:func:`checkpoint.save_tensors_as_laid_out`)."""
     state = model.state_dict()
     if model.config.tie_embeddings:
         state.pop("lm_head.weight", None)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+    checkpoint.save_tensors_as_laid_out(path, state)
 
 
 # -------------------------------------------------------------------------------------------------- export
