@@ -184,7 +184,9 @@ class GPTRecipe(Recipe):
         model = GPT(self.config.model)
         source = self.inputs.get("init_from")
         if source and not self.resumed:  # continued pretraining starts from the pretrained weights exactly
-            checkpoint.load_weights(Path(source) / checkpoint.WEIGHTS_FILE, model)
+            # (an imported run stores a tied output layer once, as wte.weight, and its wide weights transposed)
+            tied = {"lm_head.weight": "wte.weight"} if self.config.model.tie_embeddings else None
+            checkpoint.stream_weights(Path(source) / checkpoint.WEIGHTS_FILE, model, tied=tied)
             self._main_log(f"gpt: starting from the weights of {source}")
         return model
 
