@@ -101,9 +101,13 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     # imports are not load time: bring in each side's modules first
-    if args.side == "lmlab":
+    if args.side == "lmlab":  # the modules lmlab.load brings in (the recipe, the pipeline, the tokenizer library)
+        import tokenizers  # noqa: F401
+
         import lmlab
+        import lmlab.pipelines.gpt  # noqa: F401
         import lmlab.recipes.gpt  # noqa: F401
+        import lmlab.trainer  # noqa: F401
     else:
         import importlib
 
