@@ -222,13 +222,22 @@ def test_decoding_loads_the_wide_weights_column_major_with_the_same_numbers(arch
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_import_stores_the_decoding_layout_and_load_maps_it_without_a_copy(arch, imported, hf_dirs):
+def test_import_stores_the_decoding_layout_and_load_maps_it_without_a_copy(arch, imported, hf_dirs, tmp_path,
+                                                                            monkeypatch):
     """The wide weights are stored transposed (GPT-2's Conv1D ones as they come), lmlab.load points the model at
     the mapped file (every parameter a view of it) in the column-major layout, and the logits equal
-    transformers'; every other use (evaluation, export, fine-tuning) gets contiguous weights, the same values."""
+    transformers'; every other use (evaluation, export, fine-tuning) gets contiguous weights, the same values.
+    Import copies into the column-major layout in blocks of rows: tiny blocks give the same file."""
     import lmlab
-    from lmlab import checkpoint
+    from lmlab import checkpoint, hf
     from lmlab.recipes.gpt import GPTRecipe
+
+    monkeypatch.setattr(hf, "_COPY_BLOCK_BYTES", 1000)  # every re-laid-out tensor copied in several blocks
+    again = hf.import_hf(hf_dirs[arch][0], tmp_path / "again", log=lambda m: None)
+    reference = checkpoint.load_tensors(imported[arch] / checkpoint.WEIGHTS_FILE)
+    assert checkpoint.load_tensors(again / checkpoint.WEIGHTS_FILE).keys() == reference.keys()
+    for name, value in checkpoint.load_tensors(again / checkpoint.WEIGHTS_FILE).items():
+        assert torch.equal(value, reference[name]), name
 
     weights = imported[arch] / checkpoint.WEIGHTS_FILE
     stored = checkpoint.transposed_names(weights)
