@@ -13,10 +13,21 @@ turns the folder into a run, then each side runs in its own fresh process (so th
 at batch 1 and 8, on 1 and 2 threads; the generated ids of both sides are compared (identical greedy tokens).
 Targets (the issue's): decoding >= 1.5x transformers' tokens/s at batch 1, peak memory <= transformers'.
 
+Load time alone flatters whoever defers work: ``from_pretrained`` maps the safetensors file and its reads land
+in the first forward pass (so does ``lmlab.load`` of a run imported since the weights are stored in the layout
+decoding uses). ``--load`` therefore measures, per shape, **load** and **load + first token** (load, then one
+forward pass over an 8-token prompt and the argmax of its last logits), lmlab and transformers alternating (the
+order swapped every round), each in a fresh one-thread process, best of ``--load-rounds``, with the page cache
+**warm** (the files read just before) and **cold** (the files evicted with posix_fadvise(DONTNEED) just before;
+the disk below may still cache them). lmlab's load is ``lmlab.load`` (the generation pipeline: model *and*
+tokenizer); transformers' is ``AutoModelForCausalLM.from_pretrained`` (the model only). It writes the ``load``
+section of the results file, keeping its grid rows.
+
 Cells: every one-thread cell first, the two-thread ones last; each row records the load average before and after it.
 
 Usage:
     python benchmarks/checkpoints.py            # full shapes; writes benchmarks/results/checkpoints.json
+    python benchmarks/checkpoints.py --load     # load / load + first token only (``load`` section of that file)
     python benchmarks/checkpoints.py --quick    # tiny shapes, 32 new tokens (~1 min); checkpoints.quick.json
 """
 
@@ -90,9 +101,13 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     # imports are not load time: bring in each side's modules first
-    if args.side == "lmlab":
+    if args.side == "lmlab":  # the modules lmlab.load brings in (the recipe, the pipeline, the tokenizer library)
+        import tokenizers  # noqa: F401
+
         import lmlab
+        import lmlab.pipelines.gpt  # noqa: F401
         import lmlab.recipes.gpt  # noqa: F401
+        import lmlab.trainer  # noqa: F401
     else:
         import importlib
 
@@ -111,7 +126,21 @@ def worker(args: argparse.Namespace) -> None:
     prompt = torch.randint(1, vocab, (args.batch, args.prompt_tokens), generator=g)
     out: dict = {"load_s": load_s}
     with torch.inference_mode():
-        # prompt processing: one pass over the prompt, filling the cache (best of 2)
+        if args.new_tokens == 0:  # --load: load + the first token of a short prompt, nothing else
+            g = torch.Generator().manual_seed(0)
+            prompt = torch.randint(1, vocab, (1, args.prompt_tokens), generator=g)
+            t = time.perf_counter()
+            if args.side == "lmlab":
+                logits = model.step_cached(prompt, None)[0]  # (B, V): the last position's
+            else:
+                logits = model(prompt, use_cache=True, logits_to_keep=1).logits[:, -1]  # (B, V)
+            first = int(logits[0].argmax())
+            out.update(first_token_s=time.perf_counter() - t, load_first_token_s=time.perf_counter() - started,
+                       first_token=first, peak_rss_mb=peak_rss_mb())
+            print(json.dumps(out))
+            return
+        # prompt processing: one pass over the prompt, filling the cache (best of 2; the first one, right after
+        # loading, also pays for the weights' pages a lazy load has not read yet: first_token_s)
         times = []
         for _ in range(2):
             t = time.perf_counter()
@@ -133,6 +162,7 @@ def worker(args: argparse.Namespace) -> None:
         total_s = time.perf_counter() - t
     decode_s = max(total_s - prefill_s, 1e-9)
     out.update(
+        first_token_s=times[0], load_first_token_s=load_s + times[0],
         prompt_tokens_per_s=args.batch * args.prompt_tokens / prefill_s,
         decode_tokens_per_s=args.batch * (args.new_tokens - 1) / decode_s,
         generate_s=total_s,
@@ -158,6 +188,50 @@ def run_side(side: str, path: Path, threads: int, batch: int, prompt_tokens: int
     if proc.returncode != 0:
         raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def set_page_cache(folder: Path, warm: bool) -> None:
+    """Read every file of ``folder`` (warm) or evict them from the page cache (cold: posix_fadvise DONTNEED,
+    which needs no privileges; pages another process maps stay)."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if warm:
+            with open(path, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+        else:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def load_rows(folders: dict, rounds: int, prompt_tokens: int) -> list[dict]:
+    """Load and load + first token, lmlab vs transformers alternating, warm and cold page cache (see the module)."""
+    rows = []
+    for name, (hf_dir, run_dir) in folders.items():
+        for cache in ("warm", "cold"):
+            samples: dict[str, list[dict]] = {"lmlab": [], "transformers": []}
+            for r in range(rounds):
+                for side in (("lmlab", "transformers") if r % 2 == 0 else ("transformers", "lmlab")):
+                    folder = run_dir if side == "lmlab" else hf_dir
+                    set_page_cache(folder, warm=cache == "warm")
+                    samples[side].append(run_side(side, folder, 1, 1, prompt_tokens, 0))
+            same = len({s["first_token"] for side in samples.values() for s in side}) == 1
+            row = {"model": name, "page_cache": cache, "rounds": rounds, "prompt_tokens": prompt_tokens,
+                   "threads": 1, "same_first_token": same, "load_average": [round(x, 2) for x in os.getloadavg()]}
+            for side, got in samples.items():
+                row[side] = {key: min(s[key] for s in got) for key in ("load_s", "load_first_token_s")}
+                row[side]["peak_rss_mb"] = max(s["peak_rss_mb"] for s in got)
+                row[side]["all_load_s"] = [round(s["load_s"], 4) for s in got]
+                row[side]["all_load_first_token_s"] = [round(s["load_first_token_s"], 4) for s in got]
+            rows.append(row)
+            ours, ref = row["lmlab"], row["transformers"]
+            print(f"{name:11s} {cache} cache, best of {rounds}: load {ours['load_s']:.3f} vs {ref['load_s']:.3f} s, "
+                  f"load + first token {ours['load_first_token_s']:.3f} vs {ref['load_first_token_s']:.3f} s, "
+                  f"same first token {same}", flush=True)
+    return rows
 
 
 def machine_info() -> dict:
@@ -187,6 +261,10 @@ def main() -> None:
     parser.add_argument("--cell-new-tokens", default="",
                         help="fewer new tokens for some cells, e.g. 'llama-0.5B:8=64,gpt2-124M:1:2=64' "
                         "(MODEL:BATCH[:THREADS]=N, comma-separated)")
+    parser.add_argument("--load", action="store_true",
+                        help="only load / load + first token (warm and cold page cache), into the 'load' section")
+    parser.add_argument("--load-rounds", type=int, default=5, help="--load: best of this many processes per side")
+    parser.add_argument("--runs", default=None, help=argparse.SUPPRESS)  # --load: 'name=HF_DIR:RUN_DIR,...'
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", choices=["lmlab", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -215,6 +293,16 @@ def main() -> None:
         model, batch, *n_threads = cell.split(":")
         for t in n_threads or threads:
             cell_tokens[(model, int(batch), int(t))] = int(n)
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / (
+        "checkpoints.quick.json" if args.quick else "checkpoints.json")
+    if args.load and args.runs:  # folders imported already (name=HF_DIR:RUN_DIR,...)
+        folders = {}
+        for item in args.runs.split(","):
+            name, dirs = item.split("=", 1)
+            hf, run = dirs.split(":")
+            folders[name] = (Path(hf), Path(run))
+        write_load_section(out, args, load_rows(folders, args.load_rounds, 8))
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="lmlab-bench-ckpt-") as tmp:
         folders, import_times = {}, {}
@@ -231,6 +319,9 @@ def main() -> None:
         import gc
 
         gc.collect()
+        if args.load:
+            write_load_section(out, args, load_rows(folders, args.load_rounds, 8), import_times)
+            return
         # every one-thread cell first, the two-thread ones last (on a shared machine they suffer most)
         for n_threads in threads:
             for name in shapes:
@@ -262,10 +353,27 @@ def main() -> None:
         "benchmark": "checkpoints", "quick": args.quick, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(), "targets": {"decode_speedup_batch1": 1.5, "memory_ratio": 1.0}, "rows": rows,
     }
-    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / (
-        "checkpoints.quick.json" if args.quick else "checkpoints.json")
+    if out.is_file():  # keep the load section of the last --load run
+        previous = json.loads(out.read_text())
+        if "load" in previous:
+            result["load"] = previous["load"]
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def write_load_section(out: Path, args: argparse.Namespace, rows: list[dict], import_times: dict | None = None) -> None:
+    """Replace the ``load`` section of the results file ``out`` (its grid rows are kept)."""
+    result = json.loads(out.read_text()) if out.is_file() else {"benchmark": "checkpoints", "quick": args.quick}
+    result["load"] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+        "what": "best of N fresh one-thread processes per side, lmlab and transformers alternating; load = "
+                "lmlab.load (model + tokenizer) vs from_pretrained (model); first token = one forward pass over an "
+                "8-token prompt + argmax; warm: files read just before, cold: evicted with posix_fadvise(DONTNEED)",
+        **({"import_s": import_times} if import_times else {}),
+        "rows": rows,
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote the load section of {out}")
 
 
 if __name__ == "__main__":

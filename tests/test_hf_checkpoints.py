@@ -127,6 +127,24 @@ def imported(hf_dirs, tmp_path_factory):
     return runs
 
 
+def _old_layout_copy(run: Path, dest: Path) -> Path:
+    """A copy of an imported run as lmlab wrote it before its weights were stored in the decoding layout:
+    every tensor row-major, no metadata naming transposed ones (a tied output layer stored once)."""
+    import shutil
+
+    from lmlab import checkpoint
+    from lmlab.recipes.gpt import GPTRecipe
+
+    shutil.copytree(run, dest)
+    model, _, cfg = GPTRecipe.load_model(run)
+    state = model.state_dict()
+    if cfg.model.tie_embeddings:
+        state.pop("lm_head.weight")
+    checkpoint.save_tensors(dest / checkpoint.WEIGHTS_FILE, state, metadata={"format": "pt"})
+    assert not checkpoint.transposed_names(dest / checkpoint.WEIGHTS_FILE)
+    return dest
+
+
 def _padded_batch(vocab: int, left: bool):
     torch.manual_seed(1)
     ids = torch.randint(3, vocab, (3, 20))
@@ -201,6 +219,76 @@ def test_decoding_loads_the_wide_weights_column_major_with_the_same_numbers(arch
         torch.testing.assert_close(fast(ids), plain(ids), atol=1e-5, rtol=1e-5)
     greedy = SamplingConfig(max_new_tokens=12, temperature=0)
     assert fast.generate(ids, greedy) == plain.generate(ids, greedy)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_import_stores_the_decoding_layout_and_load_maps_it_without_a_copy(arch, imported, hf_dirs, tmp_path,
+                                                                            monkeypatch):
+    """The wide weights are stored transposed (GPT-2's Conv1D ones as they come), lmlab.load points the model at
+    the mapped file (every parameter a view of it) in the column-major layout, and the logits equal
+    transformers'; every other use (evaluation, export, fine-tuning) gets contiguous weights, the same values.
+    Import copies into the column-major layout in blocks of rows: tiny blocks give the same file."""
+    import lmlab
+    from lmlab import checkpoint, hf
+    from lmlab.recipes.gpt import GPTRecipe
+
+    monkeypatch.setattr(hf, "_COPY_BLOCK_BYTES", 1000)  # every re-laid-out tensor copied in several blocks
+    again = hf.import_hf(hf_dirs[arch][0], tmp_path / "again", log=lambda m: None)
+    reference = checkpoint.load_tensors(imported[arch] / checkpoint.WEIGHTS_FILE)
+    assert checkpoint.load_tensors(again / checkpoint.WEIGHTS_FILE).keys() == reference.keys()
+    for name, value in checkpoint.load_tensors(again / checkpoint.WEIGHTS_FILE).items():
+        assert torch.equal(value, reference[name]), name
+
+    weights = imported[arch] / checkpoint.WEIGHTS_FILE
+    stored = checkpoint.transposed_names(weights)
+    header = checkpoint.read_safetensors_header(weights)[0]
+    cfg = hf_dirs[arch][1].config
+    head = "wte.weight" if arch == "gpt2" else "lm_head.weight"  # tied in gpt2, not in this llama
+    assert {head, "blocks.0.mlp.fc.weight", "blocks.1.mlp.fc.weight"} <= stored
+    assert "blocks.0.attn.proj.weight" not in stored
+    assert header[head]["shape"] == [cfg.hidden_size if arch != "gpt2" else cfg.n_embd, cfg.vocab_size]
+    fast = lmlab.load(imported[arch]).model
+    size = weights.stat().st_size
+    assert all(p.untyped_storage().nbytes() == size for p in fast.parameters())  # views of the file: no copy
+    assert all(lin.weight.stride() == (1, lin.out_features) for lin in fast.wide_linears())
+    plain, _, _ = GPTRecipe.load_model(imported[arch])
+    assert all(p.is_contiguous() for p in plain.parameters())
+    ids, mask = _padded_batch(cfg.vocab_size, left=False)
+    with torch.no_grad():
+        expected = hf_dirs[arch][1](ids).logits
+        torch.testing.assert_close(fast(ids), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(plain(ids), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_run_imported_in_the_old_row_major_layout_still_loads_and_exports(imported, hf_dirs, tmp_path):
+    import lmlab
+
+    old = _old_layout_copy(imported["qwen2"], tmp_path / "old")
+    model = lmlab.load(old).model
+    assert all(lin.weight.stride() == (1, lin.out_features) for lin in model.wide_linears())
+    ids, _ = _padded_batch(hf_dirs["qwen2"][1].config.vocab_size, left=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf_dirs["qwen2"][1](ids).logits, atol=1e-5, rtol=1e-5)
+    _exported_logits_match(old, tmp_path / "hf")
+
+
+def test_continued_pretraining_starts_from_the_imported_weights(imported, tmp_path):
+    """gpt train --init-from an imported run (weights stored transposed) starts from exactly its weights: with
+    lr=1e-30 the trained run's weights are the imported ones (a transposed or misread tensor would be far off)."""
+    from lmlab import checkpoint
+    from lmlab.recipes.gpt import GPTRecipe
+
+    data = tmp_path / "train.txt"
+    data.write_text("\n".join(TEXT * 20), encoding="utf-8")
+    out = tmp_path / "cont"
+    rc = main(["gpt", "train", "--data", str(data), "--init-from", str(imported["gpt2"]), "--out", str(out),
+               "batch_size=2", "max_steps=2", "eval_every=2", "lr=1e-30", "min_lr=0", "warmup_steps=0",
+               "progress=false", "tensorboard=false", "num_threads=1"])
+    assert rc == 0
+    trained = checkpoint.load_tensors(out / checkpoint.WEIGHTS_FILE)
+    source, _, _ = GPTRecipe.load_model(imported["gpt2"])
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(trained[name], value, atol=1e-12, rtol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("kind", ["byte_level", "metaspace"])

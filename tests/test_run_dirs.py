@@ -433,3 +433,47 @@ def test_weights_that_do_not_fit_the_model_are_named_by_both_readers(tmp_path):
             read(path, torch.nn.Linear(4, 2))
         with pytest.raises(CheckpointError, match=r"missing 0.weight, 0.bias; unexpected bias, weight"):
             read(path, torch.nn.Sequential(torch.nn.Linear(3, 2)))
+
+
+def test_weights_saved_as_laid_out_read_back_the_same_through_every_reader(tmp_path):
+    """A column-major weight is stored transposed (contiguous, named in the file's metadata): map_weights maps it
+    back as a zero-copy column-major view of the file, the other readers as the same values; the shape checks
+    name the tensor's own shape; a tensor of another dtype is read (converted) instead of mapped."""
+    import pytest
+    import torch
+
+    from lmlab.checkpoint import (
+        CheckpointError,
+        load_tensors,
+        load_weights,
+        map_weights,
+        read_safetensors_header,
+        save_tensors_as_laid_out,
+        stream_weights,
+        transposed_names,
+    )
+
+    torch.manual_seed(0)
+    src = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Linear(8, 2))
+    src[0].weight.data = src[0].weight.data.t().contiguous().t()  # (8, 3), strides (1, 8)
+    path = tmp_path / "w.safetensors"
+    assert save_tensors_as_laid_out(path, src.state_dict()) == ["0.weight"]
+    assert transposed_names(path) == {"0.weight"}
+    assert read_safetensors_header(path)[0]["0.weight"]["shape"] == [3, 8]  # stored (in, out)
+    assert torch.equal(load_tensors(path)["0.weight"], src[0].weight)
+    for read in (load_weights, stream_weights, map_weights):
+        dest = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Linear(8, 2))
+        read(path, dest)
+        for name, value in src.state_dict().items():
+            assert torch.equal(dest.state_dict()[name], value), (read.__name__, name)
+        with pytest.raises(CheckpointError, match=r"shape mismatch 0.weight \(8, 3\) != \(8, 4\)"):
+            read(path, torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)))
+    mapped = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Linear(8, 2))
+    mapped[1].bias.data = mapped[1].bias.data.double()
+    map_weights(path, mapped)
+    size = path.stat().st_size
+    assert mapped[0].weight.stride() == (1, 8) and mapped[0].weight.untyped_storage().nbytes() == size
+    assert mapped[1].weight.untyped_storage().nbytes() == size  # a view of the file, not a copy
+    assert mapped[1].bias.dtype == torch.float64 and torch.equal(mapped[1].bias, src[1].bias.double())
+    mapped[0].weight.data.mul_(2)  # a private map: the file keeps its values
+    assert torch.equal(load_tensors(path)["0.weight"], src[0].weight)

@@ -299,9 +299,36 @@ def load_config(run_dir: str | Path, expected_type: str | tuple[str, ...] | None
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors, atomically. Shared storage (tied weights) is stored once per name."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    _save_atomic(path, flat, metadata)
+
+
+#: safetensors metadata key (a JSON list of names) of the tensors a file stores transposed: a column-major
+#: weight W (strides (1, rows)) is written as W^T, which is contiguous, so that :func:`map_weights` gets W back
+#: as the zero-copy view ``stored.t()`` in the layout decoding uses (:meth:`lmlab.models.gpt.GPT.column_major_`)
+TRANSPOSED_KEY = "lmlab.transposed"
+
+
+def save_tensors_as_laid_out(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Save CPU tensors as safetensors, atomically, keeping their memory layout and copying nothing: a column-major
+    2-D tensor is written as its (contiguous) transpose and named under :data:`TRANSPOSED_KEY` in the file's
+    metadata; every loader here (:func:`load_tensors`, :func:`load_weights`, :func:`stream_weights`,
+    :func:`map_weights`) reads it back in the tensor's own shape. Returns the transposed names."""
+    flat, transposed = {}, []
+    for name, value in tensors.items():
+        value = value.detach()
+        if value.dim() == 2 and min(value.shape) > 1 and value.stride() == (1, value.shape[0]):
+            flat[name] = value.t()  # (cols, rows), contiguous
+            transposed.append(name)
+        else:
+            flat[name] = value.contiguous()
+    _save_atomic(path, flat, {"format": "pt", TRANSPOSED_KEY: json.dumps(transposed)})
+    return transposed
+
+
+def _save_atomic(path: str | Path, flat: Mapping[str, torch.Tensor], metadata: dict[str, str] | None) -> None:
     from safetensors.torch import save_file
 
-    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -342,9 +369,13 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: weights file is truncated or corrupt ({err}); re-train or restore it") from None
+    for name in transposed_names(path):  # stored transposed: back to the tensor's own shape (a view)
+        if name in tensors:
+            tensors[name] = tensors[name].t()
+    return tensors
 
 
 def save_weights(path: str | Path, model: torch.nn.Module) -> None:
@@ -373,6 +404,34 @@ _ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "fl
 def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     """The tensor descriptions of a safetensors file (name -> {"dtype", "shape", "data_offsets"}) and where its
     data starts; CheckpointError when the header is malformed or the file is shorter than the header says."""
+    header, start, _ = _read_header(path)
+    return header, start
+
+
+def transposed_names(path: str | Path) -> set[str]:
+    """The names of the tensors a safetensors file stores transposed (:data:`TRANSPOSED_KEY`; empty for files
+    written without it, e.g. by lmlab before 2026-12 or by the trainer)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
+    return _transposed(path, _read_header(path)[2])
+
+
+def _transposed(path: Path, metadata: Mapping[str, Any]) -> set[str]:
+    raw = metadata.get(TRANSPOSED_KEY)
+    if raw is None:
+        return set()
+    try:
+        names = json.loads(raw)
+    except (TypeError, ValueError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: metadata {TRANSPOSED_KEY} is not a JSON list of names; restore the file")
+    return set(names)
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """(tensor descriptions, where the data starts, the ``__metadata__`` strings) of a safetensors file."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
         raw = fh.read(8)
@@ -383,11 +442,13 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
             header = json.loads(fh.read(n))
         except ValueError:
             raise CheckpointError(f"{path}: weights file is truncated or corrupt (header is not JSON)") from None
-    header.pop("__metadata__", None)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: weights file is truncated or corrupt (header is not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
     end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
     if 8 + n + end > size:
         raise CheckpointError(f"{path}: weights file is truncated ({size} bytes, the header needs {8 + n + end})")
-    return header, 8 + n
+    return header, 8 + n, metadata if isinstance(metadata, dict) else {}
 
 
 #: the largest block of a tensor :func:`stream_weights` reads through a buffer (small: a column-major copy
@@ -403,6 +464,31 @@ def _check_names(path: Path, missing: list[str], unexpected: list[str], wrong: l
         raise CheckpointError(f"{path}: weights do not match the model in config.json ({'; '.join(parts)})")
 
 
+def _check_file_against(path: Path, header: Mapping[str, Any], expected: Mapping[str, torch.Tensor],
+                        tied: Mapping[str, str], transposed: set[str]) -> None:
+    """:func:`_check_names` for a file's header (a transposed tensor's stored shape is the reverse of its own)."""
+    names = set(header)
+    missing = [k for k in expected if k not in names and not (k in tied and tied[k] in names)]
+    unexpected = sorted(k for k in names if k not in expected)
+
+    def shape(k: str) -> tuple[int, ...]:
+        stored = tuple(header[k]["shape"])
+        return stored[::-1] if k in transposed else stored
+
+    wrong = [f"{k} {shape(k)} != {tuple(expected[k].shape)}"
+             for k in sorted(names & set(expected)) if shape(k) != tuple(expected[k].shape)]
+    _check_names(path, missing, unexpected, wrong)
+
+
+def _file_dtype(path: Path, name: str, info: Mapping[str, Any]) -> torch.dtype:
+    import torch
+
+    dtype = getattr(torch, _ST_DTYPES.get(info["dtype"], ""), None)
+    if dtype is None:
+        raise CheckpointError(f"{path}: tensor {name} has dtype {info['dtype']}, which lmlab does not read")
+    return dtype
+
+
 def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str] | None = None) -> None:
     """Read the tensors of a safetensors file straight into ``model``'s parameters, one at a time, with plain
     file reads (no memory map whose pages would count as a second copy of the weights), converting dtypes;
@@ -413,26 +499,57 @@ def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
-    header, data_start = read_safetensors_header(path)
+    header, data_start, metadata = _read_header(path)
+    transposed = _transposed(path, metadata)
     expected = model.state_dict(keep_vars=True)
-    tied = dict(tied or {})
-    names = set(header)
-    missing = [k for k in expected if k not in names and not (k in tied and tied[k] in names)]
-    unexpected = sorted(k for k in names if k not in expected)
-    wrong = [f"{k} {tuple(header[k]['shape'])} != {tuple(expected[k].shape)}"
-             for k in sorted(names & set(expected)) if tuple(header[k]["shape"]) != tuple(expected[k].shape)]
-    _check_names(path, missing, unexpected, wrong)
+    _check_file_against(path, header, expected, dict(tied or {}), transposed)
     with open(path, "rb", buffering=0) as fh, torch.no_grad():
-        for name in sorted(names, key=lambda k: header[k]["data_offsets"][0]):
-            info = header[name]
-            dtype = getattr(torch, _ST_DTYPES.get(info["dtype"], ""), None)
-            if dtype is None:
-                raise CheckpointError(f"{path}: tensor {name} has dtype {info['dtype']}, which lmlab does not read")
-            lo, hi = (int(x) for x in info["data_offsets"])
-            dest = expected[name]
-            fh.seek(data_start + lo)
-            if _read_tensor(fh, dest, tuple(info["shape"]), dtype) != hi - lo:
-                raise CheckpointError(f"{path}: weights file is truncated or corrupt at {name}; re-train or restore it")
+        for name in sorted(header, key=lambda k: header[k]["data_offsets"][0]):
+            _stream_one(path, fh, name, header[name], data_start, expected[name], name in transposed)
+
+
+def _stream_one(path: Path, fh: Any, name: str, info: Mapping[str, Any], data_start: int, dest: torch.Tensor,
+                transposed: bool) -> None:
+    dtype = _file_dtype(path, name, info)
+    lo, hi = (int(x) for x in info["data_offsets"])
+    fh.seek(data_start + lo)
+    if _read_tensor(fh, dest.t() if transposed else dest, tuple(info["shape"]), dtype) != hi - lo:
+        raise CheckpointError(f"{path}: weights file is truncated or corrupt at {name}; re-train or restore it")
+
+
+def map_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str] | None = None) -> None:
+    """Point ``model``'s parameters at the tensors of a safetensors file mapped into memory, reading and copying
+    nothing: the pages are read from the file (or the page cache) when a forward pass first touches them, as
+    ``transformers``' ``from_pretrained`` does. The map is private (``torch.from_file(shared=False)``): writing to
+    a parameter (training) copies that page and never changes the file. A tensor stored transposed
+    (:data:`TRANSPOSED_KEY`) becomes the view ``stored.t()``: the parameter's shape, column-major. A tensor whose
+    dtype differs from its parameter's, that is not aligned for its dtype, or whose parameter is not on the CPU is
+    read into the parameter instead (:func:`stream_weights`). Checks as :func:`load_weights`; ``tied`` as
+    :func:`stream_weights`."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
+    header, data_start, metadata = _read_header(path)
+    transposed = _transposed(path, metadata)
+    expected = model.state_dict(keep_vars=True)
+    _check_file_against(path, header, expected, dict(tied or {}), transposed)
+    mapped = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)
+    copied = []
+    with torch.no_grad():
+        for name, info in header.items():
+            dtype, dest = _file_dtype(path, name, info), expected[name]
+            lo, hi = (data_start + int(x) for x in info["data_offsets"])
+            if dest.dtype != dtype or dest.device.type != "cpu" or lo % dtype.itemsize:
+                copied.append(name)
+                continue
+            stored = mapped[lo:hi].view(dtype).view(tuple(info["shape"]))
+            dest.data = stored.t() if name in transposed else stored
+    if copied:
+        with open(path, "rb", buffering=0) as fh, torch.no_grad():
+            for name in copied:
+                _stream_one(path, fh, name, header[name], data_start, expected[name], name in transposed)
 
 
 def _read_tensor(fh: Any, dest: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> int:

@@ -7,9 +7,12 @@ named by ``model.safetensors.index.json``; ``tokenizer.json`` with ``tokenizer_c
 * ``config.json`` - the architecture as :class:`~lmlab.models.gpt.GPTConfig` options (:func:`gpt_config_from_hf`;
   GPT-2: learned positions, LayerNorm, tanh-GELU; Llama / Qwen2 / Mistral: RMSNorm, rotary "half" convention,
   SwiGLU, grouped-query attention, q/k/v biases for Qwen2) and an ``imported`` section (source, dtype);
-* ``model.safetensors`` - the weights, renamed and re-laid-out (:func:`hf_layout`: GPT-2's Conv1D matrices
-  transposed, q/k/v and gate/up fused), read from the memory-mapped shards one tensor at a time and copied
-  into the model (no second full copy); bf16/fp16 become float32 unless ``dtype`` keeps them;
+* ``model.safetensors`` - the weights, renamed and re-laid-out (:func:`hf_layout`: q/k/v and gate/up fused),
+  read from the memory-mapped shards one tensor at a time and copied into the model (no second full copy);
+  bf16/fp16 become float32 unless ``dtype`` keeps them. The wide projections (the output layer, the MLP's
+  first one; :meth:`GPT.wide_linears`) are stored transposed, (in, out), as decoding on a CPU reads them
+  (GPT-2's Conv1D matrices already are), and named in the file's metadata: ``lmlab.load`` maps the file and
+  copies nothing (:func:`lmlab.checkpoint.map_weights`);
 * ``tokenizer.json`` - the tokenizer as :class:`~lmlab.data.tokenizers.HFTokenizer` (its tokenizer.json, special
   tokens and stop ids);
 * ``chat.json`` - ``{"template", "bos_token", "eos_token", "stop_token_ids", "add_bos"}`` for chat.
@@ -250,7 +253,7 @@ def load_hf_weights(model, hf_dir: Path, model_type: str, log: Callable[[str], N
                         )
                     tensor = f.get_tensor(name)
                     with torch.no_grad():
-                        dest.copy_(tensor.t() if transposed else tensor)
+                        _copy_rows(dest, tensor.t() if transposed else tensor)
                     del tensor
                     seen.add(key)
         except SafetensorError as exc:
@@ -262,6 +265,29 @@ def load_hf_weights(model, hf_dir: Path, model_type: str, log: Callable[[str], N
         )
     if log:
         log(f"import: {len(seen)} tensors from {len(weight_files(hf_dir))} file(s)")
+
+
+#: rows per block of a copy between different memory layouts (:func:`_copy_rows`): ~256 KB of the source
+_COPY_BLOCK_BYTES = 256 << 10
+
+
+def _copy_rows(dest, src) -> None:
+    """``dest.copy_(src)``; between different layouts (a row-major tensor into a column-major parameter) a
+    block of rows at a time, through numpy where it can: one strided copy of the 0.5B model's output layer takes
+    3.4 s, blocks that stay in the cache 0.3 s (as :func:`lmlab.checkpoint.stream_weights` reads)."""
+    import torch
+
+    if src.dim() != 2 or dest.stride() == src.stride():
+        dest.copy_(src)
+        return
+    step = max(1, _COPY_BLOCK_BYTES // max(1, src.shape[1] * src.element_size()))
+    plain = dest.dtype == src.dtype != torch.bfloat16 and dest.device.type == "cpu"
+    dest_np, src_np = (dest.detach().numpy(), src.detach().numpy()) if plain else (None, None)
+    for r in range(0, src.shape[0], step):
+        if plain:
+            dest_np[r : r + step] = src_np[r : r + step]
+        else:
+            dest[r : r + step].copy_(src[r : r + step])
 
 
 # -------------------------------------------------------------------------------------------- tokenizer
@@ -390,6 +416,7 @@ def import_hf(
     tokenizer, chat = import_tokenizer(hf_dir, hf_config, cfg.vocab_size)
     checkpoint.check_new_run_dir(out, overwrite=overwrite, inputs=[hf_dir])
     model = GPT.empty(cfg, dtype=getattr(torch, dtype))
+    model.column_major_(copy=False)  # stored in the layout decoding uses: lmlab.load maps the file, no copy
     load_hf_weights(model, hf_dir, model_type)
     # evaluation one block at a time: a pretrained model's context and vocabulary make big logits
     run = GPTRunConfig(model=cfg, data=TokenDataConfig(tokenizer="hf", vocab_size=cfg.vocab_size, eval_batch_size=1))
@@ -415,13 +442,13 @@ def import_hf(
 
 
 def _save_weights(model, path: Path) -> None:
-    """model.safetensors without copying the weights (a tied output layer is stored once, as wte.weight)."""
-    from safetensors.torch import save_file
-
+    """model.safetensors without copying the weights (a tied output layer is stored once, as wte.weight); the
+    column-major wide weights (:meth:`GPT.column_major_`) are stored transposed, i.e. contiguous, and named in
+    the file's metadata (:func:`checkpoint.save_tensors_as_laid_out`)."""
     state = model.state_dict()
     if model.config.tie_embeddings:
         state.pop("lm_head.weight", None)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+    checkpoint.save_tensors_as_laid_out(path, state)
 
 
 # -------------------------------------------------------------------------------------------------- export

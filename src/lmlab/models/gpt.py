@@ -505,6 +505,15 @@ class GPT(nn.Module):
                 w.data = new
         return self
 
+    def row_major_(self) -> GPT:
+        """Make every parameter contiguous (row-major) again, copying only those that are not (the inverse of
+        :meth:`column_major_`: training, evaluation and export want the usual layout). Returns the model."""
+        with torch.no_grad():
+            for p in self.parameters():
+                if not p.is_contiguous():
+                    p.data = p.data.contiguous()
+        return self
+
     def num_parameters(self) -> int:
         """Trainable parameters, counting a tied embedding once."""
         return sum(p.numel() for p in self.parameters())

@@ -184,7 +184,9 @@ class GPTRecipe(Recipe):
         model = GPT(self.config.model)
         source = self.inputs.get("init_from")
         if source and not self.resumed:  # continued pretraining starts from the pretrained weights exactly
-            checkpoint.load_weights(Path(source) / checkpoint.WEIGHTS_FILE, model)
+            # (an imported run stores a tied output layer once, as wte.weight, and its wide weights transposed)
+            tied = {"lm_head.weight": "wte.weight"} if self.config.model.tie_embeddings else None
+            checkpoint.stream_weights(Path(source) / checkpoint.WEIGHTS_FILE, model, tied=tied)
             self._main_log(f"gpt: starting from the weights of {source}")
         return model
 
@@ -235,20 +237,28 @@ class GPTRecipe(Recipe):
         codec = TokenCodec.load(run_dir)
         check_codec_fits(run_dir, codec.vocab_size, run.model.vocab_size)
         imported = saved.get("imported")
-        if isinstance(imported, dict):  # a Hugging Face checkpoint (lmlab gpt import): stream it in, keep its dtype
+        weights = Path(run_dir) / checkpoint.WEIGHTS_FILE
+        if isinstance(imported, dict):  # a Hugging Face checkpoint (lmlab gpt import): keep its dtype
             dtype = getattr(torch, str(imported.get("dtype", "float32")), None)
             if not isinstance(dtype, torch.dtype):
                 raise CheckpointError(f"{run_dir}/config.json: imported.dtype {imported.get('dtype')!r} is not a dtype")
             model = GPT.empty(run.model, dtype=dtype)
-            if column_major:
-                model.column_major_(copy=False)
-            checkpoint.stream_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model,
-                                      tied={"lm_head.weight": "wte.weight"} if run.model.tie_embeddings else None)
+            tied = {"lm_head.weight": "wte.weight"} if run.model.tie_embeddings else None
+            if checkpoint.transposed_names(weights):
+                # written in the layout decoding uses (its wide weights stored transposed): map the file, no copy;
+                # any other use gets the usual row-major layout (a transposing copy of those weights)
+                checkpoint.map_weights(weights, model, tied=tied)
+                if not column_major:
+                    model.row_major_()
+            else:  # imported before the layout was stored (row-major): stream it in, transposing where decoding wants
+                if column_major:
+                    model.column_major_(copy=False)
+                checkpoint.stream_weights(weights, model, tied=tied)
         else:  # every weight is in the file (load_weights checks): no random initialisation needed
             model = GPT.empty(run.model)
             if column_major:
                 model.column_major_(copy=False)
-            checkpoint.load_weights(Path(run_dir) / checkpoint.WEIGHTS_FILE, model)
+            checkpoint.load_weights(weights, model)
         model.to(target).eval()
         return model, codec, run
 
