@@ -417,13 +417,10 @@ def part_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int, block_siz
 
 
 def _commit() -> str | None:
-    import subprocess
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _record import git_commit
 
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    return git_commit()
 
 
 QUICK = {

@@ -432,11 +432,10 @@ def gpu_check() -> dict:
 
 # ================================================================================ part baseline: n-grams
 def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip() or None
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _record import git_commit
+
+    return git_commit()
 
 
 def _bptt_targets(ids, batch_size: int, bptt: int, name: str):

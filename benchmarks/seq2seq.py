@@ -218,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.baseline:
-        import subprocess
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _record import git_commit
 
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip() or None
+        commit = git_commit()
         result = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"benchmark": "seq2seq"}
         result["baseline"] = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                               "command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit,

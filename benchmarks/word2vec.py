@@ -364,11 +364,10 @@ def machine_info() -> dict:
             info[mod] = __import__(mod).__version__
         except ImportError:
             info[mod] = None
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                            text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["git_commit"] = None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _record import git_commit
+
+    info["git_commit"] = git_commit()
     try:
         info["loadavg_at_start"] = os.getloadavg()
     except OSError:

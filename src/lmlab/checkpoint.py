@@ -489,6 +489,18 @@ def _file_dtype(path: Path, name: str, info: Mapping[str, Any]) -> torch.dtype:
     return dtype
 
 
+def _checked_header(path: Path, model: torch.nn.Module, tied: Mapping[str, str] | None):
+    """The header of the safetensors file ``path`` checked against ``model`` (:func:`load_weights`' checks):
+    (header, data start, names stored transposed, the model's state dict)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
+    header, data_start, metadata = _read_header(path)
+    transposed = _transposed(path, metadata)
+    expected = model.state_dict(keep_vars=True)
+    _check_file_against(path, header, expected, dict(tied or {}), transposed)
+    return header, data_start, transposed, expected
+
+
 def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str] | None = None) -> None:
     """Read the tensors of a safetensors file straight into ``model``'s parameters, one at a time, with plain
     file reads (no memory map whose pages would count as a second copy of the weights), converting dtypes;
@@ -497,12 +509,7 @@ def stream_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, 
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
-    header, data_start, metadata = _read_header(path)
-    transposed = _transposed(path, metadata)
-    expected = model.state_dict(keep_vars=True)
-    _check_file_against(path, header, expected, dict(tied or {}), transposed)
+    header, data_start, transposed, expected = _checked_header(path, model, tied)
     with open(path, "rb", buffering=0) as fh, torch.no_grad():
         for name in sorted(header, key=lambda k: header[k]["data_offsets"][0]):
             _stream_one(path, fh, name, header[name], data_start, expected[name], name in transposed)
@@ -529,12 +536,7 @@ def map_weights(path: str | Path, model: torch.nn.Module, tied: Mapping[str, str
     import torch
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
-    header, data_start, metadata = _read_header(path)
-    transposed = _transposed(path, metadata)
-    expected = model.state_dict(keep_vars=True)
-    _check_file_against(path, header, expected, dict(tied or {}), transposed)
+    header, data_start, transposed, expected = _checked_header(path, model, tied)
     mapped = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)
     copied = []
     with torch.no_grad():
