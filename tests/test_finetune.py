@@ -430,3 +430,51 @@ def test_resume_names_the_missing_init_from(rt, cls_run, tmp_path, capsys):
     code = main(["classify", "train", "--data", str(rt / "train.jsonl"), "--out", str(run), "--resume", *QUIET])
     err = capsys.readouterr().err
     assert code == 2 and "resume it with --init-from" in err
+
+
+# ------------------------------------------------------------------------------------------- few labels
+def _first_rows(src: Path, dst: Path, n: int) -> Path:
+    dst.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:n]), encoding="utf-8")
+    return dst
+
+
+def test_min_steps_gives_a_few_labels_enough_optimizer_steps(rt, gpt_run, tmp_path):
+    """100 labels, val_split 0.1, batch 32: 90 texts are 3 steps per epoch, so 3 epochs would be 9 steps in all;
+    finetune.min_steps=20 trains ceil(20 / 3) = 7 epochs (21 steps) with the slanted schedule spanning all of
+    them, keeps train.epochs=3 in config.json, and a resumed run goes to the same 21 steps."""
+    data = _first_rows(rt / "train.jsonl", tmp_path / "100.jsonl", 100)
+    common = ["epochs=3", "batch_size=32", "data.val_split=0.1", *QUIET]
+
+    def recipe(*extra):
+        return ClassifyRecipe.from_preset(None, [*common, *extra], init_from=str(gpt_run), data=str(data),
+                                          log=lambda _: None)
+
+    assert recipe("finetune.min_steps=0").train(tmp_path / "off").step == 9
+    result = recipe("finetune.min_steps=20").train(tmp_path / "on")
+    assert result.step == 21 and any("7 epochs of 3 steps" in note for note in result.notes)
+    saved = json.loads((tmp_path / "on" / "config.json").read_text())
+    assert saved["train"]["epochs"] == 3 and saved["finetune"]["min_steps"] == 20
+    logged = [r for r in map(json.loads, (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    cfg = TrainConfig(lr=1e-3, schedule="slanted")
+    assert len(logged) > 1  # one horizon, 21 steps:
+    assert [r["lr"] for r in logged] == pytest.approx([lr_at(r["step"] - 1, cfg, 21) for r in logged])
+    # stopped at step 10, then resumed: the same epochs, the same 21 steps
+    assert recipe("finetune.min_steps=20").train(tmp_path / "cut", callbacks=[_StopAt(10)]).step == 10
+    assert recipe("finetune.min_steps=20").train(tmp_path / "cut", resume=True).step == 21
+    with pytest.raises(ConfigError, match="finetune.min_steps must be >= 0"):
+        FinetuneConfig(min_steps=-1).validate()
+    assert FinetuneConfig(min_steps=100).epochs_for(3, 57) == 3 and FinetuneConfig(min_steps=100).epochs_for(3, 6) == 17
+
+
+def test_a_fine_tuning_run_saved_before_min_steps_resumes_as_it_was_trained(rt, cls_run, gpt_run, tmp_path):
+    """A run whose config.json has no finetune.min_steps (written before the key existed) resumes with the
+    behaviour it was trained with (min_steps 0: train.epochs as given), whatever the preset's min_steps now is."""
+    run = tmp_path / "old"
+    shutil.copytree(cls_run, run)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["finetune"]["min_steps"]
+    (run / "config.json").write_text(json.dumps(saved))
+    step = json.loads((run / "checkpoints" / "last.json").read_text())["step"]
+    result = ClassifyRecipe.from_preset(None, ["epochs=1", "finetune.min_steps=1000", *QUIET], init_from=str(gpt_run),
+                                        data=str(rt / "train.jsonl"), log=lambda _: None).train(run, resume=True)
+    assert result.step == step  # its one epoch was done: nothing more to train

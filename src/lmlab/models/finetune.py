@@ -23,8 +23,9 @@ Fine-tuning tricks the model carries out itself (the trainer stays generic):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,21 @@ class FinetuneConfig:
     layer_lr_decay: float = 2.6
     #: gradual unfreezing: epoch e trains the top e + 1 groups only (the head first); off: everything trains
     gradual_unfreezing: bool = False
+    #: the fewest optimizer steps a fine-tuning takes: when train.epochs x (steps per epoch) is smaller (few
+    #: labels: 90 texts in batches of 32 are 3 steps per epoch), the run trains ceil(min_steps / steps per epoch)
+    #: epochs instead, so the schedule (its warmup and decay included) spans at least min_steps; 0: train.epochs
+    #: as given. An explicit train.max_steps wins.
+    min_steps: int = 0
+
+    #: the value of each key added after fine-tuning runs were first written that reproduces those runs (a run
+    #: saved without the key resumes with it)
+    LEGACY: ClassVar[dict[str, Any]] = {"min_steps": 0}
+
+    def epochs_for(self, epochs: int, steps_per_epoch: int) -> int:
+        """The epochs to train: ``epochs``, or more when they take fewer than ``min_steps`` optimizer steps."""
+        if self.min_steps <= 0 or steps_per_epoch <= 0:
+            return epochs
+        return max(epochs, math.ceil(self.min_steps / steps_per_epoch))
 
     def validate(self) -> None:
         problems = []
@@ -67,6 +83,8 @@ class FinetuneConfig:
             problems.append(f"finetune.head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.aux_lm_weight < 0:
             problems.append(f"finetune.aux_lm_weight must be >= 0 (0 disables), got {self.aux_lm_weight}")
+        if self.min_steps < 0:
+            problems.append(f"finetune.min_steps must be >= 0 (0: train.epochs as given), got {self.min_steps}")
         if self.layer_lr_decay < 1:
             problems.append(f"finetune.layer_lr_decay must be >= 1 (1: one learning rate for all), got {self.layer_lr_decay}")
         if problems:

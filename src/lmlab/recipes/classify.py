@@ -21,6 +21,8 @@ metrics.jsonl; it is deterministic and takes seconds, so ``--resume`` simply fit
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +137,12 @@ class ClassifyRecipe(Recipe):
             raise ConfigError(f"{run_dir} fine-tunes {source}: resume it with --init-from {source}")
         if self.inputs.get("init_from") and "body" not in saved:
             raise ConfigError(f"{run_dir} was not started with --init-from; resume it without --init-from")
+        if "body" in saved:  # a run saved before a finetune key existed goes on as it was trained
+            written = saved.setdefault("finetune", {})
+            for key, value in FinetuneConfig.LEGACY.items():
+                if key not in written:
+                    written[key] = value
+                    setattr(self.config.finetune, key, value)
         super().check_resume(saved, run_dir)
 
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
@@ -295,10 +303,26 @@ class ClassifyRecipe(Recipe):
             f"{len(self.labels)} classes, vocab {vocab}, "
             f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trainable parameters"
         )
-        trainer = Trainer(self.config.train, self.model, self.train_data, self.val_data, run_dir=run_dir,
-                          callbacks=callbacks)
+        train = self.config.train
+        if self.body is not None and not train.max_steps:
+            train = self._step_aware(train)
+        trainer = Trainer(train, self.model, self.train_data, self.val_data, run_dir=run_dir, callbacks=callbacks)
         last = trainer.fit(resume=resume)
         return TrainResult.from_trainer(trainer, last, self.notes)
+
+    def _step_aware(self, train: TrainConfig) -> TrainConfig:
+        """``finetune.min_steps``: the train config with enough epochs for at least that many optimizer steps
+        (the saved config keeps train.epochs as given; the same data gives the same epochs on resume)."""
+        per_epoch = math.ceil(len(self.train_data) / train.grad_accum_steps)
+        epochs = self.config.finetune.epochs_for(train.epochs, per_epoch)
+        if epochs == train.epochs:
+            return train
+        self.notes.append(
+            f"finetune.min_steps={self.config.finetune.min_steps}: {epochs} epochs of {per_epoch} steps "
+            f"(train.epochs={train.epochs} would take {train.epochs * per_epoch})"
+        )
+        self.log(self.notes[-1])
+        return dataclasses.replace(train, epochs=epochs)
 
     def _fit_sparse_lr(self, run_dir: Path) -> TrainResult:
         """sparse-lr: features of every training text -> feature weights -> L-BFGS to the optimum (see the module
