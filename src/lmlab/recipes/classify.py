@@ -161,7 +161,14 @@ class ClassifyRecipe(Recipe):
         if val:
             val_examples = load_examples(val, min_classes=1, **options)
         else:
-            train_examples, val_examples = split_validation(train_examples, run.data.val_split, run.train.seed)
+            fraction = run.data.val_split
+            if self.body is not None:
+                fraction = run.finetune.val_fraction(fraction, len(train_examples))
+                if fraction != run.data.val_split:
+                    self.log(f"finetune.min_val_examples={run.finetune.min_val_examples}: data.val_split="
+                             f"{run.data.val_split:g} of {len(train_examples)} texts is too few to choose on; "
+                             "training on all of them, keeping the last weights")
+            train_examples, val_examples = split_validation(train_examples, fraction, run.train.seed)
         if self.body is not None:
             self.labels = saved["labels"] if saved is not None else sorted({ex.label for ex in train_examples})
             run.model.num_classes = len(self.labels)
@@ -220,7 +227,10 @@ class ClassifyRecipe(Recipe):
                 f"run {self.inputs['init_from']} ({body.max_len} tokens); set finetune.max_tokens <= {body.max_len}"
             )
         self.max_tokens = ft.max_tokens or body.max_len or RNN_MAX_TOKENS
-        self.pooling = body.pooling if ft.head_pooling == "auto" else ft.head_pooling
+        if saved is not None:  # the pooling the run was started with (a family default may have changed since)
+            self.pooling = saved["body"]["pooling"]
+        else:
+            self.pooling = body.pooling if ft.head_pooling == "auto" else ft.head_pooling
         self.encoder = BodyEncoder(body.encode, self.max_tokens, ft.truncate, body.pad_id, body.special_ids)
 
     def build_model(self) -> TextClassifier | BodyClassifier:
