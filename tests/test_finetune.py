@@ -74,7 +74,7 @@ def lm_run(rt) -> Path:
 @pytest.fixture(scope="module")
 def cls_run(rt, gpt_run) -> Path:
     out = rt / "cls"
-    assert _classify(rt, out, "epochs=1", init_from=gpt_run) == 0
+    assert _classify(rt, out, "epochs=1", "finetune.min_steps=0", init_from=gpt_run) == 0  # one epoch: cheap
     return out
 
 
@@ -222,7 +222,7 @@ def test_fine_tuned_run_saves_loads_and_predicts_with_the_pretrained_tokenizatio
     codec = TokenCodec.load(gpt_run)
     assert pipe.encoder.encode(texts) == [codec.encode(t)[-64:] for t in texts]  # the end of a long text is kept
     model = BodyClassifier(GPT(GPTConfig(**saved["body"]["model_config"])), FinetuneConfig(**saved["finetune"]), 2,
-                           "last").eval()
+                           saved["body"]["pooling"]).eval()
     checkpoint.load_weights(cls_run / "model.safetensors", model)
     batch = collate([(ids, 0) for ids in pipe.encoder.encode(texts)])
     expected = model.probabilities(batch.ids, batch.lengths)
@@ -257,7 +257,8 @@ def test_resume_of_a_fine_tuning_run_equals_a_straight_run(rt, gpt_run, tmp_path
     """Stopped mid-epoch (step 10 of 15 per epoch, i.e. N), then resumed with --resume to 2 epochs: the weights
     equal a straight run's bit for bit. (Stopped, not run with epochs=1: the slanted schedule's horizon is
     epochs x steps per epoch, so a shorter first run would follow another schedule.)"""
-    extra = ["epochs=2", "finetune.gradual_unfreezing=true", "finetune.aux_lm_weight=0.5", "data.val_split=0.2"]
+    extra = ["epochs=2", "finetune.gradual_unfreezing=true", "finetune.aux_lm_weight=0.5", "data.val_split=0.2",
+             "finetune.min_steps=0", "batch_size=32"]
     assert _classify(rt, tmp_path / "a", *extra, init_from=gpt_run) == 0
     recipe = ClassifyRecipe.from_preset(None, [*extra, *QUIET], init_from=str(gpt_run), data=str(rt / "train.jsonl"),
                                         log=lambda _: None)
@@ -376,7 +377,8 @@ def test_pretrained_gpt_fine_tunes_on_real_reviews(rt, tmp_path, capsys):
     acc = {}
     for name, src in (("pretrained", pre), ("scratch", scratch)):
         out = tmp_path / f"cls-{name}"
-        assert _classify(rt, out, "epochs=4", "lr=0.003", "data.val_split=0", "log_every=1", "finetune.head_pooling=mean", init_from=src) == 0
+        assert _classify(rt, out, "epochs=4", "lr=0.003", "data.val_split=0", "log_every=1", "finetune.head_pooling=mean",
+                         "batch_size=32", "finetune.min_steps=0", init_from=src) == 0  # the preset's batch and steps before
         losses = [r["loss"] for r in checkpoint.read_metrics(out) if r.get("split") == "train"]
         first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
         assert last < first, (name, first, last)
@@ -430,3 +432,72 @@ def test_resume_names_the_missing_init_from(rt, cls_run, tmp_path, capsys):
     code = main(["classify", "train", "--data", str(rt / "train.jsonl"), "--out", str(run), "--resume", *QUIET])
     err = capsys.readouterr().err
     assert code == 2 and "resume it with --init-from" in err
+
+
+# ------------------------------------------------------------------------------------------- few labels
+def _first_rows(src: Path, dst: Path, n: int) -> Path:
+    dst.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:n]), encoding="utf-8")
+    return dst
+
+
+def test_min_steps_gives_a_few_labels_enough_optimizer_steps(rt, gpt_run, tmp_path):
+    """100 labels, val_split 0.1, batch 32: 90 texts are 3 steps per epoch, so 3 epochs would be 9 steps in all;
+    finetune.min_steps=20 trains ceil(20 / 3) = 7 epochs (21 steps) with the slanted schedule spanning all of
+    them, keeps train.epochs=3 in config.json, and a resumed run goes to the same 21 steps."""
+    data = _first_rows(rt / "train.jsonl", tmp_path / "100.jsonl", 100)
+    common = ["epochs=3", "batch_size=32", "data.val_split=0.1", "finetune.min_val_examples=0", *QUIET]
+
+    def recipe(*extra):
+        return ClassifyRecipe.from_preset(None, [*common, *extra], init_from=str(gpt_run), data=str(data),
+                                          log=lambda _: None)
+
+    assert recipe("finetune.min_steps=0").train(tmp_path / "off").step == 9
+    result = recipe("finetune.min_steps=20").train(tmp_path / "on")
+    assert result.step == 21 and any("7 epochs of 3 steps" in note for note in result.notes)
+    saved = json.loads((tmp_path / "on" / "config.json").read_text())
+    assert saved["train"]["epochs"] == 3 and saved["finetune"]["min_steps"] == 20
+    logged = [r for r in map(json.loads, (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    cfg = TrainConfig(lr=1e-3, schedule="slanted")
+    assert len(logged) > 1  # one horizon, 21 steps:
+    assert [r["lr"] for r in logged] == pytest.approx([lr_at(r["step"] - 1, cfg, 21) for r in logged])
+    # stopped at step 10, then resumed: the same epochs, the same 21 steps
+    assert recipe("finetune.min_steps=20").train(tmp_path / "cut", callbacks=[_StopAt(10)]).step == 10
+    assert recipe("finetune.min_steps=20").train(tmp_path / "cut", resume=True).step == 21
+    with pytest.raises(ConfigError, match="finetune.min_steps must be >= 0"):
+        FinetuneConfig(min_steps=-1).validate()
+    assert FinetuneConfig(min_steps=100).epochs_for(3, 57) == 3 and FinetuneConfig(min_steps=100).epochs_for(3, 6) == 17
+
+
+def test_a_fine_tuning_run_saved_before_min_steps_resumes_as_it_was_trained(rt, cls_run, gpt_run, tmp_path):
+    """A run whose config.json has no finetune.min_steps / min_val_examples (written before the keys existed)
+    and "last" pooling (the GPT default then) resumes with the behaviour it was trained with: min_steps 0
+    (train.epochs as given), its own validation split and its own pooling, whatever the defaults now are."""
+    run = tmp_path / "old"
+    shutil.copytree(cls_run, run)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["finetune"]["min_steps"], saved["finetune"]["min_val_examples"]
+    saved["body"]["pooling"] = "last"
+    (run / "config.json").write_text(json.dumps(saved))
+    step = json.loads((run / "checkpoints" / "last.json").read_text())["step"]
+    recipe = ClassifyRecipe.from_preset(None, ["epochs=1", "finetune.min_steps=1000", "finetune.min_val_examples=1000",
+                                               *QUIET], init_from=str(gpt_run), data=str(rt / "train.jsonl"),
+                                        log=lambda _: None)
+    result = recipe.train(run, resume=True)
+    assert result.step == step  # its one epoch was done: nothing more to train
+    assert recipe.model.pooling == "last" and recipe.val_data is not None
+
+
+def test_min_val_examples_holds_out_nothing_from_a_few_labels(rt, gpt_run, tmp_path):
+    """100 labels, val_split 0.1: 10 texts would be held out, fewer than finetune.min_val_examples=50, so all 100
+    train and there is no validation; with min_val_examples=0 the split is kept (90 / 10)."""
+    data = _first_rows(rt / "train.jsonl", tmp_path / "100.jsonl", 100)
+    sizes = {}
+    for value in (50, 0):
+        recipe = ClassifyRecipe.from_preset(None, ["epochs=1", "finetune.min_steps=0", f"finetune.min_val_examples={value}",
+                                                   *QUIET], init_from=str(gpt_run), data=str(data), log=lambda _: None)
+        recipe.train(tmp_path / f"v{value}")
+        sizes[value] = (len(recipe.train_data.dataset), len(recipe.val_data.dataset) if recipe.val_data else 0)
+    assert sizes == {50: (100, 0), 0: (90, 10)}
+    assert FinetuneConfig(min_val_examples=50).val_fraction(0.1, 1000) == 0.1  # 100 held out: kept
+    with pytest.raises(ConfigError, match="finetune.min_val_examples must be >= 0"):
+        FinetuneConfig(min_val_examples=-1).validate()

@@ -23,8 +23,9 @@ Fine-tuning tricks the model carries out itself (the trainer stays generic):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ POOLINGS = ("last", "first", "mean", "max", "concat")
 class FinetuneConfig:
     """The ``finetune`` section of a classification run started with ``--init-from`` (ignored otherwise)."""
 
-    #: "auto": the body's family default (last for GPT, concat for the RNN LM); or last / mean / max / concat
+    #: "auto": the body's family default (mean for GPT, concat for the RNN LM); or last / mean / max / concat
     head_pooling: Literal["auto", "last", "first", "mean", "max", "concat"] = "auto"
     #: most tokens of a text the body reads (0: the body's context, e.g. the GPT's block_size; 512 for an RNN)
     max_tokens: int = 0
@@ -56,6 +57,30 @@ class FinetuneConfig:
     layer_lr_decay: float = 2.6
     #: gradual unfreezing: epoch e trains the top e + 1 groups only (the head first); off: everything trains
     gradual_unfreezing: bool = False
+    #: the fewest optimizer steps a fine-tuning takes: when train.epochs x (steps per epoch) is smaller (few
+    #: labels: 90 texts in batches of 32 are 3 steps per epoch), the run trains ceil(min_steps / steps per epoch)
+    #: epochs instead, so the schedule (its warmup and decay included) spans at least min_steps; 0: train.epochs
+    #: as given. An explicit train.max_steps wins.
+    min_steps: int = 100
+    #: the fewest texts a validation split (data.val_split) may hold: a smaller one chooses the epoch by noise
+    #: (10 texts: one text is 10 points) and costs labels, so none is held out (every label trains, the last
+    #: weights are kept); 0: always split. A --val file is always used.
+    min_val_examples: int = 50
+
+    #: the value of each key added after fine-tuning runs were first written that reproduces those runs (a run
+    #: saved without the key resumes with it)
+    LEGACY: ClassVar[dict[str, Any]] = {"min_steps": 0, "min_val_examples": 0}
+
+    def epochs_for(self, epochs: int, steps_per_epoch: int) -> int:
+        """The epochs to train: ``epochs``, or more when they take fewer than ``min_steps`` optimizer steps."""
+        if self.min_steps <= 0 or steps_per_epoch <= 0:
+            return epochs
+        return max(epochs, math.ceil(self.min_steps / steps_per_epoch))
+
+    def val_fraction(self, fraction: float, num_examples: int) -> float:
+        """data.val_split, or 0 when it would hold out fewer than ``min_val_examples`` of ``num_examples`` texts."""
+        held_out = max(1, round(num_examples * fraction)) if fraction > 0 else 0
+        return 0.0 if held_out < self.min_val_examples else fraction
 
     def validate(self) -> None:
         problems = []
@@ -67,6 +92,10 @@ class FinetuneConfig:
             problems.append(f"finetune.head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.aux_lm_weight < 0:
             problems.append(f"finetune.aux_lm_weight must be >= 0 (0 disables), got {self.aux_lm_weight}")
+        if self.min_steps < 0:
+            problems.append(f"finetune.min_steps must be >= 0 (0: train.epochs as given), got {self.min_steps}")
+        if self.min_val_examples < 0:
+            problems.append(f"finetune.min_val_examples must be >= 0 (0: always split), got {self.min_val_examples}")
         if self.layer_lr_decay < 1:
             problems.append(f"finetune.layer_lr_decay must be >= 1 (1: one learning rate for all), got {self.layer_lr_decay}")
         if problems:

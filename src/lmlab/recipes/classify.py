@@ -21,6 +21,8 @@ metrics.jsonl; it is deterministic and takes seconds, so ``--resume`` simply fit
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +137,12 @@ class ClassifyRecipe(Recipe):
             raise ConfigError(f"{run_dir} fine-tunes {source}: resume it with --init-from {source}")
         if self.inputs.get("init_from") and "body" not in saved:
             raise ConfigError(f"{run_dir} was not started with --init-from; resume it without --init-from")
+        if "body" in saved:  # a run saved before a finetune key existed goes on as it was trained
+            written = saved.setdefault("finetune", {})
+            for key, value in FinetuneConfig.LEGACY.items():
+                if key not in written:
+                    written[key] = value
+                    setattr(self.config.finetune, key, value)
         super().check_resume(saved, run_dir)
 
     def prepare(self, saved: dict | None, run_dir: Path) -> None:
@@ -153,7 +161,14 @@ class ClassifyRecipe(Recipe):
         if val:
             val_examples = load_examples(val, min_classes=1, **options)
         else:
-            train_examples, val_examples = split_validation(train_examples, run.data.val_split, run.train.seed)
+            fraction = run.data.val_split
+            if self.body is not None:
+                fraction = run.finetune.val_fraction(fraction, len(train_examples))
+                if fraction != run.data.val_split:
+                    self.log(f"finetune.min_val_examples={run.finetune.min_val_examples}: data.val_split="
+                             f"{run.data.val_split:g} of {len(train_examples)} texts is too few to choose on; "
+                             "training on all of them, keeping the last weights")
+            train_examples, val_examples = split_validation(train_examples, fraction, run.train.seed)
         if self.body is not None:
             self.labels = saved["labels"] if saved is not None else sorted({ex.label for ex in train_examples})
             run.model.num_classes = len(self.labels)
@@ -212,7 +227,10 @@ class ClassifyRecipe(Recipe):
                 f"run {self.inputs['init_from']} ({body.max_len} tokens); set finetune.max_tokens <= {body.max_len}"
             )
         self.max_tokens = ft.max_tokens or body.max_len or RNN_MAX_TOKENS
-        self.pooling = body.pooling if ft.head_pooling == "auto" else ft.head_pooling
+        if saved is not None:  # the pooling the run was started with (a family default may have changed since)
+            self.pooling = saved["body"]["pooling"]
+        else:
+            self.pooling = body.pooling if ft.head_pooling == "auto" else ft.head_pooling
         self.encoder = BodyEncoder(body.encode, self.max_tokens, ft.truncate, body.pad_id, body.special_ids)
 
     def build_model(self) -> TextClassifier | BodyClassifier:
@@ -295,10 +313,26 @@ class ClassifyRecipe(Recipe):
             f"{len(self.labels)} classes, vocab {vocab}, "
             f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trainable parameters"
         )
-        trainer = Trainer(self.config.train, self.model, self.train_data, self.val_data, run_dir=run_dir,
-                          callbacks=callbacks)
+        train = self.config.train
+        if self.body is not None and not train.max_steps:
+            train = self._step_aware(train)
+        trainer = Trainer(train, self.model, self.train_data, self.val_data, run_dir=run_dir, callbacks=callbacks)
         last = trainer.fit(resume=resume)
         return TrainResult.from_trainer(trainer, last, self.notes)
+
+    def _step_aware(self, train: TrainConfig) -> TrainConfig:
+        """``finetune.min_steps``: the train config with enough epochs for at least that many optimizer steps
+        (the saved config keeps train.epochs as given; the same data gives the same epochs on resume)."""
+        per_epoch = math.ceil(len(self.train_data) / train.grad_accum_steps)
+        epochs = self.config.finetune.epochs_for(train.epochs, per_epoch)
+        if epochs == train.epochs:
+            return train
+        self.notes.append(
+            f"finetune.min_steps={self.config.finetune.min_steps}: {epochs} epochs of {per_epoch} steps "
+            f"(train.epochs={train.epochs} would take {train.epochs * per_epoch})"
+        )
+        self.log(self.notes[-1])
+        return dataclasses.replace(train, epochs=epochs)
 
     def _fit_sparse_lr(self, run_dir: Path) -> TrainResult:
         """sparse-lr: features of every training text -> feature weights -> L-BFGS to the optimum (see the module

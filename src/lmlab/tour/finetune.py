@@ -57,7 +57,7 @@ def run_stop(ctx) -> None:
     ctx.section(
         "Pretrain, then fine-tune: a tiny GPT on rt-polarity",
         f"A 2-layer GPT (BPE, 1,000 tokens) pretrained for at most {pretrain_s:.0f} s on {len(unlabelled)} "
-        f"unlabelled rt-polarity snippets, then fine-tuned (`classify train --init-from`, last-token pooling, "
+        f"unlabelled rt-polarity snippets, then fine-tuned (`classify train --init-from`, mean pooling, "
         f"discriminative learning rates, slanted triangular schedule) on {len(labelled)} labelled ones; the same "
         f"classifier on a randomly initialised body beside it. Tested on {n_test} held-out snippets.\n\n"
         "| body | test accuracy | macro F1 |\n|---|---:|---:|\n"
