@@ -48,9 +48,9 @@ FULL = {
     "train_limit": None, "test_limit": None, "pretrain_texts": None, "folds": 10, "subsets": 3,
     "pretrain_gpt": ["data.vocab_size=8000", "model.block_size=256", "model.embed_dim=256", "model.num_layers=4",
                      "model.num_heads=4", "train.batch_size=32", "train.lr=0.001", "train.max_time_s=3600"],
-    "pretrain_lm": ["data.tokenizer=word", "data.vocab_size=30000", "model.embed_dim=256", "model.hidden_dim=512",
-                    "model.num_layers=3", "model.dropout=0.2", "train.batch_size=64", "data.bptt=70",
-                    "train.max_time_s=3600", "train.epochs=100"],
+    "pretrain_lm": ["data.tokenizer=word", "data.vocab_size=20000", "model.embed_dim=256", "model.hidden_dim=512",
+                    "model.num_layers=2", "train.batch_size=32", "data.bptt=70", "train.max_steps=1500",
+                    "train.max_time_s=3600"],
     "finetune": ["train.max_time_s=1200"],
     "scratch": [],
     "pretrain_w2v": {"epochs": 5, "min_count": 5},
@@ -113,7 +113,8 @@ def pretrain(kind: str, text: Path, cfg: dict, workdir: Path, threads: int) -> d
     elif kind == "lm":
         from lmlab.recipes.lm import LMRecipe
 
-        recipe = LMRecipe.from_preset("ptb-small", [*cfg["pretrain_lm"], f"train.num_threads={threads}", *QUIET],
+        recipe = LMRecipe.from_preset("ptb-recommended" if not cfg.get("quick") else "ptb-small",
+                                      [*cfg["pretrain_lm"], f"train.num_threads={threads}", *QUIET],
                                       data=str(text), log=lambda _: None)
     else:
         from lmlab.recipes.mlm import MLMRecipe  # type: ignore[import-not-found]
