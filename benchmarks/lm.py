@@ -521,8 +521,30 @@ def part_baseline(args) -> dict:
 
 
 # ====================================================================================== parts b / c: training
+class CPUStepTimes:
+    """A trainer callback recording this process's CPU time (``time.process_time``) at the end of every step: on a
+    shared core the wall clock also counts the other processes' time, the CPU clock counts only ours."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_fit_start(self, trainer) -> None: ...
+
+    def on_step_end(self, trainer, logs) -> None:
+        self.times.append(time.process_time())
+
+    def on_epoch_end(self, trainer) -> None: ...
+
+    def on_fit_end(self, trainer) -> None: ...
+
+    def on_eval_end(self, trainer, metrics) -> None: ...
+
+
 def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: float | None, device: str,
-              overrides: list[str], eval_points: int = 0) -> dict:
+              overrides: list[str], eval_points: int = 0, cpu_minutes: float | None = None) -> dict:
+    """Train ``preset`` for a budget: ``minutes`` of wall time (``train.max_time_s``, the schedule fitted to the
+    steps a probe says fit in it), or ``cpu_minutes`` of this process's CPU time (comparable on a shared core:
+    the probe measures CPU seconds per step and ``train.max_steps`` alone bounds the run, ``max_time_s=0``)."""
     import torch
 
     from lmlab.callbacks import StepTimes
@@ -530,35 +552,40 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
 
     resolve_run_config = LMRecipe.resolve
     extra = ["train.progress=false", "train.tensorboard=false", f"train.device={device}", *overrides]
-    if minutes:
+    if cpu_minutes:
+        minutes = cpu_minutes
+        extra.append("train.max_time_s=0")
+    elif minutes:
         extra.append(f"train.max_time_s={minutes * 60:.0f}")
     run = resolve_run_config(preset, extra)
     tag = preset + ("" if not overrides else "+" + ",".join(overrides))
-    out = WORK / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{tag}-{device}")
+    budget = f"-{cpu_minutes:g}cpumin" if cpu_minutes else ""  # its own folder: never a wall-time run's
+    out = WORK / "runs" / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{tag}-{device}{budget}")
     probe_info = None
     fit = minutes and run.train.schedule in ("cosine", "linear")
     if (eval_points or fit) and minutes:
         # time a few steps of the same configuration first: to evaluate about eval_points times within the
         # budget, and (for a cosine/linear schedule) to end the schedule when the budget ends, so the preset is
         # annealed rather than cut off mid-schedule. The classic "small" preset keeps its epoch-based step decay.
-        stamps = StepTimes()
+        stamps = CPUStepTimes() if cpu_minutes else StepTimes()
         probe = resolve_run_config(preset, extra + ["train.max_steps=14", "train.max_time_s=0", "train.eval_every=0"])
         with tempfile.TemporaryDirectory() as probe_dir:
             LMRecipe(probe, data=train, log=lambda s: None).train(Path(probe_dir) / "probe", callbacks=[stamps])
         per_step = statistics.median(b - a for a, b in zip(stamps.times[4:], stamps.times[5:], strict=False))
-        probe_info = {"median_step_s": round(per_step, 4)}
+        probe_info = {("median_step_cpu_s" if cpu_minutes else "median_step_s"): round(per_step, 4)}
         if eval_points:
             run.train.eval_every = max(20, int(minutes * 60 / per_step / eval_points))
         if fit:
-            # 7% of the budget is left for the evaluations; train.max_time_s still stops the run at the budget
+            # 7% of the budget is left for the evaluations; train.max_time_s still stops a wall-time run at the
+            # budget (a CPU-time run is bounded by these steps alone)
             run.train.max_steps = max(50, int(minutes * 60 * 0.93 / per_step))
             probe_info["planned_steps"] = run.train.max_steps
         print(f"[{preset}] probe: {probe_info}", flush=True)
     timer = EvalTimes()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     recipe = LMRecipe(run, data=train, val=val, log=lambda s: print(f"[{tag}] {s}", flush=True))
     result = recipe.train(out, overwrite=True, callbacks=[timer])
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     row = {
         "preset": preset,
         "overrides": overrides,
@@ -568,6 +595,8 @@ def train_one(preset: str, train: Path, val: Path, test: Path | None, minutes: f
         "epochs_done": timer.epochs_done,
         "train_time_s": round(result.train_time_s, 1),
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),  # this process's CPU time for the whole training call (evaluations included)
+        **({"budget_cpu_minutes": cpu_minutes} if cpu_minutes else {}),
         "tokens_seen": result.step * run.train.batch_size * run.data.bptt,
         "best_val_loss": round(result.best, 4) if result.best is not None else float("nan"),
         "schedule_probe": probe_info,
@@ -603,9 +632,9 @@ def shakespeare_split() -> tuple[Path, Path]:
 
 
 def _split_spec(spec: str) -> tuple[str, list[str]]:
-    """"preset" or "preset+key=value,key=value"."""
+    """"preset" or "preset+key=value,key=value" (a comma inside [...] belongs to a list value)."""
     preset, _, rest = spec.partition("+")
-    return preset, [o for o in rest.split(",") if o]
+    return preset, [o for o in re.split(r",(?![^\[]*\])", rest) if o]
 
 
 def run_job(job: str, args) -> dict:
@@ -630,7 +659,9 @@ def run_job(job: str, args) -> dict:
         minutes = args.b_gpu_minutes if kind == "b-gpu" else args.b_minutes
         if kind == "b-gpu":
             overrides = [*overrides, "train.precision=fp32"]  # bf16 autocast is exercised by gpu-check
-        row = train_one(preset, corpus / "train.txt", corpus / "valid.txt", corpus / "test.txt", minutes, device, overrides)
+        cpu_minutes = args.b_cpu_minutes if kind == "b" else None
+        row = train_one(preset, corpus / "train.txt", corpus / "valid.txt", corpus / "test.txt", minutes, device, overrides,
+                        cpu_minutes=cpu_minutes)
         return {"part": kind, **row}
     if kind == "c":
         train, val = shakespeare_split()
@@ -735,6 +766,8 @@ def main() -> None:
                         "into --out, the other parts' numbers kept)")
     parser.add_argument("--b-presets", default="ptb-small;ptb-recommended", help="';'-separated preset specs (preset+key=value,...)")
     parser.add_argument("--b-minutes", type=float, default=10.0, help="equal wall-time budget per word-level run")
+    parser.add_argument("--b-cpu-minutes", type=float, default=None, help="instead of --b-minutes: an equal budget "
+                        "of CPU time per word-level run (one thread; comparable on a shared core), bounded by steps")
     parser.add_argument("--b-gpu-minutes", type=float, default=None, help="cap on each GPU run (default: full epochs)")
     parser.add_argument("--c-presets", default="char-shakespeare")
     parser.add_argument("--c-minutes", type=float, default=20.0)
@@ -847,6 +880,7 @@ def main() -> None:
 def _passthrough(args) -> list[str]:
     return [
         f"--b-minutes {args.b_minutes}", f"--c-minutes {args.c_minutes}",
+        *([f"--b-cpu-minutes {args.b_cpu_minutes}"] if args.b_cpu_minutes else []),
         *([f"--b-gpu-minutes {args.b_gpu_minutes}"] if args.b_gpu_minutes else []), f"--c-eval-points {args.c_eval_points}",
         f"--a-steps {args.a_steps}", f"--a-reps {args.a_reps}", f"--threads {args.threads}",
     ]

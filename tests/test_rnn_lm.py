@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import json
 import os
 import signal
@@ -475,3 +476,50 @@ def test_lm_commands_on_another_familys_run_say_so_in_one_line(tmp_path: Path, s
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and "Traceback" not in err, err
             assert err.startswith("error: ") and f"holds a '{family}' model, not 'rnn_lm'" in err, err
+
+
+def test_clustered_softmax_gives_exact_probabilities_and_a_cheaper_loss() -> None:
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match="softmax_cutoffs"):
+        RNNLM(RNNLMConfig(vocab_size=60, softmax_cutoffs=[30, 10]))
+    plain = RNNLM(RNNLMConfig(vocab_size=60, embed_dim=8, hidden_dim=12, tie_weights=True, softmax_cutoffs=[60, 99]))
+    assert plain.cluster is None  # cutoffs >= vocab_size are ignored: the plain softmax, the same parameters
+    assert set(plain.state_dict()) == set(RNNLM(RNNLMConfig(vocab_size=60, embed_dim=8, hidden_dim=12, tie_weights=True)).state_dict())
+    model = RNNLM(RNNLMConfig(vocab_size=60, embed_dim=8, hidden_dim=12, tie_weights=True, dropout=0.3,
+                              softmax_cutoffs=[10, 30, 100]))
+    assert model._bounds == [10, 30, 60] and model.decoder.weight is model.embedding.weight
+    model.eval()
+    ids, targets = torch.randint(0, 60, (3, 9)), torch.randint(0, 60, (3, 9))
+    targets[0, :3] = torch.tensor([0, 15, 59])  # one target in the head and in each tail cluster
+    log_probs, _ = model(ids)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(3, 9))  # normalised over the vocabulary
+    full = torch.nn.functional.cross_entropy(log_probs.reshape(-1, 60), targets.reshape(-1))
+    batch = BPTTBatches(torch.cat([ids, targets[:, -1:]], 1).reshape(-1), batch_size=3, bptt=9)
+    batch = next(iter(batch))
+    batch.targets[:] = targets
+    model.carried_state = None
+    loss = model.loss(batch)["loss"]  # the head for every token, each cluster only for its own targets
+    torch.testing.assert_close(loss, full)
+    loss.backward()
+    assert model.cluster.weight.grad.abs().sum() > 0 and model.embedding.weight.grad[59].abs().sum() > 0
+    assert model.embedding.weight.grad[40].abs().sum() > 0  # a word of the last cluster scored as a non-target
+    assert math.isclose(model.evaluate([batch])["loss"], full.item(), rel_tol=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    assert model.lm_logits(torch.randn(2, 4, 12, generator=generator)).exp().sum(-1).allclose(torch.ones(2, 4))
+
+
+def test_word_model_with_clustered_softmax_trains_saves_loads_and_evaluates(tmp_path: Path, shared_data: Path) -> None:
+    lines = (shared_data / "ptb" / "ptb.valid.txt").read_text().splitlines()[:300]
+    data = tmp_path / "ptb-300.txt"
+    data.write_text("\n".join(lines) + "\n")
+    run = resolve_run_config("ptb-recommended", TINY + ["train.max_steps=4", "train.batch_size=4", "data.eval_batch_size=2",
+                                                        "model.softmax_cutoffs=[50,300]"])
+    result = LMRecipe(run, data=data, val=data, log=lambda s: None).train(tmp_path / "word")
+    assert result.step == 4
+    saved = json.loads((tmp_path / "word" / "config.json").read_text())
+    assert saved["model"]["softmax_cutoffs"] == [50, 300]
+    metrics = LMRecipe.evaluate(tmp_path / "word", data)
+    pipe = Generator.from_run_dir(tmp_path / "word")
+    assert pipe.model.cluster is not None and pipe.model._bounds[:2] == [50, 300]
+    assert math.isclose(metrics["loss"], result.best, rel_tol=1e-5)  # the same text: the same validation loss
+    assert pipe.generate("the company said", max_new_tokens=5, seed=0)["text"]

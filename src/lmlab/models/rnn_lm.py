@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -47,6 +47,13 @@ class RNNLMConfig:
     init_range: float = 0.1
     #: "fused" runs torch.nn's kernels, "reference" our cells written from the equations (same parameters)
     impl: Literal["fused", "reference"] = "fused"
+    #: a frequency-clustered softmax (the adaptive softmax of Grave et al. 2017, every cluster at full width so
+    #: that tied weights stay tied; the class-based factorisation of Goodman 2001): ids below ``cutoffs[0]`` (the
+    #: most frequent words, as the vocabulary is ranked by count) and one entry per tail cluster form the head
+    #: softmax; ``[cutoffs[i], cutoffs[i+1])`` (the last up to vocab_size) is cluster i, scored only for the
+    #: tokens whose target is in it. P(w) = P_head(cluster) P(w | cluster): exact, normalised probabilities at a
+    #: fraction of the cost of the full softmax. Cutoffs >= vocab_size are ignored; [] = the plain softmax
+    softmax_cutoffs: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         for name in ("embed_dim", "hidden_dim", "num_layers"):
@@ -56,6 +63,10 @@ class RNNLMConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.init_range < 0:
             raise ConfigError(f"model.init_range must be >= 0, got {self.init_range}")
+        cuts = self.softmax_cutoffs
+        if any(c < 1 for c in cuts) or any(b <= a for a, b in zip(cuts, cuts[1:], strict=False)):
+            raise ConfigError(f"model.softmax_cutoffs must be increasing ids >= 1, got {cuts}",
+                              "e.g. model.softmax_cutoffs=[1000,4000] (or [] for the plain softmax)")
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -73,10 +84,16 @@ class RNNLM(nn.Module):
         self.rnn = build_recurrent(c.cell, c.embed_dim, c.hidden_dim, num_layers=c.num_layers, dropout=c.dropout, impl=c.impl)
         self.proj = nn.Linear(c.hidden_dim, c.embed_dim, bias=False) if c.tie_weights and c.hidden_dim != c.embed_dim else None
         self.decoder = nn.Linear(c.embed_dim if c.tie_weights else c.hidden_dim, c.vocab_size)
+        #: [cutoffs below vocab_size..., vocab_size] and the head's cluster scorer (None: the plain softmax)
+        self._bounds = [x for x in c.softmax_cutoffs if x < c.vocab_size] + [c.vocab_size]
+        n_tail = len(self._bounds) - 1
+        self.cluster = nn.Linear(self.decoder.in_features, n_tail) if n_tail else None
         if c.init_range > 0:
             for p in self.parameters():
                 nn.init.uniform_(p, -c.init_range, c.init_range)
             nn.init.zeros_(self.decoder.bias)
+            if self.cluster is not None:
+                nn.init.zeros_(self.cluster.bias)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight
         #: the hidden state carried from one training batch to the next (detached), reset each epoch
@@ -86,13 +103,59 @@ class RNNLM(nn.Module):
         self._restored_epoch: int | None = None
 
     def forward(self, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        """Logits (B, T, V) for the next token at every position, and the final hidden state."""
+        """Logits (B, T, V) for the next token at every position, and the final hidden state. With
+        ``softmax_cutoffs`` the "logits" are normalised log-probabilities (their log-softmax is themselves)."""
+        out, state = self._decoder_inputs(ids, state)
+        return self._decode(out), state  # (B, T, V)
+
+    def _decoder_inputs(self, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """What the decoder reads (B, T, E or H), and the final hidden state."""
         x = self.drop(self.embedding(ids))  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H)
         out = self.drop(out)
         if self.proj is not None:
             out = self.proj(out)  # (B, T, E)
-        return self.decoder(out), state  # (B, T, V)
+        return out, state
+
+    def _head_logits(self, out: Tensor) -> Tensor:
+        """The clustered softmax's head: the frequent words, then one score per tail cluster."""
+        w, b, top = self.decoder.weight, self.decoder.bias, self._bounds[0]
+        return torch.cat([F.linear(out, w[:top], b[:top]), self.cluster(out)], -1).float()
+
+    def _tail_logits(self, out: Tensor, i: int) -> Tensor:
+        lo, hi = self._bounds[i], self._bounds[i + 1]
+        return F.linear(out, self.decoder.weight[lo:hi], self.decoder.bias[lo:hi]).float()
+
+    def _decode(self, out: Tensor) -> Tensor:
+        """(..., E) -> logits (..., V): the linear decoder, or the clustered softmax's full log-probabilities."""
+        if self.cluster is None:
+            return self.decoder(out)
+        head = F.log_softmax(self._head_logits(out), -1)
+        top = self._bounds[0]
+        parts = [head[..., :top]]
+        for i in range(len(self._bounds) - 1):
+            parts.append(head[..., top + i : top + i + 1] + F.log_softmax(self._tail_logits(out, i), -1))
+        return torch.cat(parts, -1)
+
+    def _nll(self, out: Tensor, targets: Tensor) -> Tensor:
+        """Per-token negative log-likelihood (N,) of ``targets`` under the decoder read on ``out`` (..., E):
+        with ``softmax_cutoffs``, the head for every token and each cluster only for the tokens that target it."""
+        out, targets = out.reshape(-1, out.shape[-1]), targets.reshape(-1)
+        if self.cluster is None:
+            return F.cross_entropy(self.decoder(out).float(), targets, reduction="none")
+        top = self._bounds[0]
+        head_targets = targets.clone()
+        members = []
+        for i, (lo, hi) in enumerate(zip(self._bounds, self._bounds[1:], strict=False)):
+            inside = (targets >= lo) & (targets < hi)
+            head_targets[inside] = top + i
+            members.append(inside.nonzero().squeeze(1))
+        nll = F.cross_entropy(self._head_logits(out), head_targets, reduction="none")
+        for i, idx in enumerate(members):
+            if idx.numel():
+                tail = self._tail_logits(out.index_select(0, idx), i)
+                nll = nll.index_add(0, idx, F.cross_entropy(tail, targets[idx] - self._bounds[i], reduction="none"))
+        return nll
 
     # --- body API (classifier fine-tuning, :class:`lmlab.recipes.base.PretrainedBody`) ---------------------
     #: a causal body: the state at position t has read positions <= t only
@@ -114,14 +177,15 @@ class RNNLM(nn.Module):
 
     def lm_logits(self, hidden: Tensor) -> Tensor:
         """Next-token logits (B, T, V) of :meth:`features`' states (the pretraining decoder)."""
-        return self.decoder(self.proj(hidden) if self.proj is not None else hidden)
+        return self._decode(self.proj(hidden) if self.proj is not None else hidden)
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Bottom -> top: the embedding, then one group per recurrent layer; the decoder's bias (its weight is
         the embedding when tied) and the tying projection join the top layer. Every parameter once."""
         groups: list[list[nn.Parameter]] = [[self.embedding.weight]]
         groups += [list(layer.parameters()) for layer in self.rnn.layers]
-        top = [*(self.proj.parameters() if self.proj is not None else ()), *self.decoder.parameters()]
+        top = [*(self.proj.parameters() if self.proj is not None else ()), *self.decoder.parameters(),
+               *(self.cluster.parameters() if self.cluster is not None else ())]
         seen = {id(p) for g in groups for p in g}
         groups[-1] += [p for p in top if id(p) not in seen]
         return groups
@@ -165,9 +229,13 @@ class RNNLM(nn.Module):
         state = self.carried_state
         if state is not None and _state_batch(state) != batch.inputs.shape[0]:
             state = None
-        logits, state = self(batch.inputs, state)  # (B, T, V)
+        if self.cluster is not None:
+            out, state = self._decoder_inputs(batch.inputs, state)
+            loss = self._nll(out, batch.targets).mean()
+        else:
+            logits, state = self(batch.inputs, state)  # (B, T, V)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.targets.reshape(-1))
         self.carried_state = detach_state(state)  # truncated BPTT: keep the values, drop the history
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.targets.reshape(-1))
         n = batch.targets.numel()
         return {"loss": loss, "ppl": math.exp(min(loss.item(), 700.0)), "num_tokens": n, "n": n}
 
@@ -183,6 +251,11 @@ class RNNLM(nn.Module):
         total, count, state = 0.0, 0, None
         for batch in data:
             batch = batch.to(device)
+            if self.cluster is not None:
+                out, state = self._decoder_inputs(batch.inputs, state)
+                total += self._nll(out, batch.targets).sum().item()
+                count += batch.targets.numel()
+                continue
             logits, state = self(batch.inputs, state)
             total += F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), batch.targets.reshape(-1), reduction="sum"
