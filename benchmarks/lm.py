@@ -9,7 +9,9 @@ Parts (choose with ``--parts``; each job can run pinned to its own CPU cores, in
   no punctuation, one sentence per line, 10k vocabulary with <unk>, ~0.9M / 80k / 80k words split by book; the
   book ids of each split are recorded in benchmarks/data/gutenberg-ptb-split.json and the text is rebuilt
   from them). Trains each of ``--b-presets`` for the same wall time (``--b-minutes``) and reports validation
-  and test perplexity (target: ptb-recommended >= 15% below ptb-small).
+  and test perplexity (target: ptb-recommended >= 15% below ptb-small). ``--b-cpu-minutes`` sets an equal
+  budget of CPU time instead (a probe measures CPU seconds per step; ``train.max_steps`` alone bounds the run),
+  which stays comparable on a shared core: ``--parts b --b-presets ptb-recommended --b-cpu-minutes 12 --threads 1``.
 * ``b-gpu`` - the same presets trained to their full epoch count on a GPU (when one is there).
 * ``baseline`` - the one-minute baseline of parts b and c: interpolated Kneser-Ney word 1-5-grams and character
   1-10-grams (benchmarks/_ngram.py, NumPy, seconds each), counted on each part's training text with the codec

@@ -1,4 +1,5 @@
-r"""Recurrent language models: embedding -> RNN/LSTM/GRU stack -> dropout -> linear decoder.
+r"""Recurrent language models: embedding -> RNN/LSTM/GRU stack -> dropout -> linear decoder (optionally a
+softmax over frequency clusters, ``softmax_cutoffs``, for large word vocabularies).
 
 A language model assigns $P(w_1 \dots w_N) = \prod_t P(w_t \mid w_{<t})$; the network reads $w_{t-1}$, updates
 its hidden state and outputs logits over the vocabulary for $w_t$. Training minimises the mean cross-entropy
