@@ -416,7 +416,8 @@ def import_hf(
     tokenizer, chat = import_tokenizer(hf_dir, hf_config, cfg.vocab_size)
     checkpoint.check_new_run_dir(out, overwrite=overwrite, inputs=[hf_dir])
     model = GPT.empty(cfg, dtype=getattr(torch, dtype))
-    model.column_major_(copy=False)  # stored in the layout decoding uses: lmlab.load maps the file, no copy
+    if dtype != "bfloat16":  # bf16 is decoded by lmlab.models.bf16, which reads row-major weights
+        model.column_major_(copy=False)  # stored in the layout decoding uses: lmlab.load maps the file, no copy
     load_hf_weights(model, hf_dir, model_type)
     # evaluation one block at a time: a pretrained model's context and vocabulary make big logits
     run = GPTRunConfig(model=cfg, data=TokenDataConfig(tokenizer="hf", vocab_size=cfg.vocab_size, eval_batch_size=1))
