@@ -247,9 +247,9 @@ def load_rows(folders: dict, rounds: int, prompt_tokens: int) -> list[dict]:
 
 
 def bf16_rows(folders: dict, batches: list[int], prompt_tokens: int, new_tokens: int, cell_tokens: dict,
-              rounds: int, tf_bf16_rounds: int) -> list[dict]:
+              rounds: int, tf_bf16_rounds: int, on_row=None) -> list[dict]:
     """bf16 checkpoints, one thread: lmlab (bf16 weights, float32 arithmetic) vs transformers float32 on the same
-    folder, alternating; transformers bf16 as a side row (see the module)."""
+    folder, alternating; transformers bf16 as a side row (see the module). ``on_row(row)`` after every row."""
     import statistics
 
     rows = []
@@ -291,6 +291,8 @@ def bf16_rows(folders: dict, batches: list[int], prompt_tokens: int, new_tokens:
             row["memory_ratio"] = ours["peak_rss_mb"] / ref["peak_rss_mb"]
             row["load_average"] = [round(x, 2) for x in (*load_before, *os.getloadavg())]
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
             side_row = row.get("transformers_bf16")
             print(f"{name:11s} bf16 checkpoint batch {batch}: decode {ours['decode_tokens_per_s']:7.2f} vs "
                   f"{ref['decode_tokens_per_s']:7.2f} tok/s ({row['decode_speedup']:.2f}x best, "
@@ -396,15 +398,19 @@ def main() -> None:
         if args.load:
             write_load_section(out, args, load_rows(folders, args.load_rounds, 8), import_times)
             return
-        if args.bf16:
-            rows = bf16_rows(folders, batches, prompt_tokens, new_tokens, cell_tokens, args.bf16_rounds,
-                             args.tf_bf16_rounds)
-            write_section(out, args, "bf16", {
-                "what": "bf16 checkpoints (the random shapes saved in bfloat16), one thread: lmlab imported with "
-                        "--dtype bfloat16 (bf16 weights, float32 compute) vs transformers from_pretrained("
-                        "dtype=float32) on the same folder, alternating fresh processes; best and median of rounds; "
-                        "transformers dtype=bfloat16 a side row",
-                "import_s": import_times, "rows": rows})
+        if args.bf16:  # rows replace those of the same model and batch in the file's bf16 section, one at a time
+            def save(row: dict) -> None:
+                previous = json.loads(out.read_text()).get("bf16", {}) if out.is_file() else {}
+                kept = [r for r in previous.get("rows", []) if (r["model"], r["batch"]) != (row["model"], row["batch"])]
+                write_section(out, args, "bf16", {
+                    "what": "bf16 checkpoints (the random shapes saved in bfloat16), one thread: lmlab imported with "
+                            "--dtype bfloat16 (bf16 weights, float32 compute) vs transformers from_pretrained("
+                            "dtype=float32) on the same folder, alternating fresh processes; best and median of "
+                            "rounds; transformers dtype=bfloat16 a side row where measured",
+                    "import_s": {**previous.get("import_s", {}), **import_times}, "rows": [*kept, row]})
+
+            bf16_rows(folders, batches, prompt_tokens, new_tokens, cell_tokens, args.bf16_rounds, args.tf_bf16_rounds,
+                      on_row=save)
             return
         # every one-thread cell first, the two-thread ones last (on a shared machine they suffer most)
         for n_threads in threads:

@@ -11,9 +11,8 @@ from lmlab.models import bf16
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 37])
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("shape", [(70, 45), (1030, 64), (9, 3), (4100, 33)], ids=str)
+@pytest.mark.parametrize("threads,with_bias", [(1, True), (2, False)], ids=["1-thread-bias", "2-threads-no-bias"])
+@pytest.mark.parametrize("shape", [(70, 45), (9, 3), (4100, 33)], ids=str)
 def test_linear_equals_the_float32_product_of_the_upcast_weights(rows, threads, with_bias, shape, monkeypatch):
     monkeypatch.setattr(bf16, "_THREAD_MIN_ELEMENTS", 0)  # small matrices split over threads too
     monkeypatch.setattr(bf16, "GEMM_BLOCK_ROWS", 1000)  # the GEMM path in several blocks

@@ -592,3 +592,22 @@ def test_a_bf16_import_is_float32_for_everything_but_cpu_decoding(bf16_checkpoin
     with torch.no_grad():
         torch.testing.assert_close(model(ids), reference(ids).logits, atol=1e-5, rtol=1e-5)
     _exported_logits_match(run, tmp_path / "export")
+
+
+def test_a_bf16_run_imported_with_the_transposed_layout_still_decodes(bf16_checkpoints, tmp_path):
+    """bf16 runs imported before bf16 decoding stored their wide weights transposed; they load row-major."""
+    import shutil
+
+    import lmlab
+    from lmlab import checkpoint
+
+    run = bf16_checkpoints["qwen2"][0]
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    state = checkpoint.load_tensors(run / checkpoint.WEIGHTS_FILE)
+    state = {n: (t.t().contiguous().t() if n in ("wte.weight", "blocks.0.mlp.fc.weight") else t) for n, t in state.items()}
+    assert checkpoint.save_tensors_as_laid_out(old / checkpoint.WEIGHTS_FILE, state)
+    ids = torch.randint(3, 300, (1, 12))
+    with torch.no_grad():
+        expected, got = lmlab.load(run).model(ids), lmlab.load(old).model(ids)
+    assert torch.equal(got, expected)
