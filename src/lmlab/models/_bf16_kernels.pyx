@@ -113,6 +113,8 @@ cdef extern from *:
                     lmlab_v8f ue = lmlab_load8_f32(pa + i), uo = lmlab_load8_f32(pa + i + 8);
                     for (int r = 0; r < 4; r++) {
                         lmlab_v8f fe, fo;
+                        if (b == B - 1)  /* the next block of rows (a hint: never faults past the end) */
+                            __builtin_prefetch(wr[r] + 4 * n_in + i, 0, 0);
                         lmlab_load16_bf16(wr[r] + i, &fe, &fo);
                         a[r] += ue * fe;
                         c[r] += uo * fo;
