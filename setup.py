@@ -1,4 +1,4 @@
-"""Build step for lmlab's compiled extensions, the word2vec and GloVe kernels (Cython -> C, compiled at install time).
+"""Build step for lmlab's compiled extensions, the word2vec, GloVe and bf16-weight kernels (Cython -> C, compiled at install time).
 
 Everything else about the package is declared in pyproject.toml. Set ``LMLAB_PORTABLE=1`` to build without
 ``-march=native`` (for a wheel that runs on other CPUs of the same architecture).
@@ -32,7 +32,7 @@ class BuildExt(build_ext):
 setup(
     ext_modules=cythonize(
         [Extension(f"lmlab.models.{name}", [f"src/lmlab/models/{name}.pyx"])
-         for name in ("_w2v_kernels", "_glove_kernels")],
+         for name in ("_w2v_kernels", "_glove_kernels", "_bf16_kernels")],
         compiler_directives={"language_level": 3},
     ),
     cmdclass={"build_ext": BuildExt},

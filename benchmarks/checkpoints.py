@@ -25,9 +25,17 @@ section of the results file, keeping its grid rows.
 
 Cells: every one-thread cell first, the two-thread ones last; each row records the load average before and after it.
 
+``--bf16`` measures **bf16 checkpoints** (the same random shapes saved in bfloat16, as Llama-family models ship):
+lmlab imports them with ``--dtype bfloat16`` (weights kept in bf16, float32 arithmetic: ``lmlab.models.bf16``) and
+transformers loads the same folder with ``dtype=torch.float32`` (the upcast file: the same float32 products), one
+thread, the two sides alternating (order swapped every round), ``--bf16-rounds`` fresh processes each, identical
+greedy tokens checked in every round; transformers with ``dtype=torch.bfloat16`` (bf16 arithmetic, other
+numbers) is a side row of ``--tf-bf16-rounds`` processes. It writes the ``bf16`` section of the results file.
+
 Usage:
     python benchmarks/checkpoints.py            # full shapes; writes benchmarks/results/checkpoints.json
     python benchmarks/checkpoints.py --load     # load / load + first token only (``load`` section of that file)
+    python benchmarks/checkpoints.py --bf16     # bf16 checkpoints, 1 thread (``bf16`` section of that file)
     python benchmarks/checkpoints.py --quick    # tiny shapes, 32 new tokens (~1 min); checkpoints.quick.json
 """
 
@@ -63,18 +71,20 @@ QUICK_SHAPES = {
 
 
 def build_checkpoint(shape: dict, folder: Path) -> None:
-    """A random model of ``shape`` saved with save_pretrained, with a byte-level tokenizer covering its ids."""
+    """A random model of ``shape`` saved with save_pretrained, with a byte-level tokenizer covering its ids
+    (in bfloat16 when ``shape`` has ``"dtype": "bfloat16"``)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
     shape = dict(shape)
     arch = shape.pop("arch")
+    dtype = shape.pop("dtype", "float32")
     torch.manual_seed(0)
     if arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(**shape, bos_token_id=0, eos_token_id=0))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**shape, bos_token_id=0, eos_token_id=0))
-    model.save_pretrained(folder)
+    model.to(getattr(torch, dtype)).save_pretrained(folder)
     _write_tokenizer(folder, shape["vocab_size"])
 
 
@@ -119,7 +129,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.side == "lmlab":
         model = lmlab.load(args.path).model
     else:
-        model = AutoModelForCausalLM.from_pretrained(args.path, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(args.path, dtype=getattr(torch, args.dtype)).eval()
     load_s = time.perf_counter() - started
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
@@ -180,9 +190,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_side(side: str, path: Path, threads: int, batch: int, prompt_tokens: int, new_tokens: int) -> dict:
+def run_side(side: str, path: Path, threads: int, batch: int, prompt_tokens: int, new_tokens: int,
+             dtype: str = "float32") -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--path", str(path), "--threads", str(threads),
-           "--batch", str(batch), "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens)]
+           "--batch", str(batch), "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens),
+           "--dtype", dtype]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -234,6 +246,64 @@ def load_rows(folders: dict, rounds: int, prompt_tokens: int) -> list[dict]:
     return rows
 
 
+def bf16_rows(folders: dict, batches: list[int], prompt_tokens: int, new_tokens: int, cell_tokens: dict,
+              rounds: int, tf_bf16_rounds: int, on_row=None) -> list[dict]:
+    """bf16 checkpoints, one thread: lmlab (bf16 weights, float32 arithmetic) vs transformers float32 on the same
+    folder, alternating; transformers bf16 as a side row (see the module). ``on_row(row)`` after every row."""
+    import statistics
+
+    rows = []
+    for name, (hf_dir, run_dir) in folders.items():
+        for batch in batches:
+            n_new = cell_tokens.get((name, batch, 1), new_tokens)
+            load_before = os.getloadavg()
+            samples: dict[str, list[dict]] = {"lmlab": [], "transformers": [], "transformers_bf16": []}
+            identical = []
+            for r in range(rounds):
+                got = {}
+                for side in (("lmlab", "transformers") if r % 2 == 0 else ("transformers", "lmlab")):
+                    got[side] = run_side(side, run_dir if side == "lmlab" else hf_dir, 1, batch, prompt_tokens, n_new)
+                identical.append(got["lmlab"].pop("ids") == got["transformers"].pop("ids"))
+                for side, value in got.items():
+                    samples[side].append(value)
+            for _ in range(tf_bf16_rounds):
+                value = run_side("transformers", hf_dir, 1, batch, prompt_tokens, n_new, dtype="bfloat16")
+                value.pop("ids")
+                samples["transformers_bf16"].append(value)
+            row = {"model": name, "checkpoint": "bf16", "threads": 1, "batch": batch, "prompt_tokens": prompt_tokens,
+                   "new_tokens": n_new, "rounds": rounds, "identical_tokens": all(identical)}
+            for side, got in samples.items():
+                if not got:
+                    continue
+                decode = [s["decode_tokens_per_s"] for s in got]
+                row[side] = {
+                    "dtype": {"lmlab": "bf16 weights, float32 compute", "transformers": "float32",
+                              "transformers_bf16": "bfloat16"}[side],
+                    "decode_tokens_per_s": max(decode), "decode_tokens_per_s_median": statistics.median(decode),
+                    "all_decode_tokens_per_s": [round(x, 3) for x in decode],
+                    "prompt_tokens_per_s": max(s["prompt_tokens_per_s"] for s in got),
+                    "load_s": min(s["load_s"] for s in got),
+                    "peak_rss_mb": max(s["peak_rss_mb"] for s in got),
+                }
+            ours, ref = row["lmlab"], row["transformers"]
+            row["decode_speedup"] = ours["decode_tokens_per_s"] / ref["decode_tokens_per_s"]
+            row["decode_speedup_median"] = ours["decode_tokens_per_s_median"] / ref["decode_tokens_per_s_median"]
+            row["memory_ratio"] = ours["peak_rss_mb"] / ref["peak_rss_mb"]
+            row["load_average"] = [round(x, 2) for x in (*load_before, *os.getloadavg())]
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+            side_row = row.get("transformers_bf16")
+            print(f"{name:11s} bf16 checkpoint batch {batch}: decode {ours['decode_tokens_per_s']:7.2f} vs "
+                  f"{ref['decode_tokens_per_s']:7.2f} tok/s ({row['decode_speedup']:.2f}x best, "
+                  f"{row['decode_speedup_median']:.2f}x median of {rounds})"
+                  + (f", transformers bf16 {side_row['decode_tokens_per_s']:.2f}" if side_row else "")
+                  + f", prompt {ours['prompt_tokens_per_s']:.0f} vs {ref['prompt_tokens_per_s']:.0f} tok/s, peak "
+                  f"{ours['peak_rss_mb']:.0f} vs {ref['peak_rss_mb']:.0f} MB, identical {row['identical_tokens']}, "
+                  f"load average {row['load_average'][0]:.1f}", flush=True)
+    return rows
+
+
 def machine_info() -> dict:
     cpu = platform.processor()
     try:
@@ -264,11 +334,16 @@ def main() -> None:
     parser.add_argument("--load", action="store_true",
                         help="only load / load + first token (warm and cold page cache), into the 'load' section")
     parser.add_argument("--load-rounds", type=int, default=5, help="--load: best of this many processes per side")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 checkpoints, one thread: lmlab --dtype bfloat16 vs transformers float32 ('bf16' section)")
+    parser.add_argument("--bf16-rounds", type=int, default=3, help="--bf16: processes per side, alternating")
+    parser.add_argument("--tf-bf16-rounds", type=int, default=1, help="--bf16: transformers dtype=bfloat16 processes")
     parser.add_argument("--runs", default=None, help=argparse.SUPPRESS)  # --load: 'name=HF_DIR:RUN_DIR,...'
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", choices=["lmlab", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--build", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:  # in its own process, so that the parent stays small
@@ -306,14 +381,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="lmlab-bench-ckpt-") as tmp:
         folders, import_times = {}, {}
+        dtype = "bfloat16" if args.bf16 else "float32"
         for name, shape in shapes.items():
             hf_dir, run_dir = Path(tmp) / f"{name}-hf", Path(tmp) / f"{name}-run"
             t = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--build", json.dumps(shape), "--path", str(hf_dir)], check=True,
-                           capture_output=True)
-            print(f"{name}: built and saved in {time.perf_counter() - t:.1f} s", flush=True)
+            subprocess.run([sys.executable, __file__, "--build", json.dumps({**shape, "dtype": dtype}), "--path",
+                            str(hf_dir)], check=True, capture_output=True)
+            print(f"{name}: built and saved ({dtype}) in {time.perf_counter() - t:.1f} s", flush=True)
             t = time.perf_counter()
-            import_hf(hf_dir, run_dir, log=lambda m: None)
+            import_hf(hf_dir, run_dir, dtype=dtype, log=lambda m: None)
             import_times[name] = time.perf_counter() - t
             folders[name] = (hf_dir, run_dir)
         import gc
@@ -321,6 +397,20 @@ def main() -> None:
         gc.collect()
         if args.load:
             write_load_section(out, args, load_rows(folders, args.load_rounds, 8), import_times)
+            return
+        if args.bf16:  # rows replace those of the same model and batch in the file's bf16 section, one at a time
+            def save(row: dict) -> None:
+                previous = json.loads(out.read_text()).get("bf16", {}) if out.is_file() else {}
+                kept = [r for r in previous.get("rows", []) if (r["model"], r["batch"]) != (row["model"], row["batch"])]
+                write_section(out, args, "bf16", {
+                    "what": "bf16 checkpoints (the random shapes saved in bfloat16), one thread: lmlab imported with "
+                            "--dtype bfloat16 (bf16 weights, float32 compute) vs transformers from_pretrained("
+                            "dtype=float32) on the same folder, alternating fresh processes; best and median of "
+                            "rounds; transformers dtype=bfloat16 a side row where measured",
+                    "import_s": {**previous.get("import_s", {}), **import_times}, "rows": [*kept, row]})
+
+            bf16_rows(folders, batches, prompt_tokens, new_tokens, cell_tokens, args.bf16_rounds, args.tf_bf16_rounds,
+                      on_row=save)
             return
         # every one-thread cell first, the two-thread ones last (on a shared machine they suffer most)
         for n_threads in threads:
@@ -353,12 +443,21 @@ def main() -> None:
         "benchmark": "checkpoints", "quick": args.quick, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(), "targets": {"decode_speedup_batch1": 1.5, "memory_ratio": 1.0}, "rows": rows,
     }
-    if out.is_file():  # keep the load section of the last --load run
+    if out.is_file():  # keep the sections of the last --load and --bf16 runs
         previous = json.loads(out.read_text())
-        if "load" in previous:
-            result["load"] = previous["load"]
+        for section in ("load", "bf16"):
+            if section in previous:
+                result[section] = previous[section]
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def write_section(out: Path, args: argparse.Namespace, name: str, section: dict) -> None:
+    """Replace the section ``name`` of the results file ``out`` (everything else in it is kept)."""
+    result = json.loads(out.read_text()) if out.is_file() else {"benchmark": "checkpoints", "quick": args.quick}
+    result[name] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine_info(), **section}
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote the {name} section of {out}")
 
 
 def write_load_section(out: Path, args: argparse.Namespace, rows: list[dict], import_times: dict | None = None) -> None:

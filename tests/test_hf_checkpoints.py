@@ -528,3 +528,86 @@ def test_streamed_text_keeps_the_space_a_sentencepiece_token_starts_with(importe
 
 def vocab_piece(pipe, i: int) -> str:
     return pipe.codec.tokenizer.tokenizer.id_to_token(i).replace("▁", " ").lstrip(" ")
+
+
+@pytest.fixture(scope="module")
+def bf16_checkpoints(hf_dirs, hf_tokenizers, tmp_path_factory):
+    """arch -> (run imported with --dtype bfloat16, transformers' float32 model of the same bf16 folder):
+    checkpoints saved in bf16 by transformers, as Llama-family models ship."""
+    import copy
+
+    out = {}
+    for arch, kind in (("gpt2", "byte_level"), ("qwen2", "byte_level")):
+        folder = tmp_path_factory.mktemp(f"hf-bf16-{arch}")
+        copy.deepcopy(hf_dirs[arch][1]).to(torch.bfloat16).save_pretrained(folder)
+        hf_tokenizers[kind].save_pretrained(folder)
+        reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        run = tmp_path_factory.mktemp(f"run-bf16-{arch}") / "run"
+        assert main(["gpt", "import", str(folder), "--out", str(run), "--dtype", "bfloat16"]) == 0
+        out[arch] = (run, reference)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_a_bf16_import_decodes_in_float32_from_bf16_weights_as_transformers_float32(arch, bf16_checkpoints):
+    import lmlab
+    from lmlab import checkpoint
+    from lmlab.models.gpt import Bf16Linear
+
+    run, reference = bf16_checkpoints[arch]
+    ours = lmlab.load(run).model
+    # the matrices stay bf16 (half the memory), mapped from the file; everything else is float32
+    weights = {n: p for n, p in ours.named_parameters()}
+    assert all(p.dtype == (torch.bfloat16 if p.dim() == 2 else torch.float32) for p in weights.values())
+    assert all(p.is_contiguous() for p in weights.values())
+    assert not checkpoint.transposed_names(run / checkpoint.WEIGHTS_FILE)  # bf16 runs are stored row-major
+    assert isinstance(ours.lm_head, Bf16Linear) and ours.lm_head.weight is ours.wte.weight  # still tied
+    assert ours.rope_cos.dtype == torch.float32 if arch == "qwen2" else ours.wpe.weight.dtype == torch.bfloat16
+    ids, mask = _padded_batch(reference.config.vocab_size, left=True)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        expected = reference(ids, attention_mask=mask, position_ids=positions).logits
+        got = ours(ids, attention_mask=mask)
+    real = mask.bool()
+    assert got.dtype == torch.float32 and expected[real].abs().max() > 1.0
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)
+    prompt, pmask = ids[:, 8:], mask[:, 8:]
+    with torch.no_grad():
+        tokens = reference.generate(prompt, attention_mask=pmask, max_new_tokens=32, min_new_tokens=32,
+                                    do_sample=False, eos_token_id=None, pad_token_id=0)[:, prompt.shape[1]:]
+    assert len(set(tokens.flatten().tolist())) > 3
+    greedy = SamplingConfig(max_new_tokens=32, temperature=0)
+    for use_cache in (True, False):
+        assert ours.generate(prompt, greedy, use_cache=use_cache, attention_mask=pmask) == tokens.tolist()
+        assert ours.generate(prompt[0], greedy, use_cache=use_cache)[0] == tokens[0].tolist()
+
+
+def test_a_bf16_import_is_float32_for_everything_but_cpu_decoding(bf16_checkpoints, tmp_path):
+    from lmlab.recipes.gpt import GPTRecipe
+
+    run, reference = bf16_checkpoints["qwen2"]
+    model, _, _ = GPTRecipe.load_model(run)  # evaluation, fine-tuning bodies, export
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    ids = torch.randint(3, reference.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), reference(ids).logits, atol=1e-5, rtol=1e-5)
+    _exported_logits_match(run, tmp_path / "export")
+
+
+def test_a_bf16_run_imported_with_the_transposed_layout_still_decodes(bf16_checkpoints, tmp_path):
+    """bf16 runs imported before bf16 decoding stored their wide weights transposed; they load row-major."""
+    import shutil
+
+    import lmlab
+    from lmlab import checkpoint
+
+    run = bf16_checkpoints["qwen2"][0]
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    state = checkpoint.load_tensors(run / checkpoint.WEIGHTS_FILE)
+    state = {n: (t.t().contiguous().t() if n in ("wte.weight", "blocks.0.mlp.fc.weight") else t) for n, t in state.items()}
+    assert checkpoint.save_tensors_as_laid_out(old / checkpoint.WEIGHTS_FILE, state)
+    ids = torch.randint(3, 300, (1, 12))
+    with torch.no_grad():
+        expected, got = lmlab.load(run).model(ids), lmlab.load(old).model(ids)
+    assert torch.equal(got, expected)

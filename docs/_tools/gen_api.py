@@ -93,6 +93,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.pipelines.seqgan", ["SeqGANGenerator"]),
         ("lmlab.models.oracle", ["OracleConfig", "OracleLSTM"]),
         ("lmlab.models.gpt", ["GPTConfig", "GPT"]),
+        ("lmlab.models.bf16", ["linear", "embedding"]),
         ("lmlab.models.mlm", ["MLMConfig", "MLM"]),
         ("lmlab.data.mlm", ["MLMDataConfig", "MLMCodec", "mask_tokens", "MaskedBlocks"]),
         ("lmlab.models.finetune", ["FinetuneConfig", "BodyClassifier"]),

@@ -417,6 +417,15 @@ def transposed_names(path: str | Path) -> set[str]:
     return _transposed(path, _read_header(path)[2])
 
 
+def laid_out(path: str | Path) -> bool:
+    """Whether a safetensors file was written by :func:`save_tensors_as_laid_out` (its layout recorded, even when
+    no tensor is transposed), i.e. whether :func:`map_weights` can use it in place."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file is missing; was training interrupted before the first save?")
+    return TRANSPOSED_KEY in _read_header(path)[2]
+
+
 def _transposed(path: Path, metadata: Mapping[str, Any]) -> set[str]:
     raw = metadata.get(TRANSPOSED_KEY)
     if raw is None:

@@ -12,7 +12,8 @@ named by ``model.safetensors.index.json``; ``tokenizer.json`` with ``tokenizer_c
   bf16/fp16 become float32 unless ``dtype`` keeps them. The wide projections (the output layer, the MLP's
   first one; :meth:`GPT.wide_linears`) are stored transposed, (in, out), as decoding on a CPU reads them
   (GPT-2's Conv1D matrices already are), and named in the file's metadata: ``lmlab.load`` maps the file and
-  copies nothing (:func:`lmlab.checkpoint.map_weights`);
+  copies nothing (:func:`lmlab.checkpoint.map_weights`). A bf16 import is stored row-major (metadata with no
+  transposed name), as :mod:`lmlab.models.bf16` reads it: bf16 weights, float32 arithmetic on a CPU;
 * ``tokenizer.json`` - the tokenizer as :class:`~lmlab.data.tokenizers.HFTokenizer` (its tokenizer.json, special
   tokens and stop ids);
 * ``chat.json`` - ``{"template", "bos_token", "eos_token", "stop_token_ids", "add_bos"}`` for chat.
@@ -416,7 +417,8 @@ def import_hf(
     tokenizer, chat = import_tokenizer(hf_dir, hf_config, cfg.vocab_size)
     checkpoint.check_new_run_dir(out, overwrite=overwrite, inputs=[hf_dir])
     model = GPT.empty(cfg, dtype=getattr(torch, dtype))
-    model.column_major_(copy=False)  # stored in the layout decoding uses: lmlab.load maps the file, no copy
+    if dtype != "bfloat16":  # bf16 is decoded by lmlab.models.bf16, which reads row-major weights
+        model.column_major_(copy=False)  # stored in the layout decoding uses: lmlab.load maps the file, no copy
     load_hf_weights(model, hf_dir, model_type)
     # evaluation one block at a time: a pretrained model's context and vocabulary make big logits
     run = GPTRunConfig(model=cfg, data=TokenDataConfig(tokenizer="hf", vocab_size=cfg.vocab_size, eval_batch_size=1))

@@ -197,7 +197,8 @@ def chat(run_dir, system, template, device, **sampling) -> None:
 @click.argument("hf_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="The run directory to create.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "bfloat16", "float16"]),
-              help="Weights dtype in the run (bf16/fp16 checkpoints are converted to float32 by default).")
+              help="Weights dtype in the run (bf16/fp16 checkpoints are converted to float32 by default); "
+              "bfloat16 keeps bf16 weights and computes in float32 on a CPU (half the memory, faster decoding).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing lmlab run in --out.")
 def import_(hf_dir, out, dtype, overwrite) -> None:
     """Import a Hugging Face model folder (GPT-2, Llama, Qwen2, Mistral: config.json, safetensors, tokenizer.json)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lmlab.errors import ConfigError
+from lmlab.models import bf16
 
 
 @dataclass
@@ -212,6 +213,29 @@ def _norm(x: Tensor, norm: nn.Module) -> Tensor:
     if isinstance(norm, nn.RMSNorm):
         return F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear``, or for a bf16-stored weight and a float32 ``x`` (:meth:`GPT.bf16_weights_`) the float32
+    product without an upcast copy (:func:`lmlab.models.bf16.linear`)."""
+    if weight.dtype == torch.bfloat16 and x.dtype == torch.float32:
+        return bf16.linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Bf16Linear(nn.Linear):
+    """An ``nn.Linear`` whose weight is stored in bfloat16 while inputs, bias and outputs are float32
+    (:meth:`GPT.bf16_weights_`; :func:`lmlab.models.bf16.linear`). The same parameters, the same state dict."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _linear(x, self.weight, self.bias)
+
+
+class Bf16Embedding(nn.Embedding):
+    """An ``nn.Embedding`` stored in bfloat16 that returns float32 rows (exact; :meth:`GPT.bf16_weights_`)."""
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return bf16.embedding(ids, self.weight)
 
 
 def padding_positions(mask: Tensor) -> Tensor:
@@ -439,17 +463,19 @@ class GPT(nn.Module):
         self.init_buffers()
         self.reset_parameters()
 
-    def init_buffers(self) -> None:
-        """(Re)compute the rotary tables (non-persistent buffers, so that they follow the config, not a file)."""
+    def init_buffers(self) -> GPT:
+        """(Re)compute the rotary tables (non-persistent buffers, so that they follow the config, not a file).
+        Returns the model."""
         cfg = self.config
         if cfg.position != "rope":
-            return
+            return self
         device = self.wte.weight.device
         if cfg.rope_style == "half":
             cos, sin = rope_tables_half(cfg, cfg.block_size)
         else:
             cos, sin = rope_tables(cfg.head_dim, cfg.block_size, cfg.rope_base)
         self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+        return self
 
     def reset_parameters(self) -> None:
         """GPT-2 initialisation; residual output projections get std 0.02 / sqrt(2 * num_layers)."""
@@ -503,6 +529,33 @@ class GPT(nn.Module):
                 if copy:
                     new.copy_(w)
                 w.data = new
+        return self
+
+    #: the dtype activations are computed in when it is not the weights' (float32 after :meth:`bf16_weights_`)
+    compute_dtype: torch.dtype | None = None
+
+    def bf16_weights_(self) -> GPT:
+        """Keep the matrices (every linear weight, the embeddings) in bfloat16 and compute in float32: norms,
+        biases and the rotary tables become float32 (small), every ``nn.Linear`` a :class:`Bf16Linear` and every
+        ``nn.Embedding`` a :class:`Bf16Embedding` (the same parameter objects: a tied output layer stays tied),
+        and activations and the KV cache are float32. bf16 -> float32 is exact, so the logits are those of the
+        model upcast to float32 (up to the order of the sums) while decoding reads half the bytes per token.
+        For CPU inference (the products run in :mod:`lmlab.models.bf16`); the weights are made row-major.
+        Returns the model."""
+        self.row_major_()
+        with torch.no_grad():
+            for p in self.parameters():
+                p.data = p.data.to(torch.bfloat16 if p.dim() >= 2 else torch.float32)
+        swaps = {nn.Linear: Bf16Linear, nn.Embedding: Bf16Embedding}
+        for parent in list(self.modules()):
+            for name, child in list(parent.named_children()):
+                kind = swaps.get(type(child))
+                if kind is not None:
+                    new = kind.__new__(kind)
+                    new.__dict__.update(child.__dict__)  # the same parameters (and hooks), another forward
+                    setattr(parent, name, new)
+        self.compute_dtype = torch.float32
+        self.init_buffers()
         return self
 
     def row_major_(self) -> GPT:
@@ -689,8 +742,8 @@ class GPT(nn.Module):
         p = next(self.parameters())
         capacity = min(cfg.block_size, T + (max_new_tokens or self.cache_headroom))
         shape = (B, cfg.kv_heads, capacity, cfg.head_dim)
-        keys = [p.new_empty(shape) for _ in self.blocks]
-        values = [p.new_empty(shape) for _ in self.blocks]
+        keys = [p.new_empty(shape, dtype=self.compute_dtype or p.dtype) for _ in self.blocks]
+        values = [p.new_empty(shape, dtype=self.compute_dtype or p.dtype) for _ in self.blocks]
         ids = torch.zeros(B, capacity, dtype=torch.long, device=p.device)
         mask = torch.ones(B, capacity, dtype=torch.bool, device=p.device)
         mask[:, :T] = attention_mask.bool()
@@ -713,6 +766,8 @@ class GPT(nn.Module):
         start, end = cache.length, cache.length + T
         self._check_length(end)
         x = F.embedding(ids, self.wte.weight)  # (B, T, C)
+        if self.compute_dtype is not None:
+            x = x.to(self.compute_dtype)
         rope = None
         if cache.mask is not None:  # a padded batch: per-row positions, pads hidden
             new = cache.mask[:, start:end]
@@ -737,7 +792,7 @@ class GPT(nn.Module):
         for block, keys, values in zip(self.blocks, cache.keys, cache.values, strict=True):
             attn, mlp = block.attn, block.mlp
             h = _norm(x, block.ln1)
-            qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias)  # (B, T, C + 2 kv)
+            qkv = _linear(h, attn.qkv.weight, attn.qkv.bias)  # (B, T, C + 2 kv)
             if Hkv == H:
                 q, k, v = qkv.view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, T, D)
             else:
@@ -750,18 +805,18 @@ class GPT(nn.Module):
             keys[:, :, start:end] = k
             values[:, :, start:end] = v
             y = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask, **gqa)
-            x = x + F.linear(y.transpose(1, 2).reshape(B, T, C), attn.proj.weight, attn.proj.bias)
-            h = F.linear(_norm(x, block.ln2), mlp.fc.weight, mlp.fc.bias)
+            x = x + _linear(y.transpose(1, 2).reshape(B, T, C), attn.proj.weight, attn.proj.bias)
+            h = _linear(_norm(x, block.ln2), mlp.fc.weight, mlp.fc.bias)
             if swiglu:
                 gate, up = h.chunk(2, dim=-1)
                 h = F.silu(gate) * up
             else:
                 h = F.gelu(h, approximate=approximate)
-            x = x + F.linear(h, mlp.proj.weight, mlp.proj.bias)
+            x = x + _linear(h, mlp.proj.weight, mlp.proj.bias)
         cache.ids[:, start:end] = ids
         cache.length = end
         last = _norm(x[:, -1], self.ln_f)  # (B, C)
-        return F.linear(last, self.lm_head.weight)  # (B, V)
+        return _linear(last, self.lm_head.weight)  # (B, V)
 
     def step(self, input_ids: Tensor, state: KVCache | None = None) -> tuple[Tensor, KVCache]:
         """The step function the generation pipeline calls (the cached one)."""

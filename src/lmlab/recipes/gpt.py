@@ -227,7 +227,10 @@ class GPTRecipe(Recipe):
                    for_decoding: bool = False) -> tuple[GPT, TokenCodec, GPTRunConfig]:
         """The trained model (best weights, eval mode), its codec and its run config. ``for_decoding`` (the
         generation pipeline) on a CPU: the wide projections' weights are laid out column-major
-        (:meth:`GPT.column_major_`, the same values; faster token-by-token decoding)."""
+        (:meth:`GPT.column_major_`, the same values; faster token-by-token decoding).
+
+        A run imported with ``--dtype bfloat16`` computes in float32 on a CPU: for decoding its matrices stay in
+        bf16 (:meth:`GPT.bf16_weights_`), for anything else the model is upcast; on a GPU it stays all bf16."""
         from lmlab.trainer import resolve_device
 
         target = resolve_device(device)
@@ -244,7 +247,7 @@ class GPTRecipe(Recipe):
                 raise CheckpointError(f"{run_dir}/config.json: imported.dtype {imported.get('dtype')!r} is not a dtype")
             model = GPT.empty(run.model, dtype=dtype)
             tied = {"lm_head.weight": "wte.weight"} if run.model.tie_embeddings else None
-            if checkpoint.transposed_names(weights):
+            if checkpoint.laid_out(weights):
                 # written in the layout decoding uses (its wide weights stored transposed): map the file, no copy;
                 # any other use gets the usual row-major layout (a transposing copy of those weights)
                 checkpoint.map_weights(weights, model, tied=tied)
@@ -254,6 +257,13 @@ class GPTRecipe(Recipe):
                 if column_major:
                     model.column_major_(copy=False)
                 checkpoint.stream_weights(weights, model, tied=tied)
+            if dtype == torch.bfloat16 and torch.device(target).type == "cpu":
+                # a CPU has no fast bf16 arithmetic: compute in float32, as transformers does with dtype=float32 on
+                # the same file; decoding keeps the matrices in bf16 (half the bytes read per token, exact upcast)
+                if for_decoding:
+                    model.bf16_weights_()
+                else:
+                    model.float().init_buffers()  # (the rotary tables computed in float32, not upcast from bf16)
         else:  # every weight is in the file (load_weights checks): no random initialisation needed
             model = GPT.empty(run.model)
             if column_major:
