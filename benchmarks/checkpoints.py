@@ -247,30 +247,31 @@ def load_rows(folders: dict, rounds: int, prompt_tokens: int) -> list[dict]:
 
 
 def bf16_rows(folders: dict, batches: list[int], prompt_tokens: int, new_tokens: int, cell_tokens: dict,
-              rounds: int, tf_bf16_rounds: int, on_row=None) -> list[dict]:
-    """bf16 checkpoints, one thread: lmlab (bf16 weights, float32 arithmetic) vs transformers float32 on the same
-    folder, alternating; transformers bf16 as a side row (see the module). ``on_row(row)`` after every row."""
+              rounds: int, tf_bf16_rounds: int, on_row=None, threads: int = 1) -> list[dict]:
+    """bf16 checkpoints, ``threads`` threads: lmlab (bf16 weights, float32 arithmetic) vs transformers float32 on
+    the same folder, alternating; transformers bf16 as a side row (see the module). ``on_row(row)`` after every
+    row."""
     import statistics
 
     rows = []
     for name, (hf_dir, run_dir) in folders.items():
         for batch in batches:
-            n_new = cell_tokens.get((name, batch, 1), new_tokens)
+            n_new = cell_tokens.get((name, batch, threads), new_tokens)
             load_before = os.getloadavg()
             samples: dict[str, list[dict]] = {"lmlab": [], "transformers": [], "transformers_bf16": []}
             identical = []
             for r in range(rounds):
                 got = {}
                 for side in (("lmlab", "transformers") if r % 2 == 0 else ("transformers", "lmlab")):
-                    got[side] = run_side(side, run_dir if side == "lmlab" else hf_dir, 1, batch, prompt_tokens, n_new)
+                    got[side] = run_side(side, run_dir if side == "lmlab" else hf_dir, threads, batch, prompt_tokens, n_new)
                 identical.append(got["lmlab"].pop("ids") == got["transformers"].pop("ids"))
                 for side, value in got.items():
                     samples[side].append(value)
             for _ in range(tf_bf16_rounds):
-                value = run_side("transformers", hf_dir, 1, batch, prompt_tokens, n_new, dtype="bfloat16")
+                value = run_side("transformers", hf_dir, threads, batch, prompt_tokens, n_new, dtype="bfloat16")
                 value.pop("ids")
                 samples["transformers_bf16"].append(value)
-            row = {"model": name, "checkpoint": "bf16", "threads": 1, "batch": batch, "prompt_tokens": prompt_tokens,
+            row = {"model": name, "checkpoint": "bf16", "threads": threads, "batch": batch, "prompt_tokens": prompt_tokens,
                    "new_tokens": n_new, "rounds": rounds, "identical_tokens": all(identical)}
             for side, got in samples.items():
                 if not got:
@@ -294,7 +295,7 @@ def bf16_rows(folders: dict, batches: list[int], prompt_tokens: int, new_tokens:
             if on_row is not None:
                 on_row(row)
             side_row = row.get("transformers_bf16")
-            print(f"{name:11s} bf16 checkpoint batch {batch}: decode {ours['decode_tokens_per_s']:7.2f} vs "
+            print(f"{name:11s} bf16 checkpoint batch {batch}, {threads} thread(s): decode {ours['decode_tokens_per_s']:7.2f} vs "
                   f"{ref['decode_tokens_per_s']:7.2f} tok/s ({row['decode_speedup']:.2f}x best, "
                   f"{row['decode_speedup_median']:.2f}x median of {rounds})"
                   + (f", transformers bf16 {side_row['decode_tokens_per_s']:.2f}" if side_row else "")
@@ -335,7 +336,8 @@ def main() -> None:
                         help="only load / load + first token (warm and cold page cache), into the 'load' section")
     parser.add_argument("--load-rounds", type=int, default=5, help="--load: best of this many processes per side")
     parser.add_argument("--bf16", action="store_true",
-                        help="bf16 checkpoints, one thread: lmlab --dtype bfloat16 vs transformers float32 ('bf16' section)")
+                        help="bf16 checkpoints (--bf16-threads): lmlab --dtype bfloat16 vs transformers float32 ('bf16' section)")
+    parser.add_argument("--bf16-threads", default="1", help="--bf16: thread counts, e.g. 1,2")
     parser.add_argument("--bf16-rounds", type=int, default=3, help="--bf16: processes per side, alternating")
     parser.add_argument("--tf-bf16-rounds", type=int, default=1, help="--bf16: transformers dtype=bfloat16 processes")
     parser.add_argument("--runs", default=None, help=argparse.SUPPRESS)  # --load: 'name=HF_DIR:RUN_DIR,...'
@@ -398,19 +400,22 @@ def main() -> None:
         if args.load:
             write_load_section(out, args, load_rows(folders, args.load_rounds, 8), import_times)
             return
-        if args.bf16:  # rows replace those of the same model and batch in the file's bf16 section, one at a time
+        if args.bf16:  # rows replace those of the same model, batch and threads in the file's bf16 section, one at a time
             def save(row: dict) -> None:
                 previous = json.loads(out.read_text()).get("bf16", {}) if out.is_file() else {}
-                kept = [r for r in previous.get("rows", []) if (r["model"], r["batch"]) != (row["model"], row["batch"])]
+                cell = (row["model"], row["batch"], row["threads"])
+                kept = [r for r in previous.get("rows", []) if (r["model"], r["batch"], r.get("threads", 1)) != cell]
                 write_section(out, args, "bf16", {
-                    "what": "bf16 checkpoints (the random shapes saved in bfloat16), one thread: lmlab imported with "
+                    **{k: v for k, v in previous.items() if k not in ("date", "machine")},
+                    "what": "bf16 checkpoints (the random shapes saved in bfloat16): lmlab imported with "
                             "--dtype bfloat16 (bf16 weights, float32 compute) vs transformers from_pretrained("
                             "dtype=float32) on the same folder, alternating fresh processes; best and median of "
                             "rounds; transformers dtype=bfloat16 a side row where measured",
                     "import_s": {**previous.get("import_s", {}), **import_times}, "rows": [*kept, row]})
 
-            bf16_rows(folders, batches, prompt_tokens, new_tokens, cell_tokens, args.bf16_rounds, args.tf_bf16_rounds,
-                      on_row=save)
+            for n_threads in [int(t) for t in args.bf16_threads.split(",")]:
+                bf16_rows(folders, batches, prompt_tokens, new_tokens, cell_tokens, args.bf16_rounds,
+                          args.tf_bf16_rounds, on_row=save, threads=n_threads)
             return
         # every one-thread cell first, the two-thread ones last (on a shared machine they suffer most)
         for n_threads in threads:
