@@ -22,7 +22,7 @@ say "building the wheel (python -m build --wheel) into $WORK/dist"
 WHEEL="$(ls "$WORK"/dist/lmlab-*.whl)"
 say "built $(basename "$WHEEL")"
 
-# What must be inside the wheel: every preset in the source tree, the bundled data, the server's page, both kernels.
+# What must be inside the wheel: every preset in the source tree, the bundled data, the server's page, the three kernels.
 "$PY" - "$WHEEL" "$REPO/src/lmlab" <<'EOF'
 import sys, zipfile
 from pathlib import Path
@@ -31,12 +31,12 @@ names = set(zipfile.ZipFile(wheel).namelist())
 want = [f"lmlab/{p.relative_to(src).as_posix()}" for pattern in ("configs/*/*.yaml", "assets/*", "serve_static/*")
         for p in sorted(src.glob(pattern)) if p.is_file()]
 missing = [n for n in want if n not in names]
-for kernel in ("_w2v_kernels", "_glove_kernels"):
+for kernel in ("_w2v_kernels", "_glove_kernels", "_bf16_kernels"):
     if not any(n.startswith(f"lmlab/models/{kernel}.") and n.endswith((".so", ".pyd")) for n in names):
         missing.append(f"lmlab/models/{kernel}.*.so")
 if missing:
     sys.exit("wheel-smoke: FAILED: the wheel lacks:\n  " + "\n  ".join(missing))
-print(f"wheel-smoke: the wheel holds all {len(want)} presets/assets/static files and both kernels")
+print(f"wheel-smoke: the wheel holds all {len(want)} presets/assets/static files and the three kernels")
 EOF
 
 say "creating a fresh venv in $WORK/venv"
@@ -56,7 +56,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 import lmlab, lmlab.config
-from lmlab.models import _glove_kernels, _w2v_kernels  # noqa: F401  (ImportError = a kernel did not ship)
+from lmlab.models import _bf16_kernels, _glove_kernels, _w2v_kernels  # noqa: F401  (ImportError = a kernel did not ship)
 repo = Path(sys.argv[1]).resolve()
 where = Path(lmlab.__file__).resolve()
 if where.is_relative_to(repo):
