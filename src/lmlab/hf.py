@@ -88,6 +88,7 @@ def gpt_config_from_hf(cfg: dict, where: str = "config.json"):
         raise ConfigError(
             f"{where}: model_type {model_type!r} is not supported; lmlab imports {', '.join(SUPPORTED_MODEL_TYPES)} "
             "(and models that use one of these layouts, e.g. SmolLM, TinyLlama: llama)"
+            + ("; a BERT is a masked LM: lmlab mlm import" if model_type == "bert" else "")
         )
     problems = []
     tie = bool(cfg.get("tie_word_embeddings", True))
@@ -220,21 +221,31 @@ def weight_files(hf_dir: Path) -> dict[Path, list[str] | None]:
     raise CheckpointError(f"{hf_dir}: no model.safetensors or model.safetensors.index.json")
 
 
-def load_hf_weights(model, hf_dir: Path, model_type: str, log: Callable[[str], None] | None = None) -> None:
-    """Copy the checkpoint's tensors into ``model`` one at a time from the memory-mapped files."""
+def load_hf_weights(
+    model, hf_dir: Path, model_type: str, log: Callable[[str], None] | None = None,
+    layout: dict[str, tuple[str, int, int, bool]] | None = None, canonical: Callable[[str], str] | None = None,
+    ignored: Callable[[str], bool] | None = None,
+) -> None:
+    """Copy the checkpoint's tensors into ``model`` one at a time from the memory-mapped files. ``layout``,
+    ``canonical`` (checkpoint name -> full name) and ``ignored`` (full names that hold no weights of the model)
+    default to the GPT architectures'; another family passes its own (:mod:`lmlab.hf_bert`)."""
     import torch
     from safetensors import SafetensorError, safe_open
 
-    layout = hf_layout(model.config, model_type)
+    layout = hf_layout(model.config, model_type) if layout is None else layout
+    canonical = canonical or (lambda name: _canonical(name, model_type))
     params = model.state_dict(keep_vars=True)
     seen: set[str] = set()
     for path, names in weight_files(hf_dir).items():
         try:
             with safe_open(str(path), framework="pt") as f:
                 for name in names if names is not None else list(f.keys()):
-                    key = _canonical(name, model_type)
+                    key = canonical(name)
                     if key not in layout:
-                        if key.endswith(_IGNORED_SUFFIXES) or (key == "lm_head.weight" and model.config.tie_embeddings):
+                        if ignored is not None:
+                            if ignored(key):
+                                continue
+                        elif key.endswith(_IGNORED_SUFFIXES) or (key == "lm_head.weight" and model.config.tie_embeddings):
                             continue
                         raise CheckpointError(
                             f"{path.name}: unexpected tensor {name!r} for a {model_type} model with this config.json; "
@@ -380,6 +391,21 @@ def _publish(staging: Path, out: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+def read_hf_config(hf_dir: Path) -> dict:
+    """The ``config.json`` of a Hugging Face model folder (CheckpointError naming what is missing)."""
+    if not hf_dir.is_dir():
+        raise CheckpointError(f"{hf_dir} is not a folder; give the folder of a Hugging Face model")
+    if not (hf_dir / "config.json").is_file():
+        raise CheckpointError(
+            f"{hf_dir}: no config.json; this is not a Hugging Face model folder (expected config.json, "
+            "model.safetensors, tokenizer.json)"
+        )
+    hf_config = checkpoint.read_json(hf_dir / "config.json", "config.json")
+    if not isinstance(hf_config, dict):
+        raise CheckpointError(f"{hf_dir / 'config.json'}: not a JSON object")
+    return hf_config
+
+
 def import_hf(
     hf_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -398,16 +424,7 @@ def import_hf(
     hf_dir, out = Path(hf_dir), Path(out)
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if not hf_dir.is_dir():
-        raise CheckpointError(f"{hf_dir} is not a folder; give the folder of a Hugging Face model")
-    if not (hf_dir / "config.json").is_file():
-        raise CheckpointError(
-            f"{hf_dir}: no config.json; this is not a Hugging Face model folder (expected config.json, "
-            "model.safetensors, tokenizer.json)"
-        )
-    hf_config = checkpoint.read_json(hf_dir / "config.json", "config.json")
-    if not isinstance(hf_config, dict):
-        raise CheckpointError(f"{hf_dir / 'config.json'}: not a JSON object")
+    hf_config = read_hf_config(hf_dir)
     try:
         cfg = gpt_config_from_hf(hf_config, str(hf_dir / "config.json"))
     except KeyError as exc:

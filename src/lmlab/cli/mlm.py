@@ -1,4 +1,4 @@
-"""``lmlab mlm train | eval | fill``: the BERT-style masked language model."""
+"""``lmlab mlm train | eval | fill | import``: the BERT-style masked language model."""
 
 from __future__ import annotations
 
@@ -83,3 +83,15 @@ def fill(run_dir, text, top_k, device, as_json) -> None:
     for n, candidates in enumerate(result["masks"], 1):
         shown = "  ".join(f"{c['token']!r} {c['probability']:.3f}" for c in candidates)
         click.echo(f"[MASK] {n}: {shown}")
+
+
+@mlm.command("import")
+@click.argument("hf_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="The run directory to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory at --out.")
+def import_(hf_dir, out, overwrite) -> None:
+    """Import a Hugging Face BERT folder (model_type bert: config.json, model.safetensors, tokenizer.json or
+    vocab.txt) as a masked-LM run: fill [MASK], evaluate, or fine-tune it (lmlab classify train --init-from)."""
+    from lmlab.hf_bert import import_bert
+
+    import_bert(hf_dir, out, overwrite=overwrite, log=click.echo)

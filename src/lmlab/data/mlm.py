@@ -1,7 +1,10 @@
 r"""The data side of the masked language model: its codec, its token files and BERT's dynamic masking.
 
 * :class:`MLMCodec` - a character vocabulary or a byte-level BPE tokenizer (the GPT's two, :mod:`lmlab.data.tokens`)
-  with BERT's specials ``[PAD] [UNK] [CLS] [SEP] [MASK]`` as ids 0..4; saved in the run directory.
+  with BERT's specials ``[PAD] [UNK] [CLS] [SEP] [MASK]`` as ids 0..4; saved in the run directory. An imported
+  BERT (``lmlab mlm import``) brings its own WordPiece tokenizer (:class:`~lmlab.data.tokenizers.HFTokenizer`,
+  ``data.tokenizer: hf``) whose specials are wherever its vocabulary has them (``[CLS]`` = 101 in bert-base),
+  named by role in the tokenizer file.
 * :func:`write_mlm_tokens` - the corpus tokenized once into a memory-mapped stream (``train.bin``) and, for
   whole-word masking, a parallel byte per token saying whether it starts a word (``train.words.bin``).
 * :func:`mask_tokens` - BERT's corruption: choose each maskable token with probability ``mask_prob`` (or each
@@ -50,14 +53,17 @@ from lmlab.data.tokenizers import (
     SEGMENTERS,
     BPETokenizer,
     CharTokenizer,
+    HFTokenizer,
     check_segmenter_option,
 )
 from lmlab.data.tokens import _chunks, open_token_file, token_data_problems, token_dtype, world_size_error
 from lmlab.data.vocab import Vocab
 from lmlab.errors import CheckpointError, ConfigError, DataError
 
-#: BERT's special tokens, ids 0..4 in this order in every MLM codec
+#: BERT's special tokens, ids 0..4 in this order in every MLM codec lmlab trains
 MLM_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+#: the role of each of them (the keys of :meth:`MLMCodec.special_ids`)
+MLM_ROLES = ("pad", "unk", "cls", "sep", "mask")
 MASK_TOKEN = "[MASK]"
 #: the label of positions that are not predicted (as in :mod:`lmlab.models.mlm`)
 IGNORE_INDEX = -100
@@ -67,8 +73,9 @@ IGNORE_INDEX = -100
 class MLMDataConfig:
     """How text becomes masked training sequences (the ``data`` section of an MLM config)."""
 
-    #: "char": one token per character; "bpe": byte-level byte-pair encoding (Hugging Face tokenizers)
-    tokenizer: Literal["char", "bpe"] = "bpe"
+    #: "char": one token per character; "bpe": byte-level byte-pair encoding (Hugging Face tokenizers); "hf": the
+    #: tokenizer of an imported checkpoint (``lmlab mlm import``; it cannot be trained, only continued from)
+    tokenizer: Literal["char", "bpe", "hf"] = "bpe"
     #: BPE vocabulary size, the 5 specials included (ignored for "char")
     vocab_size: int = 2000
     lowercase: bool = False
@@ -120,22 +127,35 @@ class MLMDataConfig:
 # ---------------------------------------------------------------------------------------------------- codec
 class MLMCodec(Codec):
     """Text <-> ids for the masked LM: a :class:`CharTokenizer` + :class:`Vocab`, or a byte-level
-    :class:`BPETokenizer`, with :data:`MLM_SPECIALS` as ids 0..4 (so every id >= 5 is an ordinary token)."""
+    :class:`BPETokenizer`, with :data:`MLM_SPECIALS` as ids 0..4 (so every id >= 5 is an ordinary token); or an
+    imported checkpoint's :class:`HFTokenizer`, whose ``special_tokens`` name the tokens of the roles
+    :data:`MLM_ROLES` (its specials may be anywhere: :attr:`specials` lists them)."""
 
-    def __init__(self, tokenizer: CharTokenizer | BPETokenizer, vocab: Vocab | None = None) -> None:
+    def __init__(self, tokenizer: CharTokenizer | BPETokenizer | HFTokenizer, vocab: Vocab | None = None) -> None:
         if isinstance(tokenizer, CharTokenizer) and vocab is None:
             raise ConfigError("a character codec needs its Vocab")
         super().__init__(tokenizer, vocab)
+        if isinstance(tokenizer, HFTokenizer):
+            self._roles, self.specials = _hf_roles(tokenizer)
+            return
         for i, token in enumerate(MLM_SPECIALS):
             if self.token_id(token) != i:
                 raise CheckpointError(
                     f"this tokenizer does not have {token} as id {i}: it was not made for a masked LM "
                     "(train one with lmlab mlm train)"
                 )
+        self._roles = {role: i for i, role in enumerate(MLM_ROLES)}
+        #: every special id (never chosen for masking, never drawn as a random token, never offered by fill-mask)
+        self.specials = list(range(len(MLM_SPECIALS)))
 
     @classmethod
     def fit(cls, lines: Iterable[str], cfg: MLMDataConfig) -> MLMCodec:  # type: ignore[override]
         """Build the codec from an iterable of text lines (read once)."""
+        if cfg.tokenizer == "hf":
+            raise ConfigError(
+                "data.tokenizer=hf is the tokenizer of an imported checkpoint and cannot be trained; continue the "
+                "imported run's pretraining with lmlab mlm train --init-from RUN, or use data.tokenizer=bpe"
+            )
         if cfg.tokenizer == "char":
             tok = CharTokenizer(lowercase=cfg.lowercase)
             counts: Counter[str] = Counter()
@@ -164,15 +184,37 @@ class MLMCodec(Codec):
             return self.vocab.stoi.get(token)
         return self.tokenizer.token_to_id(token)
 
-    num_specials = len(MLM_SPECIALS)
-    pad_id = 0  # type: ignore[assignment]
-    unk_id = 1  # type: ignore[assignment]
-    cls_id = 2
-    sep_id = 3
-    mask_id = 4
+    @property
+    def num_specials(self) -> int:
+        return len(self.specials)
+
+    @property
+    def specials_first(self) -> bool:
+        """Whether the specials are ids 0..num_specials-1 (every codec lmlab trains)."""
+        return self.specials == list(range(len(self.specials)))
+
+    @property
+    def pad_id(self) -> int:  # type: ignore[override]
+        return self._roles["pad"]
+
+    @property
+    def unk_id(self) -> int:  # type: ignore[override]
+        return self._roles["unk"]
+
+    @property
+    def cls_id(self) -> int:
+        return self._roles["cls"]
+
+    @property
+    def sep_id(self) -> int:
+        return self._roles["sep"]
+
+    @property
+    def mask_id(self) -> int:
+        return self._roles["mask"]
 
     def special_ids(self) -> dict[str, int]:
-        return {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+        return dict(self._roles)
 
     def save(self, run_dir: str | Path) -> None:
         """``run_dir/tokenizer.json`` (+ ``vocab.json`` for characters)."""
@@ -181,7 +223,7 @@ class MLMCodec(Codec):
     @classmethod
     def load(cls, run_dir: str | Path) -> MLMCodec:  # type: ignore[override]
         tok, vocab = cls.load_split(run_dir)
-        if not isinstance(tok, (CharTokenizer, BPETokenizer)):
+        if not isinstance(tok, (CharTokenizer, BPETokenizer, HFTokenizer)):
             raise CheckpointError(f"{run_dir}/tokenizer.json: a {type(tok).__name__} cannot drive a masked LM")
         return cls(tok, vocab)
 
@@ -206,7 +248,11 @@ class MLMCodec(Codec):
         if self.vocab is not None:
             return {"tokenizer": "char", "lowercase": bool(self.tokenizer.lowercase), "strip_html": False}
         norm = self.tokenizer.to_dict()["tokenizer"].get("normalizer") or {}
-        kinds = {n.get("type") for n in norm.get("normalizers", [norm])}
+        steps = norm.get("normalizers", [norm])
+        kinds = {n.get("type") for n in steps}
+        if isinstance(self.tokenizer, HFTokenizer):
+            lower = "Lowercase" in kinds or any(n.get("type") == "BertNormalizer" and n.get("lowercase") for n in steps)
+            return {"tokenizer": "hf", "vocab_size": self.vocab_size, "lowercase": bool(lower), "strip_html": False}
         return {"tokenizer": "bpe", "vocab_size": self.vocab_size, "lowercase": "Lowercase" in kinds,
                 "strip_html": "Replace" in kinds}
 
@@ -260,6 +306,26 @@ class MLMCodec(Codec):
         if self.vocab is not None:
             return self.vocab.itos[int(i)]
         return self.tokenizer.decode([int(i)], skip_special=False)
+
+
+def _hf_roles(tok: HFTokenizer) -> tuple[dict[str, int], list[int]]:
+    """(role -> id, every special id) of an imported tokenizer: its ``special_tokens`` roles, ``pad_token``, and
+    the tokens its tokenizer.json marks special."""
+    names = {**tok.special_tokens, **({"pad": tok.pad_token} if tok.pad_token else {})}
+    roles: dict[str, int] = {}
+    for role in MLM_ROLES:
+        i = tok.token_to_id(names.get(role) or "")
+        if i is None:
+            raise CheckpointError(
+                f"this tokenizer names no {role} token in its vocabulary ({role}: {names.get(role)!r}); a masked "
+                "LM needs [PAD] [UNK] [CLS] [SEP] [MASK] (re-import the checkpoint with lmlab mlm import)"
+            )
+        roles[role] = i
+    try:
+        added = [i for i, t in tok.tokenizer.get_added_tokens_decoder().items() if t.special]
+    except AttributeError:  # an older tokenizers
+        added = []
+    return roles, sorted(set(roles.values()) | set(added))
 
 
 def segmenter_fn(name: str) -> Callable[[str], list[str]]:
@@ -381,11 +447,14 @@ class Masking:
     #: ids below this are specials: never chosen, never drawn as the random replacement
     num_specials: int
     vocab_size: int
+    #: the special ids when they are not 0..num_specials-1 (an imported BERT's); empty: ids below num_specials
+    special_ids: tuple[int, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: MLMDataConfig, codec: MLMCodec) -> Masking:
+        scattered = () if codec.specials_first else tuple(codec.specials)
         return cls(cfg.mask_prob, cfg.mask_token_prob, cfg.random_token_prob, cfg.whole_word, codec.mask_id,
-                   codec.num_specials, codec.vocab_size)
+                   codec.num_specials, codec.vocab_size, scattered)
 
 
 def mask_tokens(
@@ -400,14 +469,24 @@ def mask_tokens(
     otherwise. ``labels`` holds the original id at the chosen positions and ``IGNORE_INDEX`` elsewhere. Every
     random number comes from ``generator`` (always the same number of draws for a given shape)."""
     B, T = ids.shape
-    maskable = ids >= masking.num_specials  # (B, T)
+    if masking.special_ids:
+        specials = torch.tensor(masking.special_ids, dtype=ids.dtype)
+        maskable = ~torch.isin(ids, specials)  # (B, T)
+    else:
+        maskable = ids >= masking.num_specials  # (B, T)
     u = torch.rand(B, T, generator=generator)  # (B, T)
     if masking.whole_word and starts is not None:
         word = torch.cumsum(starts.long(), dim=1).clamp(min=1) - 1  # (B, T): word index of each token
         u = torch.gather(u, 1, word)  # every token of a word gets its word's draw
     chosen = (u < masking.mask_prob) & maskable  # (B, T)
     r = torch.rand(B, T, generator=generator)  # (B, T)
-    random_ids = torch.randint(masking.num_specials, masking.vocab_size, (B, T), generator=generator)
+    if masking.special_ids:  # uniform over the ordinary ids, wherever the specials are
+        ordinary = torch.ones(masking.vocab_size, dtype=torch.bool)
+        ordinary[list(masking.special_ids)] = False
+        ordinary_ids = ordinary.nonzero().flatten()  # (V - S,)
+        random_ids = ordinary_ids[torch.randint(0, len(ordinary_ids), (B, T), generator=generator)]  # (B, T)
+    else:
+        random_ids = torch.randint(masking.num_specials, masking.vocab_size, (B, T), generator=generator)
     to_mask = chosen & (r < masking.mask_token_prob)
     to_random = chosen & (r >= masking.mask_token_prob) & (r < masking.mask_token_prob + masking.random_token_prob)
     inputs = torch.where(to_mask, torch.full_like(ids, masking.mask_id), ids)

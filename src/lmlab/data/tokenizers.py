@@ -1044,11 +1044,14 @@ class HFTokenizer(_JSONFileMixin):
         eos_token: str | None = None,
         pad_token: str | None = None,
         stop_ids: Sequence[int] = (),
+        special_tokens: dict[str, str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self._vocab_size = int(vocab_size) if vocab_size else None
         self.bos_token, self.eos_token, self.pad_token = bos_token, eos_token, pad_token
         self.stop_ids = [int(i) for i in stop_ids]
+        #: other roles a model gives tokens, e.g. a BERT's {"cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]", ...}
+        self.special_tokens = dict(special_tokens or {})
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> HFTokenizer:
@@ -1108,12 +1111,15 @@ class HFTokenizer(_JSONFileMixin):
 
     def to_dict(self) -> dict:
         """``{"type": "hf", "tokenizer": <tokenizer.json>, "vocab_size", "bos_token", "eos_token", "pad_token",
-        "stop_ids"}``."""
-        return {
+        "stop_ids"}`` (+ ``"special_tokens"`` when it has other roles)."""
+        out = {
             "type": "hf", "tokenizer": json.loads(self.tokenizer.to_str()), "vocab_size": self._vocab_size,
             "bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token,
             "stop_ids": list(self.stop_ids),
         }
+        if self.special_tokens:
+            out["special_tokens"] = dict(self.special_tokens)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> HFTokenizer:
@@ -1125,7 +1131,7 @@ class HFTokenizer(_JSONFileMixin):
         except Exception as exc:  # the Rust side raises plain Exceptions
             raise CheckpointError(f"invalid Hugging Face tokenizer description ({exc})") from None
         return cls(tok, d.get("vocab_size"), d.get("bos_token"), d.get("eos_token"), d.get("pad_token"),
-                   d.get("stop_ids", ()))
+                   d.get("stop_ids", ()), d.get("special_tokens"))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, HFTokenizer) and self.to_dict() == other.to_dict()

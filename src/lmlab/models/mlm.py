@@ -14,9 +14,25 @@ depend on depth and training is stable without a long learning-rate warmup (Xion
 Normalization in the Transformer Architecture") — what matters for short CPU runs with a high learning rate. The
 final LayerNorm (as in GPT-2) puts the top states on BERT's scale for the head and for a classifier body.
 
+**BERT itself** (Devlin et al. 2019; what ``lmlab mlm import`` builds from a Hugging Face ``bert`` checkpoint) is
+the same encoder with four options of :class:`MLMConfig`, whose defaults are the pre-LN model above:
+
+* ``norm_position="post"``: $h \leftarrow \mathrm{LN}_1(h + \mathrm{Attn}(h))$, $h \leftarrow \mathrm{LN}_2(h +
+  \mathrm{MLP}(h))$, and no final LayerNorm (the last block's $\mathrm{LN}_2$ already normalised the top);
+* ``embed_norm=True`` and ``type_vocab_size`` $> 0$: the input is
+  $h_0 = \mathrm{LN}_e(E_{x_t} + P_t + S_0)$, BERT's token + position + segment embedding (every token is in
+  segment 0: lmlab encodes one text per sequence) normalised before the first block;
+* ``norm_eps``: the $\epsilon$ of every LayerNorm (BERT's checkpoints: $10^{-12}$; the default $10^{-5}$ is
+  PyTorch's).
+
+Both use the exact GELU, $\mathrm{GELU}(x) = x\,\Phi(x) = \tfrac{x}{2}\,(1 + \mathrm{erf}(x/\sqrt2))$ (BERT's
+``hidden_act="gelu"``; not the tanh approximation), in the MLP and in the head.
+
 The MLM head is BERT's: dense -> GELU -> LayerNorm -> a decoder tied to the token embedding plus an output bias,
 applied only at the chosen positions. The loss is the mean cross-entropy over those positions (``labels`` holds
 the original id there and ``IGNORE_INDEX`` elsewhere; the masking itself is data-side, :mod:`lmlab.data.mlm`).
+A checkpoint saved without its head (Hugging Face ``BertModel``) is an encoder with ``head=False``: a classifier
+body, and :meth:`MLM.lm_logits` says it has no head.
 
 Initialisation follows BERT/GPT-2: $\mathcal N(0, 0.02)$ for matrices and embeddings, zero biases, unit gains,
 and the residual output projections scaled by $1/\sqrt{2L}$.
@@ -26,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +67,23 @@ class MLMConfig:
     #: width of the MLP's hidden layer as a multiple of embed_dim
     mlp_ratio: int = 4
     dropout: float = 0.1
+    #: width of the MLP's hidden layer (0: mlp_ratio * embed_dim)
+    intermediate_size: int = 0
+    #: "pre": h + f(LN(h)) and a final LayerNorm (lmlab's default); "post": LN(h + f(h)), no final norm (BERT)
+    norm_position: Literal["pre", "post"] = "pre"
+    #: a LayerNorm on the summed input embeddings (BERT)
+    embed_norm: bool = False
+    #: rows of the segment (token-type) embedding; 0: none. Every token is in segment 0 (BERT: 2)
+    type_vocab_size: int = 0
+    #: epsilon of every LayerNorm (PyTorch's default; BERT's checkpoints use 1e-12)
+    norm_eps: float = 1e-5
+    #: False: the encoder only (a checkpoint saved without its MLM head): a classifier body, no fill-mask
+    head: bool = True
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width of the MLP's hidden layer."""
+        return self.intermediate_size or self.mlp_ratio * self.embed_dim
 
     def validate(self) -> None:
         problems = []
@@ -69,6 +102,14 @@ class MLMConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.intermediate_size < 0:
+            problems.append(f"model.intermediate_size must be >= 0 (0: mlp_ratio * embed_dim), got {self.intermediate_size}")
+        if self.norm_position not in ("pre", "post"):
+            problems.append(f"model.norm_position must be pre or post, got {self.norm_position!r}")
+        if self.type_vocab_size < 0:
+            problems.append(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        if not self.norm_eps > 0:
+            problems.append(f"model.norm_eps must be > 0, got {self.norm_eps}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -96,18 +137,23 @@ class EncoderSelfAttention(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LayerNorm encoder block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))`` (GELU MLP)."""
+    """Encoder block with a GELU MLP: pre-LN ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``, or post-LN (BERT)
+    ``ln1(x + attn(x))`` then ``ln2(x + mlp(x))``."""
 
     def __init__(self, cfg: MLMConfig) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.embed_dim)
+        self.post_ln = cfg.norm_position == "post"
+        self.ln1 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.attn = EncoderSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.embed_dim)
-        self.fc = nn.Linear(cfg.embed_dim, cfg.mlp_ratio * cfg.embed_dim)
-        self.proj = nn.Linear(cfg.mlp_ratio * cfg.embed_dim, cfg.embed_dim)
+        self.ln2 = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.fc = nn.Linear(cfg.embed_dim, cfg.hidden_dim)
+        self.proj = nn.Linear(cfg.hidden_dim, cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        if self.post_ln:
+            x = self.ln1(x + self.attn(x, attn_mask))
+            return self.ln2(x + self.drop(self.proj(F.gelu(self.fc(x)))))  # (B, T, C)
         x = x + self.attn(self.ln1(x), attn_mask)
         return x + self.drop(self.proj(F.gelu(self.fc(self.ln2(x)))))  # (B, T, C)
 
@@ -118,7 +164,7 @@ class MLMHead(nn.Module):
     def __init__(self, cfg: MLMConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(cfg.embed_dim, cfg.embed_dim)
-        self.ln = nn.LayerNorm(cfg.embed_dim)
+        self.ln = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, hidden: Tensor, decoder: Tensor) -> Tensor:
@@ -140,10 +186,14 @@ class MLM(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.embed_dim)
         self.wpe = nn.Embedding(config.block_size, config.embed_dim)
+        # BERT's options (None when off, so the parameters of a default model are exactly the pre-LN ones)
+        self.wtt = nn.Embedding(config.type_vocab_size, config.embed_dim) if config.type_vocab_size else None
+        self.ln_emb = nn.LayerNorm(config.embed_dim, eps=config.norm_eps) if config.embed_norm else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.num_layers))
-        self.ln_f = nn.LayerNorm(config.embed_dim)
-        self.head = MLMHead(config)
+        post = config.norm_position == "post"
+        self.ln_f = None if post else nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
+        self.head = MLMHead(config) if config.head else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -157,7 +207,8 @@ class MLM(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        nn.init.zeros_(self.head.bias)
+        if self.head is not None:
+            nn.init.zeros_(self.head.bias)
         scaled = 0.02 / math.sqrt(2 * self.config.num_layers)
         for block in self.blocks:
             nn.init.normal_(block.attn.proj.weight, mean=0.0, std=scaled)
@@ -173,7 +224,8 @@ class MLM(nn.Module):
         return self.config.embed_dim
 
     def features(self, ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Top hidden states (B, T, C) of ``ids`` (B, T), after the final LayerNorm; ``pad_mask`` (B, T) is True
+        """Top hidden states (B, T, C) of ``ids`` (B, T), after the final LayerNorm (post-LN: after the last block's
+        second one); ``pad_mask`` (B, T) is True
         at real tokens (None: no padding). Padding keys are masked out of every attention."""
         B, T = ids.shape
         if T > self.config.block_size:
@@ -183,21 +235,36 @@ class MLM(nn.Module):
             )
         attn_mask = None if pad_mask is None else pad_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, T)
         x = self.wte(ids) + self.wpe(torch.arange(T, device=ids.device))  # (B, T, C)
+        if self.wtt is not None:
+            x = x + self.wtt.weight[0]  # segment 0 everywhere
+        if self.ln_emb is not None:
+            x = self.ln_emb(x)
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, attn_mask)
-        return self.ln_f(x)  # (B, T, C)
+        return x if self.ln_f is None else self.ln_f(x)  # (B, T, C)
 
     def lm_logits(self, hidden: Tensor) -> Tensor:
         """The MLM head on hidden states (..., C) -> logits over the vocabulary (..., V)."""
+        if self.head is None:
+            raise ConfigError(
+                "this model has no MLM head (a checkpoint saved without cls.predictions, e.g. transformers' "
+                "BertModel): it can be fine-tuned as a classifier body but cannot predict tokens"
+            )
         return self.head(hidden, self.wte.weight)
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
-        """Every parameter once, bottom to top: embeddings (token, position), each block, then the final norm
-        with the MLM head (its dense layer, norm and output bias; the decoder is the tied token embedding)."""
+        """Every parameter once, bottom to top: embeddings (token, position; BERT: segment, their norm), each
+        block, then the final norm with the MLM head (its dense layer, norm and output bias; the decoder is the
+        tied token embedding) when the model has either."""
         groups = [[self.wte.weight, self.wpe.weight]]
+        for extra in (self.wtt, self.ln_emb):
+            if extra is not None:
+                groups[0] += list(extra.parameters())
         groups += [list(block.parameters()) for block in self.blocks]
-        groups.append([*self.ln_f.parameters(), *self.head.parameters()])
+        top = [p for m in (self.ln_f, self.head) if m is not None for p in m.parameters()]
+        if top:
+            groups.append(top)
         return groups
 
     # ------------------------------------------------------------------------------------------- training

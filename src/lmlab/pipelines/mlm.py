@@ -11,7 +11,7 @@ import torch
 
 from lmlab import checkpoint
 from lmlab.data.mlm import MASK_TOKEN, MLMCodec
-from lmlab.errors import DataError
+from lmlab.errors import CheckpointError, DataError
 
 #: the most [MASK]s one text may hold
 MAX_MASKS = 32
@@ -24,6 +24,12 @@ class FillMask:
     model_type = "mlm"
 
     def __init__(self, model: Any, codec: MLMCodec, run_dir: Path | None = None, max_masks: int = MAX_MASKS) -> None:
+        if not getattr(model.config, "head", True):
+            raise CheckpointError(
+                f"{run_dir or 'this model'}: the checkpoint has no MLM head (it was saved without cls.predictions, "
+                "e.g. from transformers' BertModel), so it cannot fill [MASK]; fine-tune it with lmlab classify "
+                "train --init-from, or import a BertForMaskedLM checkpoint"
+            )
         self.model = model.eval()
         self.codec = codec
         self.run_dir = run_dir
@@ -80,7 +86,7 @@ class FillMask:
         where = ids == self.codec.mask_id  # (B, T)
         hidden = self.model.features(ids, pad_mask if not bool(pad_mask.all()) else None)  # (B, T, C)
         probs = torch.softmax(self.model.lm_logits(hidden[where]).float(), dim=-1)  # (N, V)
-        probs[:, : self.codec.num_specials] = 0.0  # never offer [PAD], [MASK], ...
+        probs[:, self.codec.specials] = 0.0  # never offer [PAD], [MASK], ...
         top_p, top_i = probs.topk(int(top_k), dim=-1)  # (N, k)
         results, k = [], 0
         for b, (text, row) in enumerate(zip(texts, rows, strict=True)):

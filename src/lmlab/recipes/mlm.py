@@ -273,10 +273,14 @@ class MLMRecipe(Recipe):
     # ------------------------------------------------------------------------------------ transfer learning
     @classmethod
     def pretrained_body(cls, run_dir: str | os.PathLike, device: str = "cpu") -> PretrainedBody:
-        """The encoder with its trained weights; pooling "mean" (see :meth:`body_from_config`)."""
+        """The encoder with its trained weights; pooling "mean" (see :meth:`body_from_config`), or "first" (the
+        ``[CLS]`` state) for an imported BERT, whose ``[CLS]`` was trained by next-sentence prediction."""
         model, codec, run = cls.load_model(run_dir, device)
         model.train()
-        return cls._body(model, codec, config_to_dict(run.model))
+        body = cls._body(model, codec, config_to_dict(run.model))
+        if "imported" in checkpoint.load_config(run_dir, cls.model_type):
+            body.pooling = "first"
+        return body
 
     @classmethod
     def body_from_config(cls, model_config: dict[str, Any], tokenizer_files: dict[str, Any]) -> PretrainedBody:
