@@ -216,3 +216,28 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(bert, tmp_path, capsys
         assert len(err.splitlines()) == 1, err
     assert sorted(p.name for p in user.iterdir()) == ["notes.txt"] and (user / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left behind
+
+
+def test_continued_pretraining_of_an_imported_bert_masks_around_its_specials(bert, tmp_path):
+    from lmlab.data.mlm import IGNORE_INDEX, Masking, MLMCodec, MLMDataConfig, mask_tokens
+
+    codec = MLMCodec.load(bert["run"])
+    masking = Masking.from_config(MLMDataConfig(mask_prob=0.5), codec)
+    assert masking.special_ids == (0, 3, 4, 5, 6) and not codec.specials_first
+    ids = torch.randint(0, codec.vocab_size, (64, 64), generator=torch.Generator().manual_seed(0))
+    inputs, labels = mask_tokens(ids, masking, torch.Generator().manual_seed(1))
+    specials = torch.tensor(codec.specials)
+    assert (labels[torch.isin(ids, specials)] == IGNORE_INDEX).all()  # a special is never chosen ...
+    swapped = (inputs != ids) & (inputs != codec.mask_id)
+    assert swapped.sum() > 50 and not torch.isin(inputs[swapped], specials).any()  # ... nor drawn as a random token
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(TEXT * 10) + "\n", encoding="utf-8")
+    out = tmp_path / "continued"
+    assert main(["mlm", "train", "--data", str(text), "--init-from", str(bert["run"]), "--out", str(out),
+                 "max_steps=2", "batch_size=4", "eval_every=0", "data.whole_word=true", *QUIET]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["data"]["tokenizer"] == "hf" and saved["model"]["norm_position"] == "post"
+    assert MLMRecipe.pretrained_body(out).pooling == "first"  # still a BERT: [CLS] pooling
+    assert main(["mlm", "train", "--data", str(text), "--out", str(tmp_path / "scratch"), "data.tokenizer=hf",
+                 *QUIET]) == 2  # an imported tokenizer is continued, never trained
+    assert not (tmp_path / "scratch").exists()

@@ -98,6 +98,7 @@ PUBLIC: list[tuple[str, list[tuple[str, list[str] | None]]]] = [
         ("lmlab.data.mlm", ["MLMDataConfig", "MLMCodec", "mask_tokens", "MaskedBlocks"]),
         ("lmlab.models.finetune", ["FinetuneConfig", "BodyClassifier"]),
         ("lmlab.hf", ["import_hf", "export_hf", "gpt_config_from_hf", "hf_config_for"]),
+        ("lmlab.hf_bert", ["import_bert", "bert_config_from_hf", "import_bert_tokenizer"]),
     ]),
     ("Serving", [
         ("lmlab.serve", ["create_app", "ServeLimits"]),

@@ -111,7 +111,7 @@ class MLMDataConfig:
                 f"data.mask_token_prob + data.random_token_prob must be <= 1 (the rest is kept), got "
                 f"{self.mask_token_prob} + {self.random_token_prob}"
             )
-        if self.strip_html and self.tokenizer != "bpe":
+        if self.strip_html and self.tokenizer == "char":
             problems.append("data.strip_html works with data.tokenizer=bpe (its normalizer strips the tags)")
         if self.segmenter not in ("char", "jieba"):
             problems.append(f"data.segmenter must be char or jieba, got {self.segmenter!r}")

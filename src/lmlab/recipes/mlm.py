@@ -274,11 +274,12 @@ class MLMRecipe(Recipe):
     @classmethod
     def pretrained_body(cls, run_dir: str | os.PathLike, device: str = "cpu") -> PretrainedBody:
         """The encoder with its trained weights; pooling "mean" (see :meth:`body_from_config`), or "first" (the
-        ``[CLS]`` state) for an imported BERT, whose ``[CLS]`` was trained by next-sentence prediction."""
+        ``[CLS]`` state) for a BERT (imported, or continued from an import: the model has segment embeddings),
+        whose ``[CLS]`` was trained by next-sentence prediction and is what BERT's classifiers read."""
         model, codec, run = cls.load_model(run_dir, device)
         model.train()
         body = cls._body(model, codec, config_to_dict(run.model))
-        if "imported" in checkpoint.load_config(run_dir, cls.model_type):
+        if run.model.type_vocab_size > 0:
             body.pooling = "first"
         return body
 
