@@ -132,6 +132,29 @@ def test_token_ids_equal_bert_tokenizer_fast(bert, folder, tmp_path):
     assert codec.encode("这部电影") == ref.convert_tokens_to_ids(list("这部电影"))  # one id per character
 
 
+@pytest.mark.parametrize("saved_lowercase, config", [(False, {"do_lower_case": False}), (False, {}),
+                                                     (True, {"do_lower_case": False})])
+def test_tokenizer_config_options_win_over_tokenizer_json_as_in_transformers(bert, saved_lowercase, config, tmp_path):
+    """BertTokenizerFast applies tokenizer_config.json's do_lower_case (default true) to the BertNormalizer of
+    tokenizer.json; a cased model (bert-base-cased) says do_lower_case: false."""
+    from transformers import BertTokenizerFast
+
+    from lmlab.hf_bert import import_bert_tokenizer
+
+    folder = _copy(bert["full"], tmp_path / "cased")
+    saved = json.loads((folder / "tokenizer.json").read_text())
+    saved["normalizer"]["lowercase"] = saved_lowercase
+    (folder / "tokenizer.json").write_text(json.dumps(saved))
+    tok_config = {k: v for k, v in json.loads((folder / "tokenizer_config.json").read_text()).items()
+                  if k not in ("do_lower_case", "strip_accents")}
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tok_config, **config}))
+    codec = import_bert_tokenizer(folder, len(bert["tok"]))
+    ref = BertTokenizerFast.from_pretrained(str(folder))
+    for text in ["The MOVIE was Great", *SAMPLES]:
+        assert codec.encode(text) == ref(text, add_special_tokens=False).input_ids, text
+    assert codec.kind_options()["lowercase"] == config.get("do_lower_case", True)
+
+
 def test_classify_fine_tunes_from_exactly_the_imported_weights(bert, tmp_path):
     import lmlab
     from lmlab.callbacks import Callback
@@ -207,6 +230,8 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(bert, tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
         assert not out.exists()
+    assert main(["gpt", "import", str(bert["full"]), "--out", str(tmp_path / "as-gpt")]) == 2
+    assert "a BERT is a masked LM: lmlab mlm import" in capsys.readouterr().err
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("keep me")
@@ -241,3 +266,38 @@ def test_continued_pretraining_of_an_imported_bert_masks_around_its_specials(ber
     assert main(["mlm", "train", "--data", str(text), "--out", str(tmp_path / "scratch"), "data.tokenizer=hf",
                  *QUIET]) == 2  # an imported tokenizer is continued, never trained
     assert not (tmp_path / "scratch").exists()
+
+
+def test_tensorflow_converted_names_in_shards_import_the_same_weights(bert, tmp_path):
+    """Old checkpoints name LayerNorm parameters gamma/beta; big ones come in shards named by an index."""
+    from safetensors.torch import load_file, save_file
+
+    from lmlab.checkpoint import load_tensors
+
+    folder = _copy(bert["full"], tmp_path / "tf", drop=["model.safetensors"])
+    tensors = {(k.replace(".weight", ".gamma").replace(".bias", ".beta") if ".LayerNorm." in k else k): v
+               for k, v in load_file(str(bert["full"] / "model.safetensors")).items()}
+    assert any(k.endswith(".gamma") for k in tensors)
+    names = sorted(tensors)
+    shards = {k: f"model-0000{1 + (i % 2)}-of-00002.safetensors" for i, k in enumerate(names)}
+    for shard in set(shards.values()):
+        save_file({k: tensors[k] for k in names if shards[k] == shard}, str(folder / shard), metadata={"format": "pt"})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": shards}))
+    assert main(["mlm", "import", str(folder), "--out", str(tmp_path / "run")]) == 0
+    ours, again = load_tensors(bert["run"] / "model.safetensors"), load_tensors(tmp_path / "run" / "model.safetensors")
+    assert ours.keys() == again.keys() and all(torch.equal(ours[k], again[k]) for k in ours)
+
+
+def test_an_imported_bert_serves_fill_mask_and_evaluates(bert, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from lmlab.serve import create_app
+
+    with TestClient(create_app([bert["run"]])) as client:
+        r = client.post("/v1/fill-mask", json={"model": "run", "texts": ["这部电影很[MASK]。"], "top_k": 3})
+        assert r.status_code == 200
+        assert r.json()["results"] == MLMRecipe.load(bert["run"]).fill_mask(["这部电影很[MASK]。"], top_k=3)
+    text = tmp_path / "eval.txt"
+    text.write_text("\n".join(TEXT * 4) + "\n", encoding="utf-8")
+    result = MLMRecipe.evaluate(bert["run"], text)
+    assert result["masked_tokens"] > 0 and 0.0 <= result["accuracy"] <= 1.0 and result["loss"] > 0

@@ -188,6 +188,26 @@ def wordpiece_from_vocab(vocab_file: Path, tok_config: dict[str, Any], specials:
     return tok
 
 
+def _sync_bert_normalizer(tok, tok_config: dict[str, Any]) -> None:
+    """What ``BertTokenizerFast`` does to a loaded tokenizer.json: tokenizer_config.json's ``do_lower_case``,
+    ``strip_accents`` and ``tokenize_chinese_chars`` (with BERT's defaults True, None, True when absent) win over
+    the BertNormalizer saved in tokenizer.json (a cased model must say ``do_lower_case: false``). Tokenizers of
+    another class (``tokenizer_class`` not BERT's) are used as saved."""
+    import json
+
+    from tokenizers import normalizers
+
+    if tok_config.get("tokenizer_class") not in (None, "BertTokenizer", "BertTokenizerFast") or tok.normalizer is None:
+        return
+    state = json.loads(tok.normalizer.__getstate__())
+    if state.get("type") != "BertNormalizer":
+        return
+    wanted = {"lowercase": bool(tok_config.get("do_lower_case", True)), "strip_accents": tok_config.get("strip_accents"),
+              "handle_chinese_chars": bool(tok_config.get("tokenize_chinese_chars", True))}
+    if any(state.get(k) != v for k, v in wanted.items()):
+        tok.normalizer = normalizers.BertNormalizer(clean_text=bool(state.get("clean_text", True)), **wanted)
+
+
 def import_bert_tokenizer(hf_dir: Path, vocab_size: int):
     """The :class:`~lmlab.data.mlm.MLMCodec` of a BERT checkpoint folder (``tokenizer.json``, else
     ``vocab.txt``; see the module)."""
@@ -208,6 +228,7 @@ def import_bert_tokenizer(hf_dir: Path, vocab_size: int):
             inner = Tokenizer.from_file(str(path))
         except Exception as exc:  # the Rust side raises plain Exceptions
             raise CheckpointError(f"{path}: not a Hugging Face tokenizer.json ({str(exc).splitlines()[0]})") from None
+        _sync_bert_normalizer(inner, tok_config)
     elif (hf_dir / "vocab.txt").is_file():
         path = hf_dir / "vocab.txt"
         inner = wordpiece_from_vocab(path, tok_config, specials)
