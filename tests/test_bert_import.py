@@ -204,6 +204,10 @@ def test_a_bert_model_without_head_imports_as_a_body_that_cannot_fill(bert, tmp_
     assert main(["mlm", "fill", str(run), "the movie was [MASK] ."]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no MLM head" in err and len(err.splitlines()) == 1
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(TEXT * 10) + "\n", encoding="utf-8")
+    assert main(["mlm", "train", "--data", str(text), "--init-from", str(run), "--out", str(tmp_path / "c"), *QUIET]) == 2
+    assert "has no MLM head" in capsys.readouterr().err and not (tmp_path / "c").exists()
 
 
 def _copy(src: Path, dst: Path, drop=()) -> Path:

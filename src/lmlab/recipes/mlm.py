@@ -81,6 +81,11 @@ def apply_init_from(run: MLMRunConfig, source_dir: str | os.PathLike, overrides:
     source codec."""
     saved = checkpoint.load_config(source_dir, MLMRecipe.model_type)
     source = saved_run_config(source_dir, saved)
+    if not source.model.head:
+        raise ConfigError(
+            f"--init-from {source_dir}: the model has no MLM head (imported without cls.predictions), so it cannot "
+            "continue masked-LM pretraining; fine-tune it with lmlab classify train --init-from instead"
+        )
     codec = MLMCodec.load(source_dir)
     given = _explicit_keys(overrides)
     problems = []
