@@ -611,3 +611,23 @@ def test_a_bf16_run_imported_with_the_transposed_layout_still_decodes(bf16_check
     with torch.no_grad():
         expected, got = lmlab.load(run).model(ids), lmlab.load(old).model(ids)
     assert torch.equal(got, expected)
+
+
+def test_fine_tuning_an_imported_checkpoint_starts_from_the_pretrained_preset(imported, tmp_path):
+    """--init-from an imported run (no --preset) takes finetune-pretrained (BERT / Sun et al.'s rates), says so,
+    and trains every layer group at lr / (1/0.95)^k; an explicit --preset wins; a run trained here keeps finetune."""
+    from lmlab.recipes.classify import ClassifyRecipe, imported_from
+
+    logs: list[str] = []
+    recipe = ClassifyRecipe.from_preset(None, [], init_from=str(imported["gpt2"]), data="unused.csv", log=logs.append)
+    assert recipe.config.train.lr == 2e-5 and recipe.config.train.epochs == 3
+    assert recipe.config.finetune.layer_lr_decay == pytest.approx(1 / 0.95, rel=1e-3)
+    assert any("imported gpt2 checkpoint: preset finetune-pretrained" in line for line in logs)
+    explicit = ClassifyRecipe.from_preset("finetune", [], init_from=str(imported["gpt2"]), data="unused.csv",
+                                          log=logs.append)
+    assert explicit.config.train.lr == 1e-3 and explicit.config.finetune.layer_lr_decay == 2.6
+    assert imported_from(imported["qwen2"]) == "qwen2"
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "config.json").write_text('{"model_type": "gpt", "model": {}}')
+    assert imported_from(here) is None and imported_from(tmp_path / "missing") is None

@@ -40,8 +40,8 @@ def classify() -> None:
 @click.option("--val", default=None, type=click.Path(), help="Validation data (default: hold out data.val_split).")
 @click.option("--val-split", type=float, default=None, help="Fraction of --data held out for validation.")
 @click.option("--preset", default=None,
-              help="seed-lstm, bilstm (the default), linear, finetune (the default with --init-from), a YAML/JSON file or a run "
-                   "directory (--resume without --preset: the run's own config).")
+              help="seed-lstm, bilstm (the default), linear, finetune (the default with --init-from; finetune-pretrained "
+                   "for a run made by gpt/mlm import), a YAML/JSON file or a run directory (--resume without --preset: the run's own config).")
 @click.option("--pretrained-vectors", default=None, help="Word vectors (lmlab dir, word2vec or GloVe file) for the embedding.")
 @click.option("--init-from", "init_from", default=None, type=click.Path(),
               help="Fine-tune the body of a pretrained run (gpt, lm or mlm) instead of training from scratch.")

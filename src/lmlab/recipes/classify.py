@@ -22,6 +22,7 @@ metrics.jsonl; it is deterministic and takes seconds, so ``--resume`` simply fit
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult, read_tokeniz
 
 #: the preset ``--init-from`` starts from when no --preset is given
 FINETUNE_PRESET = "finetune"
+#: ... and when the run is a real pretrained checkpoint (``lmlab gpt import`` / ``lmlab mlm import``)
+FINETUNE_PRETRAINED_PRESET = "finetune-pretrained"
 #: the most tokens per text an RNN body reads when finetune.max_tokens is 0 (an RNN has no context limit)
 RNN_MAX_TOKENS = 512
 
@@ -53,6 +56,17 @@ class ClassifyRunConfig:
     data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+def imported_from(run_dir: str | Path) -> str | None:
+    """The Hugging Face ``model_type`` a run was imported from (its config.json's ``imported`` section), or None
+    for a run trained here; an unreadable run is None too (:func:`load_body` reports it)."""
+    try:
+        saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    imported = saved.get("imported") if isinstance(saved, dict) else None
+    return str(imported.get("model_type") or "Hugging Face") if isinstance(imported, dict) else None
 
 
 class BodyEncoder:
@@ -115,7 +129,8 @@ class ClassifyRecipe(Recipe):
         classifier fine-tunes that run's body, starting from the ``finetune`` preset when ``preset`` is None."""
         if init_from is None:
             return super().from_preset(preset, overrides, **inputs)
-        preset = preset or FINETUNE_PRESET
+        imported = imported_from(init_from) if preset is None else None
+        preset = preset or (FINETUNE_PRETRAINED_PRESET if imported else FINETUNE_PRESET)
         config = cls.resolve(preset, overrides)
         base = config_to_dict(cls.resolve(preset, ()).data)
         given = {k: v for k, v in config_to_dict(config.data).items() if base.get(k) != v and k != "val_split"}
@@ -129,7 +144,12 @@ class ClassifyRecipe(Recipe):
             raise ConfigError(
                 f"--pretrained-vectors and --init-from {init_from} both initialise the classifier; use one of them"
             )
-        return cls(config, init_from=str(init_from), **inputs)
+        recipe = cls(config, init_from=str(init_from), **inputs)
+        if imported:
+            recipe.log(f"classify: --init-from {init_from} is an imported {imported} checkpoint: preset {preset} "
+                       f"(lr {config.train.lr:g}, layer_lr_decay {config.finetune.layer_lr_decay:g}; --preset "
+                       f"{FINETUNE_PRESET} for ULMFiT's rates)")
+        return recipe
 
     def check_resume(self, saved: dict, run_dir: Path) -> None:
         source = saved.get("init_from")
