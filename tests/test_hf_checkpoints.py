@@ -683,3 +683,18 @@ def test_imports_and_exports_follow_the_umask_and_clear_a_killed_ones_staging(hf
     for path in (tmp_path / "run", tmp_path / "hf"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
     assert stat.S_IMODE((tmp_path / "hf" / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_a_config_json_without_its_model_section_is_named(imported, tmp_path, capsys):
+    """A run whose config.json lost its model section was loaded with default sizes and then blamed its
+    tokenizer ("the tokenizer has 400 tokens but the model was built for 0"); the message names the file."""
+    import shutil
+
+    run = shutil.copytree(imported["gpt2"], tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    del config["model"]
+    (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["gpt", "generate", str(run), "-p", "the"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.json: the 'model' section is missing" in err and len(err.splitlines()) == 1, err

@@ -518,3 +518,4 @@ def test_a_damaged_trainer_state_is_a_one_line_error(tmp_path, capsys, trained_r
         capsys, ["classify", "train", "--data", str(data), "--out", str(run), "--resume", *TINY, "train.max_steps=4"],
         tmp_path, "trainer_state.json: trainer state is damaged", "--overwrite",
     )
+

@@ -319,6 +319,17 @@ def load_config(run_dir: str | Path, expected_type: str | tuple[str, ...] | None
     return data
 
 
+def saved_sections(run_dir: str | Path, saved: Mapping[str, Any], names=("model", "data", "train")) -> dict:
+    """The config sections ``names`` of a loaded ``config.json`` (those it has); CheckpointError when the
+    ``model`` section, which every trained run writes, is missing or not an object."""
+    if not isinstance(saved.get("model"), dict):
+        raise CheckpointError(
+            f"{Path(run_dir) / CONFIG_FILE}: the 'model' section is missing or not an object; the file was edited "
+            "or damaged: restore it"
+        )
+    return {k: saved[k] for k in names if k in saved}
+
+
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors, atomically. Shared storage (tied weights) is stored once per name."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}

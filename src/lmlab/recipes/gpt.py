@@ -63,7 +63,7 @@ class GPTRunConfig:
 
 
 def saved_run_config(run_dir: str | os.PathLike, saved: dict) -> GPTRunConfig:
-    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+    sections = checkpoint.saved_sections(run_dir, saved)
     return config_from_dict(GPTRunConfig, sections, where=f"{run_dir}/config.json")
 
 

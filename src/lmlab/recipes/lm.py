@@ -40,7 +40,7 @@ class LMRunConfig:
 
 
 def saved_run_config(run_dir: Path, saved: dict) -> LMRunConfig:
-    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+    sections = checkpoint.saved_sections(run_dir, saved)
     return config_from_dict(LMRunConfig, sections, where=f"{run_dir / checkpoint.CONFIG_FILE}")
 
 

@@ -61,7 +61,7 @@ class MLMRunConfig:
 
 
 def saved_run_config(run_dir: str | os.PathLike, saved: dict) -> MLMRunConfig:
-    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+    sections = checkpoint.saved_sections(run_dir, saved)
     return config_from_dict(MLMRunConfig, sections, where=f"{run_dir}/config.json")
 
 
