@@ -500,6 +500,22 @@ def test_serve_chat_template_option_gives_a_template(runs, tmp_path):
         create_app([runs["plain"]], chat_templates={"gpt-9": "plain"})
 
 
+def test_serve_refuses_a_chat_template_that_is_missing_or_does_not_parse_even_when_unused(runs, tmp_path):
+    """--chat-template TEMPLATE (for every model without one) is read and parsed at start-up even when every
+    served model has its own template: a typo in the file name or the Jinja is exit 2 naming it, never a server
+    that ignores it (or fails every chat request)."""
+    from lmlab.errors import ConfigError
+    from lmlab.serve import create_app
+
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for m in messages %}{{ m['content'] }}")
+    for spec, needle in ((str(tmp_path / "missing.jinja"), "missing.jinja': no such file"),
+                         (str(broken), "broken.jinja: the chat template does not parse")):
+        with pytest.raises(ConfigError) as err:  # ChatTemplateError is a ConfigError: exit 2 in the CLI
+            create_app([runs["chatml"]], chat_templates={"": spec})
+        assert needle in str(err.value) and "\n" not in str(err.value), err.value
+
+
 def test_worker_processes_get_the_chat_templates(runs, tmp_path, monkeypatch):
     """lmlab serve --workers N hands --chat-template to each worker through $LMLAB_SERVE_SPEC (absolute paths)."""
     from lmlab.serve import SPEC_ENV, ServeLimits, create_app_from_env, serve_spec

@@ -421,3 +421,20 @@ def test_word_vectors_suggest_the_nfkc_form_of_a_full_width_query(zh_vec):
     with pytest.raises(LmlabError, match=r"'１９９７' is not in the vocabulary .*closest spellings: 1997"):
         kv.most_similar("１９９７")
     assert KeyedVectors(["the", "apec"], np.eye(2)).suggest("ＡＰＥＣ") == ["apec"]  # folded, then lower-cased
+
+
+def test_eval_and_mlm_commands_take_the_encoding_their_error_suggests(zh_runs, daily_gb, tmp_path, capsys):
+    """The GB18030 error says "pass --encoding gb18030": gpt eval, mlm train and mlm eval (lm eval too) have it."""
+    capsys.readouterr()
+    assert main(["gpt", "eval", str(zh_runs["gpt"]), "--data", str(daily_gb), "--max-tokens", "300"]) == 2
+    assert "--encoding gb18030" in capsys.readouterr().err
+    assert main(["gpt", "eval", str(zh_runs["gpt"]), "--data", str(daily_gb), "--encoding", "gb18030",
+                 "--max-tokens", "300", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] > 0
+    out = tmp_path / "mlm"
+    assert main(["mlm", "train", "--data", str(daily_gb), "--encoding", "gb18030", "--preset", "tiny", "--out",
+                 str(out), "train.max_steps=1", "train.num_threads=1", "train.progress=false",
+                 "train.tensorboard=false"]) == 0
+    utf8 = tmp_path / "utf8.txt"
+    utf8.write_text(daily_gb.read_bytes().decode("gb18030"), encoding="utf-8")
+    assert main(["mlm", "eval", str(out), "--data", str(utf8), "--encoding", "utf-8", "--max-tokens", "300"]) == 0

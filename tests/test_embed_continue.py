@@ -176,3 +176,19 @@ def test_huffman_tree_of_an_updated_vocabulary_is_the_sorted_tree_mapped_back():
         assert codes[word, :n].tolist() == s_codes[rank, :n].tolist()
         assert points[word, :n].tolist() == s_points[rank, :n].tolist()
     assert lengths[4] <= lengths[6]  # the most frequent word has the shortest code, the rarest the longest
+
+
+def test_init_from_an_interrupted_run_says_so(base_run, two_corpora, tmp_path, capsys):
+    """A run stopped before its last epoch (killed; --resume would finish it) can be continued, but the user is
+    told it is unfinished rather than having it taken silently for the finished run --init-from expects."""
+    import shutil
+
+    unfinished = shutil.copytree(base_run, tmp_path / "unfinished")
+    config = json.loads((unfinished / "config.json").read_text())
+    config["model"]["epochs"] = 8  # its checkpoint is after epoch 5 of these 8
+    (unfinished / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(_args(two_corpora[1], tmp_path / "out", "--init-from", str(unfinished), "--epochs", "1")) == 0
+    assert f"--init-from {unfinished} was stopped after epoch 5 of 8" in capsys.readouterr().out
+    assert main(_args(two_corpora[1], tmp_path / "out2", "--init-from", str(base_run), "--epochs", "1")) == 0
+    assert "was stopped after epoch" not in capsys.readouterr().out

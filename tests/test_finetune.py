@@ -434,6 +434,20 @@ def test_resume_names_the_missing_init_from(rt, cls_run, tmp_path, capsys):
     assert code == 2 and "resume it with --init-from" in err
 
 
+def test_resume_refuses_another_init_from_run_but_not_a_moved_copy(rt, cls_run, gpt_run, lm_run, tmp_path, capsys):
+    """On --resume the body is rebuilt from the run's own record, so a different --init-from would be ignored
+    while the log names it: it is refused; a moved copy of the same run (same model) is fine."""
+    run = shutil.copytree(cls_run, tmp_path / "copy")
+    weights = (run / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert _classify(rt, run, "--resume", "epochs=1", "finetune.min_steps=0", init_from=lm_run) == 2
+    err = capsys.readouterr().err
+    assert f"--init-from {lm_run} is another model; resume it with --init-from {gpt_run}" in err, err
+    assert (run / "model.safetensors").read_bytes() == weights
+    moved = shutil.copytree(gpt_run, tmp_path / "moved-gpt")
+    assert _classify(rt, run, "--resume", "epochs=1", "finetune.min_steps=0", init_from=moved) == 0
+
+
 # ------------------------------------------------------------------------------------------- few labels
 def _first_rows(src: Path, dst: Path, n: int) -> Path:
     dst.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:n]), encoding="utf-8")

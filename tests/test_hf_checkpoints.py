@@ -490,6 +490,21 @@ def _corrupt(kind: str, src: Path, dest: Path) -> Path:
         cfg = json.loads((_copy(src, dest) / "config.json").read_text())
         cfg["vocab_size"] -= 50
         (dest / "config.json").write_text(json.dumps(cfg))
+    elif kind in ("a size that is not a number", "a size that is null"):
+        cfg = json.loads((_copy(src, dest) / "config.json").read_text())
+        cfg["hidden_size"] = "big" if kind == "a size that is not a number" else None
+        (dest / "config.json").write_text(json.dumps(cfg))
+    elif kind == "heads that do not divide the width":
+        cfg = json.loads((_copy(src, dest) / "config.json").read_text())
+        cfg["num_attention_heads"], cfg["num_key_value_heads"] = 5, 5
+        cfg.pop("head_dim", None)
+        (dest / "config.json").write_text(json.dumps(cfg))
+    elif kind == "tokenizer_config.json not an object":
+        (_copy(src, dest) / "tokenizer_config.json").write_text('["<s>"]')
+    elif kind == "eos id not an integer":
+        (_copy(src, dest) / "generation_config.json").write_text('{"eos_token_id": "</s>"}')
+    elif kind == "chat template not UTF-8":
+        (_copy(src, dest) / "chat_template.jinja").write_bytes("{{ '中文' }}".encode("gb18030"))
     return dest
 
 
@@ -500,6 +515,12 @@ def _corrupt(kind: str, src: Path, dest: Path) -> Path:
     ("wrong tensor shape", "has shape"),
     ("truncated safetensors", "truncated or corrupt"),
     ("tokenizer bigger than the embedding", "does not belong to this model"),
+    ("a size that is not a number", "config.json: a value has the wrong type"),
+    ("a size that is null", "config.json: a value has the wrong type"),
+    ("heads that do not divide the width", "config.json: model.embed_dim=32 is not divisible"),
+    ("tokenizer_config.json not an object", "tokenizer_config.json: not a JSON object"),
+    ("eos id not an integer", "must be non-negative integers, got '</s>'"),
+    ("chat template not UTF-8", "chat_template.jinja: not UTF-8 text"),
 ])
 def test_bad_checkpoints_are_one_line_errors_and_write_nothing(kind, message, hf_dirs, tmp_path, capsys):
     bad = _corrupt(kind, hf_dirs["llama"][0], tmp_path / "bad")
@@ -508,6 +529,72 @@ def test_bad_checkpoints_are_one_line_errors_and_write_nothing(kind, message, hf
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_overwrite_replaces_an_imported_run_but_never_a_model_folder(hf_dirs, imported, tmp_path, capsys):
+    """An imported run (its chat.json included) is an lmlab run --overwrite may replace; a Hugging Face model
+    folder holding only config.json, model.safetensors and tokenizer.json (names a run also has) is not."""
+    import shutil
+
+    run = shutil.copytree(imported["gpt2"], tmp_path / "run")
+    assert main(["gpt", "import", str(hf_dirs["qwen2"][0]), "--out", str(run), "--overwrite"]) == 0
+    assert json.loads((run / "config.json").read_text())["imported"]["model_type"] == "qwen2"
+    downloaded = tmp_path / "downloaded"
+    downloaded.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy(hf_dirs["gpt2"][0] / name, downloaded / name)
+    before = {p.name: p.read_bytes() for p in downloaded.iterdir()}
+    capsys.readouterr()
+    for argv in (["gpt", "import", str(hf_dirs["qwen2"][0])], ["gpt", "export", str(run)]):
+        assert main([*argv, "--out", str(downloaded), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "config.json, which no lmlab run wrote" in err[0], err
+    assert {p.name: p.read_bytes() for p in downloaded.iterdir()} == before
+    # the model folder given where a run is expected says what it is and how to bring it in
+    assert main(["gpt", "generate", str(downloaded), "-p", "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a Hugging Face model folder, not an lmlab run directory" in err and "lmlab gpt import" in err
+
+
+def test_imports_and_exports_follow_the_umask_and_clear_a_killed_ones_staging(hf_dirs, imported, tmp_path):
+    """The folders import/export publish are 0777 & ~umask like any mkdir (not mkdtemp's 0700), and the hidden
+    staging folder a killed import (SIGKILL: no cleanup) left beside --out is removed by the next one."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".run.{int(dead.stdout)}.abc123.importing"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half a model")
+    alive = tmp_path / f".run.{os.getpid()}.def456.importing"  # a running import's: kept
+    alive.mkdir()
+    mask = os.umask(0o022)
+    try:
+        assert main(["gpt", "import", str(hf_dirs["gpt2"][0]), "--out", str(tmp_path / "run")]) == 0
+        assert main(["gpt", "export", str(imported["gpt2"]), "--out", str(tmp_path / "hf")]) == 0
+    finally:
+        os.umask(mask)
+    assert not stale.exists() and alive.is_dir()
+    for path in (tmp_path / "run", tmp_path / "hf"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755, path
+    assert stat.S_IMODE((tmp_path / "hf" / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_a_config_json_without_its_model_section_is_named(imported, tmp_path, capsys):
+    """A run whose config.json lost its model section was loaded with default sizes and then blamed its
+    tokenizer ("the tokenizer has 400 tokens but the model was built for 0"); the message names the file."""
+    import shutil
+
+    run = shutil.copytree(imported["gpt2"], tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    del config["model"]
+    (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["gpt", "generate", str(run), "-p", "the"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.json: the 'model' section is missing" in err and len(err.splitlines()) == 1, err
 
 
 def test_streamed_text_keeps_the_space_a_sentencepiece_token_starts_with(imported):

@@ -141,6 +141,21 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "move them away or choose another --out" in msg
 
 
+def test_overwrite_refuses_a_model_folder_whose_files_have_run_names(tmp_path, capsys):
+    # a downloaded Hugging Face model: config.json, model.safetensors, tokenizer.json are a run's names too, but
+    # no lmlab run wrote that config.json (no format_version)
+    data = write_labelled(tmp_path / "train.jsonl")
+    model = tmp_path / "gpt2-download"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}')
+    (model / "model.safetensors").write_bytes(b"\x08" + bytes(15))
+    (model / "tokenizer.json").write_text('{"version": "1.0"}')
+    assert_refused(
+        capsys, ["classify", "train", "--data", str(data), "--out", str(model), "--overwrite", *TINY], tmp_path,
+        "config.json, which no lmlab run wrote",
+    )
+
+
 def test_without_overwrite_nothing_is_replaced(tmp_path, capsys, trained_run):
     data = write_labelled(tmp_path / "train.jsonl")
     run = copy_run(trained_run, tmp_path / "run")
@@ -477,3 +492,30 @@ def test_weights_saved_as_laid_out_read_back_the_same_through_every_reader(tmp_p
     assert mapped[1].bias.dtype == torch.float64 and torch.equal(mapped[1].bias, src[1].bias.double())
     mapped[0].weight.data.mul_(2)  # a private map: the file keeps its values
     assert torch.equal(load_tensors(path)["0.weight"], src[0].weight)
+
+
+def test_resuming_a_run_that_reached_max_steps_trains_no_further(tmp_path, capsys, trained_run):
+    """--resume of a finished run (train.max_steps=2, or a smaller max_steps) takes no optimizer step more: the
+    weights, the metrics and the checkpoint stay those of step 2."""
+    data = write_labelled(tmp_path / "train.jsonl")
+    run = copy_run(trained_run, tmp_path / "run")
+    weights, metrics = (run / "model.safetensors").read_bytes(), (run / "metrics.jsonl").read_bytes()
+    for steps in ("train.max_steps=2", "train.max_steps=1"):
+        rc, err = run_cli(capsys, ["classify", "train", "--data", str(data), "--out", str(run), "--resume",
+                                   *TINY, steps])
+        assert rc == 0, err
+        assert json.loads((run / "checkpoints" / "last.json").read_text())["step"] == 2
+        assert (run / "model.safetensors").read_bytes() == weights
+        assert (run / "metrics.jsonl").read_bytes() == metrics
+
+
+def test_a_damaged_trainer_state_is_a_one_line_error(tmp_path, capsys, trained_run):
+    data = write_labelled(tmp_path / "train.jsonl")
+    run = copy_run(trained_run, tmp_path / "run")
+    folder = run / "checkpoints" / json.loads((run / "checkpoints" / "last.json").read_text())["dir"]
+    (folder / "trainer_state.json").write_text('{"step": "two"}', encoding="utf-8")
+    assert_refused(
+        capsys, ["classify", "train", "--data", str(data), "--out", str(run), "--resume", *TINY, "train.max_steps=4"],
+        tmp_path, "trainer_state.json: trainer state is damaged", "--overwrite",
+    )
+

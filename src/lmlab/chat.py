@@ -386,6 +386,10 @@ def template_from_spec(spec: str) -> tuple[str, tuple[str, ...]]:
             text = found
         if not text.strip():
             raise ConfigError(f"chat template {spec}: the file is empty")
+        try:
+            _compile(text)  # a template that does not parse is refused now, not at the first chat request
+        except ChatTemplateError as err:
+            raise ChatTemplateError(f"chat template {spec}: {err}") from None
         return text, ()
     if spec in BUILTIN_TEMPLATES:
         builtin = BUILTIN_TEMPLATES[spec]

@@ -93,6 +93,7 @@ RUN_ENTRIES = frozenset({
     "vectors.safetensors", "vectors.txt", "vectors.bin", "vectors.glove.txt", "vectors.npy",
     "train.bin", "val.bin", "eval.bin", "cooc.bin", "curves.png", "samples.txt", "report.md", "report.html",
     ".work",  # word vectors: the encoded corpus while training
+    "chat.json",  # an imported GPT run (lmlab gpt import): its chat template and stop tokens
 })
 #: the hidden sibling that holds a run replaced by ``--overwrite`` until the new run has its first checkpoint
 REPLACED_SUFFIX = ".lmlab-replaced"
@@ -172,6 +173,8 @@ def check_new_run_dir(path: str | Path, overwrite: bool = False, inputs=()) -> N
                 f"--overwrite refuses to replace {path}: it holds the input {item}; choose another --out"
             )
     foreign = []
+    if _foreign_config(path / CONFIG_FILE):  # e.g. a Hugging Face model folder: config.json, model.safetensors
+        foreign.append(f"{CONFIG_FILE}, which no lmlab run wrote")
     for p in sorted(path.iterdir()):
         if _is_run_entry(p):
             continue
@@ -185,6 +188,18 @@ def check_new_run_dir(path: str | Path, overwrite: bool = False, inputs=()) -> N
             f"--overwrite refuses to replace {path}: it holds files that are not an lmlab run's "
             f"({_describe(foreign)}); move them away or choose another --out"
         )
+
+
+def _foreign_config(path: Path) -> bool:
+    """Whether ``path`` is a config.json that no lmlab run wrote: a JSON object without ``format_version`` (a
+    Hugging Face model's, a user's). A missing or unreadable one is not named here (a run killed mid-start)."""
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return not isinstance(data, dict) or "format_version" not in data
 
 
 def has_checkpoint(path: str | Path) -> bool:
@@ -279,8 +294,15 @@ def load_config(run_dir: str | Path, expected_type: str | tuple[str, ...] | None
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a run directory (it does not exist); check the path")
     data = read_json(run_dir / CONFIG_FILE, "config.json")
-    if not isinstance(data, dict) or "model_type" not in data:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: no 'model_type' key; this is not an lmlab run directory")
+    if isinstance(data, dict) and "format_version" not in data and (
+            "architectures" in data or "transformers_version" in data):
+        raise CheckpointError(
+            f"{run_dir} is a Hugging Face model folder, not an lmlab run directory; bring it in with "
+            f"lmlab gpt import {run_dir} --out RUN_DIR and use RUN_DIR"
+        )
+    if not isinstance(data, dict) or "model_type" not in data or "format_version" not in data:
+        missing = "model_type" if not isinstance(data, dict) or "model_type" not in data else "format_version"
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: no {missing!r} key; this is not an lmlab run directory")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -295,6 +317,17 @@ def load_config(run_dir: str | Path, expected_type: str | tuple[str, ...] | None
                 "use the matching lmlab command"
             )
     return data
+
+
+def saved_sections(run_dir: str | Path, saved: Mapping[str, Any], names=("model", "data", "train")) -> dict:
+    """The config sections ``names`` of a loaded ``config.json`` (those it has); CheckpointError when the
+    ``model`` section, which every trained run writes, is missing or not an object."""
+    if not isinstance(saved.get("model"), dict):
+        raise CheckpointError(
+            f"{Path(run_dir) / CONFIG_FILE}: the 'model' section is missing or not an object; the file was edited "
+            "or damaged: restore it"
+        )
+    return {k: saved[k] for k in names if k in saved}
 
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -24,11 +24,14 @@ naming the file and what to do.
 
 **Export** writes an lmlab GPT run as a folder ``transformers`` loads with ``AutoModelForCausalLM`` and
 ``AutoTokenizer``: learned positions -> ``gpt2``; rotary + RMSNorm + SwiGLU -> ``llama`` (``qwen2`` with q/k/v
-biases); lmlab's interleaved rotary pairs are converted by permuting the rows of q and k.
+biases); lmlab's interleaved rotary pairs are converted by permuting the rows of q and k. The folder also holds
+``lmlab_export.json`` (the run it came from): ``--overwrite`` replaces only a folder that has it and nothing an
+export does not write, never a downloaded model folder.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -43,6 +46,8 @@ from lmlab.errors import CheckpointError, ConfigError
 SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "qwen2", "mistral")
 DTYPES = ("float32", "bfloat16", "float16")
 CHAT_FILE = "chat.json"
+#: the file that marks a folder ``lmlab gpt export`` wrote: ``--overwrite`` replaces only such a folder
+EXPORT_MARKER = "lmlab_export.json"
 _LLAMA_LIKE = ("llama", "qwen2", "mistral")
 #: tensors of a checkpoint that hold no weights (buffers some versions saved)
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
@@ -139,7 +144,10 @@ def gpt_config_from_hf(cfg: dict, where: str = "config.json"):
     if problems:
         raise ConfigError(f"{where}: {model_type} options lmlab cannot reproduce: {'; '.join(problems)}")
     gcfg = GPTConfig(**kwargs)
-    gcfg.validate()
+    try:
+        gcfg.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return gcfg
 
 
@@ -309,10 +317,26 @@ def _token_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _ids(value: Any) -> list[int]:
+def _ids(value: Any, where: str) -> list[int]:
     if value is None:
         return []
-    return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise CheckpointError(f"{where}: the bos/eos/pad_token_id of generation_config.json or config.json must be "
+                              f"non-negative integers, got {value!r}; restore the model's own files")
+    return list(values)
+
+
+def _optional_json(path: Path) -> dict:
+    """A checkpoint's optional JSON object (tokenizer_config.json, generation_config.json); {} when absent."""
+    if not path.is_file():
+        return {}
+    data = checkpoint.read_json(path, path.name)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a JSON object; restore the model's own {path.name}")
+    return data
 
 
 def import_tokenizer(hf_dir: Path, hf_config: dict, vocab_size: int):
@@ -325,12 +349,8 @@ def import_tokenizer(hf_dir: Path, hf_config: dict, vocab_size: int):
             f"{hf_dir}: no tokenizer.json; lmlab needs the model's fast tokenizer (save it with "
             "AutoTokenizer.from_pretrained(...).save_pretrained(folder))"
         )
-    tok_config: dict = {}
-    if (hf_dir / "tokenizer_config.json").is_file():
-        tok_config = checkpoint.read_json(hf_dir / "tokenizer_config.json", "tokenizer_config.json") or {}
-    gen_config: dict = {}
-    if (hf_dir / "generation_config.json").is_file():
-        gen_config = checkpoint.read_json(hf_dir / "generation_config.json", "generation_config.json") or {}
+    tok_config = _optional_json(hf_dir / "tokenizer_config.json")
+    gen_config = _optional_json(hf_dir / "generation_config.json")
     probe = HFTokenizer.from_file(path)
     if probe.max_id >= vocab_size:
         raise CheckpointError(
@@ -343,18 +363,22 @@ def import_tokenizer(hf_dir: Path, hf_config: dict, vocab_size: int):
         token = _token_str(tok_config.get(name))
         if token is None:
             i = _get(gen_config, id_key, default=hf_config.get(id_key))
-            i = _ids(i)[0] if _ids(i) else None
+            i = _ids(i, str(hf_dir))[0] if _ids(i, str(hf_dir)) else None
             token = inner.id_to_token(i) if i is not None else None
         return token
 
     bos, eos, pad = special("bos_token", "bos_token_id"), special("eos_token", "eos_token_id"), special("pad_token", "pad_token_id")
-    stop = _ids(_get(gen_config, "eos_token_id", default=hf_config.get("eos_token_id")))
+    stop = _ids(_get(gen_config, "eos_token_id", default=hf_config.get("eos_token_id")), str(hf_dir))
     if not stop and eos is not None and inner.token_to_id(eos) is not None:
         stop = [inner.token_to_id(eos)]
     tok = HFTokenizer(inner, vocab_size=vocab_size, bos_token=bos, eos_token=eos, pad_token=pad, stop_ids=stop)
     template = tok_config.get("chat_template")
     if (hf_dir / "chat_template.jinja").is_file():
-        template = (hf_dir / "chat_template.jinja").read_text(encoding="utf-8")
+        try:
+            template = (hf_dir / "chat_template.jinja").read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"{hf_dir / 'chat_template.jinja'}: not UTF-8 text ({exc.reason} at byte "
+                                  f"{exc.start}); save the template as UTF-8") from None
     if isinstance(template, list):  # several named templates: the default one
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         template = named.get("default", next(iter(named.values()), None))
@@ -371,9 +395,45 @@ def import_tokenizer(hf_dir: Path, hf_config: dict, vocab_size: int):
 
 
 # -------------------------------------------------------------------------------------------------- import
+#: the suffix of the hidden folder an import or export is written into before it is renamed to ``--out``
+STAGING_SUFFIX = ".importing"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # somebody else's process (PermissionError): alive
+        return True
+    return True
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders of imports/exports to ``out`` whose process was killed (SIGKILL, SIGTERM, a
+    power cut): ``.{out.name}.{pid}.{random}.importing`` beside ``out``, ``pid`` no longer running. They hold
+    only what that process wrote (a whole model's weights, perhaps), never anything of the user's."""
+    prefix = f".{out.name}."
+    for entry in out.parent.glob(f"{glob.escape(prefix)}*{STAGING_SUFFIX}"):
+        pid = entry.name[len(prefix):-len(STAGING_SUFFIX)].split(".")[0]
+        if entry.is_dir() and not entry.is_symlink() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def _staging_dir(out: Path) -> Path:
+    """A new hidden folder beside ``out`` (named after this process, so that a killed one's is recognised and
+    removed by the next start), with the permissions ``mkdir`` would give (mkdtemp makes it 0700)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".importing", dir=out.parent))
+    _remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=STAGING_SUFFIX, dir=out.parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    return staging
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -429,6 +489,9 @@ def import_hf(
         cfg = gpt_config_from_hf(hf_config, str(hf_dir / "config.json"))
     except KeyError as exc:
         raise CheckpointError(f"{hf_dir / 'config.json'}: missing key {exc}") from None
+    except (TypeError, ValueError) as exc:  # e.g. "n_embd": "abc" or null
+        raise CheckpointError(f"{hf_dir / 'config.json'}: a value has the wrong type ({exc}); "
+                              "restore the model's own config.json") from None
     model_type = hf_config["model_type"]
     weight_files(hf_dir)  # missing shards are named before anything heavy happens
     tokenizer, chat = import_tokenizer(hf_dir, hf_config, cfg.vocab_size)
@@ -610,8 +673,9 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise CheckpointError(f"{out} already exists and is not empty; pass --overwrite or choose another --out")
-        if not (out / "config.json").is_file():
-            raise CheckpointError(f"--overwrite refuses to replace {out}: it is not a model folder (no config.json)")
+        if not (out / EXPORT_MARKER).is_file():  # a downloaded model holds config.json, model.safetensors ... too
+            raise CheckpointError(f"--overwrite refuses to replace {out}: lmlab gpt export did not write it (no "
+                                  f"{EXPORT_MARKER}); choose another --out")
     chat = None
     if (run_dir / CHAT_FILE).is_file():
         chat = checkpoint.read_json(run_dir / CHAT_FILE, CHAT_FILE)
@@ -624,10 +688,13 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, overwrite: boo
         generation = {"bos_token_id": ids.get("bos"), "eos_token_id": stop[0] if len(stop) == 1 else (stop or None),
                       "pad_token_id": ids.get("pad")}
         checkpoint.atomic_write_json(staging / "generation_config.json", generation)
+        checkpoint.atomic_write_json(staging / EXPORT_MARKER, {"exported_from": str(run_dir),
+                                                               "lmlab_version": checkpoint._lmlab_version()})
         tensors = hf_state_dict(model, model_type)
         if model.config.tie_embeddings:
             tensors.pop("lm_head.weight", None)
         save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        os.chmod(staging / "model.safetensors", 0o666 & ~_umask())  # safetensors writes 0600
         if out.is_dir() and any(out.iterdir()):
             # only an earlier export is replaced: a folder holding anything this export does not write (weights
             # shards, a README, a user's notes ...) is somebody's model folder and stays as it is

@@ -45,7 +45,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmlab.chat import ROLES
+from lmlab.chat import ROLES, template_from_spec
 from lmlab.errors import CheckpointError, ConfigError, LmlabError
 from lmlab.pipelines.base import (
     ANALOGY_METHODS,
@@ -216,6 +216,8 @@ def load_models(run_dirs: Iterable[str | Path], device: str = "cpu",
     if unknown:
         raise ConfigError(f"--chat-template names {', '.join(unknown)}, which is not served; served: "
                           f"{', '.join(sorted(by_name))}")
+    for spec in templates.values():  # every template is read and parsed before any model is loaded, even one
+        template_from_spec(spec)  # that no model ends up using (each has its own): a typo is named, not ignored
     models: dict[str, ServedModel] = {}
     for path in paths:
         pipeline = load(path, device=device)

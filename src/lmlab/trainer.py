@@ -263,19 +263,25 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
-        pos, has_gauss, cached = extra["numpy_pos"]
-        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-        py = extra["python_random"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        best = extra.get("best_metric")
-        self.state = TrainState(
-            step=extra["step"],
-            epoch=extra["epoch"],
-            batch_in_epoch=extra["batch_in_epoch"],
-            best_metric=math.nan if best is None else best,
-            bad_evals=extra["bad_evals"],
-            train_time_s=extra.get("train_time_s", 0.0),
-        )
+        try:
+            pos, has_gauss, cached = extra["numpy_pos"]
+            np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+            py = extra["python_random"]
+            random.setstate((py[0], tuple(py[1]), py[2]))
+            best = extra.get("best_metric")
+            self.state = TrainState(
+                step=int(extra["step"]),
+                epoch=int(extra["epoch"]),
+                batch_in_epoch=int(extra["batch_in_epoch"]),
+                best_metric=math.nan if best is None else float(best),
+                bad_evals=int(extra["bad_evals"]),
+                train_time_s=float(extra.get("train_time_s", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise checkpoint.CheckpointError(
+                f"{folder / 'trainer_state.json'}: trainer state is damaged ({type(err).__name__}: {err}); "
+                "restore it, or start the run again with --overwrite"
+            ) from None
         if distributed.is_main():  # the steps after this checkpoint will be logged again
             checkpoint.truncate_metrics(self.run_dir, self.state.step)
 
@@ -429,6 +435,9 @@ class Trainer:
         window_tokens = window_examples = 0
         window_start = time.monotonic()
         last_epoch = 10**9 if cfg.max_steps else cfg.epochs
+        if cfg.max_steps and self.state.step >= cfg.max_steps:  # a resumed run that is already done: no step more
+            self.request_stop(f"reached train.max_steps={cfg.max_steps} (the run is at step {self.state.step})")
+            return last_logs
         for epoch in range(self.state.epoch, last_epoch):
             self.state.epoch = epoch
             if hasattr(self.train_data, "set_epoch"):

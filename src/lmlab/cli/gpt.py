@@ -77,11 +77,13 @@ def _exp(x: float) -> float:
 @click.option("--context", default=0, show_default=True, type=int,
               help="Tokens per evaluated block (0: the model's context; imported models: at most 1024).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, data, max_tokens, device, context, as_json) -> None:
+@encoding_option
+def evaluate(run_dir, data, max_tokens, device, context, as_json, encoding) -> None:
     """Loss (nats/token), perplexity and bits per token of RUN_DIR's model on --data."""
     from lmlab.recipes.gpt import GPTRecipe
 
-    result = GPTRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens, context=context)
+    result = GPTRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens, context=context,
+                                encoding=encoding)
     if as_json:
         echo_json(result)
         return

@@ -53,7 +53,8 @@ def train(data, val, preset, init_from, out, overwrite, resume, overrides, encod
 @click.option("--batch-size", type=int, default=None, help="Rows read in parallel (default data.eval_batch_size).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, data, batch_size, device, as_json) -> None:
+@encoding_option
+def evaluate(run_dir, data, batch_size, device, as_json, encoding) -> None:
     """Loss (nats/token), perplexity, and nats/bits per character of the text, of RUN_DIR on --data."""
     import warnings
 
@@ -61,7 +62,7 @@ def evaluate(run_dir, data, batch_size, device, as_json) -> None:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = LMRecipe.evaluate(run_dir, data, batch_size=batch_size, device=device)
+        result = LMRecipe.evaluate(run_dir, data, batch_size=batch_size, device=device, encoding=encoding)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     if as_json:

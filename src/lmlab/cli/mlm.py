@@ -6,7 +6,15 @@ import sys
 
 import click
 
-from lmlab.cli.common import PRESET_DEFAULT, echo_json, overrides_argument, resume_preset, run_dir_options
+from lmlab.cli.common import (
+    PRESET_DEFAULT,
+    echo_json,
+    encoding_option,
+    overrides_argument,
+    resume_preset,
+    run_dir_options,
+    with_encoding,
+)
 
 
 @click.group("mlm")
@@ -20,9 +28,10 @@ def mlm() -> None:
 @click.option("--preset", default=None, help="small, tiny, a YAML/JSON file or a run directory.  " + PRESET_DEFAULT.format("small"))
 @click.option("--init-from", "init_from", default=None, type=click.Path(),
               help="An MLM run to continue pretraining from (its weights, tokenizer and architecture) on --data.")
+@encoding_option
 @run_dir_options
 @overrides_argument
-def train(data, val, preset, init_from, out, overwrite, resume, overrides) -> None:
+def train(data, val, preset, init_from, out, overwrite, resume, overrides, encoding) -> None:
     """Tokenize --data once and train a masked LM on randomly masked windows of it.
 
     Overrides such as max_steps=500 or data.whole_word=true follow the options."""
@@ -31,7 +40,8 @@ def train(data, val, preset, init_from, out, overwrite, resume, overrides) -> No
     from lmlab.recipes.mlm import MLMRecipe
 
     preset = resume_preset(preset, out, resume)
-    recipe = MLMRecipe.from_preset(preset, overrides, data=data, val=val, init_from=init_from, log=click.echo)
+    recipe = MLMRecipe.from_preset(preset, with_encoding(overrides, encoding), data=data, val=val, init_from=init_from,
+                                   log=click.echo)
     result = recipe.train(out, overwrite=overwrite, resume=resume)
     shown = ""
     if result.best is not None:
@@ -48,11 +58,12 @@ def train(data, val, preset, init_from, out, overwrite, resume, overrides) -> No
 @click.option("--seed", default=1234, show_default=True, type=int, help="Seed of the masks (same seed, same numbers).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(run_dir, data, max_tokens, seed, device, as_json) -> None:
+@encoding_option
+def evaluate(run_dir, data, max_tokens, seed, device, as_json, encoding) -> None:
     """Masked-token accuracy and perplexity of RUN_DIR's model on --data (its own masking rule, seeded)."""
     from lmlab.recipes.mlm import MLMRecipe
 
-    result = MLMRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens, seed=seed)
+    result = MLMRecipe.evaluate(run_dir, data, device=device, max_tokens=max_tokens, seed=seed, encoding=encoding)
     if as_json:
         echo_json(result)
         return

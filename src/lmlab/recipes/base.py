@@ -266,7 +266,7 @@ class Recipe:
         from lmlab.errors import ConfigError
 
         raise ConfigError(
-            f"--init-from {run_dir}: a {cls.family} run cannot be a classifier body; "
+            f"--init-from {run_dir}: {cls.family} runs cannot be a classifier body; "
             "use a gpt, lm (RNN language model) or mlm (masked language model) run"
         )
 

@@ -34,7 +34,7 @@ import torch
 from lmlab import checkpoint
 from lmlab.config import TrainConfig, config_from_dict, config_to_dict
 from lmlab.data.classification import ClassifyDataConfig, TextEncoder
-from lmlab.errors import ConfigError
+from lmlab.errors import CheckpointError, ConfigError
 from lmlab.models.classifier import ClassifierConfig, TextClassifier, char_ngram_table
 from lmlab.models.finetune import BodyClassifier, FinetuneConfig
 from lmlab.recipes.base import PretrainedBody, Recipe, TrainResult, read_tokenizer_files, split_validation
@@ -97,6 +97,26 @@ class BodyEncoder:
         return rows
 
 
+def _check_same_body(run_dir: Path, source: str, given: str | Path, record: dict) -> None:
+    """On --resume, ``--init-from given`` must be the run the classifier was started from (its body is rebuilt
+    from the saved record, so another run would be silently ignored): a moved or deleted copy passes, a run with
+    another model (type or architecture) is refused."""
+    given = Path(given)
+    if given.resolve() == Path(source).resolve() or not (given / checkpoint.CONFIG_FILE).is_file():
+        return
+    try:
+        other = checkpoint.load_config(given)
+    except CheckpointError:
+        other = {}
+    mine, theirs = record.get("model_config") or {}, other.get("model") if isinstance(other.get("model"), dict) else {}
+    # keys both have (a run saved by an older lmlab may lack newer keys that the record holds with their defaults)
+    if other.get("model_type") != record.get("model_type") or any(mine[k] != theirs[k] for k in set(mine) & set(theirs)):
+        raise ConfigError(
+            f"{run_dir} fine-tunes {source}, but --init-from {given} is another model; resume it with "
+            f"--init-from {source}"
+        )
+
+
 def load_body(init_from: str | Path, device: str = "cpu") -> tuple[PretrainedBody, str]:
     """(the pretrained body of the run ``init_from``, its model_type): missing or corrupt runs and families that
     cannot be a body raise a one-line LmlabError naming ``--init-from``."""
@@ -157,6 +177,8 @@ class ClassifyRecipe(Recipe):
             raise ConfigError(f"{run_dir} fine-tunes {source}: resume it with --init-from {source}")
         if self.inputs.get("init_from") and "body" not in saved:
             raise ConfigError(f"{run_dir} was not started with --init-from; resume it without --init-from")
+        if source and "body" in saved:
+            _check_same_body(run_dir, source, self.inputs["init_from"], saved["body"])
         if "body" in saved:  # a run saved before a finetune key existed goes on as it was trained
             written = saved.setdefault("finetune", {})
             for key, value in FinetuneConfig.LEGACY.items():

@@ -222,6 +222,12 @@ class _TrainedVectorsRecipe(VectorsRecipe):
         base_vocab = None
         if init_from is not None:
             self.init_state, base_vocab = load_continued_state(init_from)
+            planned = (checkpoint.load_config(init_from).get("model") or {}).get("epochs")
+            done = self.init_state.get("epoch")
+            if isinstance(planned, int) and isinstance(done, int) and done < planned:
+                self.log(f"note: --init-from {init_from} was stopped after epoch {done} of {planned}; continuing from "
+                         f"its vectors as they were then (to finish it first: lmlab embed train --out {init_from} "
+                         "--corpus ITS_CORPUS --resume)")
         cfg = self.model.config
         from lmlab.data.sentences import encode_corpus
 

@@ -63,7 +63,7 @@ class GPTRunConfig:
 
 
 def saved_run_config(run_dir: str | os.PathLike, saved: dict) -> GPTRunConfig:
-    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+    sections = checkpoint.saved_sections(run_dir, saved)
     return config_from_dict(GPTRunConfig, sections, where=f"{run_dir}/config.json")
 
 
@@ -310,11 +310,12 @@ class GPTRecipe(Recipe):
     @classmethod
     def evaluate(
         cls, run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu", max_tokens: int = 0,
-        context: int = 0,
+        context: int = 0, encoding: str | None = None,
     ) -> dict[str, float]:
         """Loss (nats/token), perplexity and bits/token of a trained run on a text file (tokenized to a temp file),
         over its first ``max_tokens`` tokens (0: all), in blocks of ``context`` tokens (0: the model's context;
-        for an imported pretrained model at most 1,024, and at most the text's length)."""
+        for an imported pretrained model at most 1,024, and at most the text's length); ``encoding``: the file's
+        (default: the run's data.encoding)."""
         import tempfile
 
         model, codec, run = cls.load_model(run_dir, device)
@@ -322,7 +323,7 @@ class GPTRecipe(Recipe):
         if context < 0 or context > run.model.block_size:
             raise ConfigError(f"--context must be in [1, {run.model.block_size}] (the model's context), got {context}")
         with tempfile.TemporaryDirectory() as tmp:
-            tokens = write_token_file(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin")
+            tokens = write_token_file(iter_text(data, encoding or run.data.encoding), codec, Path(tmp) / "eval.bin")
             block = context or run.model.block_size
             if imported and not context:
                 block = max(1, min(block, 1024, len(tokens) - 1))

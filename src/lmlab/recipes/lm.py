@@ -40,7 +40,7 @@ class LMRunConfig:
 
 
 def saved_run_config(run_dir: Path, saved: dict) -> LMRunConfig:
-    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+    sections = checkpoint.saved_sections(run_dir, saved)
     return config_from_dict(LMRunConfig, sections, where=f"{run_dir / checkpoint.CONFIG_FILE}")
 
 
@@ -188,11 +188,15 @@ class LMRecipe(Recipe):
 
     @classmethod
     def evaluate(
-        cls, run_dir: str | os.PathLike, data: str | os.PathLike, batch_size: int | None = None, device: str = "cpu"
+        cls, run_dir: str | os.PathLike, data: str | os.PathLike, batch_size: int | None = None, device: str = "cpu",
+        encoding: str | None = None,
     ) -> dict[str, Any]:
-        """Loss (nats/token), perplexity and per-character numbers of a trained run on a text file."""
+        """Loss (nats/token), perplexity and per-character numbers of a trained run on a text file (``encoding``:
+        the file's; default: the run's data.encoding)."""
+        import dataclasses
+
         model, codec, run = cls.load_model(run_dir, device)
-        text = read_text(data, run.data)
+        text = read_text(data, dataclasses.replace(run.data, encoding=encoding) if encoding else run.data)
         ids, unk = codec.encode_text(text)
         if unk:
             warnings.warn(f"{data}: {unk} tokens are not in the vocabulary and count as <unk>", UserWarning, stacklevel=2)

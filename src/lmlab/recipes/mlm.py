@@ -61,7 +61,7 @@ class MLMRunConfig:
 
 
 def saved_run_config(run_dir: str | os.PathLike, saved: dict) -> MLMRunConfig:
-    sections = {k: saved[k] for k in ("model", "data", "train") if k in saved}
+    sections = checkpoint.saved_sections(run_dir, saved)
     return config_from_dict(MLMRunConfig, sections, where=f"{run_dir}/config.json")
 
 
@@ -244,10 +244,11 @@ class MLMRecipe(Recipe):
     @classmethod
     def evaluate(
         cls, run_dir: str | os.PathLike, data: str | os.PathLike, device: str = "cpu", max_tokens: int = 0,
-        seed: int = EVAL_MASK_SEED, batch_size: int | None = None,
+        seed: int = EVAL_MASK_SEED, batch_size: int | None = None, encoding: str | None = None,
     ) -> dict[str, float]:
         """Masked-token loss (nats), perplexity and accuracy over the chosen positions of ``data``, masked with a
-        generator seeded with ``seed`` (the same masks every time), over its first ``max_tokens`` tokens."""
+        generator seeded with ``seed`` (the same masks every time), over its first ``max_tokens`` tokens;
+        ``encoding``: the file's (default: the run's data.encoding)."""
         import tempfile
 
         model, codec, run = cls.load_model(run_dir, device)
@@ -256,7 +257,7 @@ class MLMRecipe(Recipe):
         total = correct = 0.0
         count = 0
         with tempfile.TemporaryDirectory() as tmp:
-            tokens, starts = write_mlm_tokens(iter_text(data, run.data.encoding), codec, Path(tmp) / "eval.bin", segment,
+            tokens, starts = write_mlm_tokens(iter_text(data, encoding or run.data.encoding), codec, Path(tmp) / "eval.bin", segment,
                                              max_tokens=max_tokens)
             check_stream(tokens, 3, f"evaluation text {data}")
             blocks = SequentialMaskedBlocks(

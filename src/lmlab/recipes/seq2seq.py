@@ -78,7 +78,7 @@ SECTIONS = ("data", "model", "train", "decode")
 def saved_run_config(run_dir: Path, saved: dict) -> Seq2SeqRunConfig:
     try:
         return config_from_dict(
-            Seq2SeqRunConfig, {k: saved[k] for k in SECTIONS if k in saved}, where=f"{run_dir}/config.json"
+            Seq2SeqRunConfig, checkpoint.saved_sections(run_dir, saved, SECTIONS), where=f"{run_dir}/config.json"
         )
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
