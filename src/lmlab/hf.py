@@ -31,11 +31,12 @@ export does not write, never a downloaded model folder.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -451,6 +452,19 @@ def _publish(staging: Path, out: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A new staging folder beside ``out`` (:func:`_staging_dir`) to write a run or an export into: renamed to
+    ``out`` when the block ends (:func:`_publish`), removed when it raises (Ctrl-C included)."""
+    staging = _staging_dir(out)
+    try:
+        yield staging
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def read_hf_config(hf_dir: Path) -> dict:
     """The ``config.json`` of a Hugging Face model folder (CheckpointError naming what is missing)."""
     if not hf_dir.is_dir():
@@ -502,8 +516,7 @@ def import_hf(
     load_hf_weights(model, hf_dir, model_type)
     # evaluation one block at a time: a pretrained model's context and vocabulary make big logits
     run = GPTRunConfig(model=cfg, data=TokenDataConfig(tokenizer="hf", vocab_size=cfg.vocab_size, eval_batch_size=1))
-    staging = _staging_dir(out)
-    try:
+    with staged_folder(out) as staging:
         sections = {
             **config_to_dict(run),
             "imported": {"from": str(hf_dir), "model_type": model_type, "dtype": dtype,
@@ -513,10 +526,6 @@ def import_hf(
         tokenizer.save(staging / "tokenizer.json")
         checkpoint.atomic_write_json(staging / CHAT_FILE, chat)
         _save_weights(model, staging / checkpoint.WEIGHTS_FILE)
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     n = sum(p.numel() for p in model.parameters())
     log(f"imported {model_type} from {hf_dir}: {cfg.num_layers} layers x {cfg.embed_dim} wide, {n:,} parameters "
         f"({dtype}), tokenizer of {tokenizer.vocab_size:,} ids; run directory: {out}")
@@ -679,8 +688,7 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, overwrite: boo
     chat = None
     if (run_dir / CHAT_FILE).is_file():
         chat = checkpoint.read_json(run_dir / CHAT_FILE, CHAT_FILE)
-    staging = _staging_dir(out)
-    try:
+    with staged_folder(out) as staging:
         ids = _export_tokenizer(codec, staging, chat)
         model_type, config = hf_config_for(model.config, ids)
         checkpoint.atomic_write_json(staging / "config.json", config)
@@ -705,10 +713,6 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, overwrite: boo
                     f"--overwrite refuses to replace {out}: it holds {', '.join(foreign[:3])}"
                     f"{' ...' if len(foreign) > 3 else ''}, which an export does not write; choose another --out"
                 )
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"exported {run_dir} as a {model_type} model: {out} (AutoModelForCausalLM.from_pretrained({str(out)!r}))")
     return out
 

@@ -25,14 +25,13 @@ train --init-from`` (fine-tuning, ``[CLS]`` pooling) read it.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lmlab import checkpoint
 from lmlab.errors import CheckpointError, ConfigError
-from lmlab.hf import _publish, _staging_dir, _token_str, load_hf_weights, read_hf_config, weight_files
+from lmlab.hf import _token_str, load_hf_weights, read_hf_config, staged_folder, weight_files
 
 #: the names a BERT checkpoint holds that are no weights of lmlab's model: buffers, the pooler, the
 #: next-sentence head, and the decoder tied to the word embedding (checked equal when present)
@@ -276,8 +275,7 @@ def import_bert(
     _check_tied_decoder(model, hf_dir)
     lower = codec.kind_options()["lowercase"]
     run = MLMRunConfig(model=cfg, data=MLMDataConfig(tokenizer="hf", vocab_size=cfg.vocab_size, lowercase=lower))
-    staging = _staging_dir(out)
-    try:
+    with staged_folder(out) as staging:
         sections = {
             **config_to_dict(run),
             "imported": {"from": str(hf_dir), "model_type": "bert", "dtype": "float32",
@@ -286,10 +284,6 @@ def import_bert(
         checkpoint.save_config(staging, "mlm", sections)
         codec.save(staging)
         checkpoint.save_weights(staging / checkpoint.WEIGHTS_FILE, model)
-        _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     n = model.num_parameters()
     log(f"imported bert from {hf_dir}: {cfg.num_layers} layers x {cfg.embed_dim} wide, {n:,} parameters, "
         f"{'with' if cfg.head else 'without'} an MLM head, WordPiece tokenizer of {codec.vocab_size:,} ids; "

@@ -22,7 +22,6 @@ metrics.jsonl; it is deterministic and takes seconds, so ``--resume`` simply fit
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -62,8 +61,8 @@ def imported_from(run_dir: str | Path) -> str | None:
     """The Hugging Face ``model_type`` a run was imported from (its config.json's ``imported`` section), or None
     for a run trained here; an unreadable run is None too (:func:`load_body` reports it)."""
     try:
-        saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        saved = checkpoint.read_json(Path(run_dir) / checkpoint.CONFIG_FILE, "config.json")
+    except CheckpointError:
         return None
     imported = saved.get("imported") if isinstance(saved, dict) else None
     return str(imported.get("model_type") or "Hugging Face") if isinstance(imported, dict) else None
