@@ -183,6 +183,34 @@ def test_killed_training_resumes_bit_identical(algo, corpus_slice, tmp_path, cap
     assert not (killed / ".work").exists()
 
 
+def test_ctrl_c_says_what_is_saved_and_how_to_resume(corpus_slice, tmp_path):
+    """SIGINT (Ctrl-C) during an epoch: exit 130 and one line naming the epochs on disk and ``--resume``; the
+    resumed run then finishes all its epochs."""
+    import re
+    import signal
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO_SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-c", "import sys; from lmlab.cli import main; sys.exit(main(sys.argv[1:]))"]
+    out = tmp_path / "run"
+    args = _train_args("sgns", corpus_slice, out)
+    args[args.index("--epochs") + 1] = "40"
+    proc = subprocess.Popen(cmd + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240  # a loaded machine is slow to import torch
+    while _epoch(out) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None and _epoch(out) >= 2, "the run ended, or had not finished 2 epochs in 240 s"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    found = re.fullmatch(r"error: interrupted in epoch (\d+) of 40: epochs 1-(\d+) are saved; resume with --resume "
+                         r"\((.+)\)", line)
+    assert found and int(found[1]) == int(found[2]) + 1 >= 3 and found[3] == str(out), line
+    assert "Traceback" not in err
+    assert main(args + ["--resume"]) == 0
+    assert _epoch(out) == 40
+
+
 def test_word_vector_models_import_only_numpy_stdlib_errors_and_models():
     import ast
 

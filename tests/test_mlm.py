@@ -244,6 +244,16 @@ def test_save_load_gives_identical_fill_output(tiny_run: Path, capsys):
     assert capability_of(MLMRecipe.load(tiny_run)) == "fill_mask" and isinstance(MLMRecipe.load(tiny_run), MaskFiller)
 
 
+def test_filled_text_is_the_users_text_with_each_best_guess_spliced_in(tiny_run: Path):
+    """Characters the (Shakespeare, character) vocabulary lacks, such as 中文 and an emoji, and the user's own
+    spacing survive in "filled"; only each [MASK] changes, to its first candidate."""
+    text = "中文🙂 I [MASK]ove  [MASK]hee!"
+    pipeline = MLMRecipe.load(tiny_run)
+    result = pipeline.fill_mask([text], top_k=2)[0]
+    first, second = (pipeline.codec.piece(m[0]["id"]) for m in result["masks"])
+    assert result["filled"] == f"中文🙂 I {first}ove  {second}hee!"
+
+
 def test_eval_is_reproducible_and_reports_accuracy_and_perplexity(tiny_run: Path, shakespeare: Path, capsys):
     a = MLMRecipe.evaluate(tiny_run, shakespeare, max_tokens=5000)
     b = MLMRecipe.evaluate(tiny_run, shakespeare, max_tokens=5000)

@@ -89,18 +89,34 @@ class FillMask:
         probs[:, self.codec.specials] = 0.0  # never offer [PAD], [MASK], ...
         top_p, top_i = probs.topk(int(top_k), dim=-1)  # (N, k)
         results, k = [], 0
-        for b, (text, row) in enumerate(zip(texts, rows, strict=True)):
-            masks, filled = [], list(row)
-            for pos in where[b].nonzero().flatten().tolist():
+        for b, text in enumerate(texts):
+            masks, best = [], []
+            for _ in where[b].nonzero().flatten().tolist():
                 candidates = [
                     {"token": self._shown(i), "id": int(i), "probability": float(p)}
                     for p, i in zip(top_p[k].tolist(), top_i[k].tolist(), strict=True)
                 ]
                 masks.append(candidates)
-                filled[pos] = int(top_i[k, 0])
+                best.append(int(top_i[k, 0]))
                 k += 1
-            results.append({"text": text, "filled": self.codec.decode(filled[1:-1]), "masks": masks})
+            results.append({"text": text, "filled": self._splice(text, best), "masks": masks})
         return results
+
+    def _splice(self, text: str, best: list[int]) -> str:
+        """``text`` as the user wrote it, each ``[MASK]`` replaced by the text of its best piece. Splicing (rather
+        than decoding the ids) keeps what the tokenizer cannot: characters outside a character vocabulary, case
+        and width before normalisation, the user's own spacing."""
+        parts = text.split(MASK_TOKEN)
+        out = [parts[0]]
+        for i, part in zip(best, parts[1:], strict=True):
+            piece = self.codec.piece(i)
+            if piece.startswith("##") and len(piece) > 2:  # a WordPiece continuation: joined to what precedes
+                piece = piece[2:]
+            if self.codec.vocab is None and (not out[-1] or out[-1][-1].isspace()):
+                piece = piece.lstrip()  # a BPE piece's leading space, when the user's own already separates
+            out.append(piece)
+            out.append(part)
+        return "".join(out)
 
     def _shown(self, i: int) -> str:
         piece = self.codec.piece(i)

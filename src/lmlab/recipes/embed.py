@@ -45,7 +45,7 @@ from lmlab.config import (
     resolve_short_overrides,
 )
 from lmlab.data.sentences import VectorDataConfig, vector_tokenizer
-from lmlab.errors import CheckpointError, ConfigError
+from lmlab.errors import CheckpointError, ConfigError, TrainingInterrupted
 from lmlab.models.glove import GloVe, GloVeConfig
 from lmlab.models.word2vec import Word2Vec, Word2VecConfig
 from lmlab.recipes.base import Recipe, TrainResult
@@ -285,7 +285,14 @@ class _TrainedVectorsRecipe(VectorsRecipe):
                 checkpoint.append_metrics(run_dir, {"step": stats.epoch, **stats.as_dict()})
                 save_training_state(run_dir, model.training_state())
 
-            self._run_kernel(on_epoch)
+            try:
+                self._run_kernel(on_epoch)
+            except KeyboardInterrupt:  # the last completed epoch is on disk (written atomically by on_epoch)
+                last = run_dir / "checkpoints" / "last.json"
+                done = int(checkpoint.read_json(last, "checkpoints/last.json")["epoch"]) if last.exists() else 0
+                saved = f"epochs 1-{done} are saved" if done else "no epoch had ended, nothing is saved"
+                raise TrainingInterrupted(f"interrupted in epoch {done + 1} of {model.config.epochs}: {saved}; "
+                                          f"resume with --resume ({run_dir})") from None
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
         save_vectors(model, run_dir, {"data": config_to_dict(self.config.data), **self.config_extras()})
