@@ -12,6 +12,7 @@ from safetensors.numpy import load_file
 
 from lmlab.cli import main
 from lmlab.data.sentences import encode_corpus
+from lmlab.errors import TrainingInterrupted
 from lmlab.models.word2vec import Word2Vec, Word2VecConfig
 from lmlab.recipes import embed as embed_recipe
 from lmlab.recipes.embed import Word2VecRecipe, load_training_state
@@ -124,7 +125,7 @@ def test_killed_continued_run_resumes_bit_identical(base_run, two_corpora, tmp_p
             raise KeyboardInterrupt  # the process dies right after the checkpoint of epoch 2
 
     monkeypatch.setattr(embed_recipe, "save_training_state", die_after_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted, match="epochs 1-2 are saved; resume with --resume"):
         Word2VecRecipe.from_options(None, {"threads": 1, "epochs": 3}, corpus=str(two_corpora[1]),
                                     init_from=str(base_run), log=lambda _: None).train(killed)
     monkeypatch.undo()
