@@ -174,10 +174,10 @@ def pretrain_vectors(train: list, segmenter: str, workdir: Path, limit: int) -> 
     from lmlab.recipes.classify import ClassifyRecipe
     from lmlab.recipes.embed import recipe_from_cli
 
+    news = _lines(DATA / "peoples-daily-1998" / "raw.txt.gz", limit)
+    text = "\n".join([*news, *(e.text.replace("\n", " ") for e in train)]) + "\n"
     corpus = workdir / "unlabelled-zh.txt"
-    if not corpus.exists():
-        news = _lines(DATA / "peoples-daily-1998" / "raw.txt.gz", limit)
-        corpus.write_text("\n".join([*news, *(e.text.replace("\n", " ") for e in train)]) + "\n", encoding="utf-8")
+    corpus.write_text(text, encoding="utf-8")
     t0 = time.perf_counter()
     dim = ClassifyRecipe.resolve("bilstm").model.embed_dim
     out = workdir / f"w2v-{segmenter}"
@@ -185,7 +185,7 @@ def pretrain_vectors(train: list, segmenter: str, workdir: Path, limit: int) -> 
                              corpus=str(corpus), log=lambda _: None)
     recipe.train(out, overwrite=True)
     return {"run_dir": str(out), "pretrain_s": round(time.perf_counter() - t0, 2),
-            "corpus_characters": len(corpus.read_text(encoding="utf-8")), **W2V_PRETRAIN}
+            "corpus_characters": len(text), **W2V_PRETRAIN}
 
 
 def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str] | None = None,
@@ -228,15 +228,12 @@ def bench_sentiment(limit: int, workdir: Path, bilstm_epochs: int, only: set[str
         "bilstm_words": ("bilstm", ["data.tokenizer=word", "data.segmenter=jieba", f"train.epochs={bilstm_epochs}",
                                     "data.max_len=200"]),
         # sparse logistic regression (fitted exactly, no validation needed: every training label is used)
-        "bilstm_chars_w2v": ("bilstm", ["data.tokenizer=word", "data.segmenter=char", f"train.epochs={bilstm_epochs}",
-                                        "data.max_len=200"]),
-        "bilstm_words_w2v": ("bilstm", ["data.tokenizer=word", "data.segmenter=jieba", f"train.epochs={bilstm_epochs}",
-                                        "data.max_len=200"]),
         "nblr_chars": ("nblr", ["data.tokenizer=word", "data.segmenter=char", "model.ngrams=3", "data.val_split=0"]),
         "nblr_words": ("nblr", ["data.tokenizer=word", "data.segmenter=jieba", "model.char_ngrams=[1,3]",
                                 "data.val_split=0"]),
         "tfidf_chars": ("tfidf", ["data.tokenizer=word", "data.segmenter=char", "model.ngrams=3", "data.val_split=0"]),
     }
+    models.update({f"{k}_w2v": models[k] for k in ("bilstm_chars", "bilstm_words")})  # + pretrained vectors
     models = {k: v for k, v in models.items() if not only or k in only}
     for name, (preset, overrides) in models.items():
         body = pretrain_vectors(train, "char" if "chars" in name else "jieba", workdir, limit) \
